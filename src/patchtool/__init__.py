@@ -1,0 +1,3 @@
+"""patchtool: per-device patch series against upstream vLLM."""
+
+__version__ = "0.1.0"

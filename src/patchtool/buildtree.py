@@ -1,0 +1,196 @@
+"""Build trees: `<dir>/<device>/<project>`, what they record and what work they hold.
+
+A build tree is a self-contained git repository: the base commit (marked by
+`refs/patchtool/base` and the tag `patchtool/base`) and one commit per patch.
+`.git/patchtool.json` records which device and base it was made from.
+
+This module also owns the per-device lock and the recovery of folders left by
+a killed run. It never deletes anything outside `<dir>/<device>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LockedError, NotFoundError, UsageError
+from .fsutil import check_name
+from .gitops import Git
+from .report import Reporter
+
+METADATA_FILE = "patchtool.json"
+BASE_REF = "refs/patchtool/base"
+BASE_TAG = "patchtool/base"
+STAGE_PREFIX = ".patchtool-stage-"
+LOCK_NAME = ".patchtool.lock"
+BACKUP_FOLDER = "backups"
+
+
+@dataclass(frozen=True)
+class TreeRecord:
+    device: str
+    base_id: str
+    project: str
+    version: str
+    base_commit: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class TreeLocation:
+    build_dir: Path
+    device: str
+    project: str
+
+    @property
+    def device_dir(self) -> Path:
+        return self.build_dir / check_name("device", self.device)
+
+    @property
+    def tree(self) -> Path:
+        return self.device_dir / check_name("project", self.project)
+
+
+def read_record(tree: Path) -> TreeRecord:
+    path = tree / ".git" / METADATA_FILE
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        return TreeRecord(**{k: str(data[k]) for k in TreeRecord.__dataclass_fields__})
+    except FileNotFoundError as error:
+        raise NotFoundError(
+            f"{tree} is not a patchtool build tree ({path} is missing)",
+            hint="Create it with `patchtool unpatch`.",
+        ) from error
+    except (ValueError, KeyError, TypeError) as error:
+        raise NotFoundError(f"{path} is damaged: {error}", hint="Recreate the tree with unpatch.") from error
+
+
+def write_record(tree: Path, record: TreeRecord) -> None:
+    (tree / ".git" / METADATA_FILE).write_text(record.to_json(), "utf-8")
+
+
+def find_tree(build_dir: Path, device: str) -> Path:
+    """The one build tree of a device (its project folder)."""
+    device_dir = build_dir / check_name("device", device)
+    trees = [p for p in sorted(device_dir.iterdir()) if (p / ".git" / METADATA_FILE).is_file()] if device_dir.is_dir() else []
+    if not trees:
+        raise NotFoundError(
+            f"no build tree for device {device!r} under {device_dir}",
+            hint=f"Create one with `patchtool unpatch --device-type {device}`.",
+        )
+    if len(trees) > 1:
+        raise UsageError(f"several build trees under {device_dir}: " + ", ".join(p.name for p in trees))
+    return trees[0]
+
+
+@dataclass
+class TreeWork:
+    """Work in a build tree that exists nowhere else."""
+
+    uncommitted: list[str] = field(default_factory=list)
+    unexported: list[str] = field(default_factory=list)  # "abc1234 subject"
+    other: list[str] = field(default_factory=list)  # stashes, other branches
+
+    def __bool__(self) -> bool:
+        return bool(self.uncommitted or self.unexported or self.other)
+
+    def describe(self) -> str:
+        parts = []
+        if self.uncommitted:
+            parts.append("uncommitted changes: " + ", ".join(self.uncommitted[:10])
+                         + (" …" if len(self.uncommitted) > 10 else ""))  # fmt: skip
+        if self.unexported:
+            parts.append("commits not exported to the store: " + "; ".join(self.unexported))
+        parts.extend(self.other)
+        return "\n  ".join(parts)
+
+
+def uncommitted_files(git: Git) -> list[str]:
+    out = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all").stdout
+    entries = [e for e in out.split(b"\0") if e]
+    files: list[str] = []
+    skip_next = False
+    for entry in entries:
+        if skip_next:
+            skip_next = False
+            continue
+        status, path = entry[:2], entry[3:]
+        if status[:1] in (b"R", b"C"):
+            skip_next = True
+        files.append(path.decode("utf-8", "surrogateescape"))
+    return files
+
+
+def side_work(git: Git) -> list[str]:
+    """Stashes and branches whose commits HEAD does not hold."""
+    notes = []
+    if git.rev_parse("refs/stash") is not None:
+        count = len(git.lines("stash", "list"))
+        notes.append(f"{count} stash entr{'y' if count == 1 else 'ies'}")
+    for branch in git.lines("for-each-ref", "--format=%(refname:short)", "refs/heads"):
+        ahead = int(git.text("rev-list", "--count", f"HEAD..refs/heads/{branch}"))
+        if ahead:
+            notes.append(f"branch {branch} has {ahead} commit(s) not in HEAD")
+    return notes
+
+
+# --------------------------------------------------------------------------- locking
+
+
+@contextmanager
+def device_lock(device_dir: Path, reporter: Reporter, wait: bool = True) -> Iterator[None]:
+    """One run at a time per device. The lock is an OS file lock: a killed run
+    releases it with its process, so no stale lock needs clearing by hand."""
+    from filelock import FileLock, Timeout
+
+    device_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(device_dir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise LockedError(
+                f"another patchtool run holds the lock on {device_dir}",
+                hint="Wait for it to finish, or run without --no-wait to queue behind it.",
+            ) from None
+        reporter.step(f"waiting for another patchtool run on {device_dir} to finish")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def recover_interrupted(device_dir: Path, reporter: Reporter) -> None:
+    """Remove staging folders a killed run left behind. Called with the lock held,
+    so no live run owns them."""
+    if not device_dir.is_dir():
+        return
+    for child in device_dir.iterdir():
+        if child.name.startswith(STAGE_PREFIX) and child.is_dir():
+            reporter.info(f"removing {child.name}, left by an interrupted run")
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def backup_path(device_dir: Path, project: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    candidate = device_dir / BACKUP_FOLDER / f"{project}-{stamp}"
+    suffix = 1
+    while candidate.exists():
+        suffix += 1
+        candidate = device_dir / BACKUP_FOLDER / f"{project}-{stamp}-{suffix}"
+    return candidate
+
+
+def new_stage(device_dir: Path) -> Path:
+    stage = device_dir / f"{STAGE_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
+    stage.mkdir(parents=True)
+    return stage

@@ -1,0 +1,319 @@
+"""The command line: commands and options, and the one error boundary.
+
+Each command turns its options into a typed options object, calls the core, and
+prints results on stdout. `main()` maps every `PatchtoolError` to a message, a
+hint and its exit code (see errors.ExitCode); tracebacks only with --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import __version__
+from .errors import ExitCode, PatchtoolError, UsageError
+from .report import RichReporter
+
+app = typer.Typer(
+    name="patchtool",
+    help="Keep a device's changes to vLLM as a reviewable patch series against an exact "
+    "upstream base: apply them (unpatch), capture them (patch), build the device's wheel.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class GlobalOptions:
+    store: Path | None = None
+    cache_dir: Path | None = None
+    debug: bool = False
+    quiet: bool = False
+
+
+_globals = GlobalOptions()
+
+DeviceOption = Annotated[
+    str, typer.Option("--device-type", "-d", help="Device name: a folder of the store.")
+]
+DirOption = Annotated[
+    Path, typer.Option("--dir", help="Build folder; trees go to DIR/<device>/<project>.")
+]
+CommitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--commit-id",
+        "-c",
+        help="Base: full commit id, unique prefix of 7+ hex digits, folder name or version "
+        "(default: the device's newest base).",
+    ),
+]
+NoWaitOption = Annotated[
+    bool, typer.Option("--no-wait", help="Fail at once when another run holds the device's lock.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"patchtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    store: Annotated[
+        Path | None,
+        typer.Option(help="The patch store (default: patches/ in this folder or above)."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Cache of upstream sources (default: PATCHTOOL_CACHE_DIR, else the user cache)."
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show only warnings.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    _globals.store, _globals.cache_dir = store, cache_dir
+    _globals.debug, _globals.quiet = debug, quiet
+
+
+def _reporter() -> RichReporter:
+    return RichReporter(quiet=_globals.quiet)
+
+
+def _store():  # type: ignore[no-untyped-def]
+    from .store import find_store
+
+    return find_store(Path.cwd(), _globals.store)
+
+
+def _build_dir(build_dir: Path) -> Path:
+    from .fsutil import check_build_dir
+
+    store = _store()
+    return check_build_dir(build_dir, [store.root, store.root.parent])
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command()
+def unpatch(
+    device: DeviceOption,
+    commit_id: CommitOption = None,
+    build_dir: DirOption = Path("build"),
+    force: Annotated[
+        bool,
+        typer.Option(help="Replace a tree holding unexported work (it is moved to a backup)."),
+    ] = False,
+    three_way: Annotated[
+        bool, typer.Option("--3way", help="Let git fall back to a 3-way merge, and report where.")
+    ] = False,
+    sdist: Annotated[
+        list[Path] | None,
+        typer.Option(help="A local sdist file or folder (air-gapped sites); repeatable."),
+    ] = None,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Create DIR/<device>/<project>: the upstream base plus the device's series, as git commits."""
+    from .apply import UnpatchOptions
+    from .apply import unpatch as run_unpatch
+    from .buildtree import device_lock
+    from .fsutil import check_name
+    from .upstream import BaseCache, cache_root
+
+    reporter = _reporter()
+    store = _store()
+    options = UnpatchOptions(
+        store=store,
+        build_dir=_build_dir(build_dir),
+        device=check_name("device", device),
+        cache=BaseCache(cache_root(_globals.cache_dir)),
+        commit_id=commit_id,
+        force=force,
+        three_way=three_way,
+        archive_paths=tuple(sdist or ()),
+    )
+    with device_lock(options.build_dir / device, reporter, wait=not no_wait):
+        result = run_unpatch(options, reporter)
+    if result.backup is not None:
+        reporter.warn(f"the previous tree held unexported work; it was moved to {result.backup}")
+    if result.three_way:
+        reporter.warn("needed a 3-way merge: " + ", ".join(result.three_way))
+    reporter.info(
+        f"{result.base.label} ({result.base.commit[:12]}) + {len(result.applied)} patch(es)"
+    )
+    print(result.tree)
+
+
+@app.command()
+def patch(
+    device: DeviceOption,
+    build_dir: DirOption = Path("build"),
+    commit_id: CommitOption = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Change nothing; fail (exit 7) if the store differs from a fresh export."
+        ),
+    ] = False,
+    message: Annotated[
+        str | None,
+        typer.Option("--message", "-m", help="First commit uncommitted changes as a new patch."),
+    ] = None,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Export the commits after the base in the build tree into the store, byte-stable."""
+    from .buildtree import device_lock, find_tree
+    from .export import ExportOptions, export_series
+    from .fsutil import check_name
+
+    reporter = _reporter()
+    options = ExportOptions(
+        store=_store(),
+        build_dir=_build_dir(build_dir),
+        device=check_name("device", device),
+        commit_id=commit_id,
+        check=check,
+        message=message,
+    )
+    with device_lock(options.build_dir / device, reporter, wait=not no_wait):
+        tree = find_tree(options.build_dir, device)
+        result = export_series(options, tree, reporter)
+    plan = result.plan
+    if plan.is_noop:
+        reporter.info(f"store unchanged: {len(plan.unchanged)} patch(es) in {plan.base.path}")
+    else:
+        for line in plan.describe():
+            reporter.info(line)
+    print(plan.base.path)
+
+
+@app.command("list")
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Devices and their bases (id, version, commit, patch count)."""
+    from .store import parse_series
+
+    store = _store()
+    records = []
+    for name in store.device_names():
+        device = store.device(name)
+        for base in store.bases(name):
+            count = len(parse_series(base).entries)
+            records.append({"device": name, "display_name": device.display_name,
+                            "base": base.base_id, "project": base.project,
+                            "version": base.version, "commit": base.commit,
+                            "source": base.source.kind, "patches": count})  # fmt: skip
+    if as_json:
+        _emit_json(records)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("device", "base", "version", "commit", "source", "patches", box=None)
+    for r in records:
+        table.add_row(r["device"], r["base"], r["version"], r["commit"][:12], r["source"],
+                      str(r["patches"]))  # fmt: skip
+    Console(highlight=False).print(table)
+
+
+@app.command()
+def status(
+    device: DeviceOption,
+    build_dir: DirOption = Path("build"),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The build tree's base, applied patches, unexported commits and uncommitted files."""
+    from .buildtree import find_tree, read_record, side_work, uncommitted_files
+    from .export import unexported_commits
+    from .gitops import Git
+
+    store = _store()
+    tree = find_tree(_build_dir(build_dir), device)
+    record = read_record(tree)
+    git = Git(tree)
+    base = store.resolve_base(device, record.base_id)
+    log = git.lines("log", "--reverse", "--format=%h %s", f"{record.base_commit}..HEAD")
+    data = {
+        "tree": str(tree),
+        "device": device,
+        "base": record.base_id,
+        "version": record.version,
+        "base_commit": record.base_commit,
+        "commits": log,
+        "unexported": unexported_commits(git, base, record.base_commit),
+        "uncommitted": uncommitted_files(git),
+        "other": side_work(git),
+    }
+    if as_json:
+        _emit_json(data)
+        return
+    print(f"tree:       {tree}")
+    print(f"base:       {record.base_id} ({record.project} {record.version}, {record.base_commit})")
+    print(f"commits:    {len(log)}")
+    for line in log:
+        print(f"  {line}")
+    print(f"unexported: {len(data['unexported'])}")
+    for line in data["unexported"]:
+        print(f"  {line}")
+    print(f"uncommitted files: {len(data['uncommitted'])}")
+    for line in data["uncommitted"]:
+        print(f"  {line}")
+    for line in data["other"]:
+        print(f"note: {line}")
+
+
+# --------------------------------------------------------------------------- error boundary
+
+
+def main(argv: list[str] | None = None) -> None:
+    # typer's standalone mode handles usage errors (exit 2), --help and Exit;
+    # everything the core raises comes through here.
+    try:
+        app(args=argv, prog_name="patchtool")
+    except PatchtoolError as error:
+        _render_error(error)
+        sys.exit(int(error.exit_code))
+    except KeyboardInterrupt:
+        print("patchtool: interrupted; nothing was left half-done", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - the boundary: everything unexpected ends here
+        if _globals.debug:
+            traceback.print_exc()
+        else:
+            print(f"patchtool: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+            print("hint: run again with --debug and report the traceback.", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERNAL))
+
+
+def _render_error(error: PatchtoolError) -> None:
+    if _globals.debug:
+        traceback.print_exc()
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(error.message)}")
+    if error.hint:
+        console.print(f"[bold]hint:[/] {escape(error.hint)}")
+
+
+__all__ = ["UsageError", "app", "main"]

@@ -1,0 +1,242 @@
+"""`patch`: the commits after the base in a build tree, back into the store, byte-stable.
+
+Each commit is rendered by `git format-patch` with every option that affects
+its bytes pinned (zero commit ids, full index lines, no diffstat, no version
+signature, no "n/m" numbering, myers diff, rename detection on), so that a
+re-export of unchanged work writes the same bytes on any machine. File names
+come from subjects, not positions: order lives in `series`, and inserting a
+patch renames nothing.
+
+Only the base's folder is written, and in it only `series` and the patch files
+that `series` lists (old or new); every write is atomic.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .buildtree import TreeWork, read_record, side_work, uncommitted_files
+from .errors import DirtyTreeError, IntegrityError, StaleStoreError, UsageError
+from .fsutil import atomic_write, fsync_directory
+from .gitops import Git, user_identity
+from .report import Reporter
+from .store import SERIES_FILE, BaseRef, Store, parse_series, render_series
+
+FORMAT_PATCH_OPTIONS = (
+    "--zero-commit",
+    "--no-signature",
+    "--no-stat",
+    "--full-index",
+    "--binary",
+    "--no-numbered",
+    "--subject-prefix=PATCH",
+    "--no-cover-letter",
+    "--no-thread",
+    "--no-attach",
+    "--encoding=UTF-8",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "--find-renames",
+    "--diff-algorithm=myers",
+    "--no-color",
+    "--no-notes",
+    "--numbered-files",
+)
+
+
+@dataclass(frozen=True)
+class RenderedPatch:
+    name: str
+    subject: str
+    commit: str
+    data: bytes
+
+
+@dataclass
+class ExportPlan:
+    base: BaseRef
+    patches: list[RenderedPatch]
+    series: bytes
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    series_changed: bool = False
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.new or self.changed or self.removed or self.series_changed)
+
+    def describe(self) -> list[str]:
+        lines = [f"new patch {n}" for n in self.new]
+        lines += [f"changed patch {n}" for n in self.changed]
+        lines += [f"removed patch {n}" for n in self.removed]
+        if self.series_changed:
+            lines.append(f"{SERIES_FILE} order or content differs")
+        return lines
+
+
+def slug(subject: str) -> str:
+    text = re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")
+    if len(text) > 60:
+        text = text[:60].rsplit("-", 1)[0] or text[:60]
+    return text or "patch"
+
+
+def render_patches(git: Git, base_commit: str) -> list[RenderedPatch]:
+    """Render every commit in base..HEAD as a patch file, in order."""
+    merges = git.lines("rev-list", "--merges", f"{base_commit}..HEAD")
+    if merges:
+        raise UsageError(
+            f"the build tree holds merge commits ({', '.join(m[:10] for m in merges)})",
+            hint="A series is linear: rebase the work onto a straight line of commits.",
+        )
+    log = git.run("log", "--reverse", "--format=%H%x00%s%x00", f"{base_commit}..HEAD").text
+    fields = log.split("\0")
+    commits = [(fields[i].strip(), fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
+    if not commits:
+        return []
+    empty = [c for c, _ in commits if not git.run("diff-tree", "--no-commit-id", "-r", "--quiet",
+                                                   f"{c}^", c, check=False).returncode]  # fmt: skip
+    if empty:
+        raise UsageError(
+            "empty commits cannot be exported: " + ", ".join(c[:10] for c in empty),
+            hint="Drop them with an interactive rebase (git rebase -i patchtool/base).",
+        )
+    with tempfile.TemporaryDirectory(prefix="patchtool-export-") as folder:
+        git.run("format-patch", *FORMAT_PATCH_OPTIONS, "-o", folder, f"{base_commit}..HEAD")
+        outputs = [Path(folder, str(i + 1)).read_bytes() for i in range(len(commits))]
+    rendered = []
+    used: set[str] = set()
+    for (commit, subject), data in zip(commits, outputs, strict=True):
+        stem = slug(subject)
+        name = f"{stem}.patch"
+        counter = 2
+        while name in used:
+            name = f"{stem}-{counter}.patch"
+            counter += 1
+        used.add(name)
+        rendered.append(RenderedPatch(name=name, subject=subject, commit=commit, data=data))
+    return rendered
+
+
+def plan_export(base: BaseRef, patches: list[RenderedPatch]) -> ExportPlan:
+    series = parse_series(base)
+    old_names = series.names
+    series_bytes = render_series(series.header, [p.name for p in patches])
+    plan = ExportPlan(base=base, patches=patches, series=series_bytes)
+    for patch in patches:
+        path = base.path / patch.name
+        if not path.exists():
+            plan.new.append(patch.name)
+        elif path.read_bytes() != patch.data:
+            plan.changed.append(patch.name)
+        else:
+            plan.unchanged.append(patch.name)
+    new_names = {p.name for p in patches}
+    plan.removed = [n for n in old_names if n not in new_names]
+    plan.series_changed = (base.path / SERIES_FILE).read_bytes() != series_bytes
+    return plan
+
+
+def write_plan(plan: ExportPlan) -> None:
+    by_name = {p.name: p for p in plan.patches}
+    for name in (*plan.new, *plan.changed):
+        atomic_write(plan.base.path / name, by_name[name].data)
+    if plan.series_changed:
+        atomic_write(plan.base.path / SERIES_FILE, plan.series)
+    for name in plan.removed:
+        (plan.base.path / name).unlink(missing_ok=True)
+    fsync_directory(plan.base.path)
+
+
+def unexported_commits(git: Git, base: BaseRef, base_commit: str) -> list[str]:
+    """Commits after the base whose patch is not byte-identical to a file of the store."""
+    # Any file of the base folder counts: a damaged series must not make
+    # exported work look unexported (or the reverse).
+    stored = {
+        f.read_bytes()
+        for f in (base.path.iterdir() if base.path.is_dir() else [])
+        if f.is_file() and f.name not in (SERIES_FILE, "base.toml")
+    }
+    return [
+        f"{p.commit[:10]} {p.subject}" for p in render_patches(git, base_commit) if p.data not in stored
+    ]
+
+
+def tree_work(git: Git, base: BaseRef | None, base_commit: str) -> TreeWork:
+    work = TreeWork(uncommitted=uncommitted_files(git), other=side_work(git))
+    if base is None:
+        count = int(git.text("rev-list", "--count", f"{base_commit}..HEAD"))
+        if count:
+            work.unexported.append(f"{count} commit(s) after the base (its store folder is gone)")
+    else:
+        work.unexported = unexported_commits(git, base, base_commit)
+    return work
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    store: Store
+    build_dir: Path
+    device: str
+    commit_id: str | None = None
+    check: bool = False
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    plan: ExportPlan
+    committed: str | None  # the commit `-m` made, if any
+    written: bool
+
+
+def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
+    """Export a build tree into its base's folder (the caller holds the device lock)."""
+    record = read_record(tree)
+    base = options.store.resolve_base(options.device, options.commit_id or record.base_id)
+    if base.commit != record.base_commit:
+        raise UsageError(
+            f"the build tree {tree} was made from base {record.base_id} ({record.base_commit[:12]}), "
+            f"not {base.base_id} ({base.commit[:12]})",
+            hint="Leave out --commit-id, or unpatch the base you want to export to.",
+        )
+    git = Git(tree)
+    committed = None
+    dirty = uncommitted_files(git)
+    if dirty:
+        if options.message is None or options.check:
+            raise DirtyTreeError(
+                f"the build tree {tree} has uncommitted changes: " + ", ".join(dirty[:10]),
+                hint="Commit them (each logical change its own commit), or pass -m SUBJECT "
+                "to commit them all as one new patch.",
+            )
+        identity = user_identity(tree)
+        if identity is None:
+            raise UsageError(
+                "patch -m commits your changes under your name, but git has no user.name/user.email",
+                hint="Set them with `git config --global user.name/user.email` (or GIT_AUTHOR_* "
+                "variables) and run again.",
+            )
+        reporter.step(f"committing {len(dirty)} changed file(s) as {options.message!r}")
+        git.run("add", "--all")
+        git.run("commit", "--quiet", "--no-verify", "-m", options.message, env=identity)
+        committed = git.text("rev-parse", "HEAD")
+    reporter.step(f"rendering commits after {record.base_id} ({record.base_commit[:12]})")
+    patches = render_patches(git, record.base_commit)
+    plan = plan_export(base, patches)
+    if options.check:
+        if not plan.is_noop:
+            raise StaleStoreError(
+                f"{base.path} differs from what a fresh export of {tree} would write:\n  "
+                + "\n  ".join(plan.describe()),
+                hint=f"Run `patchtool patch --device-type {options.device}` and commit the store.",
+            )
+        return ExportResult(plan=plan, committed=committed, written=False)
+    if not plan.is_noop:
+        write_plan(plan)
+    return ExportResult(plan=plan, committed=committed, written=not plan.is_noop)

@@ -1,0 +1,89 @@
+"""Small file-system helpers: atomic writes and name checks.
+
+Everything patchtool writes into the store goes through `atomic_write`, so a
+killed run or a full disk leaves either the old file or the new one, never a
+half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from .errors import IntegrityError, UnsafeInputError, UsageError
+
+# Device names and base ids become folder names: keep them to a portable set.
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def check_name(kind: str, value: str) -> str:
+    if not _NAME_PATTERN.match(value) or value in (".", "..") or ".." in value:
+        raise UnsafeInputError(
+            f"{kind} {value!r} is not a valid name",
+            hint=f"A {kind} is 1-100 characters of letters, digits, '.', '_', '+' and '-', "
+            "starting with a letter or digit, and never contains '..'.",
+        )
+    return value
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old or the new file, never a mix."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise IntegrityError(
+            f"could not write {path}: {error.strerror or error}",
+            hint="Check free disk space and permissions; the previous file is unchanged.",
+        ) from error
+
+
+def fsync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def ensure_within(root: Path, candidate: Path, what: str) -> Path:
+    """Refuse `candidate` unless it resolves to a path inside `root`."""
+    resolved_root = root.resolve()
+    resolved = candidate.resolve()
+    if resolved != resolved_root and resolved_root not in resolved.parents:
+        raise UnsafeInputError(f"{what} {candidate} lies outside {root}")
+    return resolved
+
+
+def check_build_dir(build_dir: Path, protected: list[Path]) -> Path:
+    """Refuse a `--dir` that is the filesystem root, the home folder or a protected folder
+    (the repository root, the store): patchtool replaces trees below it."""
+    resolved = build_dir.resolve()
+    forbidden = {Path("/").resolve(), Path.home().resolve(), *(p.resolve() for p in protected)}
+    if resolved in forbidden:
+        raise UsageError(
+            f"--dir {build_dir} is not a usable build folder ({resolved} is protected)",
+            hint="Use a folder of its own, such as the default 'build'.",
+        )
+    for parent in forbidden:
+        if parent != Path("/").resolve() and resolved in parent.parents:
+            raise UsageError(
+                f"--dir {build_dir} lies above a protected folder ({parent})",
+                hint="Use a folder of its own, such as the default 'build'.",
+            )
+    return resolved

@@ -1,0 +1,522 @@
+"""Upstream bases: a released sdist from the package index, or a git commit.
+
+A `pypi` base is an sdist found on the index the user's pip is configured for
+(their index, extra indexes, find-links folders and proxies apply), or in a
+local file or folder for air-gapped sites. It is checked against the sha256 in
+base.toml before anything reads it, then imported into a cached bare git
+repository as one deterministic commit (fixed author, committer, date and
+message, file modes kept), so that the same sdist gives the same commit id on
+every machine.
+
+A `git` base is fetched from the recorded URL or path into the same cache.
+
+The cache lives under the user's cache directory; PATCHTOOL_CACHE_DIR or
+`--cache-dir` move it. With the cache warm no network is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html.parser
+import io
+import json
+import os
+import posixpath
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import IntegrityError, NetworkError, NotFoundError, UnsafeInputError
+from .gitops import Git, run_plain, tool_identity
+from .report import Reporter
+from .store import BaseRef, GitSource, PypiSource
+
+CACHE_ENVIRONMENT_VARIABLE = "PATCHTOOL_CACHE_DIR"
+ARCHIVE_ENVIRONMENT_VARIABLE = "PATCHTOOL_SDIST_PATH"
+_BLOCK = 1 << 20
+
+
+def cache_root(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit.expanduser().resolve()
+    from_environment = os.environ.get(CACHE_ENVIRONMENT_VARIABLE)
+    if from_environment:
+        return Path(from_environment).expanduser().resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("patchtool", appauthor=False))
+
+
+@dataclass(frozen=True)
+class BaseCache:
+    """`<root>/sdists/<sha256>/<file>` and `<root>/repos/<project>.git`."""
+
+    root: Path
+
+    def repository(self, project: str) -> Path:
+        return self.root / "repos" / f"{project}.git"
+
+    def sdist_path(self, source: PypiSource) -> Path:
+        return self.root / "sdists" / source.sha256 / source.filename
+
+    def lock_path(self, project: str) -> Path:
+        return self.root / "repos" / f"{project}.lock"
+
+
+def base_ref_name(commit: str) -> str:
+    return f"refs/patchtool/bases/{commit}"
+
+
+def ensure_base(
+    base: BaseRef,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...] = (),
+) -> Path:
+    """Make sure the cache repository holds `base.commit`; return that repository."""
+    from filelock import FileLock
+
+    repository = cache.repository(base.project)
+    repository.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache.lock_path(base.project))):
+        if not (repository / "HEAD").exists():
+            Git(repository.parent).run("init", "--quiet", "--bare", str(repository))
+        git = Git(repository)
+        if git.rev_parse(base.commit) is not None:
+            return repository
+        if isinstance(base.source, PypiSource):
+            archive = obtain_sdist(base, cache, reporter, archive_paths)
+            reporter.step(f"importing {archive.name} into the cache")
+            commit = import_sdist(archive, repository, base.project, base.version, base.source)
+            if commit != base.commit:
+                raise IntegrityError(
+                    f"{base.path / 'base.toml'}: the sdist {base.source.filename} imports as "
+                    f"commit {commit}, but base.toml records {base.commit}",
+                    hint="The sdist matched its sha256, so base.toml's commit is wrong or "
+                    "was written by an incompatible patchtool; fix the commit line.",
+                )
+        else:
+            fetch_git_commit(base, repository, reporter)
+        return repository
+
+
+# --------------------------------------------------------------------------- sdist import
+
+
+def import_sdist(
+    archive: Path, repository: Path, project: str, version: str, source: PypiSource
+) -> str:
+    """Import an sdist as one deterministic commit; return its id."""
+    members = list(_safe_members(archive))
+    newest = max((m.mtime for m in members), default=0)
+    date = f"{int(newest)} +0000"
+    message = (
+        f"Import {project} {version} from {source.filename}\n\n"
+        f"sha256 {source.sha256}\n"
+    ).encode()
+    identity = tool_identity(date)
+    stream = io.BytesIO()
+    stream.write(b"commit refs/patchtool/import\n")
+    stream.write(f"author {identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}> {date}\n".encode())
+    stream.write(
+        f"committer {identity['GIT_COMMITTER_NAME']} <{identity['GIT_COMMITTER_EMAIL']}> {date}\n".encode()
+    )
+    stream.write(b"data %d\n" % len(message) + message)
+    stream.write(b"deleteall\n")
+    with tarfile.open(archive, "r:*") as tar:
+        for member in members:
+            if member.issym():
+                mode = b"120000"
+                content = member.linkname.encode("utf-8", "surrogateescape")
+            else:
+                mode = b"100755" if member.mode & 0o111 else b"100644"
+                handle = tar.extractfile(member.original)
+                assert handle is not None
+                content = handle.read()
+            path = _fast_import_path(member.path)
+            stream.write(b"M " + mode + b" inline " + path + b"\n")
+            stream.write(b"data %d\n" % len(content) + content + b"\n")
+    stream.write(b"done\n")
+    git = Git(repository)
+    git.run("fast-import", "--quiet", "--done", "--force", input=stream.getvalue())
+    commit = git.text("rev-parse", "refs/patchtool/import")
+    git.run("update-ref", base_ref_name(commit), commit)
+    git.run("update-ref", "-d", "refs/patchtool/import")
+    return commit
+
+
+@dataclass(frozen=True)
+class _Member:
+    path: str  # relative to the sdist's top folder
+    mode: int
+    mtime: float
+    linkname: str
+    original: tarfile.TarInfo
+
+    def issym(self) -> bool:
+        return self.original.issym()
+
+
+def _safe_members(archive: Path) -> Iterator[_Member]:
+    """The archive's files below its one top folder, refusing anything that could
+    reach outside the tree or is not a plain file or an in-tree symlink."""
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as error:
+        raise IntegrityError(f"{archive}: not a readable sdist archive: {error}") from error
+    with tar:
+        top: str | None = None
+        seen: set[str] = set()
+        try:
+            infos = tar.getmembers()
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise IntegrityError(f"{archive}: corrupt or truncated archive: {error}") from error
+        for info in infos:
+            name = info.name
+            if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+                raise UnsafeInputError(f"{archive}: member {name!r} has an absolute path")
+            parts = [p for p in name.split("/") if p not in ("", ".")]
+            if ".." in parts:
+                raise UnsafeInputError(f"{archive}: member {name!r} climbs out with '..'")
+            if not parts:
+                continue
+            if top is None:
+                top = parts[0]
+            elif parts[0] != top:
+                raise UnsafeInputError(
+                    f"{archive}: member {name!r} is outside the top folder {top!r}"
+                )
+            relative = parts[1:]
+            if info.isdir() or not relative:
+                continue
+            if ".git" in relative:
+                raise UnsafeInputError(f"{archive}: member {name!r} is inside a .git folder")
+            path = "/".join(relative)
+            if info.ischr() or info.isblk() or info.isfifo() or info.isdev():
+                raise UnsafeInputError(f"{archive}: member {name!r} is a device or fifo")
+            if info.islnk():
+                raise UnsafeInputError(
+                    f"{archive}: member {name!r} is a hard link",
+                    hint="sdists hold plain files and symlinks only.",
+                )
+            if info.issym():
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(path), info.linkname))
+                if info.linkname.startswith("/") or target == ".." or target.startswith("../"):
+                    raise UnsafeInputError(
+                        f"{archive}: symlink {name!r} points outside the tree ({info.linkname!r})"
+                    )
+            elif not info.isfile():
+                raise UnsafeInputError(f"{archive}: member {name!r} is not a regular file")
+            if path in seen:
+                raise UnsafeInputError(f"{archive}: member {name!r} appears twice")
+            seen.add(path)
+            yield _Member(path, info.mode, float(info.mtime), info.linkname, info)
+
+
+def _fast_import_path(path: str) -> bytes:
+    raw = path.encode("utf-8", "surrogateescape")
+    if b"\n" in raw or raw.startswith(b'"') or b"\\" in raw:
+        escaped = raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"').replace(b"\n", b"\\n")
+        return b'"' + escaped + b'"'
+    return raw
+
+
+# --------------------------------------------------------------------------- obtaining sdists
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def obtain_sdist(
+    base: BaseRef, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+) -> Path:
+    """A verified copy of the base's sdist in the cache, from local paths, the cache,
+    or the package index, in that order."""
+    assert isinstance(base.source, PypiSource)
+    source = base.source
+    cached = cache.sdist_path(source)
+    if cached.is_file():
+        actual = sha256_of(cached)
+        if actual == source.sha256:
+            return cached
+        reporter.warn(f"cached {cached} has sha256 {actual}; discarding it and fetching again")
+        cached.unlink()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    for candidate in _local_candidates(source, archive_paths):
+        actual = sha256_of(candidate)
+        if actual != source.sha256:
+            raise IntegrityError(
+                f"{candidate}: sha256 {actual} differs from {source.sha256} recorded in "
+                f"{base.path / 'base.toml'}",
+                hint="Use the exact released file; nothing was imported.",
+            )
+        reporter.step(f"using local sdist {candidate}")
+        _copy_verified(candidate.open("rb"), cached, source, str(candidate), base)
+        return cached
+    project = base.project
+    for index in pip_indexes():
+        url, listed_hash = find_on_index(index, project, source.filename)
+        if url is None:
+            continue
+        if listed_hash is not None and listed_hash != source.sha256:
+            raise IntegrityError(
+                f"the index lists {source.filename} with sha256 {listed_hash}, but "
+                f"{base.path / 'base.toml'} records {source.sha256}",
+                hint="Check that your index mirrors the real release; nothing was fetched.",
+            )
+        reporter.step(f"downloading {source.filename} from {_redact(index)}")
+        try:
+            response = _open(url)
+        except NetworkError:
+            raise
+        _copy_verified(response, cached, source, _redact(url), base)
+        return cached
+    raise NotFoundError(
+        f"{source.filename} was not found on any configured package index "
+        f"({', '.join(_redact(i) for i in pip_indexes()) or 'none'})",
+        hint=f"Check `pip config list`, or pass the file with --sdist PATH "
+        f"(or set {ARCHIVE_ENVIRONMENT_VARIABLE}) for an air-gapped site.",
+    )
+
+
+def _local_candidates(source: PypiSource, archive_paths: tuple[Path, ...]) -> Iterator[Path]:
+    paths = list(archive_paths)
+    from_environment = os.environ.get(ARCHIVE_ENVIRONMENT_VARIABLE)
+    if from_environment:
+        paths.extend(Path(p) for p in from_environment.split(os.pathsep) if p)
+    for path in paths:
+        if path.is_dir():
+            candidate = path / source.filename
+            if candidate.is_file():
+                yield candidate
+        elif path.is_file():
+            if path.name != source.filename:
+                raise IntegrityError(
+                    f"{path}: expected a file named {source.filename}",
+                )
+            yield path
+        elif archive_paths and path in archive_paths:
+            raise NotFoundError(f"sdist path {path} does not exist")
+    for folder in pip_find_links():
+        candidate = folder / source.filename
+        if candidate.is_file():
+            yield candidate
+
+
+def _copy_verified(handle: io.BufferedIOBase | object, target: Path, source: PypiSource,
+                   origin: str, base: BaseRef) -> None:
+    digest = hashlib.sha256()
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".download-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                try:
+                    block = handle.read(_BLOCK)  # type: ignore[attr-defined]
+                except OSError as error:
+                    raise NetworkError(f"download of {origin} broke off: {error}") from error
+                if not block:
+                    break
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != source.sha256:
+            raise IntegrityError(
+                f"{origin}: sha256 {digest.hexdigest()} differs from {source.sha256} recorded "
+                f"in {base.path / 'base.toml'}",
+                hint="Nothing was imported. Check the index or mirror you use.",
+            )
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        close = getattr(handle, "close", None)
+        if close:
+            close()
+
+
+# --------------------------------------------------------------------------- the index
+
+
+def _pip_config() -> dict[str, str]:
+    """`pip config list`, as the user's pip sees it (files and PIP_* variables)."""
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    values = {}
+    for line in completed.stdout.splitlines():
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def pip_indexes() -> list[str]:
+    config = _pip_config()
+    primary: list[str] = []
+    extra: list[str] = []
+    for key, value in config.items():
+        if key.endswith(".index-url") and key.split(".", 1)[0] in (":env:", "global", "download", "install"):
+            primary = [value]
+        elif key.endswith(".extra-index-url"):
+            extra.extend(value.split())
+    if not primary:
+        primary = [_pip_default_index()]
+    seen: list[str] = []
+    for url in primary + extra:
+        if url and url not in seen:
+            seen.append(url)
+    return seen
+
+
+def pip_find_links() -> list[Path]:
+    folders = []
+    for key, value in _pip_config().items():
+        if key.endswith(".find-links"):
+            for item in value.split():
+                parsed = urllib.parse.urlparse(item)
+                path = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else (
+                    Path(item) if not parsed.scheme else None
+                )
+                if path is not None and path.is_dir():
+                    folders.append(path)
+    return folders
+
+
+def _pip_default_index() -> str:
+    try:
+        from pip._internal.models.index import PyPI  # pip's own default, not ours
+
+        return str(PyPI.simple_url)
+    except ImportError:  # pragma: no cover - pip missing
+        return ""
+
+
+class _AnchorParser(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href = dict(attrs).get("href") or ""
+            self._text = []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            self.links.append((self._href, "".join(self._text).strip()))
+            self._href = None
+
+
+def _normalize(project: str) -> str:
+    return re.sub(r"[-_.]+", "-", project).lower()
+
+
+def find_on_index(index: str, project: str, filename: str) -> tuple[str | None, str | None]:
+    """Look `filename` up on a PEP 503/691 simple index; return (url, sha256 or None)."""
+    page = index.rstrip("/") + "/" + _normalize(project) + "/"
+    try:
+        response = _open(page, accept="application/vnd.pypi.simple.v1+json, text/html;q=0.1")
+    except NotFoundError:
+        return None, None
+    with response:
+        body = response.read()
+        content_type = response.headers.get("Content-Type", "") if hasattr(response, "headers") else ""
+        base_url = response.geturl() if hasattr(response, "geturl") else page
+    if "json" in content_type:
+        data = json.loads(body)
+        for entry in data.get("files", []):
+            if entry.get("filename") == filename:
+                url = urllib.parse.urljoin(base_url, entry["url"])
+                return url, entry.get("hashes", {}).get("sha256")
+        return None, None
+    parser = _AnchorParser()
+    parser.feed(body.decode("utf-8", "replace"))
+    for href, text in parser.links:
+        url = urllib.parse.urljoin(base_url, href)
+        name = posixpath.basename(urllib.parse.urlparse(url).path)
+        if name == filename or text == filename:
+            fragment = urllib.parse.urlparse(url).fragment
+            listed = fragment.split("=", 1)[1] if fragment.startswith("sha256=") else None
+            return url.split("#", 1)[0], listed
+    return None, None
+
+
+def _open(url: str, accept: str = "*/*"):  # type: ignore[no-untyped-def]
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        path = Path(urllib.request.url2pathname(parsed.path))
+        if path.is_dir():
+            path = path / "index.html"
+        if not path.is_file():
+            raise NotFoundError(f"{url} does not exist")
+        return urllib.request.urlopen(path.as_uri())
+    request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "patchtool"})
+    try:
+        return urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            raise NotFoundError(f"{_redact(url)} does not exist (HTTP 404)") from error
+        raise NetworkError(f"{_redact(url)}: HTTP {error.code} {error.reason}") from error
+    except (urllib.error.URLError, OSError) as error:
+        raise NetworkError(
+            f"cannot reach {_redact(url)}: {getattr(error, 'reason', error)}",
+            hint="Check your network or proxy settings, or pass a local sdist with --sdist.",
+        ) from error
+
+
+def _redact(url: str) -> str:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.username or parsed.password:
+        netloc = parsed.hostname or ""
+        if parsed.port:
+            netloc += f":{parsed.port}"
+        return urllib.parse.urlunparse(parsed._replace(netloc="***@" + netloc))
+    return url
+
+
+# --------------------------------------------------------------------------- git bases
+
+
+def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> None:
+    assert isinstance(base.source, GitSource)
+    url = base.source.url
+    reporter.step(f"fetching {base.commit[:12]} from {_redact(url)}")
+    try:
+        run_plain(["--git-dir", str(repository), "fetch", "--quiet", "--no-tags", url,
+                   base.commit], repository)  # fmt: skip
+    except Exception:
+        # Servers that refuse fetch-by-id: take their branches and tags instead.
+        try:
+            run_plain(["--git-dir", str(repository), "fetch", "--quiet", url,
+                       "+refs/heads/*:refs/patchtool/remote/heads/*",
+                       "+refs/tags/*:refs/patchtool/remote/tags/*"], repository)  # fmt: skip
+        except Exception as error:
+            raise NetworkError(f"cannot fetch from {_redact(url)}: {error}") from error
+    git = Git(repository)
+    if git.rev_parse(base.commit) is None:
+        raise NotFoundError(
+            f"commit {base.commit} is not in {_redact(url)}",
+            hint=f"Check source.url and commit in {base.path / 'base.toml'}.",
+        )
+    git.run("update-ref", base_ref_name(base.commit), base.commit)

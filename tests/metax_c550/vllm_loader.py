@@ -1,0 +1,252 @@
+"""Load a vLLM source tree's fused-MoE module without importing vLLM whole.
+
+``vllm/__init__.py`` (and the ``__init__`` of ``vllm.model_executor``,
+``...layers``, ``...layers.quantization`` and ``...layers.fused_moe``) pull
+in the engine, the distributed stack and many third-party packages that the
+fused-MoE kernel does not use. Instead of faking any of the code, this
+module registers *package shells* for those five packages: empty module
+objects whose ``__path__`` points at the tree's folder. Python then loads
+every real submodule (``fused_moe.py``, ``envs.py``, ``_custom_ops.py``,
+``platforms``, ``utils.py``, ``fp8_utils.py``, ...) from the tree itself.
+
+Three things are not the tree's code as written, kept to the minimum:
+
+* The fused_moe package shell carries ``get_config`` / ``override_config``,
+  the two helpers of ``vllm/model_executor/layers/fused_moe/__init__.py``
+  that ``fused_moe.py`` calls (that ``__init__`` cannot run here because it
+  imports ``layer.py``). They behave like the real ones.
+* ``quantization/qqq.py`` is imported by ``quant_utils.py`` (via
+  ``fp8_utils.py``) for one constant, but itself imports ``linear.py`` and
+  with it ``vllm.distributed``, ``vllm.sequence`` and ``transformers``. It
+  is registered as a partial module holding only qqq.py's top-level literal
+  constants, read from the tree's file with ``ast`` (no values invented).
+* vLLM's compiled ops (``torch.ops._C.silu_and_mul``,
+  ``torch.ops._moe_C.moe_align_block_size`` / ``sgl_moe_align_block_size`` /
+  ``moe_sum``) do not exist without a built vLLM, and vLLM 0.7.2 has no
+  Python fallback for them on this path. ``install_compiled_op_standins``
+  registers pure-torch stand-ins under the same names. They replace the
+  compiled ops only; the Triton kernels, ``invoke_fused_moe_kernel`` and
+  ``fused_experts_impl`` are the tree's real code.
+
+Third-party packages needed beyond torch/triton/numpy: cloudpickle, psutil,
+pyyaml, pyzmq (imported at the top of vllm/utils.py).
+
+One tree per process: the modules are registered under the name ``vllm``.
+To run another tree (e.g. the unpatched base), use a subprocess;
+``python vllm_loader.py --run-case TREE IN.pt OUT.pt`` runs one
+``fused_experts_impl`` call saved by ``save_case``.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+SHELL_PACKAGES = (
+    "vllm",
+    "vllm.model_executor",
+    "vllm.model_executor.layers",
+    "vllm.model_executor.layers.quantization",
+    "vllm.model_executor.layers.fused_moe",
+)
+FUSED_MOE_MODULE = "vllm.model_executor.layers.fused_moe.fused_moe"
+
+_loaded_tree: Optional[Path] = None
+
+
+# --------------------------------------------------------------------------
+# Stand-ins for vLLM's compiled ops (only used where vllm._C is absent).
+# --------------------------------------------------------------------------
+def _silu_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
+    # Same contract as csrc/activation_kernels.cu: out = silu(x[:d]) * x[d:],
+    # computed in fp32 and rounded once to out's dtype.
+    d = x.shape[-1] // 2
+    xf = x.float()
+    out.copy_(torch.nn.functional.silu(xf[..., :d]) * xf[..., d:])
+
+
+def _moe_align_block_size(topk_ids: torch.Tensor, num_experts: int,
+                          block_size: int, sorted_token_ids: torch.Tensor,
+                          experts_ids: torch.Tensor,
+                          num_tokens_post_pad: torch.Tensor) -> None:
+    # Same contract as csrc/moe/moe_align_sum_kernels.cu: group the flat
+    # (token, k) indices by expert, pad every expert's group to a multiple
+    # of block_size, and record the expert of each block. The caller has
+    # filled sorted_token_ids with topk_ids.numel() (the padding value).
+    flat = topk_ids.flatten().long()
+    counts = torch.bincount(flat, minlength=num_experts)
+    padded = (counts + block_size - 1) // block_size * block_size
+    starts = torch.cumsum(padded, 0) - padded
+    order = torch.argsort(flat, stable=True)
+    experts_sorted = flat[order]
+    first_of_expert = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(flat.numel(), device=flat.device) - \
+        first_of_expert[experts_sorted]
+    sorted_token_ids[starts[experts_sorted] + rank] = order.to(
+        sorted_token_ids.dtype)
+    blocks = torch.repeat_interleave(
+        torch.arange(num_experts, device=flat.device), padded // block_size)
+    experts_ids[:blocks.numel()] = blocks.to(experts_ids.dtype)
+    num_tokens_post_pad.fill_(int(padded.sum()))
+
+
+def _moe_sum(inp: torch.Tensor, out: torch.Tensor) -> None:
+    out.copy_(inp.sum(dim=1))
+
+
+_standin_libs = []
+
+
+def install_compiled_op_standins() -> None:
+    """Register the pure-torch stand-ins unless real ops already exist."""
+    def have(ns: str, name: str) -> bool:
+        try:
+            getattr(getattr(torch.ops, ns), name)
+            return True
+        except (AttributeError, RuntimeError):
+            return False
+
+    specs = [
+        ("_C", "silu_and_mul", "(Tensor(a!) out, Tensor input) -> ()",
+         _silu_and_mul),
+        ("_moe_C", "moe_align_block_size",
+         "(Tensor topk_ids, int num_experts, int block_size, "
+         "Tensor(a!) sorted_token_ids, Tensor(b!) experts_ids, "
+         "Tensor(c!) num_tokens_post_pad) -> ()", _moe_align_block_size),
+        ("_moe_C", "sgl_moe_align_block_size",
+         "(Tensor topk_ids, int num_experts, int block_size, "
+         "Tensor(a!) sorted_token_ids, Tensor(b!) experts_ids, "
+         "Tensor(c!) num_tokens_post_pad) -> ()", _moe_align_block_size),
+        ("_moe_C", "moe_sum", "(Tensor input, Tensor(a!) output) -> ()",
+         _moe_sum),
+    ]
+    for ns, name, schema, fn in specs:
+        if have(ns, name):
+            continue
+        lib = torch.library.Library(ns, "FRAGMENT")
+        lib.define(name + schema)
+        lib.impl(name, fn, "CompositeExplicitAutograd")
+        _standin_libs.append(lib)
+
+
+# --------------------------------------------------------------------------
+# Package shells
+# --------------------------------------------------------------------------
+def _add_fused_moe_config_helpers(pkg: types.ModuleType) -> None:
+    # Behaves like get_config / override_config in the real
+    # vllm/model_executor/layers/fused_moe/__init__.py.
+    pkg._config = None
+
+    @contextlib.contextmanager
+    def override_config(config: Optional[Dict[str, Any]]):
+        old = pkg._config
+        pkg._config = config
+        try:
+            yield
+        finally:
+            pkg._config = old
+
+    def get_config() -> Optional[Dict[str, Any]]:
+        return pkg._config
+
+    pkg.override_config = override_config
+    pkg.get_config = get_config
+
+
+def _partial_constants_module(name: str, path: Path) -> types.ModuleType:
+    # Only the top-level `NAME = <literal>` assignments of the real file.
+    mod = types.ModuleType(name)
+    mod.__file__ = str(path)
+    mod.__vllm_loader_partial__ = True
+    for node in ast.parse(path.read_text()).body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            setattr(mod, node.targets[0].id, value)
+    return mod
+
+
+def load_fused_moe(tree: os.PathLike | str,
+                   standins: bool = True) -> types.ModuleType:
+    """Import ``fused_moe.py`` of the vLLM tree rooted at ``tree``."""
+    global _loaded_tree
+    tree = Path(tree).resolve()
+    src = tree / "vllm"
+    if not (src / "model_executor/layers/fused_moe/fused_moe.py").is_file():
+        raise FileNotFoundError(f"{tree} does not look like a vLLM tree")
+    if _loaded_tree is not None:
+        if _loaded_tree != tree:
+            raise RuntimeError(
+                f"vllm is already loaded from {_loaded_tree}; load {tree} "
+                "in a subprocess (one tree per process)")
+        return sys.modules[FUSED_MOE_MODULE]
+    if "vllm" in sys.modules:
+        raise RuntimeError("another vllm package is already imported")
+
+    if standins:
+        install_compiled_op_standins()
+    for name in SHELL_PACKAGES:
+        pkg = types.ModuleType(name)
+        rel = name.split(".")[1:]
+        pkg.__path__ = [str(src.joinpath(*rel))]
+        pkg.__package__ = name
+        pkg.__file__ = None
+        sys.modules[name] = pkg
+        if "." in name:
+            parent, child = name.rsplit(".", 1)
+            setattr(sys.modules[parent], child, pkg)
+    _add_fused_moe_config_helpers(
+        sys.modules["vllm.model_executor.layers.fused_moe"])
+    qqq = "vllm.model_executor.layers.quantization.qqq"
+    sys.modules[qqq] = _partial_constants_module(
+        qqq, src / "model_executor/layers/quantization/qqq.py")
+    mod = importlib.import_module(FUSED_MOE_MODULE)
+    assert Path(mod.__file__).resolve().is_relative_to(tree)
+    _loaded_tree = tree
+    return mod
+
+
+def override_config(config: Optional[Dict[str, Any]]):
+    """Context manager: force ``config`` in fused_experts_impl."""
+    return sys.modules["vllm.model_executor.layers.fused_moe"].override_config(
+        config)
+
+
+# --------------------------------------------------------------------------
+# Running one case in another process (for comparing two trees)
+# --------------------------------------------------------------------------
+def save_case(path: os.PathLike | str, *, hidden_states: torch.Tensor,
+              w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+              topk_ids: torch.Tensor,
+              config: Optional[Dict[str, Any]]) -> None:
+    torch.save(
+        dict(hidden_states=hidden_states, w1=w1, w2=w2,
+             topk_weights=topk_weights, topk_ids=topk_ids, config=config),
+        path)
+
+
+def run_case(tree: os.PathLike | str, in_path: os.PathLike | str,
+             out_path: os.PathLike | str) -> None:
+    fm = load_fused_moe(tree)
+    case = torch.load(in_path)
+    with override_config(case["config"]):
+        out = fm.fused_experts_impl(case["hidden_states"], case["w1"],
+                                    case["w2"], case["topk_weights"],
+                                    case["topk_ids"])
+    torch.save(out, out_path)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 5 or sys.argv[1] != "--run-case":
+        sys.exit("usage: vllm_loader.py --run-case TREE IN.pt OUT.pt")
+    run_case(sys.argv[2], sys.argv[3], sys.argv[4])
