@@ -158,15 +158,17 @@ def _apply_series(tree: Path, series: PatchSeries, three_way: bool, reporter: Re
     paths = [str(p) for p in series.paths()]
     if not paths:
         return []
-    am = ("am", "--quiet", "--keep-cr", "--committer-date-is-author-date", "--no-verify")
+    # Hooks are off through core.hooksPath (gitops); `am --no-verify` needs git 2.40.
+    am = ("am", "--keep-cr", "--committer-date-is-author-date")
     if not three_way:
-        result = git.run(*am, "--no-3way", *paths, check=False)
+        result = git.run(*am, "--quiet", "--no-3way", *paths, check=False)
         if result.returncode != 0:
             _raise_conflict(git, series, result.stderr)
         return []
     needed: list[str] = []
     for entry, path in zip(series.entries, paths, strict=True):
-        result = git.run(*am[:-1], "--3way", "--no-verify", path, check=False)
+        # Not --quiet: the "Falling back to ... 3-way merge" line is what we report.
+        result = git.run(*am, "--3way", path, check=False)
         if result.returncode != 0:
             _raise_conflict(git, series, result.stderr)
         if "3-way merge" in result.stderr or "3-way merge" in result.text:
@@ -187,7 +189,7 @@ def _raise_conflict(git: Git, series: PatchSeries, am_stderr: str) -> None:
     patch_path = series.base.path / entry.name
     git.run("am", "--abort", check=False)
     check = git.run("apply", "--check", "--verbose", str(patch_path), check=False)
-    details = describe_failure(patch_path, check.stderr or am_stderr)
+    details = describe_failure(patch_path, check.stderr if check.returncode else am_stderr)
     raise ConflictError(
         f"patch {entry.name} (series line {entry.line}, patch {applied + 1} of "
         f"{len(series.entries)}) does not apply to {series.base.label} "

@@ -140,6 +140,7 @@ def unpatch(
 
     reporter = _reporter()
     store = _store()
+    store.device(check_name("device", device))  # before the lock creates DIR/<device>
     options = UnpatchOptions(
         store=store,
         build_dir=_build_dir(build_dir),
@@ -185,8 +186,10 @@ def patch(
     from .fsutil import check_name
 
     reporter = _reporter()
+    store = _store()
+    store.device(check_name("device", device))
     options = ExportOptions(
-        store=_store(),
+        store=store,
         build_dir=_build_dir(build_dir),
         device=check_name("device", device),
         commit_id=commit_id,

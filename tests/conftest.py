@@ -1,0 +1,51 @@
+"""Hermetic test set-up: every test runs with its own HOME, no system or global git
+config, fixed author and committer dates, and no editor, so git behaves the same
+on every machine and nothing a test does can reach the user's own files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from helpers import SyntheticUpstream, make_upstream
+
+FIXED_DATE = "2025-02-01T12:00:00+00:00"
+
+
+@pytest.fixture(autouse=True)
+def hermetic_seal(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.invalid")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Committer")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "committer@example.invalid")
+    monkeypatch.setenv("GIT_AUTHOR_DATE", FIXED_DATE)
+    monkeypatch.setenv("GIT_COMMITTER_DATE", FIXED_DATE)
+    monkeypatch.setenv("GIT_EDITOR", "false")
+    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
+    monkeypatch.setenv("PATCHTOOL_CACHE_DIR", str(home / "patchtool-cache"))
+    monkeypatch.delenv("PATCHTOOL_SDIST_PATH", raising=False)
+    for variable in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    return home
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SyntheticUpstream:
+    """A small released 'demo 1.0' sdist, a store with device 'devA' on it, and a
+    build folder; the sdist is offered as a local file (no network)."""
+    world = make_upstream(tmp_path)
+    monkeypatch.setenv("PATCHTOOL_SDIST_PATH", str(world.sdist.parent))
+    return world
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Integration tests share one warm cache across the session (see test_vllm_real.py).
+    os.environ.setdefault("PATCHTOOL_TESTS", "1")

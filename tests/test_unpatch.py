@@ -1,0 +1,189 @@
+"""unpatch: bad input, conflicts, dirty trees, --force and --3way; nothing changed on failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import SyntheticUpstream, commit_all, git, snapshot, write_base
+
+
+def unpatch(world: SyntheticUpstream, *extra: str):  # type: ignore[no-untyped-def]
+    return world.cli("unpatch", "--device-type", "devA", "--dir", str(world.build), *extra)
+
+
+def add_patch(world: SyntheticUpstream, name: str, text: str) -> Path:
+    path = world.base_folder / name
+    path.write_text(text)
+    with (world.base_folder / "series").open("a") as series:
+        series.write(name + "\n")
+    return path
+
+
+def export_one_change(world: SyntheticUpstream, path: str, old: str, new: str, subject: str) -> None:
+    assert unpatch(world).code == 0
+    file = world.tree / path
+    file.write_text(file.read_text().replace(old, new))
+    commit_all(world.tree, subject)
+    result = world.cli("patch", "--device-type", "devA", "--dir", str(world.build))
+    assert result.code == 0, result.output
+
+
+def test_unknown_device_exits_3_and_names_known_devices(upstream: SyntheticUpstream) -> None:
+    result = upstream.cli("unpatch", "--device-type", "devB", "--dir", str(upstream.build))
+    assert result.code == 3
+    assert "unknown device 'devB'" in result.stderr
+    assert "Did you mean 'devA'?" in result.stderr
+    assert not upstream.build.exists() or not (upstream.build / "devB").exists()
+
+
+def test_ambiguous_and_unknown_commit_ids_list_the_bases(upstream: SyntheticUpstream) -> None:
+    second = upstream.store / "devA" / "demo-1.1"
+    write_base(second, "demo", "1.1", upstream.commit[:7] + "0" * 33, upstream.sha256)
+    (second / "series").write_text("")
+    ambiguous = unpatch(upstream, "--commit-id", upstream.commit[:7])
+    assert ambiguous.code == 2
+    assert "ambiguous" in ambiguous.stderr and "demo-1.0" in ambiguous.stderr
+    assert "demo-1.1" in ambiguous.stderr
+    unknown = unpatch(upstream, "--commit-id", "deadbeef")
+    assert unknown.code == 3
+    assert "no base matching 'deadbeef'" in unknown.stderr and "demo-1.0" in unknown.stderr
+    by_version = unpatch(upstream, "--commit-id", "1.0")
+    assert by_version.code == 0, by_version.output
+    assert git(upstream.tree, "rev-parse", "HEAD").strip() == upstream.commit
+
+
+def test_hash_mismatch_is_an_integrity_error_and_imports_nothing(upstream: SyntheticUpstream) -> None:
+    write_base(upstream.base_folder, "demo", "1.0", upstream.commit, "0" * 64)
+    result = unpatch(upstream)
+    assert result.code == 6
+    assert "differs from" in result.stderr and "0" * 64 in result.stderr
+    assert str(upstream.sdist) in result.stderr
+    assert not upstream.tree.exists()
+
+
+def test_conflicting_patch_names_patch_file_and_hunk_and_keeps_old_tree(
+    upstream: SyntheticUpstream,
+) -> None:
+    export_one_change(upstream, "demo/core.py", "return 3\n", "return 33\n", "Change three")
+    before = snapshot(upstream.tree)
+    head = git(upstream.tree, "rev-parse", "HEAD")
+    add_patch(upstream, "bad.patch", (
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        "From: A <a@example.invalid>\nDate: Sat, 1 Feb 2025 12:00:00 +0000\n"
+        "Subject: [PATCH] Change twenty\n\nWhy.\n---\n"
+        "diff --git a/demo/core.py b/demo/core.py\n--- a/demo/core.py\n+++ b/demo/core.py\n"
+        "@@ -58,3 +58,3 @@ def function_19():\n"
+        " def function_20():\n-    return 2000\n+    return 20\n \n"
+    ))
+    result = unpatch(upstream)
+    assert result.code == 4, result.output
+    assert "patch bad.patch (series line 3, patch 2 of 2) does not apply" in result.stderr
+    assert "demo/core.py: hunk #1 @@ -58,3 +58,3 @@ def function_19(): does not match" in (
+        result.stderr
+    )
+    assert "return 2000" in result.stderr  # what git searched for
+    assert "--3way" in result.stderr
+    assert snapshot(upstream.tree) == before
+    assert git(upstream.tree, "rev-parse", "HEAD") == head
+    assert [p.name for p in upstream.tree.parent.iterdir()] == ["demo", ".patchtool.lock"] or (
+        sorted(p.name for p in upstream.tree.parent.iterdir()) == [".patchtool.lock", "demo"]
+    )
+
+
+def test_corrupt_patch_is_reported_by_name(upstream: SyntheticUpstream) -> None:
+    add_patch(upstream, "corrupt.patch", "From: nobody\nSubject: [PATCH] x\n\n---\n"
+              "diff --git a/setup.py b/setup.py\n--- a/setup.py\n+++ b/setup.py\n@@ -1,9 +1,9 @@\n"
+              "garbage\n")  # fmt: skip
+    result = unpatch(upstream)
+    assert result.code == 4
+    assert "corrupt.patch" in result.stderr
+    assert not upstream.tree.exists()
+
+
+def test_missing_series_entry_exits_3_and_names_the_line(upstream: SyntheticUpstream) -> None:
+    (upstream.base_folder / "series").write_text("# demo series\nghost.patch\n")
+    result = unpatch(upstream)
+    assert result.code == 3
+    assert "series:2: patch file 'ghost.patch' is missing" in result.stderr
+
+
+def test_dirty_tree_is_refused_then_backed_up_with_force(upstream: SyntheticUpstream) -> None:
+    assert unpatch(upstream).code == 0
+    (upstream.tree / "setup.py").write_text("# local edit\n")
+    (upstream.tree / "untracked.txt").write_text("mine\n")
+    before = snapshot(upstream.tree)
+    refused = unpatch(upstream)
+    assert refused.code == 5
+    assert "uncommitted changes: setup.py, untracked.txt" in refused.stderr
+    assert snapshot(upstream.tree) == before
+    forced = unpatch(upstream, "--force")
+    assert forced.code == 0, forced.output
+    backups = list((upstream.build / "devA" / "backups").iterdir())
+    assert len(backups) == 1 and str(backups[0]) in forced.stderr
+    assert snapshot(backups[0]) == before
+    assert (upstream.tree / "setup.py").read_text().startswith("from setuptools")
+
+
+def test_unexported_commit_is_refused(upstream: SyntheticUpstream) -> None:
+    assert unpatch(upstream).code == 0
+    (upstream.tree / "feature.txt").write_text("feature\n")
+    commit_all(upstream.tree, "Add a feature nobody exported")
+    result = unpatch(upstream)
+    assert result.code == 5
+    assert "commits not exported to the store" in result.stderr
+    assert "Add a feature nobody exported" in result.stderr
+    assert (upstream.tree / "feature.txt").exists()
+
+
+def test_three_way_applies_a_patch_made_on_another_parent_and_reports_it(
+    upstream: SyntheticUpstream,
+) -> None:
+    export_one_change(upstream, "demo/core.py", "return 30\n", "return 300\n", "Change thirty")
+    # A second patch written against the bare base: its context still says
+    # "return 30", so it only applies with a real 3-way merge.
+    tree = upstream.tree
+    git(tree, "reset", "--quiet", "--hard", "patchtool/base")
+    core = tree / "demo" / "core.py"
+    core.write_text(core.read_text().replace("return 31\n", "return 310\n"))
+    commit_all(tree, "Change thirty-one")
+    patch_text = git(tree, "format-patch", "--stdout", "--full-index", "-1", "HEAD")
+    add_patch(upstream, "change-thirty-one.patch", patch_text)
+    plain = unpatch(upstream, "--force")
+    assert plain.code == 4, plain.output
+    assert "change-thirty-one.patch" in plain.stderr
+    merged = unpatch(upstream, "--force", "--3way")
+    assert merged.code == 0, merged.output
+    assert "needed a 3-way merge: change-thirty-one.patch" in merged.stderr
+    text = (upstream.tree / "demo" / "core.py").read_text()
+    assert "return 300\n" in text and "return 310\n" in text
+
+
+def test_a_second_unpatch_needs_no_network_or_sdist(upstream: SyntheticUpstream,
+                                                    monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert unpatch(upstream).code == 0
+    upstream.sdist.unlink()
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    assert unpatch(upstream).code == 0
+
+
+def test_the_tree_keeps_working_when_the_cache_is_deleted(upstream: SyntheticUpstream,
+                                                          hermetic_seal: Path) -> None:
+    import shutil
+
+    assert unpatch(upstream).code == 0
+    shutil.rmtree(hermetic_seal / "patchtool-cache")
+    assert git(upstream.tree, "fsck", "--no-progress", "--connectivity-only") == ""
+    assert git(upstream.tree, "show", "--stat", "patchtool/base").startswith("commit ")
+
+
+def test_dir_that_is_the_store_or_root_is_refused(upstream: SyntheticUpstream) -> None:
+    for bad in ("/", str(upstream.store), str(upstream.root)):
+        result = upstream.cli("unpatch", "--device-type", "devA", "--dir", bad)
+        assert result.code == 2, (bad, result.output)
+        assert "is not a usable build folder" in result.stderr
+
+
+def test_device_names_that_climb_out_are_refused(upstream: SyntheticUpstream) -> None:
+    result = upstream.cli("unpatch", "--device-type", "../devA", "--dir", str(upstream.build))
+    assert result.code == 10
+    assert "is not a valid name" in result.stderr
