@@ -208,6 +208,51 @@ def patch(
     print(plan.base.path)
 
 
+@app.command("build-wheel")
+def build_wheel_command(
+    device: DeviceOption,
+    build_dir: DirOption = Path("build"),
+    target_device: Annotated[
+        str | None,
+        typer.Option(help="VLLM_TARGET_DEVICE for the build (default: device.toml's, e.g. empty)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where the wheel goes (default: DIR/<device>/dist).")
+    ] = None,
+    env_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="Argument for env.sh, repeatable (default: device.toml's env-args)."),
+    ] = None,
+    allow_dirty: Annotated[
+        bool, typer.Option(help="Build HEAD even if the tree holds unexported work.")
+    ] = False,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Source the tree's env.sh and build the device's vLLM wheel; verify and record it."""
+    from .buildtree import device_lock, find_tree
+    from .fsutil import check_name
+    from .wheel import WheelOptions, build_wheel
+
+    reporter = _reporter()
+    store = _store()
+    store.device(check_name("device", device))
+    resolved_dir = _build_dir(build_dir)
+    with device_lock(resolved_dir / device, reporter, wait=not no_wait):
+        options = WheelOptions(
+            store=store,
+            build_dir=resolved_dir,
+            device=device,
+            tree=find_tree(resolved_dir, device),
+            out_dir=out,
+            target_device=target_device,
+            env_args=tuple(env_arg) if env_arg else None,
+            allow_dirty=allow_dirty,
+        )
+        result = build_wheel(options, reporter)
+    reporter.info(f"sha256 {result.sha256}")
+    print(result.wheel)
+
+
 @app.command("list")
 def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
