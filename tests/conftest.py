@@ -5,11 +5,14 @@ on every machine and nothing a test does can reach the user's own files."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import SyntheticUpstream, make_upstream
+from helpers import CliResult, SyntheticUpstream, make_upstream, run_cli
 
 FIXED_DATE = "2025-02-01T12:00:00+00:00"
 
@@ -46,6 +49,61 @@ def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SyntheticUpstre
     return world
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Integration tests share one warm cache across the session (see test_vllm_real.py).
-    os.environ.setdefault("PATCHTOOL_TESTS", "1")
+# --------------------------------------------------------------------------- the real vLLM
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RealVllm:
+    """A copy of the repository's store, a session-wide cache, and a build folder
+    holding `metax_C550`'s tree made by `patchtool unpatch` from the real sdist."""
+
+    store: Path
+    build: Path
+    cache: Path
+    env: dict[str, str]
+
+    @property
+    def tree(self) -> Path:
+        return self.build / "metax_C550" / "vllm"
+
+    @property
+    def base_folder(self) -> Path:
+        return self.store / "metax_C550" / "vllm-0.7.2"
+
+    def cli(self, *args: str) -> CliResult:
+        return run_cli("--store", str(self.store), *args, env=self.env)
+
+
+@pytest.fixture(scope="session")
+def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> RealVllm:
+    """Session-wide: the first use downloads the vLLM 0.7.2 sdist through the user's
+    pip index (PATCHTOOL_TEST_CACHE_DIR keeps it between runs)."""
+    root = tmp_path_factory.mktemp("real-vllm")
+    cache = Path(os.environ.get("PATCHTOOL_TEST_CACHE_DIR") or root / "cache")
+    store = root / "patches"
+    shutil.copytree(REPOSITORY / "patches", store)
+    home = root / "home"
+    home.mkdir()
+    env = {
+        "PATCHTOOL_CACHE_DIR": str(cache),
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
+    }
+    world = RealVllm(store=store, build=root / "build", cache=cache, env=env)
+    result = world.cli("unpatch", "--device-type", "metax_C550", "--dir", str(world.build))
+    assert result.code == 0, result.output
+    return world
+
+
+@pytest.fixture(scope="session")
+def real_vllm_base_tree(real_vllm: RealVllm, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The unpatched upstream tree (the base commit), checked out from the build tree."""
+    target = tmp_path_factory.mktemp("vllm-base") / "vllm"
+    archive = subprocess.run(["git", "archive", "--format=tar", "patchtool/base"],
+                             cwd=real_vllm.tree, capture_output=True, check=True).stdout
+    target.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target

@@ -36,6 +36,7 @@ from .errors import ConflictError, DirtyTreeError, NotFoundError, PatchtoolError
 from .export import tree_work
 from .gitops import Git, tool_identity
 from .report import Reporter
+from .safety import check_series, tree_symlinks
 from .store import BaseRef, DeviceConfig, PatchSeries, Store, parse_series
 from .upstream import BaseCache, ensure_base
 
@@ -85,6 +86,8 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
         tree = stage / base.project
         reporter.step(f"checking out {base.label} ({base.commit[:12]})")
         _checkout_base(cache_repository, tree, base, device.name)
+        # safety: refuse hostile or corrupt patches before git am reads them
+        check_series(series, tree_symlinks(Git(tree)))
         reporter.step(f"applying {len(series.entries)} patch(es) from {base.path}")
         three_way = _apply_series(tree, series, options.three_way, reporter)
         write_record(
@@ -203,7 +206,7 @@ def describe_failure(patch_path: Path, stderr: str) -> str:
     """Name the files and hunks git rejected, with the text it searched for."""
     hunks_by_file: dict[str, list[tuple[int, str]]] = {}
     try:
-        from unidiff import PatchSet
+        from unidiff.patch import PatchSet
 
         for patched in PatchSet(patch_path.read_text("utf-8", "surrogateescape")):
             hunks_by_file[patched.path] = [

@@ -12,13 +12,16 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from . import __version__
 from .errors import ExitCode, PatchtoolError, UsageError
 from .report import RichReporter
+
+if TYPE_CHECKING:
+    from .store import Store
 
 app = typer.Typer(
     name="patchtool",
@@ -93,7 +96,7 @@ def _reporter() -> RichReporter:
     return RichReporter(quiet=_globals.quiet)
 
 
-def _store():  # type: ignore[no-untyped-def]
+def _store() -> Store:
     from .store import find_store
 
     return find_store(Path.cwd(), _globals.store)
@@ -261,7 +264,7 @@ def list_command(
     from .store import parse_series
 
     store = _store()
-    records = []
+    records: list[dict[str, Any]] = []
     for name in store.device_names():
         device = store.device(name)
         for base in store.bases(name):

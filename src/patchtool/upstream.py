@@ -33,6 +33,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .errors import IntegrityError, NetworkError, NotFoundError, UnsafeInputError
 from .gitops import Git, run_plain, tool_identity
@@ -316,15 +317,19 @@ def _local_candidates(source: PypiSource, archive_paths: tuple[Path, ...]) -> It
             yield candidate
 
 
-def _copy_verified(handle: io.BufferedIOBase | object, target: Path, source: PypiSource,
-                   origin: str, base: BaseRef) -> None:
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _copy_verified(handle: _Readable, target: Path, source: PypiSource, origin: str,
+                   base: BaseRef) -> None:
     digest = hashlib.sha256()
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".download-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
             while True:
                 try:
-                    block = handle.read(_BLOCK)  # type: ignore[attr-defined]
+                    block = handle.read(_BLOCK)
                 except OSError as error:
                     raise NetworkError(f"download of {origin} broke off: {error}") from error
                 if not block:
