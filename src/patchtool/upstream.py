@@ -16,6 +16,7 @@ The cache lives under the user's cache directory; PATCHTOOL_CACHE_DIR or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html.parser
 import io
@@ -354,6 +355,7 @@ def _copy_verified(handle: _Readable, target: Path, source: PypiSource, origin: 
 # --------------------------------------------------------------------------- the index
 
 
+@functools.lru_cache(maxsize=1)
 def _pip_config() -> dict[str, str]:
     """`pip config list`, as the user's pip sees it (files and PIP_* variables)."""
     try:
