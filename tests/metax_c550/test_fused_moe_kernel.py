@@ -10,10 +10,9 @@ only (see vllm_loader.install_compiled_op_standins).
 
 The Triton interpreter's bf16 dot is wrong, so only fp16 and fp32 are used.
 
-Environment:
-  PATCHTOOL_C550_TREE       patched vLLM tree (fixture c550_tree, conftest)
-  PATCHTOOL_VLLM_BASE_TREE  unpatched vLLM 0.7.2 tree, for the
-                            bit-identity test (fixture vllm_base_tree)
+The trees come from conftest.py: c550_tree is the tree `patchtool unpatch`
+builds from the real sdist and the store, vllm_base_tree its base commit
+(PATCHTOOL_C550_TREE / PATCHTOOL_VLLM_BASE_TREE point them elsewhere).
 """
 import os
 
@@ -62,15 +61,6 @@ SMALL = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 32,
          "GROUP_SIZE_M": 1}
 LARGE_M = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 16,
            "GROUP_SIZE_M": 4}
-
-
-@pytest.fixture(scope="session")
-def vllm_base_tree() -> Path:
-    tree = os.environ.get("PATCHTOOL_VLLM_BASE_TREE")
-    if not tree:
-        pytest.fail("PATCHTOOL_VLLM_BASE_TREE is not set: point it at the "
-                    "root of an unpatched vLLM 0.7.2 tree")
-    return Path(tree)
 
 
 @pytest.fixture(scope="session")

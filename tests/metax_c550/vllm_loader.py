@@ -20,13 +20,18 @@ Three things are not the tree's code as written, kept to the minimum:
   with it ``vllm.distributed``, ``vllm.sequence`` and ``transformers``. It
   is registered as a partial module holding only qqq.py's top-level literal
   constants, read from the tree's file with ``ast`` (no values invented).
-* vLLM's compiled ops (``torch.ops._C.silu_and_mul``,
+* vLLM's compiled ops (``torch.ops._C.silu_and_mul``, the two
+  ``cutlass_scaled_mm_supports_*`` queries that w8a8_utils.py makes at
+  import time on CUDA (answered False),
   ``torch.ops._moe_C.moe_align_block_size`` / ``sgl_moe_align_block_size`` /
   ``moe_sum``) do not exist without a built vLLM, and vLLM 0.7.2 has no
   Python fallback for them on this path. ``install_compiled_op_standins``
   registers pure-torch stand-ins under the same names. They replace the
   compiled ops only; the Triton kernels, ``invoke_fused_moe_kernel`` and
-  ``fused_experts_impl`` are the tree's real code.
+  ``fused_experts_impl`` are the tree's real code. Where the tree has no
+  built extension, an empty ``vllm._C`` module is registered too, because
+  ``vllm/platforms/cuda.py`` imports it only to trigger that op
+  registration (this is what makes the CUDA platform loadable on a GPU).
 
 Third-party packages needed beyond torch/triton/numpy: cloudpickle, psutil,
 pyyaml, pyzmq (imported at the top of vllm/utils.py).
@@ -101,6 +106,12 @@ def _moe_sum(inp: torch.Tensor, out: torch.Tensor) -> None:
     out.copy_(inp.sum(dim=1))
 
 
+def _no_cutlass(cuda_device_capability: int) -> bool:
+    # w8a8_utils.py asks these at import time on CUDA; without a built
+    # vLLM there are no CUTLASS kernels, so the honest answer is False.
+    return False
+
+
 _standin_libs = []
 
 
@@ -126,6 +137,10 @@ def install_compiled_op_standins() -> None:
          "Tensor(c!) num_tokens_post_pad) -> ()", _moe_align_block_size),
         ("_moe_C", "moe_sum", "(Tensor input, Tensor(a!) output) -> ()",
          _moe_sum),
+        ("_C", "cutlass_scaled_mm_supports_fp8",
+         "(int cuda_device_capability) -> bool", _no_cutlass),
+        ("_C", "cutlass_scaled_mm_supports_block_fp8",
+         "(int cuda_device_capability) -> bool", _no_cutlass),
     ]
     for ns, name, schema, fn in specs:
         if have(ns, name):
@@ -195,6 +210,10 @@ def load_fused_moe(tree: os.PathLike | str,
 
     if standins:
         install_compiled_op_standins()
+        if not list(src.glob("_C.*")):
+            ext = types.ModuleType("vllm._C")
+            ext.__vllm_loader_standin__ = True
+            sys.modules["vllm._C"] = ext
     for name in SHELL_PACKAGES:
         pkg = types.ModuleType(name)
         rel = name.split(".")[1:]
@@ -237,13 +256,17 @@ def save_case(path: os.PathLike | str, *, hidden_states: torch.Tensor,
 
 def run_case(tree: os.PathLike | str, in_path: os.PathLike | str,
              out_path: os.PathLike | str) -> None:
+    """Run a case (or a list of cases) saved by save_case / torch.save."""
     fm = load_fused_moe(tree)
-    case = torch.load(in_path)
-    with override_config(case["config"]):
-        out = fm.fused_experts_impl(case["hidden_states"], case["w1"],
-                                    case["w2"], case["topk_weights"],
-                                    case["topk_ids"])
-    torch.save(out, out_path)
+    cases = torch.load(in_path)
+    outs = []
+    for case in cases if isinstance(cases, list) else [cases]:
+        with override_config(case["config"]):
+            outs.append(
+                fm.fused_experts_impl(case["hidden_states"], case["w1"],
+                                      case["w2"], case["topk_weights"],
+                                      case["topk_ids"]))
+    torch.save(outs if isinstance(cases, list) else outs[0], out_path)
 
 
 if __name__ == "__main__":
