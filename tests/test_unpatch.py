@@ -95,7 +95,7 @@ def test_corrupt_patch_is_reported_by_name(upstream: SyntheticUpstream) -> None:
               "diff --git a/setup.py b/setup.py\n--- a/setup.py\n+++ b/setup.py\n@@ -1,9 +1,9 @@\n"
               "garbage\n")  # fmt: skip
     result = unpatch(upstream)
-    assert result.code == 4
+    assert result.code == 6
     assert "corrupt.patch" in result.stderr
     assert not upstream.tree.exists()
 

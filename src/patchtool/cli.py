@@ -332,6 +332,204 @@ def status(
         print(f"note: {line}")
 
 
+# --- check (added with check.py) -------------------------------------------------------
+
+
+@app.command("check")
+def check_command(
+    device: Annotated[
+        str | None,
+        typer.Option("--device-type", "-d", help="Check only this device (default: all)."),
+    ] = None,
+    commit_id: CommitOption = None,
+    sdist: Annotated[
+        list[Path] | None,
+        typer.Option(help="A local sdist file or folder (air-gapped sites); repeatable."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
+    from .check import CheckOptions, run_checks
+    from .fsutil import check_name
+    from .upstream import BaseCache, cache_root
+
+    if commit_id is not None and device is None:
+        raise UsageError("--commit-id needs --device-type", hint="Name the device it belongs to.")
+    store = _store()
+    options = CheckOptions(
+        store=store,
+        cache=BaseCache(cache_root(_globals.cache_dir)),
+        device=check_name("device", device) if device is not None else None,
+        commit_id=commit_id,
+        archive_paths=tuple(sdist or ()),
+    )
+    report = run_checks(options, _reporter())
+    if as_json:
+        _emit_json([record.to_json() for record in report.records])
+    else:
+        for record in report.records:
+            mark = "ok" if record.ok else "FAIL"
+            print(f"{mark:4}  {record.device}  {record.base or '-'}  {record.check}")
+            for detail in record.details:
+                print(f"        {detail}")
+    report.raise_for_failures()
+
+
+# --- rebase and import (added with rebase.py and importer.py) --------------------------
+
+
+@app.command("rebase")
+def rebase_command(
+    device: DeviceOption,
+    commit_id: Annotated[
+        str | None,
+        typer.Option("--commit-id", "-c", help="The old base (default: the device's newest base)."),
+    ] = None,
+    onto: Annotated[
+        str | None,
+        typer.Option(help="The new base: a released version (0.7.3, vllm==0.7.3) or "
+                     "git+URL-OR-PATH@FULL-COMMIT."),
+    ] = None,
+    build_dir: DirOption = Path("build"),
+    continue_: Annotated[
+        bool, typer.Option("--continue", help="Go on after resolving a conflict.")
+    ] = False,
+    skip: Annotated[bool, typer.Option("--skip", help="Drop the conflicting patch, go on.")] = False,
+    abort: Annotated[
+        bool, typer.Option("--abort", help="Put the tree and the store back as they were.")
+    ] = False,
+    note: Annotated[
+        str | None, typer.Option(help="With --continue: how the conflict was resolved (for the report).")
+    ] = None,
+    base_version: Annotated[
+        str | None, typer.Option(help="Version label of a git base (default: its commit's first 12 digits).")
+    ] = None,
+    sdist: Annotated[
+        list[Path] | None,
+        typer.Option(help="A local sdist file or folder (air-gapped sites); repeatable."),
+    ] = None,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Carry a device's series onto a newer upstream base, one patch at a time, with 3-way merges."""
+    from .buildtree import device_lock
+    from .fsutil import check_name
+    from .rebase import RebaseOptions, rebase
+    from .upstream import BaseCache, cache_root
+
+    actions = [name for name, flag in (("continue", continue_), ("skip", skip), ("abort", abort)) if flag]
+    if len(actions) > 1:
+        raise UsageError("--continue, --skip and --abort exclude each other")
+    action = actions[0] if actions else "start"
+    if action != "start" and (onto is not None or commit_id is not None):
+        raise UsageError(f"--{action} takes no --onto or --commit-id: the rebase in progress has them")
+    if note is not None and action != "continue":
+        raise UsageError("--note goes with --continue")
+    reporter = _reporter()
+    store = _store()
+    store.device(check_name("device", device))
+    options = RebaseOptions(
+        store=store,
+        build_dir=_build_dir(build_dir),
+        device=check_name("device", device),
+        cache=BaseCache(cache_root(_globals.cache_dir)),
+        onto=onto,
+        commit_id=commit_id,
+        action=action,
+        note=note,
+        version_label=base_version,
+        archive_paths=tuple(sdist or ()),
+    )
+    with device_lock(options.build_dir / device, reporter, wait=not no_wait):
+        result = rebase(options, reporter)
+    if result.new_base is None:
+        reporter.info(f"rebase aborted; {result.tree} and the store are as they were")
+        print(result.tree)
+        return
+    for name, outcome in result.outcomes:
+        reporter.info(f"{outcome:>19}  {name}")
+    reporter.info(f"report: {result.report}")
+    print(result.new_base.path)
+
+
+@app.command("import")
+def import_command(
+    device: DeviceOption,
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="mbox files, plain diffs, or quilt folders (a series file and patches)."),
+    ] = None,
+    commit_id: CommitOption = None,
+    strip: Annotated[int, typer.Option("-p", help="Leading path components to strip (like patch -p).")] = 1,
+    series: Annotated[
+        Path | None, typer.Option("--series", help="A quilt series file (its patches sit beside it).")
+    ] = None,
+    author: Annotated[
+        str | None, typer.Option(help="'Name <email>' for changes whose input names no author.")
+    ] = None,
+    date: Annotated[str | None, typer.Option(help="Author date for changes whose input has none.")] = None,
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Message for changes whose input has none.")
+    ] = None,
+    build_dir: DirOption = Path("build"),
+    create: Annotated[
+        bool, typer.Option(help="Create the device (needs --display-name and --vendor).")
+    ] = False,
+    display_name: Annotated[str | None, typer.Option(help="A new device's display name.")] = None,
+    vendor: Annotated[str | None, typer.Option(help="A new device's vendor.")] = None,
+    onto: Annotated[
+        str | None,
+        typer.Option(help="Create a new base to import onto: a released version or git+URL@COMMIT."),
+    ] = None,
+    base_version: Annotated[
+        str | None, typer.Option(help="Version label of a new git base (default: 12 commit digits).")
+    ] = None,
+    sdist: Annotated[
+        list[Path] | None,
+        typer.Option(help="A local sdist file or folder (air-gapped sites); repeatable."),
+    ] = None,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Import outside patches (mbox, plain diffs, quilt) as new patches of a device's series."""
+    from .buildtree import device_lock
+    from .fsutil import check_name
+    from .importer import ImportOptions, import_changes
+    from .upstream import BaseCache, cache_root
+
+    if strip < 0:
+        raise UsageError("-p takes a number of path components, 0 or more")
+    if onto is not None and commit_id is not None:
+        raise UsageError("--onto creates a new base; --commit-id names an existing one: pick one")
+    reporter = _reporter()
+    store = _store()
+    if not create:
+        store.device(check_name("device", device))  # before the lock creates DIR/<device>
+    options = ImportOptions(
+        store=store,
+        build_dir=_build_dir(build_dir),
+        device=check_name("device", device),
+        cache=BaseCache(cache_root(_globals.cache_dir)),
+        inputs=tuple(files or ()),
+        commit_id=commit_id,
+        strip=strip,
+        series_file=series,
+        author=author,
+        date=date,
+        message=message,
+        create=create,
+        display_name=display_name,
+        vendor=vendor,
+        onto=onto,
+        version_label=base_version,
+        archive_paths=tuple(sdist or ()),
+    )
+    with device_lock(options.build_dir / device, reporter, wait=not no_wait):
+        result = import_changes(options, reporter)
+    for name in result.imported:
+        reporter.info(f"new patch {name}")
+    reporter.info(f"imported {len(result.imported)} patch(es) into {result.base.path}")
+    print(result.base.path)
+
+
 # --------------------------------------------------------------------------- error boundary
 
 
