@@ -13,8 +13,6 @@ and then it is moved to `<dir>/<device>/backups/`, never deleted.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import re
 import shutil
@@ -27,6 +25,7 @@ from .buildtree import (
     TreeLocation,
     TreeRecord,
     backup_path,
+    discard,
     new_stage,
     read_record,
     recover_interrupted,
@@ -34,6 +33,8 @@ from .buildtree import (
 )
 from .errors import ConflictError, DirtyTreeError, NotFoundError, PatchtoolError
 from .export import tree_work
+from .faults import kill_point
+from .fsutil import exchange_paths
 from .gitops import Git, tool_identity
 from .report import Reporter
 from .safety import check_series, tree_symlinks
@@ -86,15 +87,18 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
         tree = stage / base.project
         reporter.step(f"checking out {base.label} ({base.commit[:12]})")
         _checkout_base(cache_repository, tree, base, device.name)
+        kill_point("unpatch:checked-out")
         # safety: refuse hostile or corrupt patches before git am reads them
         check_series(series, tree_symlinks(Git(tree)))
         reporter.step(f"applying {len(series.entries)} patch(es) from {base.path}")
         three_way = _apply_series(tree, series, options.three_way, reporter)
+        kill_point("unpatch:applied")
         write_record(
             tree,
             TreeRecord(device.name, base.base_id, base.project, base.version, base.commit),
         )
         backup = None
+        kill_point("unpatch:before-swap")
         if target.exists() or target.is_symlink():
             if work_to_keep:
                 backup = backup_path(location.device_dir, base.project)
@@ -102,12 +106,13 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
                 os.rename(target, backup)
                 os.rename(tree, target)
             else:
-                _exchange(tree, target)
+                exchange_paths(tree, target)
         else:
             os.rename(tree, target)
         replaced = backup is not None or tree.exists()
+        kill_point("unpatch:swapped")
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        discard(stage)
     return UnpatchResult(
         tree=target,
         base=base,
@@ -233,20 +238,3 @@ def describe_failure(patch_path: Path, stderr: str) -> str:
         tail = [line for line in stderr.strip().splitlines() if line][-6:]
         lines = ["  " + line for line in tail] or ["  git gave no reason"]
     return "\n".join(lines)
-
-
-def _exchange(source: Path, target: Path) -> None:
-    """Swap two folders atomically (Linux renameat2); elsewhere, two renames."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        renameat2 = getattr(libc, "renameat2", None)
-        if renameat2 is not None:
-            at_fdcwd, rename_exchange = -100, 2
-            if renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target),
-                         rename_exchange) == 0:  # fmt: skip
-                return
-    aside = source.with_name(source.name + ".old")
-    os.rename(target, aside)
-    os.rename(source, target)
-    os.rename(aside, source)

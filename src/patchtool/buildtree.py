@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ METADATA_FILE = "patchtool.json"
 BASE_REF = "refs/patchtool/base"
 BASE_TAG = "patchtool/base"
 STAGE_PREFIX = ".patchtool-stage-"
+WHEEL_STAGE_PREFIX = ".patchtool-wheel-"
+TRASH_PREFIX = ".patchtool-trash-"
 LOCK_NAME = ".patchtool.lock"
 BACKUP_FOLDER = "backups"
 
@@ -175,9 +178,31 @@ def recover_interrupted(device_dir: Path, reporter: Reporter) -> None:
     if not device_dir.is_dir():
         return
     for child in device_dir.iterdir():
-        if child.name.startswith(STAGE_PREFIX) and child.is_dir():
+        if child.name.startswith((STAGE_PREFIX, WHEEL_STAGE_PREFIX, TRASH_PREFIX)) and child.is_dir():
             reporter.info(f"removing {child.name}, left by an interrupted run")
             shutil.rmtree(child, ignore_errors=True)
+
+
+def discard(folder: Path) -> None:
+    """Remove a folder patchtool made (a staging folder, a replaced tree) without
+    making the user wait: it is renamed to a trash name at once and deleted by a
+    detached process. If that process dies, the next run's recovery removes it."""
+    if not folder.exists():
+        return
+    trash = folder.with_name(f"{TRASH_PREFIX}{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(folder, trash)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    try:
+        subprocess.Popen(
+            ["rm", "-rf", "--", str(trash)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    except OSError:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def backup_path(device_dir: Path, project: str) -> Path:

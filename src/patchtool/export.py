@@ -13,14 +13,17 @@ that `series` lists (old or new); every write is atomic.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .buildtree import TreeWork, read_record, side_work, uncommitted_files
 from .errors import DirtyTreeError, IntegrityError, StaleStoreError, UsageError
-from .fsutil import atomic_write, fsync_directory
+from .faults import kill_point
+from .fsutil import exchange_paths, fsync_directory
 from .gitops import Git, user_identity
 from .report import Reporter
 from .store import SERIES_FILE, BaseRef, Store, parse_series, render_series
@@ -88,24 +91,32 @@ def slug(subject: str) -> str:
 
 def render_patches(git: Git, base_commit: str) -> list[RenderedPatch]:
     """Render every commit in base..HEAD as a patch file, in order."""
-    merges = git.lines("rev-list", "--merges", f"{base_commit}..HEAD")
+    # One log call gives each commit's id, parents, subject and raw changes; a
+    # commit with no raw lines is empty (format-patch would silently skip it).
+    log = git.run("log", "--reverse", "--no-renames", "--raw", "--no-abbrev",
+                  "--format=%x01%H%x00%P%x00%s%x00", f"{base_commit}..HEAD").text  # fmt: skip
+    commits: list[tuple[str, str]] = []
+    merges: list[str] = []
+    empty: list[str] = []
+    for record in log.split("\x01")[1:]:
+        commit, parents, subject, changes = record.split("\0", 3)
+        commits.append((commit, subject))
+        if " " in parents.strip():
+            merges.append(commit)
+        elif not changes.strip():
+            empty.append(commit)
     if merges:
         raise UsageError(
             f"the build tree holds merge commits ({', '.join(m[:10] for m in merges)})",
             hint="A series is linear: rebase the work onto a straight line of commits.",
         )
-    log = git.run("log", "--reverse", "--format=%H%x00%s%x00", f"{base_commit}..HEAD").text
-    fields = log.split("\0")
-    commits = [(fields[i].strip(), fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
-    if not commits:
-        return []
-    empty = [c for c, _ in commits if not git.run("diff-tree", "--no-commit-id", "-r", "--quiet",
-                                                   f"{c}^", c, check=False).returncode]  # fmt: skip
     if empty:
         raise UsageError(
             "empty commits cannot be exported: " + ", ".join(c[:10] for c in empty),
             hint="Drop them with an interactive rebase (git rebase -i patchtool/base).",
         )
+    if not commits:
+        return []
     with tempfile.TemporaryDirectory(prefix="patchtool-export-") as folder:
         git.run("format-patch", *FORMAT_PATCH_OPTIONS, "-o", folder, f"{base_commit}..HEAD")
         outputs = [Path(folder, str(i + 1)).read_bytes() for i in range(len(commits))]
@@ -142,15 +153,86 @@ def plan_export(base: BaseRef, patches: list[RenderedPatch]) -> ExportPlan:
     return plan
 
 
+STAGE_SUFFIX = ".patchtool-export"
+
+
+def staging_folder(base_folder: Path) -> Path:
+    return base_folder.with_name(f".{base_folder.name}{STAGE_SUFFIX}")
+
+
+def recover_export(base_folder: Path) -> None:
+    """Undo what a killed export left: a staging folder beside the base folder.
+    With the atomic exchange it holds either the unfinished new state or the
+    old one already swapped out; either way the base folder is whole. Only the
+    fallback (no renameat2) can leave the base folder missing: then the
+    staging folder's `.old` twin is the complete previous state."""
+    stage = staging_folder(base_folder)
+    aside = stage.with_name(stage.name + ".old")
+    if not base_folder.exists() and aside.is_dir():
+        os.rename(aside, base_folder)
+    for leftover in (stage, aside):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+
+
 def write_plan(plan: ExportPlan) -> None:
+    """Write the plan so that the base folder changes all at once: the new state
+    is assembled in a staging folder (unchanged files hard-linked) and swapped
+    with the base folder in one atomic exchange. A kill or a full disk at any
+    moment leaves the old folder or the new one, never a mix."""
+    folder = plan.base.path
+    recover_export(folder)
+    stage = staging_folder(folder)
     by_name = {p.name: p for p in plan.patches}
-    for name in (*plan.new, *plan.changed):
-        atomic_write(plan.base.path / name, by_name[name].data)
-    if plan.series_changed:
-        atomic_write(plan.base.path / SERIES_FILE, plan.series)
-    for name in plan.removed:
-        (plan.base.path / name).unlink(missing_ok=True)
-    fsync_directory(plan.base.path)
+    try:
+        stage.mkdir()
+        for entry in sorted(folder.iterdir()):
+            if entry.name in plan.removed or entry.name in plan.new or entry.name in plan.changed:
+                continue
+            if entry.is_file() and not entry.is_symlink():
+                os.link(entry, stage / entry.name)
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, stage / entry.name, symlinks=True)
+            else:
+                shutil.copy2(entry, stage / entry.name, follow_symlinks=False)
+        kill_point("export:staged-unchanged")
+        for name in (*plan.new, *plan.changed):
+            _write_new(stage / name, by_name[name].data, folder / name)
+            kill_point("export:wrote-patch")
+        if plan.series_changed:
+            (stage / SERIES_FILE).unlink(missing_ok=True)
+            _write_new(stage / SERIES_FILE, plan.series, folder / SERIES_FILE)
+        fsync_directory(stage)
+        kill_point("export:before-exchange")
+        exchange_paths(stage, folder)
+        kill_point("export:after-exchange")
+        fsync_directory(folder.parent)
+    except OSError as error:
+        shutil.rmtree(stage, ignore_errors=True)
+        where = error.filename or stage
+        raise IntegrityError(
+            f"could not write the export of {folder}: {where}: {error.strerror or error}",
+            hint="Check free disk space and that the store is writable; the store is unchanged.",
+        ) from error
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_new(path: Path, data: bytes, shown_as: Path) -> None:
+    try:
+        with open(path, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(path, 0o666 & ~_umask())
+    except OSError as error:
+        error.filename = str(shown_as)
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def unexported_commits(git: Git, base: BaseRef, base_commit: str) -> list[str]:
@@ -226,6 +308,8 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
         git.run("add", "--all")
         git.run("commit", "--quiet", "--no-verify", "-m", options.message, env=identity)
         committed = git.text("rev-parse", "HEAD")
+    if not options.check:
+        recover_export(base.path)
     reporter.step(f"rendering commits after {record.base_id} ({record.base_commit[:12]})")
     patches = render_patches(git, record.base_commit)
     plan = plan_export(base, patches)

@@ -7,6 +7,8 @@ half-written one.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import tempfile
@@ -99,3 +101,23 @@ def check_build_dir(build_dir: Path, protected: list[Path]) -> Path:
                 hint="Use a folder of its own, such as the default 'build'.",
             )
     return resolved
+
+
+def exchange_paths(source: Path, target: Path) -> None:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE): readers and
+    a killed run see the old folder or the new one, never neither. Elsewhere,
+    three renames, with a short window in which a kill leaves the old folder
+    beside its place under a `.old` name."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        renameat2 = getattr(libc, "renameat2", None)
+        if renameat2 is not None:
+            at_fdcwd, rename_exchange = -100, 2
+            if renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target),
+                         rename_exchange) == 0:  # fmt: skip
+                return
+    aside = source.with_name(source.name + ".old")
+    os.rename(target, aside)
+    os.rename(source, target)
+    os.rename(aside, source)

@@ -338,7 +338,8 @@ class Store:
         folder = self.root / check_name("device", device)
         found = []
         for child in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if (child / BASE_FILE).is_file():
+            # Dot folders are patchtool's own staging folders, never bases.
+            if not child.name.startswith(".") and (child / BASE_FILE).is_file():
                 found.append(parse_base(child / BASE_FILE, device, child.name))
         return sorted(found, key=_version_key)
 

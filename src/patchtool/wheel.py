@@ -28,17 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .buildtree import read_record
+from .buildtree import WHEEL_STAGE_PREFIX, read_record, recover_interrupted
 from .envsh import SourcedEnvironment, sandbox_environment, source_env_script
 from .errors import BuildError, DirtyTreeError, NotFoundError
 from .export import tree_work
+from .faults import kill_point
 from .fsutil import atomic_write
 from .gitops import Git
 from .report import Reporter
 from .store import PypiSource, Store, parse_series, series_digest
 
 PROVENANCE_NAME = "patchtool-provenance.json"
-WORKTREE_NAME = ".patchtool-wheel-worktree"
+WORKTREE_NAME = ".patchtool-worktree"
 STATE_NAME = ".patchtool-last-build.json"
 LOG_TAIL_LINES = 40
 
@@ -83,6 +84,7 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         )
 
     device_dir = options.tree.parent
+    recover_interrupted(device_dir, reporter)
     out_dir = (options.out_dir or device_dir / "dist").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / f"{device.name}-build.log"
@@ -161,7 +163,7 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         }
     )
     worktree = _prepare_worktree(git, device_dir, head)
-    with tempfile.TemporaryDirectory(prefix=".patchtool-wheel-", dir=device_dir) as staging:
+    with tempfile.TemporaryDirectory(prefix=WHEEL_STAGE_PREFIX, dir=device_dir) as staging:
         reporter.step(f"building the {target} wheel (log: {log_path})")
         with log_path.open("wb") as log:
             completed = subprocess.run(
@@ -183,8 +185,10 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         reporter.step("checking the wheel for the device's required files")
         verify_required(wheel, device.build.required_files)
         add_provenance(wheel, provenance)
+        kill_point("build-wheel:built")
         final = out_dir / wheel.name
         os.replace(wheel, final)
+        kill_point("build-wheel:moved")
     sha = _sha256(final)
     atomic_write(out_dir / f"{final.name}.provenance.json",
                  (json.dumps({**provenance, "wheel": final.name, "wheel_sha256": sha},
