@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,8 +146,15 @@ def _existing_work(target: Path, store: Store, device: str) -> str:
 
 def _checkout_base(cache_repository: Path, tree: Path, base: BaseRef, branch: str) -> None:
     outer = Git(tree.parent)
-    outer.run("clone", "--quiet", "--local", "--no-checkout", "--no-tags",
-              str(cache_repository), str(tree))  # fmt: skip
+    outer.run(
+        "clone",
+        "--quiet",
+        "--local",
+        "--no-checkout",
+        "--no-tags",
+        str(cache_repository),
+        str(tree),
+    )
     git = Git(tree)
     git.run("remote", "remove", "origin")
     # Unreferenced objects of other bases came along with the hard-linked packs;
@@ -156,11 +162,15 @@ def _checkout_base(cache_repository: Path, tree: Path, base: BaseRef, branch: st
     git.run("update-ref", BASE_REF, base.commit)
     git.run("tag", BASE_TAG, base.commit)
     git.run("checkout", "--quiet", "-b", branch, base.commit)
-    for ref in git.lines("for-each-ref", "--format=%(refname)", "refs/remotes", "refs/patchtool/bases"):
+    for ref in git.lines(
+        "for-each-ref", "--format=%(refname)", "refs/remotes", "refs/patchtool/bases"
+    ):
         git.run("update-ref", "-d", ref)
 
 
-def _apply_series(tree: Path, series: PatchSeries, three_way: bool, reporter: Reporter) -> list[str]:
+def _apply_series(
+    tree: Path, series: PatchSeries, three_way: bool, reporter: Reporter
+) -> list[str]:
     """Apply every patch with git am; return the patches that needed a 3-way merge."""
     git = Git(tree, env=tool_identity("1970-01-01T00:00:00Z"))
     paths = [str(p) for p in series.paths()]
@@ -186,9 +196,11 @@ def _apply_series(tree: Path, series: PatchSeries, three_way: bool, reporter: Re
 
 
 _FAILED = re.compile(r"^error: patch failed: (?P<path>.+):(?P<line>\d+)$", re.M)
-_NOT_APPLY = re.compile(r"^error: (?P<path>.+): (?P<why>patch does not apply|does not exist in index|"
-                        r"already exists in (?:index|working directory)|No such file or directory)$",
-                        re.M)  # fmt: skip
+_NOT_APPLY = re.compile(
+    r"^error: (?P<path>.+): (?P<why>patch does not apply|does not exist in index|"
+    r"already exists in (?:index|working directory)|No such file or directory)$",
+    re.M,
+)
 
 
 def _raise_conflict(git: Git, series: PatchSeries, am_stderr: str) -> None:
@@ -215,18 +227,24 @@ def describe_failure(patch_path: Path, stderr: str) -> str:
 
         for patched in PatchSet(patch_path.read_text("utf-8", "surrogateescape")):
             hunks_by_file[patched.path] = [
-                (h.source_start, f"#{i} @@ -{h.source_start},{h.source_length} "
-                                 f"+{h.target_start},{h.target_length} @@{(' ' + h.section_header) if h.section_header else ''}")
+                (
+                    h.source_start,
+                    f"#{i} @@ -{h.source_start},{h.source_length} "
+                    f"+{h.target_start},{h.target_length} @@"
+                    + (f" {h.section_header}" if h.section_header else ""),
+                )
                 for i, h in enumerate(patched, start=1)
-            ]  # fmt: skip
-    except Exception:  # noqa: BLE001 - a patch unidiff cannot read is still reported
+            ]
+    except Exception:
         hunks_by_file = {}
     lines = []
     searched = re.findall(r"error: while searching for:\n(.*?)\n(?=error:)", stderr, re.S)
     for number, match in enumerate(_FAILED.finditer(stderr)):
         path, line = match["path"], int(match["line"])
-        hunk = next((label for start, label in hunks_by_file.get(path, []) if start == line),
-                    f"at line {line}")  # fmt: skip
+        hunk = next(
+            (label for start, label in hunks_by_file.get(path, []) if start == line),
+            f"at line {line}",
+        )
         lines.append(f"  {path}: hunk {hunk} does not match the base")
         if number < len(searched):
             context = searched[number].splitlines()[:8]

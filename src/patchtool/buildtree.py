@@ -73,7 +73,9 @@ def read_record(tree: Path) -> TreeRecord:
             hint="Create it with `patchtool unpatch`.",
         ) from error
     except (ValueError, KeyError, TypeError) as error:
-        raise NotFoundError(f"{path} is damaged: {error}", hint="Recreate the tree with unpatch.") from error
+        raise NotFoundError(
+            f"{path} is damaged: {error}", hint="Recreate the tree with unpatch."
+        ) from error
 
 
 def write_record(tree: Path, record: TreeRecord) -> None:
@@ -83,14 +85,20 @@ def write_record(tree: Path, record: TreeRecord) -> None:
 def find_tree(build_dir: Path, device: str) -> Path:
     """The one build tree of a device (its project folder)."""
     device_dir = build_dir / check_name("device", device)
-    trees = [p for p in sorted(device_dir.iterdir()) if (p / ".git" / METADATA_FILE).is_file()] if device_dir.is_dir() else []
+    trees = (
+        [p for p in sorted(device_dir.iterdir()) if (p / ".git" / METADATA_FILE).is_file()]
+        if device_dir.is_dir()
+        else []
+    )
     if not trees:
         raise NotFoundError(
             f"no build tree for device {device!r} under {device_dir}",
             hint=f"Create one with `patchtool unpatch --device-type {device}`.",
         )
     if len(trees) > 1:
-        raise UsageError(f"several build trees under {device_dir}: " + ", ".join(p.name for p in trees))
+        raise UsageError(
+            f"several build trees under {device_dir}: " + ", ".join(p.name for p in trees)
+        )
     return trees[0]
 
 
@@ -108,8 +116,11 @@ class TreeWork:
     def describe(self) -> str:
         parts = []
         if self.uncommitted:
-            parts.append("uncommitted changes: " + ", ".join(self.uncommitted[:10])
-                         + (" …" if len(self.uncommitted) > 10 else ""))  # fmt: skip
+            parts.append(
+                "uncommitted changes: "
+                + ", ".join(self.uncommitted[:10])
+                + (" …" if len(self.uncommitted) > 10 else "")
+            )
         if self.unexported:
             parts.append("commits not exported to the store: " + "; ".join(self.unexported))
         parts.extend(self.other)
@@ -178,7 +189,10 @@ def recover_interrupted(device_dir: Path, reporter: Reporter) -> None:
     if not device_dir.is_dir():
         return
     for child in device_dir.iterdir():
-        if child.name.startswith((STAGE_PREFIX, WHEEL_STAGE_PREFIX, TRASH_PREFIX)) and child.is_dir():
+        if (
+            child.name.startswith((STAGE_PREFIX, WHEEL_STAGE_PREFIX, TRASH_PREFIX))
+            and child.is_dir()
+        ):
             reporter.info(f"removing {child.name}, left by an interrupted run")
             shutil.rmtree(child, ignore_errors=True)
 
@@ -198,9 +212,11 @@ def discard(folder: Path) -> None:
     try:
         subprocess.Popen(
             ["rm", "-rf", "--", str(trash)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
-        )  # fmt: skip
+        )
     except OSError:
         shutil.rmtree(trash, ignore_errors=True)
 

@@ -54,8 +54,14 @@ from .store import (
 from .upstream import BaseCache, base_ref_name, ensure_base, sha256_of
 
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
-_SEVERITY = (ExitCode.UNSAFE, ExitCode.INTEGRITY, ExitCode.NOT_FOUND, ExitCode.NETWORK,
-             ExitCode.CONFLICT, ExitCode.STALE)  # fmt: skip
+_SEVERITY = (
+    ExitCode.UNSAFE,
+    ExitCode.INTEGRITY,
+    ExitCode.NOT_FOUND,
+    ExitCode.NETWORK,
+    ExitCode.CONFLICT,
+    ExitCode.STALE,
+)
 _UPSTREAM_STATUS = re.compile(
     r"^(Pending|Submitted\s+\S.*|Backport(\s+\S.*)?|Denied\s+\S.*|Inappropriate\s+\S.*"
     r"|Inactive-Upstream\s+\S.*)$"
@@ -91,8 +97,13 @@ class CheckRecord:
     exit_code: ExitCode = ExitCode.OK  # for a failure: the code its problem maps to
 
     def to_json(self) -> dict[str, Any]:
-        return {"device": self.device, "base": self.base, "check": self.check,
-                "ok": self.ok, "details": list(self.details)}  # fmt: skip
+        return {
+            "device": self.device,
+            "base": self.base,
+            "check": self.check,
+            "ok": self.ok,
+            "details": list(self.details),
+        }
 
 
 @dataclass
@@ -126,8 +137,9 @@ def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
     return report
 
 
-def _check_device(options: CheckOptions, name: str, report: CheckReport,
-                  reporter: Reporter) -> None:  # fmt: skip
+def _check_device(
+    options: CheckOptions, name: str, report: CheckReport, reporter: Reporter
+) -> None:
     store = options.store
     try:
         store.device(name)
@@ -160,8 +172,16 @@ def _check_base(options: CheckOptions, base: BaseRef, reporter: Reporter) -> lis
     records: list[CheckRecord] = []
 
     def record(check: str, problems: list[str], code: ExitCode) -> None:
-        records.append(CheckRecord(device, base_id, check, not problems, tuple(problems),
-                                   code if problems else ExitCode.OK))  # fmt: skip
+        records.append(
+            CheckRecord(
+                device,
+                base_id,
+                check,
+                not problems,
+                tuple(problems),
+                code if problems else ExitCode.OK,
+            )
+        )
 
     repository: Path | None = None
     try:
@@ -174,16 +194,23 @@ def _check_base(options: CheckOptions, base: BaseRef, reporter: Reporter) -> lis
     try:
         series = parse_series(base)
         listed = set(series.names)
-        unlisted = sorted(p.name for p in base.path.glob(f"*{PATCH_SUFFIX}")
-                          if p.name not in listed)  # fmt: skip
-        record("series", [f"{n} is in {base.path} but series does not list it" for n in unlisted],
-               ExitCode.STALE)  # fmt: skip
+        unlisted = sorted(
+            p.name for p in base.path.glob(f"*{PATCH_SUFFIX}") if p.name not in listed
+        )
+        record(
+            "series",
+            [f"{n} is in {base.path} but series does not list it" for n in unlisted],
+            ExitCode.STALE,
+        )
     except PatchtoolError as error:
         records.append(_failure(device, base_id, "series", error))
 
     if series is None:
-        records.extend(_skipped(device, base_id, ("safety", "apply", "export", "lint"),
-                                "series cannot be read"))  # fmt: skip
+        records.extend(
+            _skipped(
+                device, base_id, ("safety", "apply", "export", "lint"), "series cannot be read"
+            )
+        )
         return records
 
     parsed: list[ParsedPatch] = []
@@ -205,8 +232,11 @@ def _check_base(options: CheckOptions, base: BaseRef, reporter: Reporter) -> lis
     if safe and repository is not None:
         records.extend(_apply_and_export(base, series, repository, reporter))
     else:
-        records.extend(_skipped(device, base_id, ("apply", "export"),
-                                "the base or a patch is unsafe or unavailable"))  # fmt: skip
+        records.extend(
+            _skipped(
+                device, base_id, ("apply", "export"), "the base or a patch is unsafe or unavailable"
+            )
+        )
 
     lint: list[str] = []
     by_name = {p.path.name: p for p in parsed}
@@ -240,8 +270,9 @@ def _source_problems(base: BaseRef, cache: BaseCache, repository: Path) -> list[
     return problems
 
 
-def _apply_and_export(base: BaseRef, series: PatchSeries, repository: Path,
-                      reporter: Reporter) -> list[CheckRecord]:  # fmt: skip
+def _apply_and_export(
+    base: BaseRef, series: PatchSeries, repository: Path, reporter: Reporter
+) -> list[CheckRecord]:
     from .apply import _apply_series, _checkout_base
     from .export import plan_export, render_patches
 
@@ -260,8 +291,17 @@ def _apply_and_export(base: BaseRef, series: PatchSeries, repository: Path,
         except PatchtoolError as error:
             return [applied, _failure(device, base_id, "export", error)]
     problems = [f"a fresh export would write: {line}" for line in plan.describe()]
-    return [applied, CheckRecord(device, base_id, "export", not problems, tuple(problems),
-                                 ExitCode.STALE if problems else ExitCode.OK)]  # fmt: skip
+    return [
+        applied,
+        CheckRecord(
+            device,
+            base_id,
+            "export",
+            not problems,
+            tuple(problems),
+            ExitCode.STALE if problems else ExitCode.OK,
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- lint
@@ -307,8 +347,9 @@ def _lint_message(message: str) -> list[str]:
         problems.append("has no subject")
     if not prose:
         problems.append("has no body that says why the change is needed")
-    statuses = [t.split(":", 1)[1].strip() for t in trailers
-                if t.lower().startswith("upstream-status:")]  # fmt: skip
+    statuses = [
+        t.split(":", 1)[1].strip() for t in trailers if t.lower().startswith("upstream-status:")
+    ]
     if not statuses:
         problems.append("has no Upstream-Status: trailer")
     elif len(statuses) > 1:

@@ -44,7 +44,9 @@ def _parse(block: bytes) -> dict[str, str]:
     for item in block.split(b"\0"):
         if b"=" in item:
             key, _, value = item.partition(b"=")
-            values[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+            values[key.decode("utf-8", "surrogateescape")] = value.decode(
+                "utf-8", "surrogateescape"
+            )
     return values
 
 

@@ -93,8 +93,15 @@ def render_patches(git: Git, base_commit: str) -> list[RenderedPatch]:
     """Render every commit in base..HEAD as a patch file, in order."""
     # One log call gives each commit's id, parents, subject and raw changes; a
     # commit with no raw lines is empty (format-patch would silently skip it).
-    log = git.run("log", "--reverse", "--no-renames", "--raw", "--no-abbrev",
-                  "--format=%x01%H%x00%P%x00%s%x00", f"{base_commit}..HEAD").text  # fmt: skip
+    log = git.run(
+        "log",
+        "--reverse",
+        "--no-renames",
+        "--raw",
+        "--no-abbrev",
+        "--format=%x01%H%x00%P%x00%s%x00",
+        f"{base_commit}..HEAD",
+    ).text
     commits: list[tuple[str, str]] = []
     merges: list[str] = []
     empty: list[str] = []
@@ -245,7 +252,9 @@ def unexported_commits(git: Git, base: BaseRef, base_commit: str) -> list[str]:
         if f.is_file() and f.name not in (SERIES_FILE, "base.toml")
     }
     return [
-        f"{p.commit[:10]} {p.subject}" for p in render_patches(git, base_commit) if p.data not in stored
+        f"{p.commit[:10]} {p.subject}"
+        for p in render_patches(git, base_commit)
+        if p.data not in stored
     ]
 
 
@@ -283,8 +292,8 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
     base = options.store.resolve_base(options.device, options.commit_id or record.base_id)
     if base.commit != record.base_commit:
         raise UsageError(
-            f"the build tree {tree} was made from base {record.base_id} ({record.base_commit[:12]}), "
-            f"not {base.base_id} ({base.commit[:12]})",
+            f"the build tree {tree} was made from base {record.base_id} "
+            f"({record.base_commit[:12]}), not {base.base_id} ({base.commit[:12]})",
             hint="Leave out --commit-id, or unpatch the base you want to export to.",
         )
     git = Git(tree)
@@ -300,7 +309,8 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
         identity = user_identity(tree)
         if identity is None:
             raise UsageError(
-                "patch -m commits your changes under your name, but git has no user.name/user.email",
+                "patch -m commits your changes under your name, "
+                "but git has no user.name/user.email",
                 hint="Set them with `git config --global user.name/user.email` (or GIT_AUTHOR_* "
                 "variables) and run again.",
             )

@@ -7,6 +7,7 @@ half-written one.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -46,10 +47,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temporary)
-        except OSError:
-            pass
         raise IntegrityError(
             f"could not write {path}: {error.strerror or error}",
             hint="Check free disk space and permissions; the previous file is unchanged.",
@@ -114,8 +113,12 @@ def exchange_paths(source: Path, target: Path) -> None:
         renameat2 = getattr(libc, "renameat2", None)
         if renameat2 is not None:
             at_fdcwd, rename_exchange = -100, 2
-            if renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target),
-                         rename_exchange) == 0:  # fmt: skip
+            if (
+                renameat2(
+                    at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_exchange
+                )
+                == 0
+            ):
                 return
     aside = source.with_name(source.name + ".old")
     os.rename(target, aside)

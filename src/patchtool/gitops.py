@@ -78,29 +78,51 @@ def tool_identity(date: str) -> dict[str, str]:
 # Options pinned on every call, so output does not depend on git defaults
 # that a repository-local config could change.
 _PINNED_CONFIG = (
-    "-c", "core.quotePath=true",
-    "-c", "core.autocrlf=false",
-    "-c", "core.safecrlf=false",
-    "-c", "core.fileMode=true",
-    "-c", "core.symlinks=true",
-    "-c", "core.hooksPath=/dev/null",
-    "-c", "diff.noprefix=false",
-    "-c", "diff.mnemonicPrefix=false",
-    "-c", "diff.relative=false",
-    "-c", "diff.algorithm=myers",
-    "-c", "diff.renames=true",
-    "-c", "diff.context=3",
-    "-c", "gc.auto=0",
-    "-c", "maintenance.auto=false",
-    "-c", "advice.detachedHead=false",
-    "-c", "init.defaultBranch=main",
-    "-c", "commit.gpgSign=false",
-    "-c", "tag.gpgSign=false",
-    "-c", "apply.whitespace=nowarn",
-    "-c", "am.threeWay=false",
-    "-c", "am.keepcr=true",
-    "-c", "protocol.file.allow=always",
-)  # fmt: skip
+    "-c",
+    "core.quotePath=true",
+    "-c",
+    "core.autocrlf=false",
+    "-c",
+    "core.safecrlf=false",
+    "-c",
+    "core.fileMode=true",
+    "-c",
+    "core.symlinks=true",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "diff.noprefix=false",
+    "-c",
+    "diff.mnemonicPrefix=false",
+    "-c",
+    "diff.relative=false",
+    "-c",
+    "diff.algorithm=myers",
+    "-c",
+    "diff.renames=true",
+    "-c",
+    "diff.context=3",
+    "-c",
+    "gc.auto=0",
+    "-c",
+    "maintenance.auto=false",
+    "-c",
+    "advice.detachedHead=false",
+    "-c",
+    "init.defaultBranch=main",
+    "-c",
+    "commit.gpgSign=false",
+    "-c",
+    "tag.gpgSign=false",
+    "-c",
+    "apply.whitespace=nowarn",
+    "-c",
+    "am.threeWay=false",
+    "-c",
+    "am.keepcr=true",
+    "-c",
+    "protocol.file.allow=always",
+)
 
 
 @dataclass(frozen=True)
@@ -197,7 +219,12 @@ def user_identity(cwd: Path) -> dict[str, str] | None:
             names.setdefault("GIT_COMMITTER_" + variable, value)
     if not all(
         k in names
-        for k in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+        for k in (
+            "GIT_AUTHOR_NAME",
+            "GIT_AUTHOR_EMAIL",
+            "GIT_COMMITTER_NAME",
+            "GIT_COMMITTER_EMAIL",
+        )
     ):
         return None
     return names
@@ -207,10 +234,16 @@ def run_plain(args: Sequence[str], cwd: Path) -> GitResult:
     """A git call that must see the user's own configuration (e.g. remote URLs with
     credential helpers or proxies for `git fetch` from their mirror)."""
     completed = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, check=False, stdin=subprocess.DEVNULL,
-        env={**{k: v for k, v in os.environ.items() if k not in _LEAKY_VARIABLES},
-             "GIT_TERMINAL_PROMPT": "0"},
-    )  # fmt: skip
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={
+            **{k: v for k, v in os.environ.items() if k not in _LEAKY_VARIABLES},
+            "GIT_TERMINAL_PROMPT": "0",
+        },
+    )
     result = GitResult(
         completed.returncode, completed.stdout, completed.stderr.decode("utf-8", "replace")
     )

@@ -108,8 +108,17 @@ def _show(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-_C_ESCAPES = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13,
-              b'"': 34, b"\\": 92}  # fmt: skip
+_C_ESCAPES = {
+    b"a": 7,
+    b"b": 8,
+    b"t": 9,
+    b"n": 10,
+    b"v": 11,
+    b"f": 12,
+    b"r": 13,
+    b'"': 34,
+    b"\\": 92,
+}
 
 
 def _parse_quoted(raw: bytes, patch: Path, line: int) -> tuple[bytes, int]:
@@ -218,8 +227,9 @@ class _Reader:
                 ln.startswith((b"Subject:", b"From:", b"From ")) for ln in lines[:50]
             )
             if looks_like_mail:
-                raise _corrupt(self.path, "is an empty patch: it changes no file "
-                               "(no 'diff --git' section)")  # fmt: skip
+                raise _corrupt(
+                    self.path, "is an empty patch: it changes no file (no 'diff --git' section)"
+                )
             raise _corrupt(self.path, "is not a git patch: it holds no 'diff --git' section")
         self._refuse_traditional(0, first)
         files: list[FileChange] = []
@@ -240,9 +250,12 @@ class _Reader:
     def _refuse_traditional(self, start: int, stop: int) -> None:
         lines = self.lines
         for index in range(start, min(stop, len(lines))):
-            if (lines[index].startswith(b"--- ") and index + 2 < len(lines)
-                    and lines[index + 1].startswith(b"+++ ")
-                    and lines[index + 2].startswith(b"@@ -")):  # fmt: skip
+            if (
+                lines[index].startswith(b"--- ")
+                and index + 2 < len(lines)
+                and lines[index + 1].startswith(b"+++ ")
+                and lines[index + 2].startswith(b"@@ -")
+            ):
                 raise _unsafe(
                     self.path,
                     f"line {index + 1}: a diff without a 'diff --git' header "
@@ -311,8 +324,10 @@ class _Reader:
             hunk, index = self._hunk(index)
             hunks.append(hunk)
         if minus is not None and not hunks and not binary:
-            raise _corrupt(path, f"line {number}: '---'/'+++' lines with no hunk after them "
-                           "(the file is truncated)")  # fmt: skip
+            raise _corrupt(
+                path,
+                f"line {number}: '---'/'+++' lines with no hunk after them (the file is truncated)",
+            )
 
         def stripped(value: tuple[str | None] | None) -> str | None:
             if value is None or value[0] is None:
@@ -326,24 +341,41 @@ class _Reader:
             deleted = True
         if created and deleted:
             raise _corrupt(path, f"line {number}: a section that both creates and deletes a file")
-        for label, header_name, git_name in (("---", minus_name, git_old),
-                                              ("+++", plus_name, git_new)):  # fmt: skip
+        for label, header_name, git_name in (
+            ("---", minus_name, git_old),
+            ("+++", plus_name, git_new),
+        ):
             if header_name is not None and git_name is not None and header_name != git_name:
-                raise _unsafe(path, f"line {number}: 'diff --git' names {git_name!r} but its "
-                              f"'{label}' line names {header_name!r}")  # fmt: skip
+                raise _unsafe(
+                    path,
+                    f"line {number}: 'diff --git' names {git_name!r} but its "
+                    f"'{label}' line names {header_name!r}",
+                )
         moved_from, moved_to = rename_from or copy_from, rename_to or copy_to
         if (moved_from is None) != (moved_to is None):
             raise _corrupt(path, f"line {number}: a rename or copy with only one of from/to")
         for label, moved, git_name in (("from", moved_from, git_old), ("to", moved_to, git_new)):
             if moved is not None and git_name is not None and moved != git_name:
-                raise _unsafe(path, f"line {number}: 'diff --git' names {git_name!r} but "
-                              f"'rename/copy {label}' names {moved!r}")  # fmt: skip
+                raise _unsafe(
+                    path,
+                    f"line {number}: 'diff --git' names {git_name!r} but "
+                    f"'rename/copy {label}' names {moved!r}",
+                )
         old_name = moved_from or minus_name or git_old
         new_name = moved_to or plus_name or git_new
-        if moved_from is None and old_name is not None and new_name is not None \
-                and old_name != new_name and not created and not deleted:  # fmt: skip
-            raise _unsafe(path, f"line {number}: 'diff --git' names {old_name!r} and "
-                          f"{new_name!r} but the section is no rename or copy")  # fmt: skip
+        if (
+            moved_from is None
+            and old_name is not None
+            and new_name is not None
+            and old_name != new_name
+            and not created
+            and not deleted
+        ):
+            raise _unsafe(
+                path,
+                f"line {number}: 'diff --git' names {old_name!r} and "
+                f"{new_name!r} but the section is no rename or copy",
+            )
         if old_name is None and new_name is None:
             raise _corrupt(path, f"line {number}: cannot tell which file the section changes")
         if old_name is None:
@@ -381,8 +413,7 @@ class _Reader:
         lines, path = self.lines, self.path
         match = _HUNK_HEADER.match(lines[start])
         if not match:
-            raise _corrupt(path, f"line {start + 1}: malformed hunk header "
-                           f"{_show(lines[start])!r}")  # fmt: skip
+            raise _corrupt(path, f"line {start + 1}: malformed hunk header {_show(lines[start])!r}")
         old_left = int(match[2]) if match[2] is not None else 1
         new_left = int(match[4]) if match[4] is not None else 1
         header = _show(lines[start])
@@ -392,8 +423,9 @@ class _Reader:
         index = start + 1
         while old_left > 0 or new_left > 0:
             if index >= len(lines):
-                raise _corrupt(path, f"is truncated: it ends inside hunk {header!r} "
-                               f"(line {start + 1})")  # fmt: skip
+                raise _corrupt(
+                    path, f"is truncated: it ends inside hunk {header!r} (line {start + 1})"
+                )
             line = lines[index]
             kind = line[:1]
             if kind == b" " or line == b"":
@@ -409,8 +441,11 @@ class _Reader:
             else:
                 old_left = new_left = -1
             if old_left < 0 or new_left < 0:
-                raise _corrupt(path, f"line {index + 1}: hunk {header!r} (line {start + 1}) "
-                               "has line counts that do not match its body")  # fmt: skip
+                raise _corrupt(
+                    path,
+                    f"line {index + 1}: hunk {header!r} (line {start + 1}) "
+                    "has line counts that do not match its body",
+                )
             index += 1
         while index < len(lines) and lines[index].startswith(b"\\"):
             index += 1
@@ -504,8 +539,10 @@ def check_patch(parsed: ParsedPatch, symlinks: Iterable[str]) -> set[str]:
     for change in parsed.files:
         for path in change.paths:
             _check_path(patch, path, change.line)
-        if change.old_path is not None and change.old_path in before and (
-            change.deleted or change.renamed or (change.new_mode not in (None, SYMLINK_MODE))
+        if (
+            change.old_path is not None
+            and change.old_path in before
+            and (change.deleted or change.renamed or (change.new_mode not in (None, SYMLINK_MODE)))
         ):
             removed.add(change.old_path)
         if change.new_path is not None and _becomes_symlink(change, before):
@@ -515,17 +552,23 @@ def check_patch(parsed: ParsedPatch, symlinks: Iterable[str]) -> set[str]:
         for path in change.paths:
             link = _parent_link(path, during)
             if link is not None:
-                raise _unsafe(patch, f"line {change.line}: path {path!r} is written through "
-                              f"the symlink {link!r}")  # fmt: skip
+                raise _unsafe(
+                    patch,
+                    f"line {change.line}: path {path!r} is written through the symlink {link!r}",
+                )
         if change.new_path is None or not _becomes_symlink(change, before):
             continue
         if change.binary:
-            raise _unsafe(patch, f"line {change.line}: symlink {change.new_path!r} has a "
-                          "binary target")  # fmt: skip
+            raise _unsafe(
+                patch, f"line {change.line}: symlink {change.new_path!r} has a binary target"
+            )
         if not change.hunks:
             if change.renamed or change.copied:
-                raise _unsafe(patch, f"line {change.line}: symlink {change.old_path!r} is moved "
-                              f"to {change.new_path!r} without showing its target")  # fmt: skip
+                raise _unsafe(
+                    patch,
+                    f"line {change.line}: symlink {change.old_path!r} is moved "
+                    f"to {change.new_path!r} without showing its target",
+                )
             continue  # a mode change only: the target is the file's unchanged text
         target = _show(change.added_text())
         _check_link_target(patch, change.new_path, target, during, change.line)

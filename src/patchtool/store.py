@@ -281,7 +281,9 @@ def parse_series(base: BaseRef) -> PatchSeries:
                 hint="series lists file names in its own folder, one a line.",
             )
         if name in seen:
-            raise IntegrityError(f"{path}:{number}: {name!r} is listed twice (first on line {seen[name]})")
+            raise IntegrityError(
+                f"{path}:{number}: {name!r} is listed twice (first on line {seen[name]})"
+            )
         seen[name] = number
         if not (base.path / name).is_file():
             raise NotFoundError(

@@ -121,16 +121,16 @@ def import_sdist(
     newest = max((m.mtime for m in members), default=0)
     date = f"{int(newest)} +0000"
     message = (
-        f"Import {project} {version} from {source.filename}\n\n"
-        f"sha256 {source.sha256}\n"
+        f"Import {project} {version} from {source.filename}\n\nsha256 {source.sha256}\n"
     ).encode()
     identity = tool_identity(date)
     stream = io.BytesIO()
     stream.write(b"commit refs/patchtool/import\n")
-    stream.write(f"author {identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}> {date}\n".encode())
     stream.write(
-        f"committer {identity['GIT_COMMITTER_NAME']} <{identity['GIT_COMMITTER_EMAIL']}> {date}\n".encode()
+        f"author {identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}> {date}\n".encode()
     )
+    committer = f"{identity['GIT_COMMITTER_NAME']} <{identity['GIT_COMMITTER_EMAIL']}>"
+    stream.write(f"committer {committer} {date}\n".encode())
     stream.write(b"data %d\n" % len(message) + message)
     stream.write(b"deleteall\n")
     with tarfile.open(archive, "r:*") as tar:
@@ -171,7 +171,7 @@ def _safe_members(archive: Path) -> Iterator[_Member]:
     """The archive's files below its one top folder, refusing anything that could
     reach outside the tree or is not a plain file or an in-tree symlink."""
     try:
-        tar = tarfile.open(archive, "r:*")
+        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the `with tar` below
     except (tarfile.TarError, OSError) as error:
         raise IntegrityError(f"{archive}: not a readable sdist archive: {error}") from error
     with tar:
@@ -322,8 +322,9 @@ class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-def _copy_verified(handle: _Readable, target: Path, source: PypiSource, origin: str,
-                   base: BaseRef) -> None:
+def _copy_verified(
+    handle: _Readable, target: Path, source: PypiSource, origin: str, base: BaseRef
+) -> None:
     digest = hashlib.sha256()
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".download-", suffix=".part")
     try:
@@ -361,8 +362,12 @@ def _pip_config() -> dict[str, str]:
     try:
         completed = subprocess.run(
             [sys.executable, "-m", "pip", "config", "list"],
-            capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     values = {}
@@ -377,7 +382,12 @@ def pip_indexes() -> list[str]:
     primary: list[str] = []
     extra: list[str] = []
     for key, value in config.items():
-        if key.endswith(".index-url") and key.split(".", 1)[0] in (":env:", "global", "download", "install"):
+        if key.endswith(".index-url") and key.split(".", 1)[0] in (
+            ":env:",
+            "global",
+            "download",
+            "install",
+        ):
             primary = [value]
         elif key.endswith(".extra-index-url"):
             extra.extend(value.split())
@@ -396,8 +406,10 @@ def pip_find_links() -> list[Path]:
         if key.endswith(".find-links"):
             for item in value.split():
                 parsed = urllib.parse.urlparse(item)
-                path = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else (
-                    Path(item) if not parsed.scheme else None
+                path = (
+                    Path(urllib.request.url2pathname(parsed.path))
+                    if parsed.scheme == "file"
+                    else (Path(item) if not parsed.scheme else None)
                 )
                 if path is not None and path.is_dir():
                     folders.append(path)
@@ -448,7 +460,9 @@ def find_on_index(index: str, project: str, filename: str) -> tuple[str | None, 
         return None, None
     with response:
         body = response.read()
-        content_type = response.headers.get("Content-Type", "") if hasattr(response, "headers") else ""
+        content_type = (
+            response.headers.get("Content-Type", "") if hasattr(response, "headers") else ""
+        )
         base_url = response.geturl() if hasattr(response, "geturl") else page
     if "json" in content_type:
         data = json.loads(body)
@@ -510,14 +524,25 @@ def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> Non
     url = base.source.url
     reporter.step(f"fetching {base.commit[:12]} from {_redact(url)}")
     try:
-        run_plain(["--git-dir", str(repository), "fetch", "--quiet", "--no-tags", url,
-                   base.commit], repository)  # fmt: skip
+        run_plain(
+            ["--git-dir", str(repository), "fetch", "--quiet", "--no-tags", url, base.commit],
+            repository,
+        )
     except Exception:
         # Servers that refuse fetch-by-id: take their branches and tags instead.
         try:
-            run_plain(["--git-dir", str(repository), "fetch", "--quiet", url,
-                       "+refs/heads/*:refs/patchtool/remote/heads/*",
-                       "+refs/tags/*:refs/patchtool/remote/tags/*"], repository)  # fmt: skip
+            run_plain(
+                [
+                    "--git-dir",
+                    str(repository),
+                    "fetch",
+                    "--quiet",
+                    url,
+                    "+refs/heads/*:refs/patchtool/remote/heads/*",
+                    "+refs/tags/*:refs/patchtool/remote/tags/*",
+                ],
+                repository,
+            )
         except Exception as error:
             raise NetworkError(f"cannot fetch from {_redact(url)}: {error}") from error
     git = Git(repository)

@@ -116,9 +116,12 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
             "project": base.project,
             "version": base.version,
             "source": base.source.kind,
-            **({"filename": base.source.filename, "sha256": base.source.sha256}
-               if isinstance(base.source, PypiSource) else {"url": base.source.url}),
-        },  # fmt: skip
+            **(
+                {"filename": base.source.filename, "sha256": base.source.sha256}
+                if isinstance(base.source, PypiSource)
+                else {"url": base.source.url}
+            ),
+        },
         "base_commit": base.commit,
         "series_sha256": series_digest(series),
         "patches": [
@@ -152,13 +155,14 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
 
     _check_torch_imports(options.python)
     reporter.step(f"python {python_version} ({options.python}) with torch {torch_version}")
+    scm_name = base.project.upper().replace("-", "_")
     build_env = dict(sourced.environment)
     build_env.update(
         {
             "VLLM_TARGET_DEVICE": target,
             "SOURCE_DATE_EPOCH": epoch,
             "PYTHONHASHSEED": "0",
-            f"SETUPTOOLS_SCM_PRETEND_VERSION_FOR_{base.project.upper().replace('-', '_')}": base.version,
+            f"SETUPTOOLS_SCM_PRETEND_VERSION_FOR_{scm_name}": base.version,
             "SETUPTOOLS_SCM_PRETEND_VERSION": base.version,
         }
     )
@@ -167,11 +171,24 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         reporter.step(f"building the {target} wheel (log: {log_path})")
         with log_path.open("wb") as log:
             completed = subprocess.run(
-                [options.python, "-m", "build", "--wheel", "--no-isolation",
-                 "--skip-dependency-check", "--outdir", staging, str(worktree)],
-                cwd=worktree, env=build_env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, check=False,
-            )  # fmt: skip
+                [
+                    options.python,
+                    "-m",
+                    "build",
+                    "--wheel",
+                    "--no-isolation",
+                    "--skip-dependency-check",
+                    "--outdir",
+                    staging,
+                    str(worktree),
+                ],
+                cwd=worktree,
+                env=build_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         if completed.returncode != 0:
             raise BuildError(
                 f"the wheel build failed with status {completed.returncode}; last lines of "
@@ -190,11 +207,19 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         os.replace(wheel, final)
         kill_point("build-wheel:moved")
     sha = _sha256(final)
-    atomic_write(out_dir / f"{final.name}.provenance.json",
-                 (json.dumps({**provenance, "wheel": final.name, "wheel_sha256": sha},
-                             indent=2, sort_keys=True) + "\n").encode())  # fmt: skip
-    atomic_write(out_dir / f".{device.name}{STATE_NAME}",
-                 json.dumps({"inputs": digest, "wheel": final.name, "sha256": sha}).encode())  # fmt: skip
+    atomic_write(
+        out_dir / f"{final.name}.provenance.json",
+        (
+            json.dumps(
+                {**provenance, "wheel": final.name, "wheel_sha256": sha}, indent=2, sort_keys=True
+            )
+            + "\n"
+        ).encode(),
+    )
+    atomic_write(
+        out_dir / f".{device.name}{STATE_NAME}",
+        json.dumps({"inputs": digest, "wheel": final.name, "sha256": sha}).encode(),
+    )
     return WheelResult(final, sha, provenance, False, log_path, sourced.changed)
 
 
@@ -213,8 +238,11 @@ def _interpreter_versions(python: str) -> tuple[str, str]:
     importing torch takes seconds, which an unchanged rebuild should not pay)."""
     completed = subprocess.run(
         [python, "-c", _VERSIONS_PROGRAM],
-        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     if completed.returncode != 0:
         raise BuildError(f"cannot run {python}: {completed.stderr.strip()}")
     python_version, torch_version = completed.stdout.strip().splitlines()[-1].split()[-2:]
@@ -224,8 +252,11 @@ def _interpreter_versions(python: str) -> tuple[str, str]:
 def _check_torch_imports(python: str) -> None:
     completed = subprocess.run(
         [python, "-c", "import torch"],
-        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     if completed.returncode != 0:
         last = (completed.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise BuildError(
@@ -278,7 +309,8 @@ def verify_required(wheel: Path, required: tuple[str, ...]) -> None:
     missing = [path for path in required if path not in names]
     if missing:
         raise BuildError(
-            f"the wheel {wheel.name} lacks file(s) that device.toml requires: " + ", ".join(missing),
+            f"the wheel {wheel.name} lacks file(s) that device.toml requires: "
+            + ", ".join(missing),
             hint="Check the series adds them and that setup.py ships them as package data; "
             "no wheel was written to the output folder.",
         )
