@@ -147,6 +147,17 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- the benchmark
 
 
+def remove_tree(path: Path) -> None:
+    """rmtree that tolerates files vanishing under it: patchtool deletes a
+    replaced tree in a detached process, which may still be running."""
+    for _ in range(50):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.1)
+    shutil.rmtree(path)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, root: Path) -> None:
         self.args = args
@@ -157,7 +168,7 @@ class Bench:
         # every command (which defaults to the newest base) works on it.
         for other in (self.store / DEVICE).iterdir():
             if other.is_dir() and other.name != "vllm-0.7.2":
-                shutil.rmtree(other)
+                remove_tree(other)
         self.cache = Path(args.cache_dir).resolve() if args.cache_dir else root / "cache"
         self.cache.mkdir(parents=True, exist_ok=True)
         base_toml = (self.store / DEVICE / BASE_ID / "base.toml").read_text()
@@ -292,13 +303,13 @@ class Bench:
             # interleaved, so that drift hits all three alike
             target = self.fresh("git")
             git_t.append(timed(self.git_unpatch_cmds(target, patches)))
-            shutil.rmtree(target)
+            remove_tree(target)
             build = self.fresh("fresh")
             fresh_t.append(timed([self.pt("unpatch", "-d", device, "--dir", str(build), store=store)]))
-            shutil.rmtree(build)
+            remove_tree(build)
             replace_t.append(timed([self.pt("unpatch", "-d", device, "--dir", str(build_replace),
                                             store=store)]))  # fmt: skip
-        shutil.rmtree(build_replace)
+        remove_tree(build_replace)
         return {
             "patches": len(patches),
             "patchtool_fresh": summary(fresh_t),
@@ -331,7 +342,7 @@ class Bench:
             shutil.rmtree(out, ignore_errors=True)
             pt_t.append(timed([self.pt("patch", "-d", device, "--dir", str(build), store=store)]))
         rewritten = snapshot_diff(before, store_snapshot(store))
-        shutil.rmtree(build)
+        remove_tree(build)
         return {"patchtool": summary(pt_t), "git": summary(git_t), "store_files_rewritten": rewritten}
 
     def bench_patch(self) -> None:
@@ -378,7 +389,7 @@ class Bench:
         export = timed([self.pt("patch", "-d", device, "--dir", str(build), store=store)])
         count = len(self.series_files(store / device / BASE_ID))
         assert count == n, (count, n)
-        shutil.rmtree(build)
+        remove_tree(build)
         return store, device, export
 
     def bench_scaling(self) -> None:
@@ -391,7 +402,7 @@ class Bench:
             entry["export_new_patches_s"] = export
             entry["patch_noop"] = self.patch_runs(store, device, repeat) if n else None
             out[str(n)] = entry
-            shutil.rmtree(store.parent)
+            remove_tree(store.parent)
         ns = [int(k) for k in out]
         fits = {}
         for key in ("patchtool_fresh", "patchtool_replace", "git"):
@@ -498,7 +509,7 @@ common = ["--quiet", "--store", store, "--cache-dir", cache]
 main_args = [*common, "unpatch", "-d", device, "--dir", build]
 call(main_args)   # first tree
 out = {"unpatch_replace": call(main_args)}
-shutil.rmtree(build)
+remove_tree(build)
 out["unpatch_fresh"] = call(main_args)
 out["patch_noop"] = call([*common, "patch", "-d", device, "--dir", build])
 print(json.dumps(out))

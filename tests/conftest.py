@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from helpers import CliResult, SyntheticUpstream, make_upstream, run_cli
+from helpers import REPOSITORY, RealVllm, SyntheticUpstream, make_upstream
 
 FIXED_DATE = "2025-02-01T12:00:00+00:00"
 
@@ -51,31 +49,6 @@ def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SyntheticUpstre
 
 # --------------------------------------------------------------------------- the real vLLM
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class RealVllm:
-    """A copy of the repository's store, a session-wide cache, and a build folder
-    holding `metax_C550`'s tree made by `patchtool unpatch` from the real sdist."""
-
-    store: Path
-    build: Path
-    cache: Path
-    env: dict[str, str]
-
-    @property
-    def tree(self) -> Path:
-        return self.build / "metax_C550" / "vllm"
-
-    @property
-    def base_folder(self) -> Path:
-        return self.store / "metax_C550" / "vllm-0.7.2"
-
-    def cli(self, *args: str) -> CliResult:
-        return run_cli("--store", str(self.store), *args, env=self.env)
-
-
 @pytest.fixture(scope="session")
 def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> RealVllm:
     """Session-wide: the first use downloads the vLLM 0.7.2 sdist through the user's
@@ -93,7 +66,8 @@ def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> RealVllm:
         "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
     }
     world = RealVllm(store=store, build=root / "build", cache=cache, env=env)
-    result = world.cli("unpatch", "--device-type", "metax_C550", "--dir", str(world.build))
+    result = world.cli("unpatch", "--device-type", "metax_C550", "--commit-id", "0.7.2",
+                       "--dir", str(world.build))
     assert result.code == 0, result.output
     return world
 

@@ -160,3 +160,28 @@ def commit_all(tree: Path, subject: str, body: str = "Because tests need it.\n\n
                "Upstream-Status: Inappropriate [test]") -> None:
     git(tree, "add", "--all")
     git(tree, "commit", "--quiet", "-m", subject, "-m", body)
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RealVllm:
+    """A copy of the repository's store, a session-wide cache, and a build folder
+    holding `metax_C550`'s tree made by `patchtool unpatch` from the real sdist."""
+
+    store: Path
+    build: Path
+    cache: Path
+    env: dict[str, str]
+
+    @property
+    def tree(self) -> Path:
+        return self.build / "metax_C550" / "vllm"
+
+    @property
+    def base_folder(self) -> Path:
+        return self.store / "metax_C550" / "vllm-0.7.2"
+
+    def cli(self, *args: str) -> CliResult:
+        return run_cli("--store", str(self.store), *args, env=self.env)

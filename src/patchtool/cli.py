@@ -394,15 +394,17 @@ def rebase_command(
     continue_: Annotated[
         bool, typer.Option("--continue", help="Go on after resolving a conflict.")
     ] = False,
-    skip: Annotated[bool, typer.Option("--skip", help="Drop the conflicting patch, go on.")] = False,
+    skip: Annotated[
+        bool, typer.Option("--skip", help="Drop the conflicting patch, go on.")
+    ] = False,
     abort: Annotated[
         bool, typer.Option("--abort", help="Put the tree and the store back as they were.")
     ] = False,
     note: Annotated[
-        str | None, typer.Option(help="With --continue: how the conflict was resolved (for the report).")
+        str | None, typer.Option(help="With --continue: how the conflict was resolved.")
     ] = None,
     base_version: Annotated[
-        str | None, typer.Option(help="Version label of a git base (default: its commit's first 12 digits).")
+        str | None, typer.Option(help="Version label of a git base (default: 12 commit digits).")
     ] = None,
     sdist: Annotated[
         list[Path] | None,
@@ -410,18 +412,19 @@ def rebase_command(
     ] = None,
     no_wait: NoWaitOption = False,
 ) -> None:
-    """Carry a device's series onto a newer upstream base, one patch at a time, with 3-way merges."""
+    """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges."""
     from .buildtree import device_lock
     from .fsutil import check_name
     from .rebase import RebaseOptions, rebase
     from .upstream import BaseCache, cache_root
 
-    actions = [name for name, flag in (("continue", continue_), ("skip", skip), ("abort", abort)) if flag]
+    flags = (("continue", continue_), ("skip", skip), ("abort", abort))
+    actions = [name for name, flag in flags if flag]
     if len(actions) > 1:
         raise UsageError("--continue, --skip and --abort exclude each other")
     action = actions[0] if actions else "start"
     if action != "start" and (onto is not None or commit_id is not None):
-        raise UsageError(f"--{action} takes no --onto or --commit-id: the rebase in progress has them")
+        raise UsageError(f"--{action} takes no --onto or --commit-id: the rebase has them")
     if note is not None and action != "continue":
         raise UsageError("--note goes with --continue")
     reporter = _reporter()
@@ -456,19 +459,23 @@ def import_command(
     device: DeviceOption,
     files: Annotated[
         list[Path] | None,
-        typer.Argument(help="mbox files, plain diffs, or quilt folders (a series file and patches)."),
+        typer.Argument(help="mbox files, plain diffs, or quilt folders (series + patches)."),
     ] = None,
     commit_id: CommitOption = None,
-    strip: Annotated[int, typer.Option("-p", help="Leading path components to strip (like patch -p).")] = 1,
+    strip: Annotated[
+        int, typer.Option("-p", help="Leading path components to strip (like patch -p).")
+    ] = 1,
     series: Annotated[
-        Path | None, typer.Option("--series", help="A quilt series file (its patches sit beside it).")
+        Path | None, typer.Option("--series", help="A quilt series file (patches sit beside it).")
     ] = None,
     author: Annotated[
         str | None, typer.Option(help="'Name <email>' for changes whose input names no author.")
     ] = None,
-    date: Annotated[str | None, typer.Option(help="Author date for changes whose input has none.")] = None,
+    date: Annotated[
+        str | None, typer.Option(help="Author date for changes whose input has none.")
+    ] = None,
     message: Annotated[
-        str | None, typer.Option("--message", "-m", help="Message for changes whose input has none.")
+        str | None, typer.Option("--message", "-m", help="Message where the input has none.")
     ] = None,
     build_dir: DirOption = Path("build"),
     create: Annotated[
@@ -478,10 +485,10 @@ def import_command(
     vendor: Annotated[str | None, typer.Option(help="A new device's vendor.")] = None,
     onto: Annotated[
         str | None,
-        typer.Option(help="Create a new base to import onto: a released version or git+URL@COMMIT."),
+        typer.Option(help="Create a base to import onto: a version or git+URL@COMMIT."),
     ] = None,
     base_version: Annotated[
-        str | None, typer.Option(help="Version label of a new git base (default: 12 commit digits).")
+        str | None, typer.Option(help="Version label of a new git base (default: 12 digits).")
     ] = None,
     sdist: Annotated[
         list[Path] | None,

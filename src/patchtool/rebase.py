@@ -1,0 +1,761 @@
+"""`rebase`: carry a device's series from one upstream base to a newer one.
+
+The old base's series is applied in the device's build tree (as `unpatch` would),
+the new base is fetched into the same repository, and every patch is
+cherry-picked onto the new base one at a time, so that each gets its own
+outcome: applied unchanged (clean), merged by git (3-way), resolved by hand,
+dropped because upstream already holds it, or skipped on request.
+
+A conflict stops the run with the tree in a resumable state; the state lives in
+`.git/patchtool-rebase.json`. The store is written only when the last patch is
+in: a new base folder (base.toml, series, patches, rebase-report.md) appears
+atomically next to the old one, which is never touched, so both releases stay
+buildable. `--abort` returns the tree to what it was and leaves the store as it
+was (nothing of the new base was written yet).
+
+This module never prints; it raises `PatchtoolError`s and reports progress
+through a `Reporter`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .buildtree import BASE_REF, BASE_TAG, TreeLocation, TreeRecord, write_record
+from .errors import (
+    ConflictError,
+    DirtyTreeError,
+    IntegrityError,
+    NotFoundError,
+    UsageError,
+)
+from .export import plan_export, render_patches, write_plan
+from .fsutil import atomic_write, check_name, fsync_directory
+from .gitops import Git, tool_identity
+from .report import Reporter
+from .store import (
+    BASE_FILE,
+    SERIES_FILE,
+    BaseRef,
+    GitSource,
+    PypiSource,
+    Store,
+    parse_series,
+    render_base,
+    render_series,
+)
+from .upstream import BaseCache, base_ref_name, ensure_base
+
+STATE_FILE = "patchtool-rebase.json"
+REPORT_FILE = "rebase-report.md"
+OLD_BASE_REF = "refs/patchtool/rebase/old-base"
+OLD_TIP_REF = "refs/patchtool/rebase/old-tip"
+NEW_BASE_REF = "refs/patchtool/rebase/new-base"
+# Commits the tool makes keep their author; the committer is the tool, at a
+# fixed date, so the same rebase gives the same commit ids on every machine.
+_COMMITTER = {k: v for k, v in tool_identity("1970-01-01T00:00:00Z").items() if "COMMITTER" in k}
+
+CLEAN, THREE_WAY, BY_HAND, UPSTREAM, SKIPPED = (
+    "clean", "3-way", "resolved by hand", "dropped as upstream", "skipped",
+)  # fmt: skip
+_PICKED = "picked"  # clean or 3-way: decided at the end, by patch-id
+
+
+# --------------------------------------------------------------------------- new bases
+
+
+@dataclass(frozen=True)
+class NewBaseSpec:
+    """What `--onto` named: a released version on the index, or a git commit."""
+
+    project: str
+    version: str
+    git_url: str | None = None
+    git_commit: str | None = None
+
+
+def parse_onto(text: str, project: str | None, version_label: str | None = None) -> NewBaseSpec:
+    """`0.7.3`, `vllm==0.7.3`, or `git+<url-or-path>@<full commit>`. With no known
+    project (a device's first base), `name==version` names it; else it is vllm."""
+    text = text.strip()
+    if project is None:
+        project = text.partition("==")[0].strip() if "==" in text else "vllm"
+        check_name("project", project)
+    if text.startswith("git+"):
+        url, _, commit = text[4:].rpartition("@")
+        if not url or not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise UsageError(
+                f"--onto {text!r}: a git source is git+<url-or-path>@<full 40-digit commit>",
+                hint="Give the full commit id, not a branch or a short id: the base must not move.",
+            )
+        version = version_label or commit[:12]
+        check_name("base version", version)
+        return NewBaseSpec(project, version, git_url=url, git_commit=commit)
+    name, separator, version = text.partition("==")
+    if not separator:
+        name, version = project, text
+    if name.strip() != project:
+        raise UsageError(
+            f"--onto {text!r} names project {name.strip()!r}, but the base is {project!r}"
+        )
+    version = version.strip()
+    check_name("version", version)
+    return NewBaseSpec(project, version)
+
+
+def resolve_new_base(
+    spec: NewBaseSpec,
+    store: Store,
+    device: str,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...] = (),
+) -> BaseRef:
+    """The new base with its exact commit, held in the cache repository; its folder
+    (`BaseRef.path`) is where it will live in the store, not yet created."""
+    base_id = check_name("base id", f"{spec.project}-{spec.version}")
+    folder = store.root / device / base_id
+    if spec.git_url is not None:
+        assert spec.git_commit is not None
+        base = BaseRef(device, base_id, spec.project, spec.version, spec.git_commit,
+                       GitSource(spec.git_url), folder)  # fmt: skip
+        ensure_base(base, cache, reporter, archive_paths)
+        return base
+    source = _locate_sdist(spec, cache, reporter, archive_paths)
+    provisional = BaseRef(device, base_id, spec.project, spec.version, "0" * 40, source, folder)
+    commit = _import_released(provisional, cache, reporter, archive_paths)
+    return BaseRef(device, base_id, spec.project, spec.version, commit, source, folder)
+
+
+def _locate_sdist(
+    spec: NewBaseSpec, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+) -> PypiSource:
+    """The sdist's name and sha256: a local copy (air-gapped sites) first, else the
+    index's listed hash, else the hash of a download."""
+    from . import upstream
+
+    filename = f"{spec.project}-{spec.version}.tar.gz"
+    probe = PypiSource(filename, "0" * 64)
+    for candidate in upstream._local_candidates(probe, archive_paths):
+        reporter.step(f"using local sdist {candidate}")
+        return PypiSource(filename, upstream.sha256_of(candidate))
+    for index in upstream.pip_indexes():
+        url, listed = upstream.find_on_index(index, spec.project, filename)
+        if url is None:
+            continue
+        if listed is not None:
+            reporter.step(f"found {filename} on {upstream._redact(index)} (sha256 {listed[:12]})")
+            return PypiSource(filename, listed)
+        reporter.step(f"{upstream._redact(index)} lists no hash for {filename}: downloading it")
+        staging = cache.root / "sdists" / ".unverified"
+        staging.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        fd, temporary = tempfile.mkstemp(dir=staging, suffix=".part")
+        with os.fdopen(fd, "wb") as out, upstream._open(url) as response:
+            while block := response.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+        sha = digest.hexdigest()
+        target = cache.sdist_path(PypiSource(filename, sha))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temporary, target)
+        return PypiSource(filename, sha)
+    raise NotFoundError(
+        f"{filename} is on no configured package index "
+        f"({', '.join(upstream._redact(i) for i in upstream.pip_indexes()) or 'none'})",
+        hint="Check the version, `pip config list`, or pass the file with --sdist PATH.",
+    )
+
+
+def _import_released(
+    base: BaseRef, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+) -> str:
+    """Import the sdist into the cache (once: a warm cache finds the earlier import
+    by its deterministic message) and return its commit."""
+    from filelock import FileLock
+
+    from .upstream import import_sdist, obtain_sdist
+
+    assert isinstance(base.source, PypiSource)
+    repository = cache.repository(base.project)
+    repository.parent.mkdir(parents=True, exist_ok=True)
+    expected = (f"Import {base.project} {base.version} from {base.source.filename}\n\n"
+                f"sha256 {base.source.sha256}\n")  # fmt: skip
+    with FileLock(str(cache.lock_path(base.project))):
+        if not (repository / "HEAD").exists():
+            Git(repository.parent).run("init", "--quiet", "--bare", str(repository))
+        git = Git(repository)
+        listing = git.run("for-each-ref", "--format=%(objectname)%00%(contents)%00",
+                          "refs/patchtool/bases/").text  # fmt: skip
+        fields = listing.split("\0")
+        for index in range(0, len(fields) - 1, 2):
+            if fields[index + 1].strip() == expected.strip():
+                return fields[index].strip()
+        archive = obtain_sdist(base, cache, reporter, archive_paths)
+        reporter.step(f"importing {archive.name} into the cache")
+        return import_sdist(archive, repository, base.project, base.version, base.source)
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class PatchState:
+    name: str
+    subject: str
+    old_commit: str
+    outcome: str | None = None
+    new_commit: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+    note: str | None = None
+
+
+@dataclass
+class RebaseState:
+    device: str
+    store: str
+    old_base_id: str
+    old_base_commit: str
+    new_base: dict[str, Any]  # the new BaseRef, folder and source included
+    tree_existed: bool
+    saved_branch: str | None  # the tree's branch before the rebase (None: detached)
+    saved_head: str | None
+    saved_record: str | None
+    series_header: list[str]
+    patches: list[PatchState]
+    position: int = 0
+    pick_from: str | None = None  # HEAD before the patch at `position` was picked
+
+    @property
+    def new_base_ref(self) -> BaseRef:
+        data = dict(self.new_base)
+        source_data = data.pop("source")
+        source: PypiSource | GitSource
+        if source_data["kind"] == "pypi":
+            source = PypiSource(source_data["filename"], source_data["sha256"])
+        else:
+            source = GitSource(source_data["url"])
+        return BaseRef(source=source, path=Path(data.pop("path")), **data)
+
+
+def _state_path(tree: Path) -> Path:
+    return tree / ".git" / STATE_FILE
+
+
+def _save_state(tree: Path, state: RebaseState) -> None:
+    atomic_write(
+        _state_path(tree), (json.dumps(asdict(state), indent=2, sort_keys=True) + "\n").encode()
+    )
+
+
+def _load_state(tree: Path) -> RebaseState:
+    path = _state_path(tree)
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        data["patches"] = [PatchState(**p) for p in data["patches"]]
+        return RebaseState(**data)
+    except FileNotFoundError as error:
+        raise UsageError(
+            f"no rebase is in progress in {tree}",
+            hint="Start one with `patchtool rebase -d DEVICE --onto VERSION`.",
+        ) from error
+    except (ValueError, TypeError, KeyError) as error:
+        raise IntegrityError(
+            f"{path} is damaged: {error}",
+            hint="Finish by hand, or delete it and run `unpatch --force`.",
+        ) from error
+
+
+def rebase_in_progress(tree: Path) -> bool:
+    return _state_path(tree).is_file()
+
+
+# --------------------------------------------------------------------------- options and results
+
+
+@dataclass(frozen=True)
+class RebaseOptions:
+    store: Store
+    build_dir: Path
+    device: str
+    cache: BaseCache
+    onto: str | None = None
+    commit_id: str | None = None
+    action: str = "start"  # start, continue, skip, abort
+    note: str | None = None
+    version_label: str | None = None
+    archive_paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class RebaseResult:
+    tree: Path
+    old_base: str
+    new_base: BaseRef | None  # None after --abort
+    outcomes: tuple[tuple[str, str], ...]  # (patch name, outcome)
+    report: Path | None
+
+
+def rebase(options: RebaseOptions, reporter: Reporter) -> RebaseResult:
+    """Start, continue, skip or abort a rebase (the caller holds the device lock)."""
+    device = options.store.device(options.device)
+    if options.action == "start":
+        if options.onto is None:
+            raise UsageError("rebase needs --onto NEW-BASE (a version, or git+URL@COMMIT)")
+        old = options.store.resolve_base(device.name, options.commit_id)
+        tree = TreeLocation(options.build_dir, device.name, old.project).tree
+        state = _start(options, old, tree, reporter)
+    else:
+        tree = _find_rebasing_tree(options.build_dir, device.name)
+        state = _load_state(tree)
+        if options.action == "abort":
+            _abort(tree, state, reporter)
+            return RebaseResult(tree, state.old_base_id, None, (), None)
+        if options.action == "skip":
+            _skip_current(tree, state, reporter)
+        else:
+            _continue_current(tree, state, options.note, reporter)
+    _pick_remaining(tree, state, reporter)
+    return _finish(tree, state, options.store, reporter)
+
+
+def _find_rebasing_tree(build_dir: Path, device: str) -> Path:
+    device_dir = build_dir / check_name("device", device)
+    trees = (
+        sorted(p for p in device_dir.iterdir() if _state_path(p).is_file())
+        if device_dir.is_dir()
+        else []
+    )
+    if not trees:
+        raise UsageError(
+            f"no rebase is in progress for device {device!r} under {device_dir}",
+            hint=f"Start one with `patchtool rebase -d {device} --onto VERSION`.",
+        )
+    return trees[0]
+
+
+# --------------------------------------------------------------------------- start
+
+
+def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter) -> RebaseState:
+    from .apply import _checkout_base, _existing_work
+    from .safety import check_series, tree_symlinks
+
+    if rebase_in_progress(tree):
+        raise UsageError(
+            f"a rebase is already in progress in {tree}",
+            hint=f"Go on with `patchtool rebase -d {options.device} --continue`, "
+            "or --skip / --abort.",
+        )
+    work = _existing_work(tree, options.store, options.device)
+    if work:
+        raise DirtyTreeError(
+            f"the build tree {tree} holds work that exists nowhere else:\n  {work}",
+            hint=f"Export it with `patchtool patch --device-type {options.device}` first; "
+            "rebase starts from the store's series.",
+        )
+    spec = parse_onto(options.onto or "", old.project, options.version_label)
+    series = parse_series(old)
+    folder = options.store.root / old.device / f"{spec.project}-{spec.version}"
+    if folder.exists():
+        raise UsageError(
+            f"the base folder {folder} already exists",
+            hint="Rebase onto another version, or remove that folder first.",
+        )
+    old_repository = ensure_base(old, options.cache, reporter, options.archive_paths)
+    new = resolve_new_base(spec, options.store, old.device, options.cache, reporter,
+                           options.archive_paths)  # fmt: skip
+    if new.commit == old.commit:
+        raise UsageError(f"{new.label} is the same commit as {old.base_id} ({old.commit[:12]})")
+    if any(b.commit == new.commit for b in options.store.bases(old.device)):
+        raise UsageError(f"device {old.device!r} already has a base at {new.commit[:12]}")
+    new_repository = ensure_base(new, options.cache, reporter, options.archive_paths)
+
+    existed = tree.exists()
+    saved_branch = saved_head = saved_record = None
+    if existed:
+        git = Git(tree)
+        branch = git.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        saved_branch = branch.text.strip() if branch.returncode == 0 else None
+        saved_head = git.text("rev-parse", "HEAD")
+        saved_record = (tree / ".git" / "patchtool.json").read_text("utf-8")
+    else:
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        reporter.step(f"checking out {old.label} ({old.commit[:12]})")
+        _checkout_base(old_repository, tree, old, old.device)
+        write_record(
+            tree, TreeRecord(old.device, old.base_id, old.project, old.version, old.commit)
+        )
+    git = Git(tree, env=_COMMITTER)
+    try:
+        for repository, commit, ref in ((old_repository, old.commit, OLD_BASE_REF),
+                                        (new_repository, new.commit, NEW_BASE_REF)):  # fmt: skip
+            git.run("fetch", "--quiet", "--no-tags", str(repository),
+                    f"+{base_ref_name(commit)}:{ref}")  # fmt: skip
+        check_series(series, tree_symlinks(git, old.commit))
+        reporter.step(f"applying {len(series.entries)} patch(es) of {old.base_id} on {old.label}")
+        git.run("checkout", "--quiet", "--force", "--detach", old.commit)
+        if series.entries:
+            result = git.run("am", "--keep-cr", "--committer-date-is-author-date", "--quiet",
+                             "--no-3way", *map(str, series.paths()), check=False)  # fmt: skip
+            if result.returncode != 0:
+                git.run("am", "--abort", check=False)
+                raise ConflictError(
+                    f"the series of {old.base_id} does not apply to its own base:\n{result.stderr}",
+                    hint="Fix the store first: "
+                    f"`patchtool unpatch -d {old.device} -c {old.base_id}` "
+                    "shows which patch fails.",
+                )
+        git.run("update-ref", OLD_TIP_REF, "HEAD")
+        commits = git.lines("rev-list", "--reverse", f"{old.commit}..HEAD")
+        subjects = [git.text("log", "-1", "--format=%s", c) for c in commits]
+        reporter.step(f"checking out {new.label} ({new.commit[:12]})")
+        git.run("checkout", "--quiet", "--force", "--detach", new.commit)
+    except BaseException:
+        _restore_tree(tree, existed, saved_branch, saved_head, saved_record)
+        raise
+    new_data = asdict(new)
+    new_data["path"] = str(new.path)
+    new_data["source"] = asdict(new.source)
+    header = [line.replace(old.version, new.version) for line in series.header]
+    state = RebaseState(
+        device=old.device, store=str(options.store.root), old_base_id=old.base_id,
+        old_base_commit=old.commit, new_base=new_data, tree_existed=existed,
+        saved_branch=saved_branch, saved_head=saved_head, saved_record=saved_record,
+        series_header=header,
+        patches=[PatchState(e.name, s, c) for e, s, c in zip(series.entries, subjects, commits,
+                                                             strict=True)],
+    )  # fmt: skip
+    _save_state(tree, state)
+    return state
+
+
+# --------------------------------------------------------------------------- picking
+
+
+def _pick_remaining(tree: Path, state: RebaseState, reporter: Reporter) -> None:
+    git = Git(tree, env=_COMMITTER)
+    total = len(state.patches)
+    while state.position < total:
+        patch = state.patches[state.position]
+        state.pick_from = git.text("rev-parse", "HEAD")
+        _save_state(tree, state)
+        reporter.step(f"[{state.position + 1}/{total}] {patch.name}")
+        result = git.run("cherry-pick", "--allow-empty-message", patch.old_commit, check=False)
+        if result.returncode == 0:
+            patch.outcome, patch.new_commit = _PICKED, git.text("rev-parse", "HEAD")
+        else:
+            unmerged = _unmerged(git)
+            if unmerged:
+                patch.conflicts = [_describe_conflict(tree, path) for path in unmerged]
+                _save_state(tree, state)
+                raise _conflict_error(state, patch, tree)
+            if "is now empty" not in result.stderr + result.text:
+                raise IntegrityError(
+                    f"cherry-pick of {patch.name} failed:\n{result.stderr}",
+                    hint="Abort with `patchtool rebase --abort` and report it.",
+                )
+            git.run("cherry-pick", "--skip")
+            patch.outcome = UPSTREAM
+            reporter.info(f"{patch.name}: already upstream in {state.new_base['version']}; dropped")
+        state.position += 1
+        state.pick_from = None
+        _save_state(tree, state)
+
+
+def _unmerged(git: Git) -> list[str]:
+    out = git.run("diff", "--name-only", "--diff-filter=U", "-z").stdout
+    return sorted({p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p})
+
+
+_MARKERS = re.compile(rb"^(<{7}|={7}|>{7})(?: |$)")
+
+
+def conflict_ranges(data: bytes) -> list[tuple[int, int]]:
+    """Line ranges (1-based, inclusive) from each `<<<<<<<` to its `>>>>>>>`."""
+    ranges: list[tuple[int, int]] = []
+    start = None
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        match = _MARKERS.match(line)
+        if not match:
+            continue
+        if match[1].startswith(b"<"):
+            start = number
+        elif match[1].startswith(b">") and start is not None:
+            ranges.append((start, number))
+            start = None
+    return ranges
+
+
+def _describe_conflict(tree: Path, path: str) -> str:
+    file = tree / path
+    if not file.is_file():
+        return f"{path}: deleted on one side, changed on the other (no markers; see git status)"
+    ranges = conflict_ranges(file.read_bytes())
+    if not ranges:
+        return f"{path}: conflict without markers (binary, mode or rename; see git status)"
+    shown = ", ".join(f"{a}-{b}" for a, b in ranges)
+    return f"{path}: {len(ranges)} conflict hunk(s) at lines {shown}"
+
+
+def _conflict_error(state: RebaseState, patch: PatchState, tree: Path) -> ConflictError:
+    number = state.position + 1
+    device = state.device
+    return ConflictError(
+        f"patch {patch.name} ({number} of {len(state.patches)}, {patch.subject!r}) conflicts "
+        f"with {state.new_base['project']} {state.new_base['version']} in {tree}:\n  "
+        + "\n  ".join(patch.conflicts),
+        hint=f"Resolve the conflicts in {tree}, `git add` the files, then run "
+        f"`patchtool rebase -d {device} --continue` (or commit yourself, then --continue; "
+        f"--note TEXT records how). `--skip` drops this patch; `--abort` puts the build tree "
+        "and the store back as they were before the rebase.",
+    )
+
+
+def _continue_current(tree: Path, state: RebaseState, note: str | None, reporter: Reporter) -> None:
+    if state.position >= len(state.patches):
+        return
+    git = Git(tree, env=_COMMITTER)
+    patch = state.patches[state.position]
+    picking = git.rev_parse("CHERRY_PICK_HEAD") is not None
+    if picking:
+        unmerged = _unmerged(git)
+        if unmerged:
+            raise ConflictError(
+                f"patch {patch.name} still has unresolved files: {', '.join(unmerged)}",
+                hint="Resolve them and `git add` them, then run --continue again.",
+            )
+        marked = [p for p in git.lines("diff", "--cached", "--name-only", "HEAD")
+                  if (tree / p).is_file() and conflict_ranges((tree / p).read_bytes())]  # fmt: skip
+        if marked:
+            raise ConflictError(
+                f"patch {patch.name}: {', '.join(marked)} still hold conflict markers",
+                hint="Remove the <<<<<<< ======= >>>>>>> lines, `git add` them, and --continue.",
+            )
+        if git.run("diff", "--cached", "--quiet", "HEAD", check=False).returncode == 0:
+            git.run("cherry-pick", "--skip")
+            patch.outcome = UPSTREAM
+            patch.note = note or "the resolution left no change"
+        else:
+            # strip: git appends a commented "# Conflicts:" list to the message, which
+            # would push the patch's trailers out of the last paragraph.
+            git.run("commit", "--quiet", "--no-edit", "--no-verify", "--cleanup=strip",
+                    "--allow-empty-message")  # fmt: skip
+            patch.outcome, patch.new_commit, patch.note = (
+                BY_HAND,
+                git.text("rev-parse", "HEAD"),
+                note,
+            )
+    else:
+        head = git.text("rev-parse", "HEAD")
+        if head == state.pick_from:
+            raise UsageError(
+                f"patch {patch.name} is neither resolved nor committed (no cherry-pick in progress "
+                "and HEAD has not moved)",
+                hint="Commit your resolution, or --skip the patch, or --abort the rebase.",
+            )
+        patch.outcome, patch.new_commit, patch.note = BY_HAND, head, note
+    dirty = git.lines("status", "--porcelain", "--untracked-files=no")
+    if dirty:
+        raise DirtyTreeError(f"the build tree {tree} has uncommitted changes after {patch.name}: "
+                             + ", ".join(line[3:] for line in dirty[:10]),
+                             hint="Commit or discard them, then --continue.")  # fmt: skip
+    reporter.info(f"{patch.name}: resolved by hand")
+    state.position += 1
+    state.pick_from = None
+    _save_state(tree, state)
+
+
+def _skip_current(tree: Path, state: RebaseState, reporter: Reporter) -> None:
+    if state.position >= len(state.patches):
+        return
+    git = Git(tree, env=_COMMITTER)
+    patch = state.patches[state.position]
+    git.run("cherry-pick", "--quit", check=False)
+    git.run("reset", "--quiet", "--hard", state.pick_from or "HEAD")
+    patch.outcome = SKIPPED
+    reporter.warn(f"{patch.name}: skipped; it is not in the new series")
+    state.position += 1
+    state.pick_from = None
+    _save_state(tree, state)
+
+
+# --------------------------------------------------------------------------- abort
+
+
+def _abort(tree: Path, state: RebaseState, reporter: Reporter) -> None:
+    reporter.step(f"aborting the rebase in {tree}")
+    _restore_tree(
+        tree, state.tree_existed, state.saved_branch, state.saved_head, state.saved_record
+    )
+
+
+def _restore_tree(
+    tree: Path, existed: bool, branch: str | None, head: str | None, record: str | None
+) -> None:
+    if not existed:
+        shutil.rmtree(tree, ignore_errors=True)
+        return
+    git = Git(tree)
+    git.run("cherry-pick", "--quit", check=False)
+    git.run("am", "--abort", check=False)
+    assert head is not None
+    if branch is not None:
+        git.run("checkout", "--quiet", "--force", branch)
+    else:
+        git.run("checkout", "--quiet", "--force", "--detach", head)
+    git.run("reset", "--quiet", "--hard", head)
+    for ref in (OLD_BASE_REF, OLD_TIP_REF, NEW_BASE_REF):
+        git.run("update-ref", "-d", ref, check=False)
+    if record is not None:
+        (tree / ".git" / "patchtool.json").write_text(record, "utf-8")
+    _state_path(tree).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- finish
+
+
+def _finish(tree: Path, state: RebaseState, store: Store, reporter: Reporter) -> RebaseResult:
+    git = Git(tree, env=_COMMITTER)
+    new = state.new_base_ref
+    _classify_picked(git, state)
+    reporter.step(f"exporting the new series into {new.path}")
+    staging = Path(tempfile.mkdtemp(prefix=".patchtool-rebase-", dir=store.root))
+    try:
+        folder = staging / new.base_id
+        folder.mkdir()
+        atomic_write(folder / BASE_FILE, render_base(new).encode())
+        atomic_write(folder / SERIES_FILE, render_series(state.series_header, []))
+        staged = BaseRef(new.device, new.base_id, new.project, new.version, new.commit,
+                         new.source, folder)  # fmt: skip
+        patches = render_patches(git, new.commit)
+        write_plan(plan_export(staged, patches))
+        names_by_commit = {p.commit: p.name for p in patches}
+        report = render_report(git, state, new, names_by_commit)
+        atomic_write(folder / REPORT_FILE, report.encode())
+        fsync_directory(folder)
+        if new.path.exists():
+            raise UsageError(
+                f"the base folder {new.path} appeared during the rebase",
+                hint="Move it away, then run --continue again.",
+            )
+        os.rename(folder, new.path)
+        fsync_directory(new.path.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    git.run("update-ref", BASE_REF, new.commit)
+    git.run("tag", "--force", BASE_TAG, new.commit)
+    git.run("checkout", "--quiet", "-B", state.device)
+    for ref in (OLD_BASE_REF, OLD_TIP_REF, NEW_BASE_REF):
+        git.run("update-ref", "-d", ref, check=False)
+    write_record(tree, TreeRecord(state.device, new.base_id, new.project, new.version, new.commit))
+    _state_path(tree).unlink(missing_ok=True)
+    return RebaseResult(tree, state.old_base_id, new,
+                        tuple((p.name, p.outcome or "") for p in state.patches),
+                        new.path / REPORT_FILE)  # fmt: skip
+
+
+def _patch_ids(git: Git, revisions: list[str]) -> dict[str, str]:
+    """commit -> stable patch-id (line numbers and whitespace ignored)."""
+    if not revisions:
+        return {}
+    diffs = git.run("diff-tree", "--stdin", "-p", "--no-color", "--root",
+                    input=("\n".join(revisions) + "\n").encode()).stdout  # fmt: skip
+    ids = git.run("patch-id", "--stable", input=diffs).text
+    return {commit: pid for pid, commit in (line.split() for line in ids.splitlines() if line)}
+
+
+def _classify_picked(git: Git, state: RebaseState) -> None:
+    """A picked patch whose diff is unchanged applied as it was (clean); one whose
+    diff changed needed git's 3-way merge."""
+    picked = [p for p in state.patches if p.outcome == _PICKED]
+    ids = _patch_ids(git, [c for p in picked for c in (p.old_commit, p.new_commit or "")])
+    for patch in picked:
+        same = ids.get(patch.old_commit) == ids.get(patch.new_commit or "")
+        patch.outcome = CLEAN if same else THREE_WAY
+
+
+_RANGE_LINE = re.compile(r"^(\s*(?:\d+|-)):\s+(?:[0-9a-f]{4,40}|-+)\s+([=!<>])\s+"
+                         r"(\s*(?:\d+|-)):\s+(?:[0-9a-f]{4,40}|-+)\s(.*)$")  # fmt: skip
+
+
+def range_diff(git: Git, old_base: str, old_tip: str, new_base: str, new_tip: str) -> str:
+    """`git range-diff` of old vs new series, commit ids left out (they change on
+    every rebase and would make the report differ for no reason)."""
+    out = git.run("range-diff", "--no-color", f"{old_base}..{old_tip}",
+                  f"{new_base}..{new_tip}").text  # fmt: skip
+    lines = []
+    for line in out.splitlines():
+        match = _RANGE_LINE.match(line)
+        lines.append(f"{match[1]} {match[2]} {match[3]} {match[4]}" if match else line.rstrip())
+    return "\n".join(lines)
+
+
+def render_report(git: Git, state: RebaseState, new: BaseRef, names: dict[str, str]) -> str:
+    counts: dict[str, int] = {}
+    for patch in state.patches:
+        counts[patch.outcome or ""] = counts.get(patch.outcome or "", 0) + 1
+    summary = ", ".join(f"{counts[o]} {o}" for o in (CLEAN, THREE_WAY, BY_HAND, UPSTREAM, SKIPPED)
+                        if o in counts) or "no patches"  # fmt: skip
+    source = (f"{new.source.filename} (sha256 {new.source.sha256})"
+              if isinstance(new.source, PypiSource) else new.source.url)  # fmt: skip
+    lines = [
+        f"# Rebase of {state.device} from {state.old_base_id} to {new.base_id}",
+        "",
+        f"- old base: {state.old_base_id} ({state.old_base_commit})",
+        f"- new base: {new.base_id} ({new.commit}), from {source}",
+        f"- patches: {len(state.patches)}: {summary}",
+        "",
+        "| # | patch | outcome | file in the new series |",
+        "| --- | --- | --- | --- |",
+    ]
+    for number, patch in enumerate(state.patches, start=1):
+        new_name = names.get(patch.new_commit or "", "-")
+        lines.append(f"| {number} | {patch.name} | {patch.outcome} | {new_name} |")
+    notes = [p for p in state.patches if p.conflicts or p.note]
+    if notes:
+        lines += ["", "## Conflicts and how they were settled", ""]
+        for patch in notes:
+            lines.append(f"### {patch.name} ({patch.outcome})")
+            lines.append("")
+            lines += [f"- conflict: {c}" for c in patch.conflicts]
+            if patch.note:
+                lines.append(f"- resolution: {patch.note}")
+            lines.append("")
+        while lines[-1] == "":
+            lines.pop()
+    diff = range_diff(git, state.old_base_commit, OLD_TIP_REF, new.commit, "HEAD")
+    lines += [
+        "",
+        "## Range-diff (old series vs new series)",
+        "",
+        "`=` unchanged, `!` changed, `<` only in the old series, `>` only in the new one.",
+        "",
+        "```",
+        diff or "(no patches on either side)",
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def report_lines(result: RebaseResult) -> list[str]:
+    return [f"{name}: {outcome}" for name, outcome in result.outcomes]
+
+
+__all__ = [
+    "NewBaseSpec",
+    "RebaseOptions",
+    "RebaseResult",
+    "conflict_ranges",
+    "parse_onto",
+    "rebase",
+    "resolve_new_base",
+]
