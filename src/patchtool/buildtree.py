@@ -1,7 +1,7 @@
 """Build trees: `<dir>/<device>/<project>`, what they record and what work they hold.
 
 A build tree is a self-contained git repository: the base commit (marked by
-`refs/patchtool/base` and the tag `patchtool/base`) and one commit per patch.
+`refs/patchtool/base-commit` and the tag `patchtool/base`) and one commit per patch.
 `.git/patchtool.json` records which device and base it was made from.
 
 This module also owns the per-device lock and the recovery of folders left by
@@ -26,7 +26,7 @@ from .gitops import Git
 from .report import Reporter
 
 METADATA_FILE = "patchtool.json"
-BASE_REF = "refs/patchtool/base"
+BASE_REF = "refs/patchtool/base-commit"
 BASE_TAG = "patchtool/base"
 STAGE_PREFIX = ".patchtool-stage-"
 WHEEL_STAGE_PREFIX = ".patchtool-wheel-"

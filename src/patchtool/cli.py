@@ -174,7 +174,8 @@ def patch(
     check: Annotated[
         bool,
         typer.Option(
-            "--check", help="Change nothing; fail (exit 7) if the store differs from a fresh export."
+            "--check",
+            help="Change nothing; fail (exit 7) if the store differs from a fresh export.",
         ),
     ] = False,
     message: Annotated[
@@ -269,10 +270,18 @@ def list_command(
         device = store.device(name)
         for base in store.bases(name):
             count = len(parse_series(base).entries)
-            records.append({"device": name, "display_name": device.display_name,
-                            "base": base.base_id, "project": base.project,
-                            "version": base.version, "commit": base.commit,
-                            "source": base.source.kind, "patches": count})  # fmt: skip
+            records.append(
+                {
+                    "device": name,
+                    "display_name": device.display_name,
+                    "base": base.base_id,
+                    "project": base.project,
+                    "version": base.version,
+                    "commit": base.commit,
+                    "source": base.source.kind,
+                    "patches": count,
+                }
+            )
     if as_json:
         _emit_json(records)
         return
@@ -281,8 +290,9 @@ def list_command(
 
     table = Table("device", "base", "version", "commit", "source", "patches", box=None)
     for r in records:
-        table.add_row(r["device"], r["base"], r["version"], r["commit"][:12], r["source"],
-                      str(r["patches"]))  # fmt: skip
+        table.add_row(
+            r["device"], r["base"], r["version"], r["commit"][:12], r["source"], str(r["patches"])
+        )
     Console(highlight=False).print(table)
 
 
@@ -387,8 +397,10 @@ def rebase_command(
     ] = None,
     onto: Annotated[
         str | None,
-        typer.Option(help="The new base: a released version (0.7.3, vllm==0.7.3) or "
-                     "git+URL-OR-PATH@FULL-COMMIT."),
+        typer.Option(
+            help="The new base: a released version (0.7.3, vllm==0.7.3) or "
+            "git+URL-OR-PATH@FULL-COMMIT."
+        ),
     ] = None,
     build_dir: DirOption = Path("build"),
     continue_: Annotated[
@@ -551,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("patchtool: interrupted; nothing was left half-done", file=sys.stderr)
         sys.exit(130)
-    except Exception as error:  # noqa: BLE001 - the boundary: everything unexpected ends here
+    except Exception as error:
         if _globals.debug:
             traceback.print_exc()
         else:

@@ -93,8 +93,10 @@ def read_changes(inputs: tuple[Path, ...], strip: int, series_file: Path | None)
             if not series.is_file() and (path / "patches" / "series").is_file():
                 series = path / "patches" / "series"
             if not series.is_file():
-                raise NotFoundError(f"{path} is a folder without a quilt series file",
-                                    hint="Name the series file with --series FILE.")  # fmt: skip
+                raise NotFoundError(
+                    f"{path} is a folder without a quilt series file",
+                    hint="Name the series file with --series FILE.",
+                )
             changes.extend(_read_quilt(series, strip))
         elif path.is_file():
             changes.extend(_read_file(path, path.name, strip))
@@ -122,8 +124,11 @@ def _read_quilt(series: Path, default_strip: int) -> list[Change]:
         patch = series.parent / words[0]
         if not patch.is_file():
             raise NotFoundError(f"{series}:{number}: patch {words[0]!r} does not exist")
-        changes.extend(_read_file(patch, f"{series.name}:{number} {words[0]}", strip,
-                                  fallback_subject=patch.stem))  # fmt: skip
+        changes.extend(
+            _read_file(
+                patch, f"{series.name}:{number} {words[0]}", strip, fallback_subject=patch.stem
+            )
+        )
     return changes
 
 
@@ -163,16 +168,25 @@ def _read_mbox(path: Path, origin: str, strip: int) -> list[Change]:
         for number in range(1, count + 1):
             mail = Path(folder, f"{number:04d}")
             message_file, patch_file = Path(folder, "msg"), Path(folder, "patch")
-            info = git.run("mailinfo", "-u", str(message_file),
-                           str(patch_file), input=mail.read_bytes()).text  # fmt: skip
+            info = git.run(
+                "mailinfo", "-u", str(message_file), str(patch_file), input=mail.read_bytes()
+            ).text
             fields = dict(line.split(": ", 1) for line in info.splitlines() if ": " in line)
             body = message_file.read_text("utf-8", "replace").strip()
             subject = fields.get("Subject", "").strip()
             message = subject + ("\n\n" + body if body else "")
             author = (fields["Author"], fields["Email"]) if fields.get("Email") else None
             where = origin if count == 1 else f"{origin}, message {number} of {count}"
-            changes.append(Change(where, patch_file.read_bytes(), strip, author=author,
-                                  date=fields.get("Date"), message=message or None))  # fmt: skip
+            changes.append(
+                Change(
+                    where,
+                    patch_file.read_bytes(),
+                    strip,
+                    author=author,
+                    date=fields.get("Date"),
+                    message=message or None,
+                )
+            )
         return changes
 
 
@@ -208,12 +222,15 @@ def check_change_paths(git: Git, patch: Path, change: Change, symlinks: set[str]
     symlink, with the same rules `unpatch` applies to the store's patches."""
     from .safety import FileChange, ParsedPatch, check_patch
 
-    files = [FileChange(line=number, old_path=old, new_path=new)
-             for number, (old, new)
-             in enumerate(_touched_paths(git, patch, change.strip), start=1)]  # fmt: skip
+    files = [
+        FileChange(line=number, old_path=old, new_path=new)
+        for number, (old, new) in enumerate(_touched_paths(git, patch, change.strip), start=1)
+    ]
     if not files:
-        raise IntegrityError(f"{change.origin}: holds no change to any file",
-                             hint="Leave it out; nothing was imported.")  # fmt: skip
+        raise IntegrityError(
+            f"{change.origin}: holds no change to any file",
+            hint="Leave it out; nothing was imported.",
+        )
     try:
         check_patch(ParsedPatch(Path(change.origin), b"", files), symlinks)
     except PatchtoolError as error:
@@ -253,10 +270,14 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
             raise UsageError(f"{device_folder} exists but holds no {DEVICE_FILE}")
         device_folder.mkdir(parents=True)
         created.append(device_folder)
-        atomic_write(device_folder / DEVICE_FILE, (
-            f'display-name = "{_toml(options.display_name)}"\n'
-            f'vendor = "{_toml(options.vendor)}"\n\n'
-            '[build]\nenv-script = "env.sh"\n').encode())  # fmt: skip
+        atomic_write(
+            device_folder / DEVICE_FILE,
+            (
+                f'display-name = "{_toml(options.display_name)}"\n'
+                f'vendor = "{_toml(options.vendor)}"\n\n'
+                '[build]\nenv-script = "env.sh"\n'
+            ).encode(),
+        )
         reporter.step(f"created device {options.device}")
     store.device(options.device)
     if options.onto is None:
@@ -305,10 +326,17 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> Pa
                 plan = plan_export(base, render_patches(git, base.commit))
                 if plan.is_noop:
                     return tree
-    result = unpatch(UnpatchOptions(store=options.store, build_dir=options.build_dir,
-                                    device=options.device, cache=options.cache,
-                                    commit_id=base.base_id, archive_paths=options.archive_paths),
-                     reporter)  # fmt: skip
+    result = unpatch(
+        UnpatchOptions(
+            store=options.store,
+            build_dir=options.build_dir,
+            device=options.device,
+            cache=options.cache,
+            commit_id=base.base_id,
+            archive_paths=options.archive_paths,
+        ),
+        reporter,
+    )
     return result.tree
 
 
@@ -323,8 +351,10 @@ def _identity(change: Change, options: ImportOptions, tree: Path) -> dict[str, s
     if author is None:
         mine = user_identity(tree)
         if mine is None:
-            raise UsageError(f"{change.origin} names no author, and none is known",
-                             hint="Pass --author 'Name <email>'.")  # fmt: skip
+            raise UsageError(
+                f"{change.origin} names no author, and none is known",
+                hint="Pass --author 'Name <email>'.",
+            )
         author = (mine["GIT_AUTHOR_NAME"], mine["GIT_AUTHOR_EMAIL"])
     env["GIT_AUTHOR_NAME"], env["GIT_AUTHOR_EMAIL"] = author
     date = change.date or options.date
@@ -351,8 +381,14 @@ def _import_into(
                 check_change_paths(git, patch, change, links)
                 applied = git.run("apply", f"-p{change.strip}", "--index", str(patch), check=False)
                 if applied.returncode != 0:
-                    verbose = git.run("apply", f"-p{change.strip}", "--check", "--verbose",
-                                      str(patch), check=False)  # fmt: skip
+                    verbose = git.run(
+                        "apply",
+                        f"-p{change.strip}",
+                        "--check",
+                        "--verbose",
+                        str(patch),
+                        check=False,
+                    )
                     raise ConflictError(
                         f"{change.origin} (change {number} of {len(changes)}) does not apply to "
                         f"{base.base_id} and its series:\n"
@@ -362,11 +398,18 @@ def _import_into(
                     )
                 message = change.message or options.message
                 if not message:
-                    raise UsageError(f"{change.origin} carries no message",
-                                     hint="Pass --message SUBJECT.")  # fmt: skip
-                git.run("commit", "--quiet", "--no-verify", "-F", "-",
-                        input=message.encode("utf-8"),
-                        env=_identity(change, options, tree))  # fmt: skip
+                    raise UsageError(
+                        f"{change.origin} carries no message", hint="Pass --message SUBJECT."
+                    )
+                git.run(
+                    "commit",
+                    "--quiet",
+                    "--no-verify",
+                    "-F",
+                    "-",
+                    input=message.encode("utf-8"),
+                    env=_identity(change, options, tree),
+                )
                 links = tree_symlinks(git)
             patches = render_patches(git, base.commit)
             stored = {p.read_bytes() for p in base.path.iterdir() if p.is_file()}

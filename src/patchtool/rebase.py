@@ -64,8 +64,12 @@ NEW_BASE_REF = "refs/patchtool/rebase/new-base"
 _COMMITTER = {k: v for k, v in tool_identity("1970-01-01T00:00:00Z").items() if "COMMITTER" in k}
 
 CLEAN, THREE_WAY, BY_HAND, UPSTREAM, SKIPPED = (
-    "clean", "3-way", "resolved by hand", "dropped as upstream", "skipped",
-)  # fmt: skip
+    "clean",
+    "3-way",
+    "resolved by hand",
+    "dropped as upstream",
+    "skipped",
+)
 _PICKED = "picked"  # clean or 3-way: decided at the end, by patch-id
 
 
@@ -125,8 +129,15 @@ def resolve_new_base(
     folder = store.root / device / base_id
     if spec.git_url is not None:
         assert spec.git_commit is not None
-        base = BaseRef(device, base_id, spec.project, spec.version, spec.git_commit,
-                       GitSource(spec.git_url), folder)  # fmt: skip
+        base = BaseRef(
+            device,
+            base_id,
+            spec.project,
+            spec.version,
+            spec.git_commit,
+            GitSource(spec.git_url),
+            folder,
+        )
         ensure_base(base, cache, reporter, archive_paths)
         return base
     source = _locate_sdist(spec, cache, reporter, archive_paths)
@@ -187,14 +198,17 @@ def _import_released(
     assert isinstance(base.source, PypiSource)
     repository = cache.repository(base.project)
     repository.parent.mkdir(parents=True, exist_ok=True)
-    expected = (f"Import {base.project} {base.version} from {base.source.filename}\n\n"
-                f"sha256 {base.source.sha256}\n")  # fmt: skip
+    expected = (
+        f"Import {base.project} {base.version} from {base.source.filename}\n\n"
+        f"sha256 {base.source.sha256}\n"
+    )
     with FileLock(str(cache.lock_path(base.project))):
         if not (repository / "HEAD").exists():
             Git(repository.parent).run("init", "--quiet", "--bare", str(repository))
         git = Git(repository)
-        listing = git.run("for-each-ref", "--format=%(objectname)%00%(contents)%00",
-                          "refs/patchtool/bases/").text  # fmt: skip
+        listing = git.run(
+            "for-each-ref", "--format=%(objectname)%00%(contents)%00", "refs/patchtool/bases/"
+        ).text
         fields = listing.split("\0")
         for index in range(0, len(fields) - 1, 2):
             if fields[index + 1].strip() == expected.strip():
@@ -371,8 +385,9 @@ def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter)
             hint="Rebase onto another version, or remove that folder first.",
         )
     old_repository = ensure_base(old, options.cache, reporter, options.archive_paths)
-    new = resolve_new_base(spec, options.store, old.device, options.cache, reporter,
-                           options.archive_paths)  # fmt: skip
+    new = resolve_new_base(
+        spec, options.store, old.device, options.cache, reporter, options.archive_paths
+    )
     if new.commit == old.commit:
         raise UsageError(f"{new.label} is the same commit as {old.base_id} ({old.commit[:12]})")
     if any(b.commit == new.commit for b in options.store.bases(old.device)):
@@ -396,16 +411,26 @@ def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter)
         )
     git = Git(tree, env=_COMMITTER)
     try:
-        for repository, commit, ref in ((old_repository, old.commit, OLD_BASE_REF),
-                                        (new_repository, new.commit, NEW_BASE_REF)):  # fmt: skip
-            git.run("fetch", "--quiet", "--no-tags", str(repository),
-                    f"+{base_ref_name(commit)}:{ref}")  # fmt: skip
+        for repository, commit, ref in (
+            (old_repository, old.commit, OLD_BASE_REF),
+            (new_repository, new.commit, NEW_BASE_REF),
+        ):
+            git.run(
+                "fetch", "--quiet", "--no-tags", str(repository), f"+{base_ref_name(commit)}:{ref}"
+            )
         check_series(series, tree_symlinks(git, old.commit))
         reporter.step(f"applying {len(series.entries)} patch(es) of {old.base_id} on {old.label}")
         git.run("checkout", "--quiet", "--force", "--detach", old.commit)
         if series.entries:
-            result = git.run("am", "--keep-cr", "--committer-date-is-author-date", "--quiet",
-                             "--no-3way", *map(str, series.paths()), check=False)  # fmt: skip
+            result = git.run(
+                "am",
+                "--keep-cr",
+                "--committer-date-is-author-date",
+                "--quiet",
+                "--no-3way",
+                *map(str, series.paths()),
+                check=False,
+            )
             if result.returncode != 0:
                 git.run("am", "--abort", check=False)
                 raise ConflictError(
@@ -427,13 +452,21 @@ def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter)
     new_data["source"] = asdict(new.source)
     header = [line.replace(old.version, new.version) for line in series.header]
     state = RebaseState(
-        device=old.device, store=str(options.store.root), old_base_id=old.base_id,
-        old_base_commit=old.commit, new_base=new_data, tree_existed=existed,
-        saved_branch=saved_branch, saved_head=saved_head, saved_record=saved_record,
+        device=old.device,
+        store=str(options.store.root),
+        old_base_id=old.base_id,
+        old_base_commit=old.commit,
+        new_base=new_data,
+        tree_existed=existed,
+        saved_branch=saved_branch,
+        saved_head=saved_head,
+        saved_record=saved_record,
         series_header=header,
-        patches=[PatchState(e.name, s, c) for e, s, c in zip(series.entries, subjects, commits,
-                                                             strict=True)],
-    )  # fmt: skip
+        patches=[
+            PatchState(e.name, s, c)
+            for e, s, c in zip(series.entries, subjects, commits, strict=True)
+        ],
+    )
     _save_state(tree, state)
     return state
 
@@ -533,8 +566,11 @@ def _continue_current(tree: Path, state: RebaseState, note: str | None, reporter
                 f"patch {patch.name} still has unresolved files: {', '.join(unmerged)}",
                 hint="Resolve them and `git add` them, then run --continue again.",
             )
-        marked = [p for p in git.lines("diff", "--cached", "--name-only", "HEAD")
-                  if (tree / p).is_file() and conflict_ranges((tree / p).read_bytes())]  # fmt: skip
+        marked = [
+            p
+            for p in git.lines("diff", "--cached", "--name-only", "HEAD")
+            if (tree / p).is_file() and conflict_ranges((tree / p).read_bytes())
+        ]
         if marked:
             raise ConflictError(
                 f"patch {patch.name}: {', '.join(marked)} still hold conflict markers",
@@ -547,8 +583,14 @@ def _continue_current(tree: Path, state: RebaseState, note: str | None, reporter
         else:
             # strip: git appends a commented "# Conflicts:" list to the message, which
             # would push the patch's trailers out of the last paragraph.
-            git.run("commit", "--quiet", "--no-edit", "--no-verify", "--cleanup=strip",
-                    "--allow-empty-message")  # fmt: skip
+            git.run(
+                "commit",
+                "--quiet",
+                "--no-edit",
+                "--no-verify",
+                "--cleanup=strip",
+                "--allow-empty-message",
+            )
             patch.outcome, patch.new_commit, patch.note = (
                 BY_HAND,
                 git.text("rev-parse", "HEAD"),
@@ -565,9 +607,11 @@ def _continue_current(tree: Path, state: RebaseState, note: str | None, reporter
         patch.outcome, patch.new_commit, patch.note = BY_HAND, head, note
     dirty = git.lines("status", "--porcelain", "--untracked-files=no")
     if dirty:
-        raise DirtyTreeError(f"the build tree {tree} has uncommitted changes after {patch.name}: "
-                             + ", ".join(line[3:] for line in dirty[:10]),
-                             hint="Commit or discard them, then --continue.")  # fmt: skip
+        raise DirtyTreeError(
+            f"the build tree {tree} has uncommitted changes after {patch.name}: "
+            + ", ".join(line[3:] for line in dirty[:10]),
+            hint="Commit or discard them, then --continue.",
+        )
     reporter.info(f"{patch.name}: resolved by hand")
     state.position += 1
     state.pick_from = None
@@ -634,8 +678,9 @@ def _finish(tree: Path, state: RebaseState, store: Store, reporter: Reporter) ->
         folder.mkdir()
         atomic_write(folder / BASE_FILE, render_base(new).encode())
         atomic_write(folder / SERIES_FILE, render_series(state.series_header, []))
-        staged = BaseRef(new.device, new.base_id, new.project, new.version, new.commit,
-                         new.source, folder)  # fmt: skip
+        staged = BaseRef(
+            new.device, new.base_id, new.project, new.version, new.commit, new.source, folder
+        )
         patches = render_patches(git, new.commit)
         write_plan(plan_export(staged, patches))
         names_by_commit = {p.commit: p.name for p in patches}
@@ -658,17 +703,27 @@ def _finish(tree: Path, state: RebaseState, store: Store, reporter: Reporter) ->
         git.run("update-ref", "-d", ref, check=False)
     write_record(tree, TreeRecord(state.device, new.base_id, new.project, new.version, new.commit))
     _state_path(tree).unlink(missing_ok=True)
-    return RebaseResult(tree, state.old_base_id, new,
-                        tuple((p.name, p.outcome or "") for p in state.patches),
-                        new.path / REPORT_FILE)  # fmt: skip
+    return RebaseResult(
+        tree,
+        state.old_base_id,
+        new,
+        tuple((p.name, p.outcome or "") for p in state.patches),
+        new.path / REPORT_FILE,
+    )
 
 
 def _patch_ids(git: Git, revisions: list[str]) -> dict[str, str]:
     """commit -> stable patch-id (line numbers and whitespace ignored)."""
     if not revisions:
         return {}
-    diffs = git.run("diff-tree", "--stdin", "-p", "--no-color", "--root",
-                    input=("\n".join(revisions) + "\n").encode()).stdout  # fmt: skip
+    diffs = git.run(
+        "diff-tree",
+        "--stdin",
+        "-p",
+        "--no-color",
+        "--root",
+        input=("\n".join(revisions) + "\n").encode(),
+    ).stdout
     ids = git.run("patch-id", "--stable", input=diffs).text
     return {commit: pid for pid, commit in (line.split() for line in ids.splitlines() if line)}
 
@@ -683,15 +738,18 @@ def _classify_picked(git: Git, state: RebaseState) -> None:
         patch.outcome = CLEAN if same else THREE_WAY
 
 
-_RANGE_LINE = re.compile(r"^(\s*(?:\d+|-)):\s+(?:[0-9a-f]{4,40}|-+)\s+([=!<>])\s+"
-                         r"(\s*(?:\d+|-)):\s+(?:[0-9a-f]{4,40}|-+)\s(.*)$")  # fmt: skip
+_RANGE_LINE = re.compile(
+    r"^(\s*(?:\d+|-)):\s+(?:[0-9a-f]{4,40}|-+)\s+([=!<>])\s+"
+    r"(\s*(?:\d+|-)):\s+(?:[0-9a-f]{4,40}|-+)\s(.*)$"
+)
 
 
 def range_diff(git: Git, old_base: str, old_tip: str, new_base: str, new_tip: str) -> str:
     """`git range-diff` of old vs new series, commit ids left out (they change on
     every rebase and would make the report differ for no reason)."""
-    out = git.run("range-diff", "--no-color", f"{old_base}..{old_tip}",
-                  f"{new_base}..{new_tip}").text  # fmt: skip
+    out = git.run(
+        "range-diff", "--no-color", f"{old_base}..{old_tip}", f"{new_base}..{new_tip}"
+    ).text
     lines = []
     for line in out.splitlines():
         match = _RANGE_LINE.match(line)
@@ -703,10 +761,19 @@ def render_report(git: Git, state: RebaseState, new: BaseRef, names: dict[str, s
     counts: dict[str, int] = {}
     for patch in state.patches:
         counts[patch.outcome or ""] = counts.get(patch.outcome or "", 0) + 1
-    summary = ", ".join(f"{counts[o]} {o}" for o in (CLEAN, THREE_WAY, BY_HAND, UPSTREAM, SKIPPED)
-                        if o in counts) or "no patches"  # fmt: skip
-    source = (f"{new.source.filename} (sha256 {new.source.sha256})"
-              if isinstance(new.source, PypiSource) else new.source.url)  # fmt: skip
+    summary = (
+        ", ".join(
+            f"{counts[o]} {o}"
+            for o in (CLEAN, THREE_WAY, BY_HAND, UPSTREAM, SKIPPED)
+            if o in counts
+        )
+        or "no patches"
+    )
+    source = (
+        f"{new.source.filename} (sha256 {new.source.sha256})"
+        if isinstance(new.source, PypiSource)
+        else new.source.url
+    )
     lines = [
         f"# Rebase of {state.device} from {state.old_base_id} to {new.base_id}",
         "",

@@ -47,3 +47,29 @@ def c550_wheel_tree(c550_wheel: Path, tmp_path_factory: pytest.TempPathFactory) 
     with zipfile.ZipFile(c550_wheel) as archive:
         archive.extractall(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def carried_trees(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Build (once per version) the C550 tree and its unpatched base for any base
+    of the store, e.g. carried_trees("0.8.5") -> (patched tree, base tree)."""
+    import subprocess
+
+    world = request.getfixturevalue("real_vllm")
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def build(version: str) -> tuple[Path, Path]:
+        if version not in made:
+            build_dir = tmp_path_factory.mktemp(f"carried-{version}")
+            result = world.cli("unpatch", "--device-type", "metax_C550", "--commit-id", version,
+                               "--dir", str(build_dir))
+            assert result.code == 0, result.output
+            tree = build_dir / "metax_C550" / "vllm"
+            base = tmp_path_factory.mktemp(f"carried-{version}-base")
+            archive = subprocess.run(["git", "archive", "--format=tar", "patchtool/base"],
+                                     cwd=tree, capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            made[version] = (tree, base)
+        return made[version]
+
+    return build
