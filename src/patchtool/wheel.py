@@ -103,7 +103,7 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
     for key in sourced.removed:
         reporter.info(f"  env.sh unset {key}")
     for line in sourced.stderr.strip().splitlines():
-        reporter.warn(f"env.sh: {line}")
+        reporter.warn(line if line.startswith("env.sh") else f"env.sh: {line}")
 
     head = git.text("rev-parse", "HEAD")
     head_tree = git.text("rev-parse", "HEAD^{tree}")
