@@ -22,6 +22,7 @@ from .report import RichReporter
 
 if TYPE_CHECKING:
     from .store import Store
+    from .upstream import BaseCache
 
 app = typer.Typer(
     name="patchtool",
@@ -109,6 +110,33 @@ def _build_dir(build_dir: Path) -> Path:
     return check_build_dir(build_dir, [store.root, store.root.parent])
 
 
+@dataclass(frozen=True)
+class _DeviceContext:
+    reporter: RichReporter
+    store: Store
+    build_dir: Path
+    device: str
+
+
+def _device_context(device: str, build_dir: Path, must_exist: bool = True) -> _DeviceContext:
+    """What every per-device command starts with: the device name checked (and,
+    unless it is being created, found in the store before the lock creates
+    DIR/<device>), the store, and the build folder checked."""
+    from .fsutil import check_name
+
+    store = _store()
+    check_name("device", device)
+    if must_exist:
+        store.device(device)
+    return _DeviceContext(_reporter(), store, _build_dir(build_dir), device)
+
+
+def _cache() -> BaseCache:
+    from .upstream import BaseCache, cache_root
+
+    return BaseCache(cache_root(_globals.cache_dir))
+
+
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -138,17 +166,14 @@ def unpatch(
     from .apply import UnpatchOptions
     from .apply import unpatch as run_unpatch
     from .buildtree import device_lock
-    from .fsutil import check_name
-    from .upstream import BaseCache, cache_root
 
-    reporter = _reporter()
-    store = _store()
-    store.device(check_name("device", device))  # before the lock creates DIR/<device>
+    context = _device_context(device, build_dir)
+    reporter = context.reporter
     options = UnpatchOptions(
-        store=store,
-        build_dir=_build_dir(build_dir),
-        device=check_name("device", device),
-        cache=BaseCache(cache_root(_globals.cache_dir)),
+        store=context.store,
+        build_dir=context.build_dir,
+        device=device,
+        cache=_cache(),
         commit_id=commit_id,
         force=force,
         three_way=three_way,
@@ -187,15 +212,13 @@ def patch(
     """Export the commits after the base in the build tree into the store, byte-stable."""
     from .buildtree import device_lock, find_tree
     from .export import ExportOptions, export_series
-    from .fsutil import check_name
 
-    reporter = _reporter()
-    store = _store()
-    store.device(check_name("device", device))
+    context = _device_context(device, build_dir)
+    reporter = context.reporter
     options = ExportOptions(
-        store=store,
-        build_dir=_build_dir(build_dir),
-        device=check_name("device", device),
+        store=context.store,
+        build_dir=context.build_dir,
+        device=device,
         commit_id=commit_id,
         check=check,
         message=message,
@@ -234,13 +257,10 @@ def build_wheel_command(
 ) -> None:
     """Source the tree's env.sh and build the device's vLLM wheel; verify and record it."""
     from .buildtree import device_lock, find_tree
-    from .fsutil import check_name
     from .wheel import WheelOptions, build_wheel
 
-    reporter = _reporter()
-    store = _store()
-    store.device(check_name("device", device))
-    resolved_dir = _build_dir(build_dir)
+    context = _device_context(device, build_dir)
+    reporter, store, resolved_dir = context.reporter, context.store, context.build_dir
     with device_lock(resolved_dir / device, reporter, wait=not no_wait):
         options = WheelOptions(
             store=store,
@@ -426,9 +446,7 @@ def rebase_command(
 ) -> None:
     """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges."""
     from .buildtree import device_lock
-    from .fsutil import check_name
     from .rebase import RebaseOptions, rebase
-    from .upstream import BaseCache, cache_root
 
     flags = (("continue", continue_), ("skip", skip), ("abort", abort))
     actions = [name for name, flag in flags if flag]
@@ -439,14 +457,13 @@ def rebase_command(
         raise UsageError(f"--{action} takes no --onto or --commit-id: the rebase has them")
     if note is not None and action != "continue":
         raise UsageError("--note goes with --continue")
-    reporter = _reporter()
-    store = _store()
-    store.device(check_name("device", device))
+    context = _device_context(device, build_dir)
+    reporter = context.reporter
     options = RebaseOptions(
-        store=store,
-        build_dir=_build_dir(build_dir),
-        device=check_name("device", device),
-        cache=BaseCache(cache_root(_globals.cache_dir)),
+        store=context.store,
+        build_dir=context.build_dir,
+        device=device,
+        cache=_cache(),
         onto=onto,
         commit_id=commit_id,
         action=action,
@@ -510,23 +527,19 @@ def import_command(
 ) -> None:
     """Import outside patches (mbox, plain diffs, quilt) as new patches of a device's series."""
     from .buildtree import device_lock
-    from .fsutil import check_name
     from .importer import ImportOptions, import_changes
-    from .upstream import BaseCache, cache_root
 
     if strip < 0:
         raise UsageError("-p takes a number of path components, 0 or more")
     if onto is not None and commit_id is not None:
         raise UsageError("--onto creates a new base; --commit-id names an existing one: pick one")
-    reporter = _reporter()
-    store = _store()
-    if not create:
-        store.device(check_name("device", device))  # before the lock creates DIR/<device>
+    context = _device_context(device, build_dir, must_exist=not create)
+    reporter = context.reporter
     options = ImportOptions(
-        store=store,
-        build_dir=_build_dir(build_dir),
-        device=check_name("device", device),
-        cache=BaseCache(cache_root(_globals.cache_dir)),
+        store=context.store,
+        build_dir=context.build_dir,
+        device=device,
+        cache=_cache(),
         inputs=tuple(files or ()),
         commit_id=commit_id,
         strip=strip,
