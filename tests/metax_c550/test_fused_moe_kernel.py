@@ -19,6 +19,7 @@ import os
 # Must be set before triton is imported anywhere in this process.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import inspect  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -191,3 +192,83 @@ def test_no_new_keys_bit_identical_to_base(fm, vllm_base_tree, tmp_path):
     base = torch.load(res)
     for (shape, dtype, cfg), a, b in zip(cases, mine, base):
         assert torch.equal(a, b), (shape, dtype, cfg)
+
+
+def _impl_params(fm):
+    return inspect.signature(fm.fused_experts_impl).parameters
+
+
+def _poison_allocator():
+    # Free NaN-filled blocks of many sizes so that a torch.empty buffer the
+    # kernel forgets to write shows up as NaN instead of stale zeros.
+    blocks = [torch.full((n, ), float("nan")) for n in range(256, 65536, 256)]
+    del blocks
+
+
+@pytest.mark.parametrize("cfg", [
+    pytest.param(dict(SMALL), id="plain"),
+    pytest.param(dict(SMALL, SPLIT_K=2), id="split2"),
+    pytest.param(dict(SMALL, stage1=dict(LARGE_M, SPLIT_K=4),
+                      stage2=dict(SMALL, SPLIT_K=2)), id="stages-split"),
+])
+def test_expert_parallel_matches_reference(fm, cfg):
+    # vLLM >= 0.8: with an expert_map, blocks of experts not on this rank
+    # get expert id -1 and the kernel writes zeros for them. Under split-K
+    # every split must write those zeros into its own slice of the
+    # (uninitialised) partial buffer.
+    if "expert_map" not in _impl_params(fm):
+        pytest.skip("this vLLM has no expert parallelism in fused_experts")
+    M, H, N, E, topk = 12, 96, 48, 20, 4
+    x, w1, w2, tw, ti = make_inputs(M, H, N, E, topk, torch.float32, seed=4)
+    local = torch.arange(E) % 2 == 0
+    expert_map = torch.full((E, ), -1, dtype=torch.int32)
+    expert_map[local] = torch.arange(int(local.sum()), dtype=torch.int32)
+    ref = torch_moe_reference(x, w1, w2, tw * local[ti.long()], ti)
+    _poison_allocator()
+    with vllm_loader.override_config(cfg):
+        out = fm.fused_experts_impl(x, w1[local].contiguous(),
+                                    w2[local].contiguous(), tw, ti,
+                                    global_num_experts=E,
+                                    expert_map=expert_map)
+    check(out, ref, torch.float32)
+
+
+def _block_quant_int8(w, block):
+    E, R, C = w.shape
+    blk = w.reshape(E, R // block, block, C // block, block)
+    scale = blk.abs().amax(dim=(2, 4)) / 127
+    q = torch.round(blk / scale[:, :, None, :, None]).clamp(-127, 127)
+    return q.to(torch.int8).reshape(E, R, C), scale.float()
+
+
+def test_split_k_block_quant_clamps_block_size_k(fm):
+    # vLLM >= 0.8 clamps BLOCK_SIZE_K to the quantization block in the
+    # unsplit launch (the kernel loads one scale per K tile); the split-K
+    # launch must do the same. BLOCK_SIZE_K=64 over 32-wide blocks.
+    if "use_int8_w8a8" not in _impl_params(fm):
+        pytest.skip("this vLLM has no int8 w8a8 fused MoE")
+    M, H, N, E, topk, block = 5, 128, 64, 8, 2, 32
+    x, w1, w2, tw, ti = make_inputs(M, H, N, E, topk, torch.float32, seed=5)
+    (q1, s1), (q2, s2) = _block_quant_int8(w1, block), _block_quant_int8(
+        w2, block)
+    cfg = dict(SMALL, BLOCK_SIZE_K=64)
+
+    def run(config):
+        with vllm_loader.override_config(config):
+            return fm.fused_experts_impl(x, q1, q2, tw, ti,
+                                         use_int8_w8a8=True, w1_scale=s1,
+                                         w2_scale=s2,
+                                         block_shape=[block, block])
+
+    unsplit = run(cfg)
+    # Dequantized reference: int8 activations add a quantization error of
+    # ~1e-2 on O(1) outputs; a misapplied scale gives O(1) errors.
+    ref = torch_moe_reference(x, q1.float().reshape(E, 2 * N // block, block,
+                                                    H // block, block).mul(
+        s1[:, :, None, :, None]).reshape(E, 2 * N, H),
+        q2.float().reshape(E, H // block, block, N // block, block).mul(
+            s2[:, :, None, :, None]).reshape(E, H, N), tw, ti)
+    torch.testing.assert_close(unsplit, ref, atol=5e-2, rtol=5e-2)
+    # Split partial sums may flip one int8 rounding of the stage-2 input.
+    torch.testing.assert_close(run(dict(cfg, SPLIT_K=2)), unsplit,
+                               atol=1e-2, rtol=1e-2)

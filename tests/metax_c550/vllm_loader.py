@@ -33,8 +33,33 @@ Three things are not the tree's code as written, kept to the minimum:
   ``vllm/platforms/cuda.py`` imports it only to trigger that op
   registration (this is what makes the CUDA platform loadable on a GPU).
 
+For vLLM >= 0.8 two more modules are not loaded from the tree, because the
+real ones import ``transformers`` (and, for config.py, the model registry,
+the sampling and tracing code and much of the engine), none of which the
+fused-MoE path uses:
+
+* ``vllm.inputs`` (imported by platforms/interface.py for two type aliases)
+  is a package shell holding the real ``vllm/inputs/data.py`` and its
+  public names; registry.py (InputRegistry, INPUT_REGISTRY, ...) is not
+  loaded. Only registered when the tree's inputs/registry.py imports
+  transformers.
+* ``vllm.config`` (imported by quantization/utils/w8a8_utils.py) is a
+  partial module: the tree's ``CompilationLevel`` constants read with
+  ``ast`` and a ``get_current_vllm_config`` that raises (only Fp8LinearOp
+  calls it). Only registered when the tree's w8a8_utils.py imports
+  vllm.config (not in 0.7.x).
+
+vLLM 0.8.5 logs "Triton module has been replaced with a placeholder" at
+import: vllm/triton_utils/importing.py prints that whenever ``triton`` is
+in sys.modules, even when it is the real one. The placeholder is only
+installed when ``find_spec("triton")`` fails; with triton installed
+HAS_TRITON is True and fused_moe.py gets the real triton (the message is
+an upstream logging slip, not a replacement).
+
 Third-party packages needed beyond torch/triton/numpy: cloudpickle, psutil,
-pyyaml, pyzmq (imported at the top of vllm/utils.py).
+pyyaml, pyzmq (imported at the top of vllm/utils.py), and for vLLM >= 0.8
+cachetools (also vllm/utils.py) and typing_extensions (inputs/data.py; a
+dependency of torch).
 
 One tree per process: the modules are registered under the name ``vllm``.
 To run another tree (e.g. the unpatched base), use a subprocess;
@@ -175,20 +200,99 @@ def _add_fused_moe_config_helpers(pkg: types.ModuleType) -> None:
     pkg.get_config = get_config
 
 
-def _partial_constants_module(name: str, path: Path) -> types.ModuleType:
-    # Only the top-level `NAME = <literal>` assignments of the real file.
-    mod = types.ModuleType(name)
-    mod.__file__ = str(path)
-    mod.__vllm_loader_partial__ = True
-    for node in ast.parse(path.read_text()).body:
+def _literal_assignments(body) -> Dict[str, Any]:
+    # The `NAME = <literal>` statements of a module or class body.
+    found = {}
+    for node in body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name)):
             try:
-                value = ast.literal_eval(node.value)
+                found[node.targets[0].id] = ast.literal_eval(node.value)
             except ValueError:
                 continue
-            setattr(mod, node.targets[0].id, value)
+    return found
+
+
+def _partial_constants_module(name: str, path: Path,
+                              classes=()) -> types.ModuleType:
+    # Only the top-level `NAME = <literal>` assignments of the real file,
+    # plus the named classes if their bodies are nothing but such
+    # constants (e.g. config.py's CompilationLevel); no values invented.
+    mod = types.ModuleType(name)
+    mod.__file__ = str(path)
+    mod.__vllm_loader_partial__ = True
+    tree = ast.parse(path.read_text())
+    for attr, value in _literal_assignments(tree.body).items():
+        setattr(mod, attr, value)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in classes:
+            body = [n for n in node.body if not (
+                isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+            consts = _literal_assignments(body)
+            if len(consts) != len(body) or node.bases:
+                raise RuntimeError(f"{path}: {node.name} is not a plain "
+                                   "class of constants")
+            setattr(mod, node.name, type(node.name, (), dict(
+                consts, __module__=name)))
+    missing = [c for c in classes if not hasattr(mod, c)]
+    if missing:
+        raise RuntimeError(f"{path} has no class {missing}")
     return mod
+
+
+def _register_partial_config(src: Path) -> None:
+    # vLLM >= 0.8's quantization/utils/w8a8_utils.py (imported by
+    # fp8_utils.py, which fused_moe.py imports) does
+    # `from vllm.config import CompilationLevel, get_current_vllm_config`.
+    # The real config.py imports transformers, pydantic, the model
+    # registry and much of the engine. The partial module holds the tree's
+    # CompilationLevel constants and a get_current_vllm_config that raises:
+    # it is only called by Fp8LinearOp (fp8 linear layers), never on the
+    # fused-MoE path. Trees whose w8a8_utils.py does not import vllm.config
+    # (0.7.x) are left alone.
+    w8a8 = src / "model_executor/layers/quantization/utils/w8a8_utils.py"
+    if not w8a8.is_file() or "from vllm.config import" not in \
+            w8a8.read_text():
+        return
+    name = "vllm.config"
+    mod = _partial_constants_module(name, src / "config.py",
+                                    classes=("CompilationLevel", ))
+
+    def get_current_vllm_config():
+        raise NotImplementedError(
+            "vllm_loader: vllm.config is a partial module (CompilationLevel "
+            "only); get_current_vllm_config is not available")
+
+    mod.get_current_vllm_config = get_current_vllm_config
+    sys.modules[name] = mod
+    sys.modules["vllm"].config = mod
+
+
+def _register_inputs_shell(src: Path) -> None:
+    # vLLM >= 0.8 (platforms/interface.py) imports two type aliases from
+    # ``vllm.inputs``, whose __init__ also imports registry.py and with it
+    # ``transformers`` and vllm.transformers_utils. The shell is that
+    # package with the real ``vllm/inputs/data.py`` (where both aliases
+    # live) and its public names re-exported, as __init__ does; only the
+    # registry half (InputRegistry, INPUT_REGISTRY, DummyData, ...) is
+    # missing. Trees whose vllm/inputs/__init__.py does not import
+    # transformers (directly or via registry.py) are left alone.
+    pkg_dir = src / "inputs"
+    registry = pkg_dir / "registry.py"
+    if not registry.is_file() or "transformers" not in registry.read_text():
+        return
+    name = "vllm.inputs"
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [str(pkg_dir)]
+    pkg.__package__ = name
+    pkg.__file__ = None
+    pkg.__vllm_loader_shell__ = "registry.py not loaded (needs transformers)"
+    sys.modules[name] = pkg
+    sys.modules["vllm"].inputs = pkg
+    data = importlib.import_module(name + ".data")
+    for attr in dir(data):
+        if not attr.startswith("_"):
+            setattr(pkg, attr, getattr(data, attr))
 
 
 def load_fused_moe(tree: os.PathLike | str,
@@ -229,8 +333,15 @@ def load_fused_moe(tree: os.PathLike | str,
     qqq = "vllm.model_executor.layers.quantization.qqq"
     sys.modules[qqq] = _partial_constants_module(
         qqq, src / "model_executor/layers/quantization/qqq.py")
+    _register_inputs_shell(src)
+    _register_partial_config(src)
     mod = importlib.import_module(FUSED_MOE_MODULE)
     assert Path(mod.__file__).resolve().is_relative_to(tree)
+    if getattr(mod.triton, "__file__", None) is None:
+        # vLLM >= 0.8 swaps in a TritonPlaceholder (dummy decorators) when
+        # it finds no triton; the kernels would then never run.
+        raise RuntimeError("fused_moe.py got vLLM's Triton placeholder, not "
+                           "triton: is triton installed?")
     _loaded_tree = tree
     return mod
 
