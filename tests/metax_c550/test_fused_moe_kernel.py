@@ -211,13 +211,13 @@ def _poison_allocator():
     pytest.param(dict(SMALL, stage1=dict(LARGE_M, SPLIT_K=4),
                       stage2=dict(SMALL, SPLIT_K=2)), id="stages-split"),
 ])
+@pytest.mark.vllm_08
 def test_expert_parallel_matches_reference(fm, cfg):
     # vLLM >= 0.8: with an expert_map, blocks of experts not on this rank
     # get expert id -1 and the kernel writes zeros for them. Under split-K
     # every split must write those zeros into its own slice of the
     # (uninitialised) partial buffer.
-    if "expert_map" not in _impl_params(fm):
-        pytest.skip("this vLLM has no expert parallelism in fused_experts")
+    assert "expert_map" in _impl_params(fm)
     M, H, N, E, topk = 12, 96, 48, 20, 4
     x, w1, w2, tw, ti = make_inputs(M, H, N, E, topk, torch.float32, seed=4)
     local = torch.arange(E) % 2 == 0
@@ -241,12 +241,12 @@ def _block_quant_int8(w, block):
     return q.to(torch.int8).reshape(E, R, C), scale.float()
 
 
+@pytest.mark.vllm_08
 def test_split_k_block_quant_clamps_block_size_k(fm):
     # vLLM >= 0.8 clamps BLOCK_SIZE_K to the quantization block in the
     # unsplit launch (the kernel loads one scale per K tile); the split-K
     # launch must do the same. BLOCK_SIZE_K=64 over 32-wide blocks.
-    if "use_int8_w8a8" not in _impl_params(fm):
-        pytest.skip("this vLLM has no int8 w8a8 fused MoE")
+    assert "use_int8_w8a8" in _impl_params(fm)
     M, H, N, E, topk, block = 5, 128, 64, 8, 2, 32
     x, w1, w2, tw, ti = make_inputs(M, H, N, E, topk, torch.float32, seed=5)
     (q1, s1), (q2, s2) = _block_quant_int8(w1, block), _block_quant_int8(
