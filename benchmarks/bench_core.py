@@ -484,10 +484,10 @@ wrap(apply, "_existing_work", "existing-tree check (status + render old patches)
 wrap(apply, "ensure_base", "ensure_base (cache lookup)")
 wrap(apply, "_checkout_base", "clone + checkout of the base")
 wrap(apply, "_apply_series", "git am of the series")
-wrap(apply, "_exchange", "atomic swap (renameat2)")
-wrap(apply.shutil, "rmtree", "rmtree (old tree / stage)")
+wrap(apply, "exchange_paths", "atomic swap (renameat2)")
+wrap(apply, "discard", "discard old tree (rename + detached rm)")
 wrap(apply, "recover_interrupted", "recover_interrupted")
-wrap(export, "render_patches", "render_patches (format-patch + per-commit diff-tree)")
+wrap(export, "render_patches", "render_patches (one git log + format-patch)")
 wrap(export, "plan_export", "plan_export (compare with store)")
 wrap(export, "uncommitted_files", "git status (uncommitted files)")
 wrap(export, "side_work", "side work (stash, branches)")
@@ -509,7 +509,7 @@ common = ["--quiet", "--store", store, "--cache-dir", cache]
 main_args = [*common, "unpatch", "-d", device, "--dir", build]
 call(main_args)   # first tree
 out = {"unpatch_replace": call(main_args)}
-remove_tree(build)
+shutil.rmtree(build, ignore_errors=True)
 out["unpatch_fresh"] = call(main_args)
 out["patch_noop"] = call([*common, "patch", "-d", device, "--dir", build])
 print(json.dumps(out))

@@ -153,7 +153,8 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         reporter.info(f"nothing that feeds the build changed; reusing {reused.name}")
         return WheelResult(reused, _sha256(reused), provenance, True, log_path, sourced.changed)
 
-    _check_torch_imports(options.python)
+    if torch_version == "none":
+        raise BuildError(_NO_TORCH.format(python=options.python), hint=_TORCH_HINT)
     reporter.step(f"python {python_version} ({options.python}) with torch {torch_version}")
     scm_name = base.project.upper().replace("-", "_")
     build_env = dict(sourced.environment)
@@ -190,6 +191,12 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
                 check=False,
             )
         if completed.returncode != 0:
+            if "No module named 'torch'" in log_path.read_text("utf-8", "replace"):
+                raise BuildError(
+                    f"vLLM's setup.py could not import torch with {options.python} "
+                    f"(see {log_path})",
+                    hint=_TORCH_HINT,
+                )
             raise BuildError(
                 f"the wheel build failed with status {completed.returncode}; last lines of "
                 f"{log_path}:\n{_tail(log_path)}",
@@ -223,6 +230,12 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
     return WheelResult(final, sha, provenance, False, log_path, sourced.changed)
 
 
+_NO_TORCH = "vLLM's setup.py imports torch, but {python} has no torch installed"
+_TORCH_HINT = (
+    "Install the torch your device uses into this interpreter (the vendor's torch on a "
+    "MetaX machine; on a CPU-only machine `pip install torch`), then retry."
+)
+
 _VERSIONS_PROGRAM = """
 import importlib.metadata, platform
 try:
@@ -247,23 +260,6 @@ def _interpreter_versions(python: str) -> tuple[str, str]:
         raise BuildError(f"cannot run {python}: {completed.stderr.strip()}")
     python_version, torch_version = completed.stdout.strip().splitlines()[-1].split()[-2:]
     return python_version, torch_version
-
-
-def _check_torch_imports(python: str) -> None:
-    completed = subprocess.run(
-        [python, "-c", "import torch"],
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    if completed.returncode != 0:
-        last = (completed.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise BuildError(
-            f"vLLM's setup.py imports torch, but {python} cannot import it: {last}",
-            hint="Install the torch your device uses into this interpreter (the vendor's "
-            "torch on a MetaX machine; on a CPU-only machine `pip install torch`), then retry.",
-        )
 
 
 def _prepare_worktree(git: Git, device_dir: Path, head: str) -> Path:
