@@ -23,7 +23,7 @@ from pathlib import Path
 from .buildtree import TreeWork, read_record, side_work, uncommitted_files
 from .errors import DirtyTreeError, IntegrityError, StaleStoreError, UsageError
 from .faults import kill_point
-from .fsutil import exchange_paths, fsync_directory
+from .fsutil import exchange_paths, fsync_directory, new_file_mode
 from .gitops import Git, user_identity
 from .report import Reporter
 from .store import SERIES_FILE, BaseRef, Store, parse_series, render_series
@@ -230,16 +230,10 @@ def _write_new(path: Path, data: bytes, shown_as: Path) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(path, 0o666 & ~_umask())
+        os.chmod(path, new_file_mode())
     except OSError as error:
         error.filename = str(shown_as)
         raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def unexported_commits(git: Git, base: BaseRef, base_commit: str) -> list[str]:

@@ -39,7 +39,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         try:
             mode = path.stat().st_mode & 0o777
         except FileNotFoundError:
-            mode = 0o666 & ~_umask()
+            mode = new_file_mode()
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -55,10 +55,11 @@ def atomic_write(path: Path, data: bytes) -> None:
         ) from error
 
 
-def _umask() -> int:
+def new_file_mode() -> int:
+    """The mode an ordinary `open(path, "w")` would give a new file (0666 less umask)."""
     current = os.umask(0)
     os.umask(current)
-    return current
+    return 0o666 & ~current
 
 
 def fsync_directory(path: Path) -> None:
