@@ -140,7 +140,7 @@ def test_second_run_waits_for_the_lock_or_fails_with_no_wait(upstream: Synthetic
         )  # fmt: skip
         time.sleep(3)
         assert waiting.poll() is None  # still queued behind the lock
-    stdout, stderr = waiting.communicate(timeout=60)
+    _, stderr = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, stderr
     assert b"waiting for another patchtool run" in stderr
 

@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from helpers import DEMO_FILES, SyntheticUpstream, git, make_sdist, snapshot, write_base
@@ -19,11 +20,11 @@ from patchtool.upstream import find_on_index, import_sdist
 
 
 class _Index(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    listed_sha: dict[str, str] = {}
-    requests: list[str] = []
+    files: ClassVar[dict[str, bytes]] = {}
+    listed_sha: ClassVar[dict[str, str]] = {}
+    requests: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         type(self).requests.append(self.path)
         if self.path == "/simple/demo/":
             body = json.dumps({"meta": {"api-version": "1.0"}, "name": "demo", "files": [

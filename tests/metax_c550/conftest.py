@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-
 FUSED_MOE = Path("vllm/model_executor/layers/fused_moe/fused_moe.py")
 
 

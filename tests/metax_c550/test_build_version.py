@@ -13,7 +13,7 @@ import torch
 from packaging.version import Version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from c550_load import CONFIGS, find_function, load_by_path  # noqa: E402
+from c550_load import CONFIGS, find_function, load_by_path
 
 RELEASE = "2.29.0.14"
 TORCH_XY = ".".join(torch.__version__.split(".")[:2])

@@ -4,13 +4,12 @@ import ast
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from c550_load import (CONFIGS, FUSED_MOE, find_function,  # noqa: E402
-                       load_by_path, load_envs)
+from c550_load import CONFIGS, FUSED_MOE, find_function, load_by_path, load_envs
 
 OVERRIDE = "VLLM_FUSED_MOE_DEVICE_NAME"
 SHAPES = [(256, 256, None), (256, 512, None), (256, 256, "int8_w8a8")]
@@ -89,7 +88,7 @@ def _real_get_config_file_name(tree, dn, device, override, monkeypatch):
                          "get_config_file_name")
     ns = {"current_platform": _Platform(device), "envs": load_envs(tree),
           "moe_config_device_name": dn.moe_config_device_name,
-          "Optional": Optional, "List": List}
+          "Optional": Optional, "List": list}
     exec(compile(ast.Module([func], []), "fused_moe.py", "exec"), ns)
     return ns["get_config_file_name"]
 

@@ -176,8 +176,7 @@ def test_path_cleanup_of_empty_and_duplicate_entries(c550_tree, dirs,
     extra = {"PATH": f"/bin::{fake_maca}/bin:/usr/bin:/bin:"}
     _, after, _, rc = _source_env(c550_tree, dirs, str(fake_maca), extra)
     assert rc == 0
-    assert after["PATH"].split(":") == _expected_path_head(fake_maca) + \
-        ["/bin", "/usr/bin"]
+    assert after["PATH"].split(":") == [*_expected_path_head(fake_maca), "/bin", "/usr/bin"]
 
 
 def test_shell_state_unchanged(c550_tree, dirs, fake_maca):

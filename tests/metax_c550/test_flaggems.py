@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from c550_load import find_function, load_by_path, load_envs  # noqa: E402
+from c550_load import find_function, load_by_path, load_envs
 
 FAKE_FLAG_GEMS = '''
 __version__ = "0.0-test"

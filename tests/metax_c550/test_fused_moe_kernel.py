@@ -19,16 +19,16 @@ import os
 # Must be set before triton is imported anywhere in this process.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import inspect  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import inspect
+import subprocess
+import sys
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import vllm_loader  # noqa: E402
+import vllm_loader
 
 LOADER = Path(vllm_loader.__file__).resolve()
 
@@ -190,7 +190,7 @@ def test_no_new_keys_bit_identical_to_base(fm, vllm_base_tree, tmp_path):
     ], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     base = torch.load(res)
-    for (shape, dtype, cfg), a, b in zip(cases, mine, base):
+    for (shape, dtype, cfg), a, b in zip(cases, mine, base, strict=True):
         assert torch.equal(a, b), (shape, dtype, cfg)
 
 

@@ -75,7 +75,7 @@ import os
 import sys
 import types
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 
@@ -88,7 +88,7 @@ SHELL_PACKAGES = (
 )
 FUSED_MOE_MODULE = "vllm.model_executor.layers.fused_moe.fused_moe"
 
-_loaded_tree: Optional[Path] = None
+_loaded_tree: Path | None = None
 
 
 # --------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def _add_fused_moe_config_helpers(pkg: types.ModuleType) -> None:
     pkg._config = None
 
     @contextlib.contextmanager
-    def override_config(config: Optional[Dict[str, Any]]):
+    def override_config(config: dict[str, Any] | None):
         old = pkg._config
         pkg._config = config
         try:
@@ -193,14 +193,14 @@ def _add_fused_moe_config_helpers(pkg: types.ModuleType) -> None:
         finally:
             pkg._config = old
 
-    def get_config() -> Optional[Dict[str, Any]]:
+    def get_config() -> dict[str, Any] | None:
         return pkg._config
 
     pkg.override_config = override_config
     pkg.get_config = get_config
 
 
-def _literal_assignments(body) -> Dict[str, Any]:
+def _literal_assignments(body) -> dict[str, Any]:
     # The `NAME = <literal>` statements of a module or class body.
     found = {}
     for node in body:
@@ -346,7 +346,7 @@ def load_fused_moe(tree: os.PathLike | str,
     return mod
 
 
-def override_config(config: Optional[Dict[str, Any]]):
+def override_config(config: dict[str, Any] | None):
     """Context manager: force ``config`` in fused_experts_impl."""
     return sys.modules["vllm.model_executor.layers.fused_moe"].override_config(
         config)
@@ -358,7 +358,7 @@ def override_config(config: Optional[Dict[str, Any]]):
 def save_case(path: os.PathLike | str, *, hidden_states: torch.Tensor,
               w1: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor,
-              config: Optional[Dict[str, Any]]) -> None:
+              config: dict[str, Any] | None) -> None:
     torch.save(
         dict(hidden_states=hidden_states, w1=w1, w2=w2,
              topk_weights=topk_weights, topk_ids=topk_ids, config=config),
