@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,8 +111,12 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
             os.rename(tree, target)
         replaced = backup is not None or tree.exists()
         kill_point("unpatch:swapped")
-    finally:
-        discard(stage)
+    except BaseException:
+        # A failed run cleans up before it reports, so that it leaves nothing behind.
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    # On success the stage holds the replaced tree: let it go in the background.
+    discard(stage)
     return UnpatchResult(
         tree=target,
         base=base,
