@@ -103,10 +103,9 @@ def _store() -> Store:
     return find_store(Path.cwd(), _globals.store)
 
 
-def _build_dir(build_dir: Path) -> Path:
+def _build_dir(build_dir: Path, store: Store) -> Path:
     from .fsutil import check_build_dir
 
-    store = _store()
     return check_build_dir(build_dir, [store.root, store.root.parent])
 
 
@@ -128,7 +127,7 @@ def _device_context(device: str, build_dir: Path, must_exist: bool = True) -> _D
     check_name("device", device)
     if must_exist:
         store.device(device)
-    return _DeviceContext(_reporter(), store, _build_dir(build_dir), device)
+    return _DeviceContext(_reporter(), store, _build_dir(build_dir, store), device)
 
 
 def _cache() -> BaseCache:
@@ -323,16 +322,17 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The build tree's base, applied patches, unexported commits and uncommitted files."""
-    from .buildtree import find_tree, read_record, side_work, uncommitted_files
-    from .export import unexported_commits
+    from .buildtree import find_tree, read_record
+    from .export import tree_work
     from .gitops import Git
 
-    store = _store()
-    tree = find_tree(_build_dir(build_dir), device)
+    context = _device_context(device, build_dir)
+    tree = find_tree(context.build_dir, device)
     record = read_record(tree)
     git = Git(tree)
-    base = store.resolve_base(device, record.base_id)
+    base = context.store.resolve_base(device, record.base_id)
     log = git.lines("log", "--reverse", "--format=%h %s", f"{record.base_commit}..HEAD")
+    work = tree_work(git, base, record.base_commit)
     data = {
         "tree": str(tree),
         "device": device,
@@ -340,9 +340,9 @@ def status(
         "version": record.version,
         "base_commit": record.base_commit,
         "commits": log,
-        "unexported": unexported_commits(git, base, record.base_commit),
-        "uncommitted": uncommitted_files(git),
-        "other": side_work(git),
+        "unexported": work.unexported,
+        "uncommitted": work.uncommitted,
+        "other": work.other,
     }
     if as_json:
         _emit_json(data)

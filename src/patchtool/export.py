@@ -313,6 +313,8 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
         git.run("commit", "--quiet", "--no-verify", "-m", options.message, env=identity)
         committed = git.text("rev-parse", "HEAD")
     if not options.check:
+        # Also here, not only in write_plan: after a run killed just after its
+        # swap, the next export is a no-op and never reaches write_plan.
         recover_export(base.path)
     reporter.step(f"rendering commits after {record.base_id} ({record.base_commit[:12]})")
     patches = render_patches(git, record.base_commit)

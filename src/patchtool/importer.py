@@ -33,7 +33,15 @@ from .export import plan_export, render_patches, write_plan
 from .fsutil import atomic_write, check_name
 from .gitops import Git, tool_identity, user_identity
 from .report import Reporter
-from .store import DEVICE_FILE, SERIES_FILE, BaseRef, Store, render_base, render_series
+from .store import (
+    DEVICE_FILE,
+    SERIES_FILE,
+    BaseRef,
+    Store,
+    render_base,
+    render_series,
+    toml_string,
+)
 from .upstream import BaseCache
 
 _COMMITTER = {k: v for k, v in tool_identity("1970-01-01T00:00:00Z").items() if "COMMITTER" in k}
@@ -273,8 +281,8 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
         atomic_write(
             device_folder / DEVICE_FILE,
             (
-                f'display-name = "{_toml(options.display_name)}"\n'
-                f'vendor = "{_toml(options.vendor)}"\n\n'
+                f"display-name = {toml_string(options.display_name)}\n"
+                f"vendor = {toml_string(options.vendor)}\n\n"
                 '[build]\nenv-script = "env.sh"\n'
             ).encode(),
         )
@@ -303,10 +311,6 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
     )
     reporter.step(f"created base {new.base_id} ({new.commit[:12]})")
     return store.resolve_base(options.device, new.base_id)
-
-
-def _toml(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> Path:

@@ -191,21 +191,12 @@ def _import_released(
 ) -> str:
     """Import the sdist into the cache (once: a warm cache finds the earlier import
     by its deterministic message) and return its commit."""
-    from filelock import FileLock
-
-    from .upstream import import_sdist, obtain_sdist
+    from .upstream import import_message, import_sdist, locked_cache_repository, obtain_sdist
 
     assert isinstance(base.source, PypiSource)
     repository = cache.repository(base.project)
-    repository.parent.mkdir(parents=True, exist_ok=True)
-    expected = (
-        f"Import {base.project} {base.version} from {base.source.filename}\n\n"
-        f"sha256 {base.source.sha256}\n"
-    )
-    with FileLock(str(cache.lock_path(base.project))):
-        if not (repository / "HEAD").exists():
-            Git(repository.parent).run("init", "--quiet", "--bare", str(repository))
-        git = Git(repository)
+    expected = import_message(base.project, base.version, base.source)
+    with locked_cache_repository(cache, base.project) as git:
         listing = git.run(
             "for-each-ref", "--format=%(objectname)%00%(contents)%00", "refs/patchtool/bases/"
         ).text

@@ -229,22 +229,23 @@ def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
 
 def render_base(base: BaseRef) -> str:
     lines = [
-        f"project = {_toml_string(base.project)}",
-        f"version = {_toml_string(base.version)}",
-        f"commit = {_toml_string(base.commit)}",
+        f"project = {toml_string(base.project)}",
+        f"version = {toml_string(base.version)}",
+        f"commit = {toml_string(base.commit)}",
         "",
         "[source]",
-        f"type = {_toml_string(base.source.kind)}",
+        f"type = {toml_string(base.source.kind)}",
     ]
     if isinstance(base.source, PypiSource):
-        lines.append(f"filename = {_toml_string(base.source.filename)}")
-        lines.append(f"sha256 = {_toml_string(base.source.sha256)}")
+        lines.append(f"filename = {toml_string(base.source.filename)}")
+        lines.append(f"sha256 = {toml_string(base.source.sha256)}")
     else:
-        lines.append(f"url = {_toml_string(base.source.url)}")
+        lines.append(f"url = {toml_string(base.source.url)}")
     return "\n".join(lines) + "\n"
 
 
-def _toml_string(value: str) -> str:
+def toml_string(value: str) -> str:
+    """`value` as a quoted TOML basic string."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 

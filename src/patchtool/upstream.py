@@ -32,6 +32,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -77,6 +78,25 @@ def base_ref_name(commit: str) -> str:
     return f"refs/patchtool/bases/{commit}"
 
 
+@contextmanager
+def locked_cache_repository(cache: BaseCache, project: str) -> Iterator[Git]:
+    """The project's bare cache repository (created if missing), held under the
+    cache lock so that concurrent runs never import into it at the same time."""
+    from filelock import FileLock
+
+    repository = cache.repository(project)
+    repository.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache.lock_path(project))):
+        if not (repository / "HEAD").exists():
+            Git(repository.parent).run("init", "--quiet", "--bare", str(repository))
+        yield Git(repository)
+
+
+def import_message(project: str, version: str, source: PypiSource) -> str:
+    """The message of an sdist's import commit; part of what fixes its id."""
+    return f"Import {project} {version} from {source.filename}\n\nsha256 {source.sha256}\n"
+
+
 def ensure_base(
     base: BaseRef,
     cache: BaseCache,
@@ -84,14 +104,8 @@ def ensure_base(
     archive_paths: tuple[Path, ...] = (),
 ) -> Path:
     """Make sure the cache repository holds `base.commit`; return that repository."""
-    from filelock import FileLock
-
     repository = cache.repository(base.project)
-    repository.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache.lock_path(base.project))):
-        if not (repository / "HEAD").exists():
-            Git(repository.parent).run("init", "--quiet", "--bare", str(repository))
-        git = Git(repository)
+    with locked_cache_repository(cache, base.project) as git:
         if git.rev_parse(base.commit) is not None:
             return repository
         if isinstance(base.source, PypiSource):
@@ -120,9 +134,7 @@ def import_sdist(
     members = list(_safe_members(archive))
     newest = max((m.mtime for m in members), default=0)
     date = f"{int(newest)} +0000"
-    message = (
-        f"Import {project} {version} from {source.filename}\n\nsha256 {source.sha256}\n"
-    ).encode()
+    message = import_message(project, version, source).encode()
     identity = tool_identity(date)
     stream = io.BytesIO()
     stream.write(b"commit refs/patchtool/import\n")
