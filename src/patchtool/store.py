@@ -48,6 +48,7 @@ class BuildSettings:
     env_args: tuple[str, ...] = ()
     target_device: str = "empty"
     required_files: tuple[str, ...] = ()
+    env_timeout: int = 300  # seconds env.sh may run before it is ended (exit 8)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class PatchSeries:
 # --------------------------------------------------------------------------- schema checks
 
 _DEVICE_KEYS = {"display-name", "vendor", "build"}
-_BUILD_KEYS = {"env-script", "env-args", "target-device", "required-files"}
+_BUILD_KEYS = {"env-script", "env-args", "target-device", "required-files", "env-timeout"}
 _BASE_KEYS = {"project", "version", "commit", "source"}
 _PYPI_KEYS = {"type", "filename", "sha256"}
 _GIT_KEYS = {"type", "url"}
@@ -154,6 +155,24 @@ def _string_list(path: Path, table: Mapping[str, Any], key: str, where: str) -> 
     return tuple(value)
 
 
+def _bounded_int(
+    path: Path,
+    table: Mapping[str, Any],
+    key: str,
+    where: str,
+    default: int,
+    low: int,
+    high: int,
+) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise IntegrityError(
+            f"{path}: key {where}{key!r} must be a whole number from {low} to {high}, "
+            f"not {value!r}"
+        )
+    return value
+
+
 def _load_toml(path: Path) -> dict[str, Any]:
     try:
         data = path.read_bytes()
@@ -178,6 +197,9 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
         env_args=_string_list(path, build_table, "env-args", "build."),
         target_device=str(build_table.get("target-device", defaults.target_device)),
         required_files=_string_list(path, build_table, "required-files", "build."),
+        env_timeout=_bounded_int(
+            path, build_table, "env-timeout", "build.", defaults.env_timeout, 1, 86400
+        ),
     )
     for required in (build.env_script, *build.required_files):
         if required.startswith("/") or ".." in Path(required).parts:

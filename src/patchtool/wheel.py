@@ -97,7 +97,9 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
     shutil.rmtree(home, ignore_errors=True)
     sandbox = sandbox_environment(os.environ, home)
     reporter.step(f"sourcing {device.build.env_script} {' '.join(env_args)}".rstrip())
-    sourced = source_env_script(options.tree, device.build.env_script, env_args, sandbox)
+    sourced = source_env_script(
+        options.tree, device.build.env_script, env_args, sandbox, device.build.env_timeout
+    )
     for key in sorted(sourced.changed):
         reporter.info(f"  env.sh set {key}={sourced.changed[key]}")
     for key in sourced.removed:

@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import CliResult, SyntheticUpstream, commit_all
 
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 RELEASE = "2.29.0.14"
@@ -218,3 +219,104 @@ def test_executing_instead_of_sourcing_fails(c550_tree, dirs, fake_maca):
     res = _bash(f"bash {c550_tree / 'env.sh'} {fake_maca}", dirs)
     assert res.returncode != 0
     assert b"source" in res.stderr
+
+
+# --------------------------------------------------------------------------- how build-wheel runs env.sh
+# A synthetic device whose series adds env.sh: its time limit, and the processes
+# it leaves behind, through the real CLI.
+
+# The background child writes its own PID (exec keeps it), atomically, and env.sh
+# waits for the file so that the PID is known before env.sh returns.
+SLEEPING_CHILD = """\
+( echo "$BASHPID" > "$1.tmp" && mv "$1.tmp" "$1"; exec sleep 1000 ) &
+until [ -e "$1" ]; do :; done
+"""
+LOOPING_CHILD = """\
+( echo "$BASHPID" > "$1.tmp" && mv "$1.tmp" "$1"; while true; do :; done ) &
+until [ -e "$1" ]; do :; done
+"""
+TIMEOUT_ERROR = ("error: sourcing {script} {pid_file} did not finish within 1 s and was "
+                 "stopped, with its whole process group; nothing was built")
+TIMEOUT_HINT = ("hint: Fix env.sh so that it returns (it is sourced: nothing in it may wait "
+                "for input or keep running), or raise the limit with `env-timeout = <seconds>` "
+                "under [build] in device.toml (default 300).")
+
+
+def _build_wheel(world: SyntheticUpstream, *extra: str) -> CliResult:
+    return world.cli("build-wheel", "-d", "devA", "--dir", str(world.build),
+                     "--out", str(world.root / "out"), *extra)
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited. It is not our child, so we cannot reap it: a
+    zombie (state Z, waiting for a parent that may never reap it) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2:].split()[0] == "Z"
+
+
+@pytest.fixture
+def device_with_env_sh(upstream: SyntheticUpstream):  # type: ignore[no-untyped-def]
+    """make(env_sh, env_timeout): devA's series adds `env_sh` as env.sh, and its
+    device.toml sets build.env-timeout."""
+
+    def make(env_sh: str, env_timeout: int) -> SyntheticUpstream:
+        assert upstream.cli("unpatch", "-d", "devA", "--dir", str(upstream.build)).code == 0
+        (upstream.tree / "env.sh").write_text(env_sh)
+        commit_all(upstream.tree, "Add env.sh")
+        assert upstream.cli("patch", "-d", "devA", "--dir", str(upstream.build)).code == 0
+        device = upstream.store / "devA" / "device.toml"
+        assert device.read_text().endswith('[build]\nenv-script = "env.sh"\n')
+        device.write_text(device.read_text() + f"env-timeout = {env_timeout}\n")
+        return upstream
+
+    return make
+
+
+def test_env_sh_past_env_timeout_is_a_build_error_and_is_stopped(device_with_env_sh,
+                                                                 tmp_path: Path) -> None:
+    world = device_with_env_sh('sleep 60 &\necho "$!" > "$1"\nwait "$!"\n', env_timeout=1)
+    pid_file = tmp_path / "sleep.pid"
+    result = _build_wheel(world, "--env-arg", str(pid_file))
+    assert result.code == 8, result.output
+    script = world.tree / "env.sh"
+    lines = result.stderr.splitlines()
+    assert TIMEOUT_ERROR.format(script=script, pid_file=pid_file) in lines
+    assert TIMEOUT_HINT in lines
+    assert "internal error" not in result.stderr
+    assert _gone(int(pid_file.read_text()))
+    assert not list((world.root / "out").glob("*.whl"))
+
+
+@pytest.mark.parametrize("child", [SLEEPING_CHILD, LOOPING_CHILD], ids=["sleep", "busy-loop"])
+def test_background_child_of_a_succeeding_env_sh_is_ended(device_with_env_sh, tmp_path: Path,
+                                                          child: str) -> None:
+    # The child keeps env.sh's stdout and stderr open: the run must wait for bash,
+    # not for them (else it would end only at the time limit, with exit 8).
+    world = device_with_env_sh(child + "export DEMO_ENV=1\n", env_timeout=120)
+    pid_file = tmp_path / "child.pid"
+    result = _build_wheel(world, "--env-arg", str(pid_file))
+    assert result.code == 0, result.output
+    assert "env.sh set DEMO_ENV=1" in result.stderr
+    assert _gone(int(pid_file.read_text()))
+    assert [p.name for p in (world.root / "out").glob("*.whl")] == ["demo-1.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize("child", [SLEEPING_CHILD, LOOPING_CHILD], ids=["sleep", "busy-loop"])
+def test_background_child_of_a_failing_env_sh_is_ended(device_with_env_sh, tmp_path: Path,
+                                                       child: str) -> None:
+    world = device_with_env_sh(child + "return 3\n", env_timeout=120)
+    pid_file = tmp_path / "child.pid"
+    result = _build_wheel(world, "--env-arg", str(pid_file))
+    assert result.code == 8, result.output
+    lines = result.stderr.splitlines()
+    script = world.tree / "env.sh"
+    assert f"error: sourcing {script} {pid_file} failed with status 3:" in lines
+    assert "env.sh returned status 3" in lines
+    assert _gone(int(pid_file.read_text()))
