@@ -143,7 +143,7 @@ def test_an_unsafe_patch_fails_safety_first_and_is_never_applied(good: Synthetic
     problems = failed(records)
     assert "path '.git/hooks/pre-commit' points into .git" in problems["safety"][0]
     assert problems["apply"] == problems["export"] == [
-        "not run: the base or a patch is unsafe or unavailable"
+        "not run: the base or a patch is unsafe or damaged"
     ]
 
 

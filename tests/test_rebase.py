@@ -108,7 +108,7 @@ def test_each_outcome_conflict_then_continue_and_the_report(world: SyntheticUpst
     assert "patch change-ten.patch (3 of 5, 'Change ten') conflicts with demo 1.1" in started.stderr
     assert "demo/core.py: 1 conflict hunk(s) at lines 32-36" in started.stderr
     assert "git add" in started.stderr and "patchtool rebase -d devA --continue" in started.stderr
-    assert (world.tree / ".git" / "patchtool-rebase.json").is_file()
+    assert (world.build / "devA" / ".patchtool-rebase-demo.json").is_file()
     assert not new_folder(world).exists()  # the store is written only at the end
     half = rebase(world, "--continue")
     assert half.code == 4 and "still has unresolved files: demo/core.py" in half.stderr
@@ -198,7 +198,8 @@ def test_abort_puts_tree_and_store_back_exactly(world: SyntheticUpstream) -> Non
     assert aborted.code == 0, aborted.output
     assert tree_state(world.tree) == tree_before
     assert snapshot(world.store) == store_before
-    assert not (world.tree / ".git" / "patchtool-rebase.json").exists()
+    assert not (world.build / "devA" / ".patchtool-rebase-demo.json").exists()
+    assert not (world.tree / ".git" / "patchtool-rebase-id").exists()
     again = rebase(world, "--continue")
     assert again.code == 2 and "no rebase is in progress" in again.stderr
 

@@ -8,7 +8,14 @@ with one atomic `renameat2(RENAME_EXCHANGE)` where the kernel offers it. A
 failure or an interrupt leaves the previous tree exactly as it was.
 
 A tree that holds work found nowhere else is never replaced without `--force`,
-and then it is moved to `<dir>/<device>/backups/`, never deleted.
+and then it is moved to `<dir>/<device>/backups/`, never deleted. That check is
+made again right before the swap, and a tree git changed between that check
+and the swap is kept in `backups/` too.
+
+What the series may do is decided by git's own reading of it (safety.py): the
+base is judged from the cache before it is checked out, the patches are applied
+by `git am` with git's own protections on, and every commit it made is judged
+before the tree is swapped in.
 """
 
 from __future__ import annotations
@@ -26,19 +33,43 @@ from .buildtree import (
     TreeRecord,
     backup_path,
     discard,
+    git_lock_files,
     new_stage,
     read_record,
     recover_interrupted,
     write_record,
 )
-from .errors import ConflictError, DirtyTreeError, NotFoundError, PatchtoolError
+from .errors import (
+    ConflictError,
+    DirtyTreeError,
+    IntegrityError,
+    NotFoundError,
+    PatchtoolError,
+    UnsafeInputError,
+)
 from .export import tree_work
-from .faults import kill_point
+from .faults import kill_point, pause_point
 from .fsutil import exchange_paths
 from .gitops import Git, tool_identity
 from .report import Reporter
-from .safety import check_series, tree_symlinks
-from .store import BaseRef, DeviceConfig, PatchSeries, Store, parse_series
+from .safety import (
+    CORRUPT_HINT,
+    UNSAFE_HINT,
+    TreeJudge,
+    git_refusal,
+    judge_paths,
+    paths_git_reads,
+    screen_patch,
+)
+from .store import (
+    BaseRef,
+    DeviceConfig,
+    PatchLimits,
+    PatchSeries,
+    Store,
+    parse_series,
+    series_digest,
+)
 from .upstream import BaseCache, ensure_base
 
 
@@ -65,7 +96,8 @@ class UnpatchResult:
 
 
 def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
-    """Build the device's tree (the caller holds the device lock)."""
+    """Build the device's tree (the caller holds the build folder's lock for the
+    device and the store's lock, shared, for the device)."""
     device: DeviceConfig = options.store.device(options.device)
     base = options.store.resolve_base(device.name, options.commit_id)
     series = parse_series(base)
@@ -73,33 +105,45 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
     recover_interrupted(location.device_dir, reporter)
     target = location.tree
 
-    work_to_keep = _existing_work(target, options.store, device.name)
+    # Checked now to fail fast, and again just before the swap (below).
+    work_to_keep = existing_work(target, options.store, device.name)
     if work_to_keep and not options.force:
-        raise DirtyTreeError(
-            f"the build tree {target} holds work that exists nowhere else:\n  {work_to_keep}",
-            hint=f"Export it with `patchtool patch --device-type {device.name}` (commit first, "
-            "or use -m), or pass --force to move the old tree to a backup folder.",
-        )
+        raise _dirty(target, work_to_keep, device.name)
 
     cache_repository = ensure_base(base, options.cache, reporter, options.archive_paths)
+    # The base is judged from the cache before any of it is checked out.
+    judge = TreeJudge(Git(cache_repository), base.commit, f"base {base.label}")
     stage = new_stage(location.device_dir)
     try:
         tree = stage / base.project
         reporter.step(f"checking out {base.label} ({base.commit[:12]})")
-        _checkout_base(cache_repository, tree, base, device.name)
+        checkout_base(cache_repository, tree, base, device.name)
         kill_point("unpatch:checked-out")
-        # safety: refuse hostile or corrupt patches before git am reads them
-        check_series(series, tree_symlinks(Git(tree)))
         reporter.step(f"applying {len(series.entries)} patch(es) from {base.path}")
-        three_way = _apply_series(tree, series, options.three_way, reporter)
+        three_way = apply_series(tree, series, judge, device.limits, options.three_way, reporter)
         kill_point("unpatch:applied")
         write_record(
             tree,
-            TreeRecord(device.name, base.base_id, base.project, base.version, base.commit),
+            TreeRecord(
+                device.name,
+                base.base_id,
+                base.project,
+                base.version,
+                base.commit,
+                series_digest(series),
+            ),
         )
         backup = None
+        pause_point("unpatch:before-swap")
         kill_point("unpatch:before-swap")
         if target.exists() or target.is_symlink():
+            # Re-verified right before the swap: work made in the tree while this
+            # run built the new one must not be replaced unseen.
+            seen = tree_fingerprint(target)
+            work_to_keep = existing_work(target, options.store, device.name)
+            if work_to_keep and not options.force:
+                raise _dirty(target, work_to_keep, device.name)
+            pause_point("unpatch:checked-again")
             if work_to_keep:
                 backup = backup_path(location.device_dir, base.project)
                 backup.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +151,12 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
                 os.rename(tree, target)
             else:
                 exchange_paths(tree, target)
+                # The old tree now sits in the stage. Anything git did in it between
+                # the check and the swap shows in its fingerprint: keep it, then.
+                if tree_fingerprint(tree) != seen:
+                    backup = backup_path(location.device_dir, base.project)
+                    backup.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(tree, backup)
         else:
             os.rename(tree, target)
         replaced = backup is not None or tree.exists()
@@ -127,7 +177,33 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
     )
 
 
-def _existing_work(target: Path, store: Store, device: str) -> str:
+def _dirty(target: Path, work: str, device: str) -> DirtyTreeError:
+    return DirtyTreeError(
+        f"the build tree {target} holds work that exists nowhere else:\n  {work}",
+        hint=f"Export it with `patchtool patch --device-type {device}` (commit first, "
+        "or use -m), or pass --force to move the old tree to a backup folder.",
+    )
+
+
+def tree_fingerprint(tree: Path) -> tuple[object, ...]:
+    """What changes when git changes a tree's refs, HEAD or index (cheap: stats only)."""
+    git_dir = tree / ".git"
+    stats = []
+    for name in ("HEAD", "index", "packed-refs", "logs/HEAD"):
+        try:
+            info = (git_dir / name).stat()
+        except OSError:
+            continue
+        stats.append((name, info.st_size, info.st_mtime_ns, info.st_ino))
+    refs = git_dir / "refs"
+    if refs.is_dir():
+        for path in sorted(refs.rglob("*")):
+            info = path.stat()
+            stats.append((str(path), info.st_size, info.st_mtime_ns, info.st_ino))
+    return tuple(stats)
+
+
+def existing_work(target: Path, store: Store, device: str) -> str:
     """Describe work in an existing tree that the store does not hold ('' if none)."""
     if not (target.exists() or target.is_symlink()):
         return ""
@@ -137,6 +213,12 @@ def _existing_work(target: Path, store: Store, device: str) -> str:
         record = read_record(target)
     except NotFoundError:
         return f"{target} is not a patchtool build tree (no .git/patchtool.json)"
+    locks = git_lock_files(target)
+    if locks:
+        return (
+            "git's lock files are there (a git command runs in the tree, or one was "
+            "killed): " + ", ".join(locks)
+        )
     git = Git(target)
     try:
         base: BaseRef | None = store.resolve_base(device, record.base_id)
@@ -149,7 +231,7 @@ def _existing_work(target: Path, store: Store, device: str) -> str:
     return work.describe() if work else ""
 
 
-def _checkout_base(cache_repository: Path, tree: Path, base: BaseRef, branch: str) -> None:
+def checkout_base(cache_repository: Path, tree: Path, base: BaseRef, branch: str) -> None:
     outer = Git(tree.parent)
     outer.run(
         "clone",
@@ -157,6 +239,7 @@ def _checkout_base(cache_repository: Path, tree: Path, base: BaseRef, branch: st
         "--local",
         "--no-checkout",
         "--no-tags",
+        "--",
         str(cache_repository),
         str(tree),
     )
@@ -173,30 +256,49 @@ def _checkout_base(cache_repository: Path, tree: Path, base: BaseRef, branch: st
         git.run("update-ref", "-d", ref)
 
 
-def _apply_series(
-    tree: Path, series: PatchSeries, three_way: bool, reporter: Reporter
+def apply_series(
+    tree: Path,
+    series: PatchSeries,
+    judge: TreeJudge,
+    limits: PatchLimits,
+    three_way: bool,
+    reporter: Reporter,
 ) -> list[str]:
-    """Apply every patch with git am; return the patches that needed a 3-way merge."""
+    """Apply every patch with git am onto the tree's HEAD, then judge what git
+    made of them (safety.py); return the patches that needed a 3-way merge.
+
+    Every patch is screened against the device's limits before git reads any.
+    A refusal by git (an invalid path, a write through a symlink) is exit 10, a
+    patch git cannot read exit 6, one that does not apply exit 4: each names the
+    patch, its series line and, where git gives them, the file and hunk."""
     git = Git(tree, env=tool_identity("1970-01-01T00:00:00Z"))
-    paths = [str(p) for p in series.paths()]
+    paths = series.paths()
     if not paths:
         return []
+    for path in paths:
+        screen_patch(path, limits)
+    start = git.text("rev-parse", "HEAD")
     # Hooks are off through core.hooksPath (gitops); `am --no-verify` needs git 2.40.
     am = ("am", "--keep-cr", "--committer-date-is-author-date")
-    if not three_way:
-        result = git.run(*am, "--quiet", "--no-3way", *paths, check=False)
-        if result.returncode != 0:
-            _raise_conflict(git, series, result.stderr)
-        return []
     needed: list[str] = []
-    for entry, path in zip(series.entries, paths, strict=True):
-        # Not --quiet: the "Falling back to ... 3-way merge" line is what we report.
-        result = git.run(*am, "--3way", path, check=False)
+    if not three_way:
+        result = git.run(*am, "--quiet", "--no-3way", "--", *map(str, paths), check=False)
         if result.returncode != 0:
-            _raise_conflict(git, series, result.stderr)
-        if "3-way merge" in result.stderr or "3-way merge" in result.text:
-            needed.append(entry.name)
-            reporter.warn(f"{entry.name} needed a 3-way merge")
+            _raise_failure(git, series, start, result.stderr)
+    else:
+        for entry, path in zip(series.entries, paths, strict=True):
+            # Not --quiet: the "Falling back to ... 3-way merge" line is what we report.
+            result = git.run(*am, "--3way", "--", str(path), check=False)
+            if result.returncode != 0:
+                _raise_failure(git, series, start, result.stderr)
+            if "3-way merge" in result.stderr or "3-way merge" in result.text:
+                needed.append(entry.name)
+                reporter.warn(f"{entry.name} needed a 3-way merge")
+    commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
+    subjects = [
+        f"patch {p} (series line {e.line})" for p, e in zip(paths, series.entries, strict=True)
+    ]
+    judge.judge_commits(git, commits, subjects)
     return needed
 
 
@@ -208,12 +310,34 @@ _NOT_APPLY = re.compile(
 )
 
 
-def _raise_conflict(git: Git, series: PatchSeries, am_stderr: str) -> None:
-    applied = int(git.text("rev-list", "--count", f"{BASE_REF}..HEAD"))
+def _raise_failure(git: Git, series: PatchSeries, start: str, am_stderr: str) -> None:
+    """Say why `git am` stopped: git refused the patch as unsafe (exit 10), cannot
+    read it (exit 6), or it does not apply (exit 4)."""
+    applied = int(git.text("rev-list", "--count", f"{start}..HEAD"))
     entry = series.entries[applied]
     patch_path = series.base.path / entry.name
+    # Asked while `git am` is stopped, so that git reads the patch against the
+    # tree the patches before it made (a symlink one of them added, say).
+    check = git.run("apply", "--check", "--verbose", "--", str(patch_path), check=False)
     git.run("am", "--abort", check=False)
-    check = git.run("apply", "--check", "--verbose", str(patch_path), check=False)
+    where = f"patch {patch_path} (series line {entry.line})"
+    refusal = git_refusal(am_stderr + "\n" + check.stderr)
+    if refusal is not None:
+        path, why = refusal
+        raise UnsafeInputError(f"{where}: path {path!r} {why}", hint=UNSAFE_HINT)
+    if "Patch is empty" in am_stderr:
+        raise IntegrityError(f"{where}: is an empty patch: it changes no file", hint=CORRUPT_HINT)
+    if "Patch format detection failed" in am_stderr:
+        raise IntegrityError(f"{where}: is not a patch git can read", hint=CORRUPT_HINT)
+    # git checks that a file exists before it checks that its path is safe: judge
+    # the paths git reads from the patch, so that a hostile patch that also does
+    # not apply is called unsafe, not a conflict.
+    try:
+        judge_paths(where, paths_git_reads(git, patch_path))
+    except IntegrityError as error:
+        raise IntegrityError(
+            error.message.replace(f"patch {patch_path}", where), CORRUPT_HINT
+        ) from None
     details = describe_failure(patch_path, check.stderr if check.returncode else am_stderr)
     raise ConflictError(
         f"patch {entry.name} (series line {entry.line}, patch {applied + 1} of "

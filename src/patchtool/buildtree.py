@@ -4,8 +4,8 @@ A build tree is a self-contained git repository: the base commit (marked by
 `refs/patchtool/base-commit` and the tag `patchtool/base`) and one commit per patch.
 `.git/patchtool.json` records which device and base it was made from.
 
-This module also owns the per-device lock and the recovery of folders left by
-a killed run. It never deletes anything outside `<dir>/<device>/`.
+This module also owns the recovery of folders left by a killed run (the locks
+are in locks.py). It never deletes anything outside `<dir>/<device>/`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LockedError, NotFoundError, UsageError
-from .fsutil import check_name
+from .errors import NotFoundError, UsageError
+from .fsutil import atomic_write, check_name
 from .gitops import Git
 from .report import Reporter
 
@@ -31,7 +29,6 @@ BASE_TAG = "patchtool/base"
 STAGE_PREFIX = ".patchtool-stage-"
 WHEEL_STAGE_PREFIX = ".patchtool-wheel-"
 TRASH_PREFIX = ".patchtool-trash-"
-LOCK_NAME = ".patchtool.lock"
 BACKUP_FOLDER = "backups"
 
 
@@ -42,6 +39,10 @@ class TreeRecord:
     project: str
     version: str
     base_commit: str
+    # The store's series (store.series_digest) as this tree last read or wrote
+    # it: `patch` refuses to export over a series that changed since.
+    # Empty for trees made before patchtool recorded it.
+    store_digest: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
@@ -66,7 +67,14 @@ def read_record(tree: Path) -> TreeRecord:
     path = tree / ".git" / METADATA_FILE
     try:
         data = json.loads(path.read_text("utf-8"))
-        return TreeRecord(**{k: str(data[k]) for k in TreeRecord.__dataclass_fields__})
+        optional = {"store_digest"}
+        return TreeRecord(
+            **{
+                k: str(data[k])
+                for k in TreeRecord.__dataclass_fields__
+                if k not in optional or k in data
+            }
+        )
     except FileNotFoundError as error:
         raise NotFoundError(
             f"{tree} is not a patchtool build tree ({path} is missing)",
@@ -79,7 +87,30 @@ def read_record(tree: Path) -> TreeRecord:
 
 
 def write_record(tree: Path, record: TreeRecord) -> None:
-    (tree / ".git" / METADATA_FILE).write_text(record.to_json(), "utf-8")
+    atomic_write(tree / ".git" / METADATA_FILE, record.to_json().encode("utf-8"))
+
+
+# The lock files git leaves when one of its commands is killed (or still runs).
+_GIT_LOCK_NAMES = (
+    "index.lock",
+    "HEAD.lock",
+    "ORIG_HEAD.lock",
+    "CHERRY_PICK_HEAD.lock",
+    "packed-refs.lock",
+    "config.lock",
+    "shallow.lock",
+)
+
+
+def git_lock_files(tree: Path) -> list[str]:
+    """git's lock files in a tree's .git, relative to the tree: a git command
+    was killed there, or one is running right now."""
+    git_dir = tree / ".git"
+    found = [f".git/{name}" for name in _GIT_LOCK_NAMES if (git_dir / name).exists()]
+    refs = git_dir / "refs"
+    if refs.is_dir():
+        found += sorted(str(p.relative_to(tree)) for p in refs.rglob("*.lock"))
+    return found
 
 
 def find_tree(build_dir: Path, device: str) -> Path:
@@ -128,7 +159,11 @@ class TreeWork:
 
 
 def uncommitted_files(git: Git) -> list[str]:
-    out = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all").stdout
+    # --no-optional-locks: looking must not rewrite the index (unpatch compares
+    # a tree's state before and after it looked).
+    out = git.run(
+        "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all"
+    ).stdout
     entries = [e for e in out.split(b"\0") if e]
     files: list[str] = []
     skip_next = False
@@ -154,33 +189,6 @@ def side_work(git: Git) -> list[str]:
         if ahead:
             notes.append(f"branch {branch} has {ahead} commit(s) not in HEAD")
     return notes
-
-
-# --------------------------------------------------------------------------- locking
-
-
-@contextmanager
-def device_lock(device_dir: Path, reporter: Reporter, wait: bool = True) -> Iterator[None]:
-    """One run at a time per device. The lock is an OS file lock: a killed run
-    releases it with its process, so no stale lock needs clearing by hand."""
-    from filelock import FileLock, Timeout
-
-    device_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(device_dir / LOCK_NAME))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if not wait:
-            raise LockedError(
-                f"another patchtool run holds the lock on {device_dir}",
-                hint="Wait for it to finish, or run without --no-wait to queue behind it.",
-            ) from None
-        reporter.step(f"waiting for another patchtool run on {device_dir} to finish")
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def recover_interrupted(device_dir: Path, reporter: Reporter) -> None:

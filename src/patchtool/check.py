@@ -6,15 +6,19 @@ it records one `CheckRecord` per check:
     config   device.toml and base.toml parse and are valid
     source   the base's source yields the recorded commit (and sdist sha256)
     series   `series` lists exactly the *.patch files of the base folder
-    safety   no patch is corrupt or reaches outside the tree (safety.py)
+    safety   no patch exceeds the device's limits, is damaged, or (as git
+             applies it) reaches outside the tree, into .git or through a
+             symlink; the base tree is judged the same way (safety.py)
     apply    the series applies with `git am`, no fuzz, no 3-way help
     export   a fresh export of that tree writes the store byte for byte
     lint     subject, a body that says why, a valid Upstream-Status trailer,
              no added trailing whitespace or conflict markers
 
-The tree for `apply` and `export` is built in a temporary folder from
-apply.py's pieces; the user's build folder is never read or written. The base
-cache may be filled (a cold cache fetches, as `unpatch` would).
+The tree for `safety`, `apply` and `export` is built in a temporary folder
+with apply.py's pieces; the user's build folder is never read or written. The
+base cache may be filled (a cold cache fetches, as `unpatch` would), and the
+cached base is always verified object by object. When the series does not
+apply, `safety` judges the paths git reads from every patch instead.
 
 Exit codes: every failed check carries the code of its kind of problem
 (config and source: 6 or the fetch error's own code; safety: 10, or 6 for a
@@ -36,20 +40,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ExitCode, PatchtoolError
+from .errors import ConflictError, ExitCode, PatchtoolError
 from .gitops import Git
+from .locks import store_lock
 from .report import Reporter
-from .safety import FileChange, ParsedPatch, check_patch, parse_patch_file, tree_symlinks
+from .safety import TreeJudge, judge_paths, paths_git_reads
 from .store import (
     BASE_FILE,
     DEVICE_FILE,
     PATCH_SUFFIX,
     BaseRef,
+    PatchLimits,
     PatchSeries,
     PypiSource,
     Store,
     parse_base,
     parse_series,
+    read_store_file,
 )
 from .upstream import BaseCache, base_ref_name, ensure_base, sha256_of
 
@@ -149,6 +156,13 @@ def _check_device(
         report.records.append(_failure(name, "", "config", error))
         return
     report.records.append(CheckRecord(name, "", "config", True))
+    # Shared: other checks and unpatch may read along, an export waits.
+    with store_lock(store, name, False, reporter):
+        _check_bases(options, name, report, reporter)
+
+
+def _check_bases(options: CheckOptions, name: str, report: CheckReport, reporter: Reporter) -> None:
+    store = options.store
     folder = store.root / name
     base_files = sorted(folder.glob(f"*/{BASE_FILE}"))
     if options.commit_id is not None:
@@ -185,7 +199,10 @@ def _check_base(options: CheckOptions, base: BaseRef, reporter: Reporter) -> lis
 
     repository: Path | None = None
     try:
-        repository = ensure_base(base, options.cache, reporter, options.archive_paths)
+        # The CI gate hashes the base again, whatever an earlier run recorded.
+        repository = ensure_base(
+            base, options.cache, reporter, options.archive_paths, verify="full"
+        )
         record("source", _source_problems(base, options.cache, repository), ExitCode.INTEGRITY)
     except PatchtoolError as error:
         records.append(_failure(device, base_id, "source", error))
@@ -213,39 +230,17 @@ def _check_base(options: CheckOptions, base: BaseRef, reporter: Reporter) -> lis
         )
         return records
 
-    parsed: list[ParsedPatch] = []
-    safe = repository is not None
-    try:
-        links = tree_symlinks(Git(repository), base.commit) if repository else set()
-        for path in series.paths():
-            patch = parse_patch_file(path)
-            links = check_patch(patch, links)
-            parsed.append(patch)
-        if repository is None:
-            records.extend(_skipped(device, base_id, ("safety",), "the base is not available"))
-        else:
-            record("safety", [], ExitCode.OK)
-    except PatchtoolError as error:
-        safe = False
-        records.append(_failure(device, base_id, "safety", error))
-
-    if safe and repository is not None:
-        records.extend(_apply_and_export(base, series, repository, reporter))
+    limits = options.store.device(device).limits
+    if repository is not None:
+        records.extend(_safety_apply_export(base, series, repository, limits, reporter))
     else:
         records.extend(
-            _skipped(
-                device, base_id, ("apply", "export"), "the base or a patch is unsafe or unavailable"
-            )
+            _skipped(device, base_id, ("safety", "apply", "export"), "the base is not available")
         )
 
     lint: list[str] = []
-    by_name = {p.path.name: p for p in parsed}
     for path in series.paths():
-        found = by_name.get(path.name)
-        if found is None:
-            lint.append(f"{path.name}: cannot be read as a patch (see safety)")
-        else:
-            lint.extend(f"{path.name}: {problem}" for problem in lint_patch(found))
+        lint.extend(f"{path.name}: {problem}" for problem in lint_patch(path, limits))
     record("lint", lint, ExitCode.STALE)
     return records
 
@@ -270,29 +265,46 @@ def _source_problems(base: BaseRef, cache: BaseCache, repository: Path) -> list[
     return problems
 
 
-def _apply_and_export(
-    base: BaseRef, series: PatchSeries, repository: Path, reporter: Reporter
+def _safety_apply_export(
+    base: BaseRef,
+    series: PatchSeries,
+    repository: Path,
+    limits: PatchLimits,
+    reporter: Reporter,
 ) -> list[CheckRecord]:
-    from .apply import _apply_series, _checkout_base
+    from .apply import apply_series, checkout_base
     from .export import plan_export, render_patches
 
     device, base_id = base.device, base.base_id
+    unsafe_skip = _skipped(
+        device, base_id, ("apply", "export"), "the base or a patch is unsafe or damaged"
+    )
+    try:
+        judge = TreeJudge(Git(repository), base.commit, f"base {base.label}")
+    except PatchtoolError as error:
+        return [_failure(device, base_id, "safety", error), *unsafe_skip]
     with tempfile.TemporaryDirectory(prefix="patchtool-check-") as folder:
         tree = Path(folder) / base.project
-        _checkout_base(repository, tree, base, device)
+        checkout_base(repository, tree, base, device)
         try:
-            _apply_series(tree, series, three_way=False, reporter=reporter)
-        except PatchtoolError as error:
+            apply_series(tree, series, judge, limits, three_way=False, reporter=reporter)
+        except ConflictError as error:
+            safety = _judge_paths_only(tree, series)
             skipped = _skipped(device, base_id, ("export",), "the series does not apply")
-            return [_failure(device, base_id, "apply", error), *skipped]
-        applied = CheckRecord(device, base_id, "apply", True)
+            return [safety, _failure(device, base_id, "apply", error), *skipped]
+        except PatchtoolError as error:
+            return [_failure(device, base_id, "safety", error), *unsafe_skip]
+        applied = [
+            CheckRecord(device, base_id, "safety", True),
+            CheckRecord(device, base_id, "apply", True),
+        ]
         try:
             plan = plan_export(base, render_patches(Git(tree), base.commit))
         except PatchtoolError as error:
-            return [applied, _failure(device, base_id, "export", error)]
+            return [*applied, _failure(device, base_id, "export", error)]
     problems = [f"a fresh export would write: {line}" for line in plan.describe()]
     return [
-        applied,
+        *applied,
         CheckRecord(
             device,
             base_id,
@@ -304,16 +316,80 @@ def _apply_and_export(
     ]
 
 
+def _judge_paths_only(tree: Path, series: PatchSeries) -> CheckRecord:
+    """A series that does not apply cannot be judged by its result: judge every
+    path git reads from each patch instead."""
+    base = series.base
+    git = Git(tree)
+    try:
+        for path in series.paths():
+            judge_paths(f"patch {path}", paths_git_reads(git, path))
+    except PatchtoolError as error:
+        return _failure(base.device, base.base_id, "safety", error)
+    return CheckRecord(
+        base.device,
+        base.base_id,
+        "safety",
+        True,
+        ("judged by the paths git reads only: the series does not apply",),
+    )
+
+
 # --------------------------------------------------------------------------- lint
 
 
-def lint_patch(patch: ParsedPatch) -> list[str]:
-    problems = _lint_message(patch.message.decode("utf-8", "replace"))
-    if not patch.files:
+@dataclass(frozen=True)
+class _LintedFile:
+    path: str
+    added: tuple[tuple[int, bytes], ...]  # (line of the patch file, content)
+
+
+def lint_patch(path: Path, limits: PatchLimits) -> list[str]:
+    """Style problems of one patch file: its message and the lines it adds.
+
+    Lint reads the patch with unidiff: it only ever reports, it decides nothing
+    about what the patch may touch (that is git's reading, in safety.py)."""
+    try:
+        data = read_store_file(path, limits.patch_bytes)
+    except PatchtoolError as error:
+        return [f"cannot be read ({error.message})"]
+    message, files, problem = _read_for_lint(data)
+    problems = _lint_message(message)
+    if problem is not None:
+        problems.append(problem)
+    elif not files:
         problems.append("changes no file")
-    for change in patch.files:
-        problems.extend(_lint_added_lines(change))
+    for linted in files:
+        problems.extend(_lint_added_lines(linted))
     return problems
+
+
+def _read_for_lint(data: bytes) -> tuple[str, list[_LintedFile], str | None]:
+    from unidiff.errors import UnidiffParseError
+    from unidiff.patch import PatchSet
+
+    text = data.decode("utf-8", "surrogateescape")
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.startswith("diff --git ")), None)
+    message = "\n".join(lines[:first] if first is not None else lines)
+    try:
+        patch_set = PatchSet(text)
+    except UnidiffParseError as error:
+        return message, [], f"cannot be read as a patch: {error}"
+    files = []
+    for patched in patch_set:
+        info = str(patched.patch_info or "")
+        is_link = re.search(r"^(new file mode|new mode) 120000$", info, re.M) is not None
+        if patched.is_binary_file or patched.is_removed_file or is_link:
+            continue
+        added = tuple(
+            (line.diff_line_no or 0, line.value.rstrip("\n").encode("utf-8", "surrogateescape"))
+            for hunk in patched
+            for line in hunk
+            if line.is_added
+        )
+        files.append(_LintedFile(patched.path, added))
+    return message, files, None
 
 
 def _lint_message(message: str) -> list[str]:
@@ -362,24 +438,22 @@ def _lint_message(message: str) -> list[str]:
     return problems
 
 
-def _lint_added_lines(change: FileChange) -> list[str]:
-    if change.binary or change.new_mode == "120000" or change.new_path is None:
-        return []
+def _lint_added_lines(change: _LintedFile) -> list[str]:
     problems = []
-    added = [(line, content) for hunk in change.hunks for line, content in hunk.added]
+    added = change.added
     text = [c for _, c in added]
     has_markers = any(c.startswith(_MARKERS) for c in text)
     for line, content in added:
         stripped = content[:-1] if content.endswith(b"\r") else content
         if stripped != stripped.rstrip(b" \t"):
-            problems.append(f"line {line}: adds trailing whitespace to {change.new_path}")
+            problems.append(f"line {line}: adds trailing whitespace to {change.path}")
         marker = content.rstrip(b"\r")
         # A lone ======= is also an RST underline; it is a conflict marker only
         # next to the other two kinds, which git always writes together.
         if (marker.startswith(_MARKERS) and marker[7:8] in (b"", b" ")) or (
             has_markers and marker == b"======="
         ):
-            problems.append(f"line {line}: adds a conflict marker to {change.new_path}")
+            problems.append(f"line {line}: adds a conflict marker to {change.path}")
     return problems
 
 

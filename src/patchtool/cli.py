@@ -164,7 +164,7 @@ def unpatch(
     """Create DIR/<device>/<project>: the upstream base plus the device's series, as git commits."""
     from .apply import UnpatchOptions
     from .apply import unpatch as run_unpatch
-    from .buildtree import device_lock
+    from .locks import device_locks
 
     context = _device_context(device, build_dir)
     reporter = context.reporter
@@ -178,7 +178,9 @@ def unpatch(
         three_way=three_way,
         archive_paths=tuple(sdist or ()),
     )
-    with device_lock(options.build_dir / device, reporter, wait=not no_wait):
+    with device_locks(
+        options.build_dir, options.store, device, reporter, writes_store=False, wait=not no_wait
+    ):
         result = run_unpatch(options, reporter)
     if result.backup is not None:
         reporter.warn(f"the previous tree held unexported work; it was moved to {result.backup}")
@@ -206,11 +208,19 @@ def patch(
         str | None,
         typer.Option("--message", "-m", help="First commit uncommitted changes as a new patch."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Export even though the store's series changed since this tree last read "
+            "or wrote it (what changed there is replaced by this tree's series)."
+        ),
+    ] = False,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Export the commits after the base in the build tree into the store, byte-stable."""
-    from .buildtree import device_lock, find_tree
+    from .buildtree import find_tree
     from .export import ExportOptions, export_series
+    from .locks import device_locks
 
     context = _device_context(device, build_dir)
     reporter = context.reporter
@@ -221,8 +231,16 @@ def patch(
         commit_id=commit_id,
         check=check,
         message=message,
+        force=force,
     )
-    with device_lock(options.build_dir / device, reporter, wait=not no_wait):
+    with device_locks(
+        options.build_dir,
+        options.store,
+        device,
+        reporter,
+        writes_store=not check,
+        wait=not no_wait,
+    ):
         tree = find_tree(options.build_dir, device)
         result = export_series(options, tree, reporter)
     plan = result.plan
@@ -255,12 +273,13 @@ def build_wheel_command(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Source the tree's env.sh and build the device's vLLM wheel; verify and record it."""
-    from .buildtree import device_lock, find_tree
+    from .buildtree import find_tree
+    from .locks import device_locks
     from .wheel import WheelOptions, build_wheel
 
     context = _device_context(device, build_dir)
     reporter, store, resolved_dir = context.reporter, context.store, context.build_dir
-    with device_lock(resolved_dir / device, reporter, wait=not no_wait):
+    with device_locks(resolved_dir, store, device, reporter, writes_store=False, wait=not no_wait):
         options = WheelOptions(
             store=store,
             build_dir=resolved_dir,
@@ -445,7 +464,7 @@ def rebase_command(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges."""
-    from .buildtree import device_lock
+    from .locks import device_locks
     from .rebase import RebaseOptions, rebase
 
     flags = (("continue", continue_), ("skip", skip), ("abort", abort))
@@ -471,7 +490,9 @@ def rebase_command(
         version_label=base_version,
         archive_paths=tuple(sdist or ()),
     )
-    with device_lock(options.build_dir / device, reporter, wait=not no_wait):
+    with device_locks(
+        options.build_dir, options.store, device, reporter, writes_store=True, wait=not no_wait
+    ):
         result = rebase(options, reporter)
     if result.new_base is None:
         reporter.info(f"rebase aborted; {result.tree} and the store are as they were")
@@ -526,8 +547,8 @@ def import_command(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Import outside patches (mbox, plain diffs, quilt) as new patches of a device's series."""
-    from .buildtree import device_lock
     from .importer import ImportOptions, import_changes
+    from .locks import device_locks
 
     if strip < 0:
         raise UsageError("-p takes a number of path components, 0 or more")
@@ -554,7 +575,9 @@ def import_command(
         version_label=base_version,
         archive_paths=tuple(sdist or ()),
     )
-    with device_lock(options.build_dir / device, reporter, wait=not no_wait):
+    with device_locks(
+        options.build_dir, options.store, device, reporter, writes_store=True, wait=not no_wait
+    ):
         result = import_changes(options, reporter)
     for name in result.imported:
         reporter.info(f"new patch {name}")

@@ -17,16 +17,31 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .buildtree import TreeWork, read_record, side_work, uncommitted_files
+from .buildtree import (
+    TreeRecord,
+    TreeWork,
+    read_record,
+    side_work,
+    uncommitted_files,
+    write_record,
+)
 from .errors import DirtyTreeError, IntegrityError, StaleStoreError, UsageError
 from .faults import kill_point
 from .fsutil import exchange_paths, fsync_directory, new_file_mode
 from .gitops import Git, user_identity
 from .report import Reporter
-from .store import SERIES_FILE, BaseRef, Store, parse_series, render_series
+from .store import (
+    SERIES_FILE,
+    BaseRef,
+    PatchSeries,
+    Store,
+    parse_series,
+    render_series,
+    series_digest,
+)
 
 FORMAT_PATCH_OPTIONS = (
     "--zero-commit",
@@ -271,6 +286,7 @@ class ExportOptions:
     commit_id: str | None = None
     check: bool = False
     message: str | None = None
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -293,6 +309,8 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
     git = Git(tree)
     committed = None
     dirty = uncommitted_files(git)
+    if not options.check:
+        _refuse_lost_update(git, tree, record, base, options, adds_commit=bool(dirty))
     if dirty:
         if options.message is None or options.check:
             raise DirtyTreeError(
@@ -329,4 +347,42 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
         return ExportResult(plan=plan, committed=committed, written=False)
     if not plan.is_noop:
         write_plan(plan)
+    remember_series(tree, record, parse_series(base))
     return ExportResult(plan=plan, committed=committed, written=not plan.is_noop)
+
+
+def _refuse_lost_update(
+    git: Git,
+    tree: Path,
+    record: TreeRecord,
+    base: BaseRef,
+    options: ExportOptions,
+    adds_commit: bool,
+) -> None:
+    """An export replaces the store's series with the tree's. If the series
+    changed since this tree last read or wrote it (an export from another build
+    folder, a pull of the store), that would silently drop the other change,
+    unless the store already holds exactly this tree's series (a run killed
+    after it wrote the store, before it noted so in the tree)."""
+    if not record.store_digest or options.force:
+        return
+    if series_digest(parse_series(base)) == record.store_digest:
+        return
+    if not adds_commit and plan_export(base, render_patches(git, record.base_commit)).is_noop:
+        return
+    raise StaleStoreError(
+        f"the store's series in {base.path} changed since the build tree {tree} last "
+        "read or wrote it (an export from another build folder, a pull, or an edit); "
+        "exporting now would drop those changes",
+        hint=f"Keep both: `patchtool unpatch --device-type {options.device} --force` "
+        "makes a tree of the current series and keeps this one in a backup folder, "
+        "from which you cherry-pick your commits. Or pass --force to replace the "
+        "store's series with this tree's.",
+    )
+
+
+def remember_series(tree: Path, record: TreeRecord, series: PatchSeries) -> None:
+    """Record in the tree which state of the store's series it now matches."""
+    digest = series_digest(series)
+    if digest != record.store_digest:
+        write_record(tree, replace(record, store_digest=digest))

@@ -31,6 +31,57 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+# Code points HFS+ ignores in names (git's is_hfs_dotgit list): ".g\u200cit" is ".git".
+_HFS_IGNORED = frozenset(
+    [0x200C, 0x200D, 0x200E, 0x200F, 0xFEFF, *range(0x202A, 0x202F), *range(0x206A, 0x2070)]
+)
+
+
+def folds_to(component: str, name: str) -> bool:
+    """Whether a path component names `name` (".git", ".gitmodules") on some file
+    system git protects against: case-insensitive, HFS+ (ignorable code points),
+    NTFS (trailing dots and spaces, an alternate data stream such as
+    `::$INDEX_ALLOCATION`, the 8.3 short name such as `GIT~1`)."""
+    hfs = "".join(c for c in component if ord(c) not in _HFS_IGNORED).casefold()
+    if hfs == name:
+        return True
+    ntfs = component.split(":", 1)[0].rstrip(" .").casefold()
+    if ntfs == name:
+        return True
+    short = name.lstrip(".")[:6] + "~1"
+    return ntfs == short
+
+
+def path_problem(path: str) -> str | None:
+    """Why a path inside a tree is unsafe to write (None when it is fine): empty,
+    absolute, climbing, an empty or '.' component, a backslash (a separator on
+    Windows), or a `.git` component in any spelling."""
+    if path == "":
+        return "is empty"
+    if path.startswith("/"):
+        return "is absolute"
+    parts = path.split("/")
+    if ".." in parts:
+        return "climbs out of the tree with '..'"
+    if "" in parts or "." in parts:
+        return "has an empty or '.' component"
+    if "\\" in path:
+        return "holds a backslash, a path separator on Windows"
+    if any(folds_to(part, ".git") for part in parts):
+        return "points into .git"
+    return None
+
+
+def check_relative_path(where: str, path: str) -> str:
+    """A path a store file names inside the build tree (env.sh, a required file)."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise UnsafeInputError(
+            f"{where} {path!r} {problem}", hint="Name a file inside the tree, relative to it."
+        )
+    return path
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old or the new file, never a mix."""
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -42,6 +42,10 @@ _LEAKY_VARIABLES = (
     "GIT_EXTERNAL_DIFF",
     "GIT_DIFF_OPTS",
     "GIT_PAGER",
+    "GIT_COMMON_DIR",
+    # Overrides protocol.allow from the environment: the allowed transports are pinned.
+    "GIT_ALLOW_PROTOCOL",
+    "GIT_PROTOCOL_FROM_USER",
 )
 
 
@@ -74,6 +78,15 @@ def tool_identity(date: str) -> dict[str, str]:
         "GIT_COMMITTER_DATE": date,
     }
 
+
+# The transports a URL from a store file may use (store.GitUrl allows the same
+# schemes): everything else, `ext::` and `fd::` above all, is never allowed.
+ALLOWED_PROTOCOLS = ("https", "ssh", "git", "file")
+PROTOCOL_CONFIG = (
+    "-c",
+    "protocol.allow=never",
+    *(item for name in ALLOWED_PROTOCOLS for item in ("-c", f"protocol.{name}.allow=always")),
+)
 
 # Options pinned on every call, so output does not depend on git defaults
 # that a repository-local config could change.
@@ -120,8 +133,14 @@ _PINNED_CONFIG = (
     "am.threeWay=false",
     "-c",
     "am.keepcr=true",
+    # Refuse `.git` in every spelling that HFS+ and NTFS would fold to it, on
+    # every call, not only on the file systems that need it: a store reviewed on
+    # Linux is checked out on macOS and Windows too.
     "-c",
-    "protocol.file.allow=always",
+    "core.protectHFS=true",
+    "-c",
+    "core.protectNTFS=true",
+    *PROTOCOL_CONFIG,
 )
 
 
@@ -232,9 +251,19 @@ def user_identity(cwd: Path) -> dict[str, str] | None:
 
 def run_plain(args: Sequence[str], cwd: Path) -> GitResult:
     """A git call that must see the user's own configuration (e.g. remote URLs with
-    credential helpers or proxies for `git fetch` from their mirror)."""
+    credential helpers or proxies for `git fetch` from their mirror). The allowed
+    transports and the `.git` spellings are still pinned: those are not the
+    user's to widen for a URL that came from a store file."""
     completed = subprocess.run(
-        ["git", *args],
+        [
+            "git",
+            *PROTOCOL_CONFIG,
+            "-c",
+            "core.protectHFS=true",
+            "-c",
+            "core.protectNTFS=true",
+            *args,
+        ],
         cwd=cwd,
         capture_output=True,
         check=False,

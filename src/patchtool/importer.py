@@ -28,8 +28,15 @@ from pathlib import Path
 
 from .apply import describe_failure
 from .buildtree import TreeLocation, read_record
-from .errors import ConflictError, IntegrityError, NotFoundError, PatchtoolError, UsageError
-from .export import plan_export, render_patches, write_plan
+from .errors import (
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    PatchtoolError,
+    UnsafeInputError,
+    UsageError,
+)
+from .export import plan_export, remember_series, render_patches, write_plan
 from .fsutil import atomic_write, check_name
 from .gitops import Git, tool_identity, user_identity
 from .report import Reporter
@@ -37,7 +44,9 @@ from .store import (
     DEVICE_FILE,
     SERIES_FILE,
     BaseRef,
+    PatchLimits,
     Store,
+    parse_series,
     render_base,
     render_series,
     toml_string,
@@ -201,49 +210,19 @@ def _read_mbox(path: Path, origin: str, strip: int) -> list[Change]:
 # --------------------------------------------------------------------------- checks
 
 
-def _touched_paths(git: Git, patch: Path, strip: int) -> list[tuple[str | None, str | None]]:
-    """(old, new) paths git will read and write, after -p stripping: git's own parse."""
-    numstat = git.run("apply", f"-p{strip}", "--numstat", "-z", str(patch), check=False)
-    if numstat.returncode != 0:
-        raise IntegrityError(
-            f"{patch.name}: git cannot read it as a patch:\n{numstat.stderr.strip()}"
-        )
-    fields = numstat.stdout.split(b"\0")
-    pairs: list[tuple[str | None, str | None]] = []
-    index = 0
-    while index < len(fields) and fields[index]:
-        entry = fields[index].split(b"\t")
-        if len(entry) >= 3 and entry[2]:
-            name = entry[2].decode("utf-8", "surrogateescape")
-            pairs.append((name, name))
-            index += 1
-        else:  # a rename or copy: the names follow as two fields
-            old = fields[index + 1].decode("utf-8", "surrogateescape")
-            new = fields[index + 2].decode("utf-8", "surrogateescape")
-            pairs.append((old, new))
-            index += 3
-    return pairs
+def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimits) -> None:
+    """Refuse a change that is too large, or names a path outside the tree or in
+    .git, by the paths git itself reads from it (before it is applied)."""
+    from .safety import check_size, judge_paths, paths_git_reads
 
-
-def check_change_paths(git: Git, patch: Path, change: Change, symlinks: set[str]) -> None:
-    """Refuse a change that would reach outside the tree, into .git or through a
-    symlink, with the same rules `unpatch` applies to the store's patches."""
-    from .safety import FileChange, ParsedPatch, check_patch
-
-    files = [
-        FileChange(line=number, old_path=old, new_path=new)
-        for number, (old, new) in enumerate(_touched_paths(git, patch, change.strip), start=1)
-    ]
-    if not files:
-        raise IntegrityError(
-            f"{change.origin}: holds no change to any file",
-            hint="Leave it out; nothing was imported.",
-        )
     try:
-        check_patch(ParsedPatch(Path(change.origin), b"", files), symlinks)
+        check_size(change.origin, change.diff, limits)
+        paths = paths_git_reads(git, patch, change.strip)
+        if not paths:
+            raise IntegrityError(f"{change.origin}: holds no change to any file")
+        judge_paths(change.origin, paths)
     except PatchtoolError as error:
-        # safety names a line of a store file; here the count is of files in the change
-        message = error.message.replace(": line ", ": file #", 1)
+        message = error.message.replace(f"patch {patch}", change.origin)
         raise type(error)(message, hint="Nothing was imported.") from error
 
 
@@ -370,26 +349,36 @@ def _identity(change: Change, options: ImportOptions, tree: Path) -> dict[str, s
 def _import_into(
     options: ImportOptions, base: BaseRef, changes: list[Change], reporter: Reporter
 ) -> list[str]:
-    from .safety import check_patch_file, tree_symlinks
+    from .safety import TreeJudge, git_refusal
 
     tree = _ready_tree(options, base, reporter)
+    limits = options.store.device(options.device).limits
     git = Git(tree, env=_COMMITTER)
     start = git.text("rev-parse", "HEAD")
     reporter.step(f"importing {len(changes)} change(s) onto {base.base_id} in {tree}")
     try:
         with tempfile.TemporaryDirectory(prefix="patchtool-import-") as folder:
-            links = tree_symlinks(git)
+            judge = TreeJudge(git, start, f"the build tree {tree}")
             for number, change in enumerate(changes, start=1):
                 patch = Path(folder, f"{number:05d}.patch")
                 patch.write_bytes(change.diff)
-                check_change_paths(git, patch, change, links)
-                applied = git.run("apply", f"-p{change.strip}", "--index", str(patch), check=False)
+                check_change_paths(git, patch, change, limits)
+                applied = git.run(
+                    "apply", f"-p{change.strip}", "--index", "--", str(patch), check=False
+                )
                 if applied.returncode != 0:
+                    refusal = git_refusal(applied.stderr)
+                    if refusal is not None:
+                        raise UnsafeInputError(
+                            f"{change.origin}: path {refusal[0]!r} {refusal[1]}",
+                            hint="Nothing was imported.",
+                        )
                     verbose = git.run(
                         "apply",
                         f"-p{change.strip}",
                         "--check",
                         "--verbose",
+                        "--",
                         str(patch),
                         check=False,
                     )
@@ -414,18 +403,15 @@ def _import_into(
                     input=message.encode("utf-8"),
                     env=_identity(change, options, tree),
                 )
-                links = tree_symlinks(git)
+            # What git made of the changes, judged as unpatch judges a series.
+            commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
+            judge.judge_commits(git, commits, [c.origin for c in changes])
             patches = render_patches(git, base.commit)
             stored = {p.read_bytes() for p in base.path.iterdir() if p.is_file()}
             fresh = [p for p in patches if p.data not in stored]
-            base_links = tree_symlinks(git, base.commit)
-            for rendered in patches:
-                path = Path(folder, "check", rendered.name)
-                path.parent.mkdir(exist_ok=True)
-                path.write_bytes(rendered.data)
-                base_links = check_patch_file(path, base_links)
     except BaseException:
         git.run("reset", "--quiet", "--hard", start, check=False)
         raise
     write_plan(plan_export(base, patches))
+    remember_series(tree, read_record(tree), parse_series(base))
     return [p.name for p in fresh]

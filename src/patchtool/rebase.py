@@ -6,12 +6,26 @@ cherry-picked onto the new base one at a time, so that each gets its own
 outcome: applied unchanged (clean), merged by git (3-way), resolved by hand,
 dropped because upstream already holds it, or skipped on request.
 
-A conflict stops the run with the tree in a resumable state; the state lives in
-`.git/patchtool-rebase.json`. The store is written only when the last patch is
-in: a new base folder (base.toml, series, patches, rebase-report.md) appears
-atomically next to the old one, which is never touched, so both releases stay
-buildable. `--abort` returns the tree to what it was and leaves the store as it
-was (nothing of the new base was written yet).
+A conflict stops the run with the tree in a resumable state. The state lives
+beside the tree, in `<dir>/<device>/.patchtool-rebase-<project>.json` (the
+device folder is patchtool's own; a tree the rebase creates does not exist yet
+when the state must first be written). It is written before the tree is
+touched and moves through three phases: "starting" (what `--abort` needs to
+put the tree back), "picking" (the patches, one at a time) and "finishing"
+(the new base folder is staged; its digest is recorded before it is renamed
+into the store). The rebase marks the tree it works in (`.git/patchtool-rebase-id`)
+before it changes anything there, so a tree replaced since (`unpatch --force`)
+is never "restored" by mistake.
+
+The store is written only when the last patch is in: a new base folder
+(base.toml, series, patches, rebase-report.md) appears atomically next to the
+old one, which is never touched, so both releases stay buildable. `--abort`
+returns the tree to what it was and the store too (a new base folder this
+rebase already renamed into place, unchanged since, is removed).
+
+A run killed at any point (see the `rebase:*` kill points) leaves a state that
+`--abort` undoes and, once the patches are being picked, `--continue` resumes.
+Lock files a killed git left in the tree are reported, never deleted.
 
 This module never prints; it raises `PatchtoolError`s and reports progress
 through a `Reporter`.
@@ -23,21 +37,35 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .buildtree import BASE_REF, BASE_TAG, TreeLocation, TreeRecord, write_record
+from .buildtree import (
+    BASE_REF,
+    BASE_TAG,
+    METADATA_FILE,
+    TRASH_PREFIX,
+    TreeLocation,
+    TreeRecord,
+    git_lock_files,
+    new_stage,
+    recover_interrupted,
+    write_record,
+)
 from .errors import (
     ConflictError,
     DirtyTreeError,
     IntegrityError,
+    LockedError,
     NotFoundError,
     UsageError,
 )
 from .export import plan_export, render_patches, write_plan
+from .faults import kill_point
 from .fsutil import atomic_write, check_name, fsync_directory
 from .gitops import Git, tool_identity
 from .report import Reporter
@@ -46,15 +74,22 @@ from .store import (
     SERIES_FILE,
     BaseRef,
     GitSource,
+    GitUrl,
     PypiSource,
     Store,
     parse_series,
     render_base,
     render_series,
+    series_digest,
 )
 from .upstream import BaseCache, base_ref_name, ensure_base
 
-STATE_FILE = "patchtool-rebase.json"
+# The state file, in the device's build folder: STATE_PREFIX + project + STATE_SUFFIX.
+STATE_PREFIX = ".patchtool-rebase-"
+STATE_SUFFIX = ".json"
+# In the tree's .git: the id of the rebase that may change this tree.
+MARKER_FILE = "patchtool-rebase-id"
+STARTING, PICKING, FINISHING = "starting", "picking", "finishing"
 REPORT_FILE = "rebase-report.md"
 OLD_BASE_REF = "refs/patchtool/rebase/old-base"
 OLD_TIP_REF = "refs/patchtool/rebase/old-tip"
@@ -102,7 +137,10 @@ def parse_onto(text: str, project: str | None, version_label: str | None = None)
             )
         version = version_label or commit[:12]
         check_name("base version", version)
-        return NewBaseSpec(project, version, git_url=url, git_commit=commit)
+        parsed = GitUrl(url)
+        if parsed.kind == "path":  # given on the command line: from the current folder
+            parsed = GitUrl(parsed.location(Path.cwd()))
+        return NewBaseSpec(project, version, git_url=str(parsed), git_commit=commit)
     name, separator, version = text.partition("==")
     if not separator:
         name, version = project, text
@@ -135,7 +173,7 @@ def resolve_new_base(
             spec.project,
             spec.version,
             spec.git_commit,
-            GitSource(spec.git_url),
+            GitSource(GitUrl(spec.git_url)),
             folder,
         )
         ensure_base(base, cache, reporter, archive_paths)
@@ -238,6 +276,14 @@ class RebaseState:
     patches: list[PatchState]
     position: int = 0
     pick_from: str | None = None  # HEAD before the patch at `position` was picked
+    phase: str = PICKING  # STARTING, PICKING or FINISHING
+    rebase_id: str = ""  # also in the tree's .git/MARKER_FILE once the tree is touched
+    # The refs the rebase may move, as they were (None: absent): restored by --abort.
+    saved_refs: dict[str, str | None] = field(default_factory=dict)
+    # True while patchtool itself runs the cherry-pick of the patch at `position`:
+    # still True on --continue means that run was killed, not stopped by a conflict.
+    pick_running: bool = False
+    folder_digest: str | None = None  # the staged new base folder (FINISHING)
 
     @property
     def new_base_ref(self) -> BaseRef:
@@ -247,12 +293,25 @@ class RebaseState:
         if source_data["kind"] == "pypi":
             source = PypiSource(source_data["filename"], source_data["sha256"])
         else:
-            source = GitSource(source_data["url"])
+            source = GitSource(GitUrl(source_data["url"]))
         return BaseRef(source=source, path=Path(data.pop("path")), **data)
+
+    @property
+    def onto_text(self) -> str:
+        """The `--onto` (and `--base-version`) that starts this rebase again."""
+        source = self.new_base["source"]
+        if source["kind"] == "git":
+            return (
+                f"git+{source['url']}@{self.new_base['commit']} "
+                f"--base-version {self.new_base['version']}"
+            )
+        return str(self.new_base["version"])
 
 
 def _state_path(tree: Path) -> Path:
-    return tree / ".git" / STATE_FILE
+    """`<dir>/<device>/.patchtool-rebase-<project>.json`: beside the tree, not in it,
+    so that it can be written before the tree exists and survives a half-made one."""
+    return tree.parent / f"{STATE_PREFIX}{tree.name}{STATE_SUFFIX}"
 
 
 def _save_state(tree: Path, state: RebaseState) -> None:
@@ -281,6 +340,35 @@ def _load_state(tree: Path) -> RebaseState:
 
 def rebase_in_progress(tree: Path) -> bool:
     return _state_path(tree).is_file()
+
+
+def _marker_path(tree: Path) -> Path:
+    return tree / ".git" / MARKER_FILE
+
+
+def _mark_tree(tree: Path, state: RebaseState) -> None:
+    atomic_write(_marker_path(tree), (state.rebase_id + "\n").encode())
+
+
+def _owns_tree(tree: Path, state: RebaseState) -> bool:
+    """Whether `tree` is the one this rebase changed: it carries the rebase's id.
+    A tree without it was not touched yet, or was replaced since the start."""
+    try:
+        return _marker_path(tree).read_text("utf-8").strip() == state.rebase_id
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _check_git_locks(tree: Path) -> None:
+    locks = git_lock_files(tree) if (tree / ".git").is_dir() else []
+    if locks:
+        named = ", ".join(locks)
+        raise LockedError(
+            f"a git command was killed, or is still running, in the build tree {tree}: "
+            f"it left {named}",
+            hint=f"If no git command is running there, delete {named} and run the same "
+            "patchtool command again.",
+        )
 
 
 # --------------------------------------------------------------------------- options and results
@@ -312,47 +400,79 @@ class RebaseResult:
 def rebase(options: RebaseOptions, reporter: Reporter) -> RebaseResult:
     """Start, continue, skip or abort a rebase (the caller holds the device lock)."""
     device = options.store.device(options.device)
+    # With the lock held no live run owns a staging or trash folder there.
+    recover_interrupted(options.build_dir / check_name("device", device.name), reporter)
     if options.action == "start":
         if options.onto is None:
             raise UsageError("rebase needs --onto NEW-BASE (a version, or git+URL@COMMIT)")
         old = options.store.resolve_base(device.name, options.commit_id)
         tree = TreeLocation(options.build_dir, device.name, old.project).tree
+        _check_git_locks(tree)
         state = _start(options, old, tree, reporter)
     else:
         tree = _find_rebasing_tree(options.build_dir, device.name)
+        _check_git_locks(tree)
         state = _load_state(tree)
         if options.action == "abort":
             _abort(tree, state, reporter)
             return RebaseResult(tree, state.old_base_id, None, (), None)
+        _check_resumable(tree, state)
         if options.action == "skip":
             _skip_current(tree, state, reporter)
         else:
             _continue_current(tree, state, options.note, reporter)
     _pick_remaining(tree, state, reporter)
-    return _finish(tree, state, options.store, reporter)
+    return _finish(tree, state, reporter)
 
 
 def _find_rebasing_tree(build_dir: Path, device: str) -> Path:
     device_dir = build_dir / check_name("device", device)
-    trees = (
-        sorted(p for p in device_dir.iterdir() if _state_path(p).is_file())
+    states = (
+        sorted(
+            p
+            for p in device_dir.glob(f"{STATE_PREFIX}*{STATE_SUFFIX}")
+            if p.is_file() and len(p.name) > len(STATE_PREFIX) + len(STATE_SUFFIX)
+        )
         if device_dir.is_dir()
         else []
     )
-    if not trees:
+    if not states:
         raise UsageError(
             f"no rebase is in progress for device {device!r} under {device_dir}",
             hint=f"Start one with `patchtool rebase -d {device} --onto VERSION`.",
         )
-    return trees[0]
+    project = states[0].name[len(STATE_PREFIX) : -len(STATE_SUFFIX)]
+    return device_dir / check_name("project", project)
+
+
+def _check_resumable(tree: Path, state: RebaseState) -> None:
+    """--continue and --skip need a start that got to its patches, in this tree."""
+    device = state.device
+    if state.phase == STARTING:
+        new = state.new_base
+        raise UsageError(
+            f"the start of the rebase of {device} from {state.old_base_id} onto "
+            f"{new['project']} {new['version']} was interrupted before its patches were "
+            f"picked: there is nothing to continue in {tree}",
+            hint=f"Run `patchtool rebase -d {device} --abort` (it puts the build tree back "
+            f"as it was), then start again with `patchtool rebase -d {device} "
+            f"-c {state.old_base_id} --onto {state.onto_text}`.",
+        )
+    if not _owns_tree(tree, state):
+        raise UsageError(
+            f"the build tree {tree} is not the one this rebase worked in: it was replaced "
+            "or removed after the rebase started",
+            hint=f"Run `patchtool rebase -d {device} --abort` to drop the rebase; "
+            "it leaves that tree as it is.",
+        )
 
 
 # --------------------------------------------------------------------------- start
 
 
 def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter) -> RebaseState:
-    from .apply import _checkout_base, _existing_work
-    from .safety import check_series, tree_symlinks
+    from .apply import apply_series, existing_work
+    from .safety import TreeJudge
 
     if rebase_in_progress(tree):
         raise UsageError(
@@ -360,7 +480,8 @@ def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter)
             hint=f"Go on with `patchtool rebase -d {options.device} --continue`, "
             "or --skip / --abort.",
         )
-    work = _existing_work(tree, options.store, options.device)
+    work = existing_work(tree, options.store, options.device)
+    limits = options.store.device(options.device).limits
     if work:
         raise DirtyTreeError(
             f"the build tree {tree} holds work that exists nowhere else:\n  {work}",
@@ -387,61 +508,21 @@ def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter)
 
     existed = tree.exists()
     saved_branch = saved_head = saved_record = None
+    saved_refs: dict[str, str | None] = {}
     if existed:
         git = Git(tree)
         branch = git.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         saved_branch = branch.text.strip() if branch.returncode == 0 else None
         saved_head = git.text("rev-parse", "HEAD")
-        saved_record = (tree / ".git" / "patchtool.json").read_text("utf-8")
-    else:
-        tree.parent.mkdir(parents=True, exist_ok=True)
-        reporter.step(f"checking out {old.label} ({old.commit[:12]})")
-        _checkout_base(old_repository, tree, old, old.device)
-        write_record(
-            tree, TreeRecord(old.device, old.base_id, old.project, old.version, old.commit)
-        )
-    git = Git(tree, env=_COMMITTER)
-    try:
-        for repository, commit, ref in (
-            (old_repository, old.commit, OLD_BASE_REF),
-            (new_repository, new.commit, NEW_BASE_REF),
-        ):
-            git.run(
-                "fetch", "--quiet", "--no-tags", str(repository), f"+{base_ref_name(commit)}:{ref}"
-            )
-        check_series(series, tree_symlinks(git, old.commit))
-        reporter.step(f"applying {len(series.entries)} patch(es) of {old.base_id} on {old.label}")
-        git.run("checkout", "--quiet", "--force", "--detach", old.commit)
-        if series.entries:
-            result = git.run(
-                "am",
-                "--keep-cr",
-                "--committer-date-is-author-date",
-                "--quiet",
-                "--no-3way",
-                *map(str, series.paths()),
-                check=False,
-            )
-            if result.returncode != 0:
-                git.run("am", "--abort", check=False)
-                raise ConflictError(
-                    f"the series of {old.base_id} does not apply to its own base:\n{result.stderr}",
-                    hint="Fix the store first: "
-                    f"`patchtool unpatch -d {old.device} -c {old.base_id}` "
-                    "shows which patch fails.",
-                )
-        git.run("update-ref", OLD_TIP_REF, "HEAD")
-        commits = git.lines("rev-list", "--reverse", f"{old.commit}..HEAD")
-        subjects = [git.text("log", "-1", "--format=%s", c) for c in commits]
-        reporter.step(f"checking out {new.label} ({new.commit[:12]})")
-        git.run("checkout", "--quiet", "--force", "--detach", new.commit)
-    except BaseException:
-        _restore_tree(tree, existed, saved_branch, saved_head, saved_record)
-        raise
+        saved_record = (tree / ".git" / METADATA_FILE).read_bytes().decode("utf-8")
+        for ref in _moved_refs(old.device):
+            saved_refs[ref] = _ref_value(git, ref)
     new_data = asdict(new)
     new_data["path"] = str(new.path)
     new_data["source"] = asdict(new.source)
     header = [line.replace(old.version, new.version) for line in series.header]
+    # Written before the tree is touched: whatever happens next, --abort finds
+    # what it needs to put the tree back (or to remove a tree this run made).
     state = RebaseState(
         device=old.device,
         store=str(options.store.root),
@@ -453,13 +534,91 @@ def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter)
         saved_head=saved_head,
         saved_record=saved_record,
         series_header=header,
-        patches=[
-            PatchState(e.name, s, c)
-            for e, s, c in zip(series.entries, subjects, commits, strict=True)
-        ],
+        patches=[],
+        phase=STARTING,
+        rebase_id=secrets.token_hex(8),
+        saved_refs=saved_refs,
     )
     _save_state(tree, state)
+    try:
+        if existed:
+            _mark_tree(tree, state)
+        kill_point("rebase:state-saved")
+        if not existed:
+            reporter.step(f"checking out {old.label} ({old.commit[:12]})")
+            _create_tree(old_repository, tree, old, state)
+            kill_point("rebase:tree-created")
+        git = Git(tree, env=_COMMITTER)
+        for repository, commit, ref in (
+            (old_repository, old.commit, OLD_BASE_REF),
+            (new_repository, new.commit, NEW_BASE_REF),
+        ):
+            git.run(
+                "fetch", "--quiet", "--no-tags", str(repository), f"+{base_ref_name(commit)}:{ref}"
+            )
+        kill_point("rebase:fetched")
+        # Both bases are judged before either is checked out; the old series is
+        # applied and judged as unpatch does it (apply.apply_series).
+        judge = TreeJudge(git, old.commit, f"base {old.label}")
+        TreeJudge(git, new.commit, f"base {new.label}")
+        reporter.step(f"applying {len(series.entries)} patch(es) of {old.base_id} on {old.label}")
+        git.run("checkout", "--quiet", "--force", "--detach", old.commit)
+        try:
+            apply_series(tree, series, judge, limits, False, reporter)
+        except ConflictError as error:
+            raise ConflictError(
+                f"the series of {old.base_id} does not apply to its own base:\n{error.message}",
+                hint="Fix the store first: "
+                f"`patchtool unpatch -d {old.device} -c {old.base_id}` "
+                "shows which patch fails.",
+            ) from None
+        kill_point("rebase:applied-old-series")
+        git.run("update-ref", OLD_TIP_REF, "HEAD")
+        commits = git.lines("rev-list", "--reverse", f"{old.commit}..HEAD")
+        subjects = [git.text("log", "-1", "--format=%s", c) for c in commits]
+        reporter.step(f"checking out {new.label} ({new.commit[:12]})")
+        git.run("checkout", "--quiet", "--force", "--detach", new.commit)
+        kill_point("rebase:checked-out-new")
+    except BaseException:
+        _restore_tree(tree, state, reporter)
+        raise
+    state.patches = [
+        PatchState(e.name, s, c) for e, s, c in zip(series.entries, subjects, commits, strict=True)
+    ]
+    state.phase = PICKING
+    _save_state(tree, state)
     return state
+
+
+def _moved_refs(device: str) -> tuple[str, ...]:
+    """The refs besides HEAD and the rebase's own that a rebase moves (in _finish)."""
+    return (BASE_REF, f"refs/tags/{BASE_TAG}", f"refs/heads/{device}")
+
+
+def _ref_value(git: Git, ref: str) -> str | None:
+    """The object a ref names, not peeled (an annotated tag stays the tag object)."""
+    result = git.run("rev-parse", "--verify", "--quiet", ref, check=False)
+    return result.text.strip() if result.returncode == 0 else None
+
+
+def _create_tree(repository: Path, tree: Path, old: BaseRef, state: RebaseState) -> None:
+    """The old base's tree, made in a staging folder and renamed into place with
+    the rebase's mark already in it: a kill leaves no tree or a whole marked one
+    (a staging folder left behind is removed by the next run's recovery)."""
+    from .apply import checkout_base
+
+    stage = new_stage(tree.parent)
+    try:
+        staged = stage / tree.name
+        checkout_base(repository, staged, old, old.device)
+        write_record(
+            staged, TreeRecord(old.device, old.base_id, old.project, old.version, old.commit)
+        )
+        _mark_tree(staged, state)
+        os.rename(staged, tree)
+        fsync_directory(tree.parent)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- picking
@@ -471,15 +630,19 @@ def _pick_remaining(tree: Path, state: RebaseState, reporter: Reporter) -> None:
     while state.position < total:
         patch = state.patches[state.position]
         state.pick_from = git.text("rev-parse", "HEAD")
+        state.pick_running = True
         _save_state(tree, state)
         reporter.step(f"[{state.position + 1}/{total}] {patch.name}")
         result = git.run("cherry-pick", "--allow-empty-message", patch.old_commit, check=False)
+        kill_point("rebase:picked")
+        kill_point(f"rebase:picked:{state.position + 1}")
         if result.returncode == 0:
             patch.outcome, patch.new_commit = _PICKED, git.text("rev-parse", "HEAD")
         else:
             unmerged = _unmerged(git)
             if unmerged:
                 patch.conflicts = [_describe_conflict(tree, path) for path in unmerged]
+                state.pick_running = False  # stopped for the user, not killed
                 _save_state(tree, state)
                 raise _conflict_error(state, patch, tree)
             if "is now empty" not in result.stderr + result.text:
@@ -492,6 +655,7 @@ def _pick_remaining(tree: Path, state: RebaseState, reporter: Reporter) -> None:
             reporter.info(f"{patch.name}: already upstream in {state.new_base['version']}; dropped")
         state.position += 1
         state.pick_from = None
+        state.pick_running = False
         _save_state(tree, state)
 
 
@@ -549,6 +713,15 @@ def _continue_current(tree: Path, state: RebaseState, note: str | None, reporter
         return
     git = Git(tree, env=_COMMITTER)
     patch = state.patches[state.position]
+    if state.pick_running:
+        # patchtool was killed while it picked this patch: whatever the pick left
+        # (CHERRY_PICK_HEAD, a half-merged index, a commit) is undone, and
+        # _pick_remaining picks the patch again, exactly as an unbroken run would.
+        reporter.info(f"{patch.name}: its pick was interrupted; picking it again")
+        _undo_pick(git, state)
+        state.pick_running = False
+        _save_state(tree, state)
+        return
     picking = git.rev_parse("CHERRY_PICK_HEAD") is not None
     if picking:
         unmerged = _unmerged(git)
@@ -614,13 +787,19 @@ def _skip_current(tree: Path, state: RebaseState, reporter: Reporter) -> None:
         return
     git = Git(tree, env=_COMMITTER)
     patch = state.patches[state.position]
-    git.run("cherry-pick", "--quit", check=False)
-    git.run("reset", "--quiet", "--hard", state.pick_from or "HEAD")
+    _undo_pick(git, state)
     patch.outcome = SKIPPED
     reporter.warn(f"{patch.name}: skipped; it is not in the new series")
     state.position += 1
     state.pick_from = None
+    state.pick_running = False
     _save_state(tree, state)
+
+
+def _undo_pick(git: Git, state: RebaseState) -> None:
+    """Back to HEAD as it was before the patch at `position` was picked."""
+    git.run("cherry-pick", "--quit", check=False)
+    git.run("reset", "--quiet", "--hard", state.pick_from or "HEAD")
 
 
 # --------------------------------------------------------------------------- abort
@@ -628,42 +807,147 @@ def _skip_current(tree: Path, state: RebaseState, reporter: Reporter) -> None:
 
 def _abort(tree: Path, state: RebaseState, reporter: Reporter) -> None:
     reporter.step(f"aborting the rebase in {tree}")
-    _restore_tree(
-        tree, state.tree_existed, state.saved_branch, state.saved_head, state.saved_record
-    )
+    new = state.new_base_ref
+    staging = _store_staging(new, state)
+    shutil.rmtree(staging, ignore_errors=True)
+    if state.folder_digest is not None and _folder_digest(new.path) == state.folder_digest:
+        # Killed after the new base folder was renamed into the store, before the
+        # rebase ended: it holds exactly what this rebase wrote, so it goes.
+        reporter.step(f"removing {new.path}, written by this unfinished rebase")
+        os.rename(new.path, staging)
+        fsync_directory(new.path.parent)
+        shutil.rmtree(staging, ignore_errors=True)
+    elif state.folder_digest is not None and new.path.exists():
+        reporter.warn(f"{new.path} is not what this rebase wrote; it is left as it is")
+    _restore_tree(tree, state, reporter)
 
 
-def _restore_tree(
-    tree: Path, existed: bool, branch: str | None, head: str | None, record: str | None
-) -> None:
-    if not existed:
-        shutil.rmtree(tree, ignore_errors=True)
+def _restore_tree(tree: Path, state: RebaseState, reporter: Reporter) -> None:
+    """Put the tree back as it was before the rebase (remove it if the rebase made
+    it), then drop the state. Every step can be repeated, so a kill here is undone
+    by the next --abort."""
+    if not _owns_tree(tree, state):
+        if tree.exists():
+            reporter.warn(
+                f"{tree} was not changed by this rebase, or was replaced since; it is left as it is"
+            )
+        _state_path(tree).unlink(missing_ok=True)
+        return
+    if not state.tree_existed:
+        # One rename takes the whole tree away; the next run's recovery removes
+        # the trash folder if this one is killed before it does.
+        trash = tree.with_name(f"{TRASH_PREFIX}{os.getpid()}-{state.rebase_id}")
+        os.rename(tree, trash)
+        fsync_directory(tree.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+        _state_path(tree).unlink(missing_ok=True)
         return
     git = Git(tree)
     git.run("cherry-pick", "--quit", check=False)
     git.run("am", "--abort", check=False)
+    head = state.saved_head
     assert head is not None
-    if branch is not None:
-        git.run("checkout", "--quiet", "--force", branch)
-    else:
-        git.run("checkout", "--quiet", "--force", "--detach", head)
-    git.run("reset", "--quiet", "--hard", head)
+    git.run("checkout", "--quiet", "--force", "--detach", head)
+    for ref, value in state.saved_refs.items():
+        if value is None:
+            git.run("update-ref", "-d", ref, check=False)
+        else:
+            git.run("update-ref", ref, value)
     for ref in (OLD_BASE_REF, OLD_TIP_REF, NEW_BASE_REF):
         git.run("update-ref", "-d", ref, check=False)
-    if record is not None:
-        (tree / ".git" / "patchtool.json").write_text(record, "utf-8")
+    if state.saved_branch is not None:
+        git.run("checkout", "--quiet", "--force", state.saved_branch)
+    git.run("reset", "--quiet", "--hard", head)
+    if state.saved_record is not None:
+        atomic_write(tree / ".git" / METADATA_FILE, state.saved_record.encode("utf-8"))
     _state_path(tree).unlink(missing_ok=True)
+    _marker_path(tree).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- finish
 
 
-def _finish(tree: Path, state: RebaseState, store: Store, reporter: Reporter) -> RebaseResult:
+def _store_staging(new: BaseRef, state: RebaseState) -> Path:
+    """Where this rebase assembles the new base folder (and, on --abort, puts it
+    aside to remove it): hidden, beside the folder, named for this rebase alone."""
+    return new.path.with_name(f".{new.base_id}.patchtool-rebase-{state.rebase_id}")
+
+
+def _folder_digest(folder: Path) -> str | None:
+    """sha256 over every entry's name, kind, mode and bytes (None: no such folder)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix().encode("utf-8", "surrogateescape")
+        if path.is_symlink():
+            kind, data = b"link", os.fsencode(os.readlink(path))
+        elif path.is_file():
+            kind = b"exec" if os.access(path, os.X_OK) else b"file"
+            data = path.read_bytes()
+        else:
+            kind, data = b"dir", b""
+        digest.update(b"%s %d %s %d\0" % (kind, len(name), name, len(data)) + data)
+    return digest.hexdigest()
+
+
+def _finish(tree: Path, state: RebaseState, reporter: Reporter) -> RebaseResult:
     git = Git(tree, env=_COMMITTER)
     new = state.new_base_ref
+    staging = _store_staging(new, state)
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run of this rebase
+    written = state.folder_digest is not None and _folder_digest(new.path) == state.folder_digest
+    if state.phase == FINISHING and written:
+        # A killed run had renamed the folder into the store already: only the
+        # tree's steps below are left (each can be repeated).
+        reporter.step(f"{new.path} is already written; finishing the build tree")
+    else:
+        _write_new_base(git, tree, state, new, staging, reporter)
+    git.run("update-ref", BASE_REF, new.commit)
+    git.run("tag", "--force", BASE_TAG, new.commit)
+    git.run("checkout", "--quiet", "-B", state.device)
+    for ref in (OLD_BASE_REF, OLD_TIP_REF, NEW_BASE_REF):
+        git.run("update-ref", "-d", ref, check=False)
+    kill_point("rebase:tree-moved")
+    write_record(
+        tree,
+        TreeRecord(
+            state.device,
+            new.base_id,
+            new.project,
+            new.version,
+            new.commit,
+            series_digest(parse_series(new)),
+        ),
+    )
+    _state_path(tree).unlink(missing_ok=True)
+    _marker_path(tree).unlink(missing_ok=True)
+    return RebaseResult(
+        tree,
+        state.old_base_id,
+        new,
+        tuple((p.name, p.outcome or "") for p in state.patches),
+        new.path / REPORT_FILE,
+    )
+
+
+def _write_new_base(
+    git: Git, tree: Path, state: RebaseState, new: BaseRef, staging: Path, reporter: Reporter
+) -> None:
+    """Assemble the new base folder beside its place and rename it in. Its digest is
+    in the state before the rename, so a later run knows the folder for its own."""
+    from .safety import TreeJudge
+
+    # What the picks and the hand resolutions made is judged before the store sees it.
+    commits = git.lines("rev-list", "--reverse", f"{new.commit}..HEAD")
+    names = [p.name for p in state.patches if p.new_commit]
+    subjects = [f"patch {n} (rebased onto {new.label})" for n in names]
+    if len(subjects) != len(commits):
+        subjects = [f"commit {c[:12]} of the rebased series" for c in commits]
+    TreeJudge(git, new.commit, f"base {new.label}").judge_commits(git, commits, subjects)
     _classify_picked(git, state)
     reporter.step(f"exporting the new series into {new.path}")
-    staging = Path(tempfile.mkdtemp(prefix=".patchtool-rebase-", dir=store.root))
+    staging.mkdir()
     try:
         folder = staging / new.base_id
         folder.mkdir()
@@ -683,24 +967,14 @@ def _finish(tree: Path, state: RebaseState, store: Store, reporter: Reporter) ->
                 f"the base folder {new.path} appeared during the rebase",
                 hint="Move it away, then run --continue again.",
             )
+        state.phase, state.folder_digest = FINISHING, _folder_digest(folder)
+        _save_state(tree, state)
+        kill_point("rebase:before-store-write")
         os.rename(folder, new.path)
         fsync_directory(new.path.parent)
+        kill_point("rebase:store-written")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    git.run("update-ref", BASE_REF, new.commit)
-    git.run("tag", "--force", BASE_TAG, new.commit)
-    git.run("checkout", "--quiet", "-B", state.device)
-    for ref in (OLD_BASE_REF, OLD_TIP_REF, NEW_BASE_REF):
-        git.run("update-ref", "-d", ref, check=False)
-    write_record(tree, TreeRecord(state.device, new.base_id, new.project, new.version, new.commit))
-    _state_path(tree).unlink(missing_ok=True)
-    return RebaseResult(
-        tree,
-        state.old_base_id,
-        new,
-        tuple((p.name, p.outcome or "") for p in state.patches),
-        new.path / REPORT_FILE,
-    )
 
 
 def _patch_ids(git: Git, revisions: list[str]) -> dict[str, str]:

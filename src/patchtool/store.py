@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
+import stat
 import sys
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError, NotFoundError, UsageError
-from .fsutil import check_name
+from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError
+from .fsutil import check_name, check_relative_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +38,11 @@ SERIES_FILE = "series"
 PATCH_SUFFIX = ".patch"
 _FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A patch file named in `series`: one path component that no tool reads as an
+# option, a hidden file or a path (quilt's names such as 0001-Fix_it.patch fit).
+_PATCH_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@,=-]{0,199}$")
+# The small files of a store (device.toml, base.toml, series) are read whole.
+_SMALL_FILE_LIMIT = 1 << 20
 
 
 # --------------------------------------------------------------------------- data model
@@ -52,12 +60,25 @@ class BuildSettings:
 
 
 @dataclass(frozen=True)
+class PatchLimits:
+    """How large one patch of the device's series may be before it is refused
+    unread (exit 6). The defaults hold the largest real vendor patch seen (about
+    2 MB touching about 400 files) several times over; `[limits]` in device.toml
+    changes them."""
+
+    patch_bytes: int = 16 << 20
+    patch_files: int = 2000
+    patch_hunks: int = 20000
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     name: str
     display_name: str
     vendor: str
     build: BuildSettings
     path: Path
+    limits: PatchLimits = field(default_factory=PatchLimits)
 
 
 @dataclass(frozen=True)
@@ -69,12 +90,83 @@ class PypiSource:
     kind: str = "pypi"
 
 
+class GitUrl(str):
+    """A git repository's address from a store file or the command line, parsed.
+
+    Allowed: `https://`, `ssh://` (and `git+ssh://`), `git://` and `file://` URLs,
+    scp-like `user@host:path`, and plain local paths. Refused: anything git would
+    read as an option (a leading `-`, also in the host or user of an ssh address),
+    remote-helper syntax (`ext::...`, `fd::...`), other schemes, control
+    characters. gitops pins `protocol.allow` to the same schemes, and every git
+    call passes the URL after `--`.
+    """
+
+    SCHEMES = ("https", "ssh", "git+ssh", "ssh+git", "git", "file")
+    kind: str  # "url", "scp" or "path"
+
+    def __new__(cls, value: str) -> GitUrl:
+        problem = _git_url_problem(value)
+        if problem is not None:
+            raise UnsafeInputError(
+                f"git URL {value!r} {problem}",
+                hint="Use an https://, ssh://, git:// or file:// URL, user@host:path, "
+                "or a local path.",
+            )
+        url = super().__new__(cls, value)
+        scp = _SCP_LIKE.match(value)
+        is_scp = scp is not None and not (len(scp["host"]) == 1 and scp["host"].isalpha())
+        url.kind = "url" if "://" in value else ("scp" if is_scp else "path")
+        return url
+
+    def location(self, relative_to: Path) -> str:
+        """What git is given: a relative local path is taken from `relative_to`
+        (the base folder holding base.toml) and made absolute."""
+        if self.kind == "path" and not os.path.isabs(self):
+            return str((relative_to / str(self)).resolve())
+        return str(self)
+
+
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^/:]+):(?!//)")
+
+
+def _git_url_problem(value: str) -> str | None:
+    if not value:
+        return "is empty"
+    if value.startswith("-"):
+        return "starts with '-' (git would read it as an option)"
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        return "holds control characters"
+    head = value.split("/", 1)[0]
+    if "::" in head:
+        return "uses a remote helper ('<transport>::'), which could run commands"
+    if "://" in value:
+        parsed = urllib.parse.urlsplit(value)
+        scheme = parsed.scheme.lower()
+        if scheme not in GitUrl.SCHEMES:
+            return f"uses the scheme {scheme!r}; allowed: https, ssh, git, file"
+        netloc = parsed.netloc.rsplit("@", 1)
+        if any(part.startswith("-") for part in netloc):
+            return "has a host or user that starts with '-'"
+        if scheme != "file" and not parsed.hostname:
+            return "names no host"
+        return None
+    match = _SCP_LIKE.match(value)
+    drive = match is not None and len(match["host"]) == 1 and match["host"].isalpha()
+    if match and not drive and "-" in (match["host"][:1], (match["user"] or "")[:1]):
+        return "has a host or user that starts with '-'"
+    return None
+
+
 @dataclass(frozen=True)
 class GitSource:
     """A git repository (path or URL) holding `BaseRef.commit`."""
 
-    url: str
+    url: GitUrl
     kind: str = "git"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, GitUrl):
+            object.__setattr__(self, "url", GitUrl(self.url))
 
 
 @dataclass(frozen=True)
@@ -118,7 +210,8 @@ class PatchSeries:
 
 # --------------------------------------------------------------------------- schema checks
 
-_DEVICE_KEYS = {"display-name", "vendor", "build"}
+_DEVICE_KEYS = {"display-name", "vendor", "build", "limits"}
+_LIMIT_KEYS = {"patch-bytes", "patch-files", "patch-hunks"}
 _BUILD_KEYS = {"env-script", "env-args", "target-device", "required-files", "env-timeout"}
 _BASE_KEYS = {"project", "version", "commit", "source"}
 _PYPI_KEYS = {"type", "filename", "sha256"}
@@ -167,17 +260,54 @@ def _bounded_int(
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise IntegrityError(
-            f"{path}: key {where}{key!r} must be a whole number from {low} to {high}, "
-            f"not {value!r}"
+            f"{path}: key {where}{key!r} must be a whole number from {low} to {high}, not {value!r}"
         )
     return value
 
 
-def _load_toml(path: Path) -> dict[str, Any]:
+def read_store_file(path: Path, limit: int = _SMALL_FILE_LIMIT) -> bytes:
+    """The bytes of a file of the store, which arrives by pull request: a regular
+    file, not a symlink (it could point anywhere on the machine), not a FIFO (a
+    read would hang CI), and at most `limit` bytes."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as error:
         raise NotFoundError(f"{path} does not exist") from error
+    except OSError as error:
+        if path.is_symlink():
+            raise UnsafeInputError(
+                f"{path} is a symlink; the store holds plain files only",
+                hint="Replace the link by the file itself.",
+            ) from error
+        raise IntegrityError(f"{path} cannot be read: {error.strerror or error}") from error
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeInputError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise IntegrityError(
+                f"{path} is {info.st_size} bytes, more than the limit of {limit}",
+                hint="A patch's limits are set under [limits] in device.toml.",
+            )
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise IntegrityError(f"{path} grew past the limit of {limit} bytes while read")
+    return data
+
+
+def _store_folder(path: Path) -> Path:
+    """A device or base folder of the store: a real folder, never a symlink (a
+    linked folder would make `patch` write wherever it points)."""
+    if path.is_symlink():
+        raise UnsafeInputError(
+            f"{path} is a symlink; the store holds plain folders only",
+            hint="Replace the link by the folder itself.",
+        )
+    return path
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    data = read_store_file(path)
     try:
         return tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
@@ -187,33 +317,63 @@ def _load_toml(path: Path) -> dict[str, Any]:
 def parse_device(path: Path, name: str) -> DeviceConfig:
     data = _load_toml(path)
     _check_keys(path, data, _DEVICE_KEYS, "")
-    build_table = data.get("build", {})
-    if not isinstance(build_table, dict):
-        raise IntegrityError(f"{path}: [build] must be a table")
+    build_table = _table(path, data, "build")
     _check_keys(path, build_table, _BUILD_KEYS, "build.")
     defaults = BuildSettings()
     build = BuildSettings(
-        env_script=str(build_table.get("env-script", defaults.env_script)),
+        env_script=_optional(path, build_table, "env-script", str, "build.", defaults.env_script),
         env_args=_string_list(path, build_table, "env-args", "build."),
-        target_device=str(build_table.get("target-device", defaults.target_device)),
+        target_device=_optional(
+            path, build_table, "target-device", str, "build.", defaults.target_device
+        ),
         required_files=_string_list(path, build_table, "required-files", "build."),
         env_timeout=_bounded_int(
             path, build_table, "env-timeout", "build.", defaults.env_timeout, 1, 86400
         ),
     )
     for required in (build.env_script, *build.required_files):
-        if required.startswith("/") or ".." in Path(required).parts:
-            raise IntegrityError(f"{path}: path {required!r} must be relative and stay inside")
+        check_relative_path(f"{path}: path", required)
+    limits_table = _table(path, data, "limits")
+    _check_keys(path, limits_table, _LIMIT_KEYS, "limits.")
+    limits = PatchLimits(
+        **{
+            key.replace("-", "_"): _bounded_int(
+                path,
+                limits_table,
+                key,
+                "limits.",
+                getattr(PatchLimits(), key.replace("-", "_")),
+                1,
+                1 << 31,
+            )
+            for key in sorted(_LIMIT_KEYS)
+        }
+    )
     return DeviceConfig(
-        name=name,
+        name=check_name("device", name),
         display_name=_require(path, data, "display-name", str),
         vendor=_require(path, data, "vendor", str),
         build=build,
         path=path,
+        limits=limits,
     )
 
 
+def _table(path: Path, data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    table = data.get(key, {})
+    if not isinstance(table, dict):
+        raise IntegrityError(f"{path}: [{key}] must be a table")
+    return table
+
+
+def _optional(
+    path: Path, table: Mapping[str, Any], key: str, kind: type, where: str, default: Any
+) -> Any:
+    return _require(path, table, key, kind, where) if key in table else default
+
+
 def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
+    _store_folder(path.parent)
     data = _load_toml(path)
     _check_keys(path, data, _BASE_KEYS, "")
     commit = _require(path, data, "commit", str)
@@ -227,26 +387,39 @@ def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
         sha256 = _require(path, source_table, "sha256", str, "source.")
         if not _SHA256.match(sha256):
             raise IntegrityError(f"{path}: source.sha256 is not 64 lower-case hex digits")
-        filename = _require(path, source_table, "filename", str, "source.")
-        if "/" in filename or filename in ("", ".", ".."):
-            raise IntegrityError(f"{path}: source.filename {filename!r} must be a plain name")
+        filename = _safe(
+            path, "source.filename", _require(path, source_table, "filename", str, "source.")
+        )
         source = PypiSource(filename=filename, sha256=sha256)
     elif kind == "git":
         _check_keys(path, source_table, _GIT_KEYS, "source.")
-        source = GitSource(url=_require(path, source_table, "url", str, "source."))
+        url = _require(path, source_table, "url", str, "source.")
+        try:
+            source = GitSource(url=GitUrl(url))
+        except UnsafeInputError as error:
+            raise UnsafeInputError(f"{path}: source.url: {error.message}", error.hint) from None
     else:
         close = difflib.get_close_matches(kind, ["pypi", "git"], n=1)
         suggestion = f"; did you mean {close[0]!r}?" if close else ""
         raise IntegrityError(f"{path}: unknown source.type {kind!r}{suggestion}")
     return BaseRef(
-        device=device,
-        base_id=base_id,
-        project=_require(path, data, "project", str),
-        version=_require(path, data, "version", str),
+        device=_safe(path, "device", device),
+        base_id=_safe(path, "base folder", base_id),
+        project=_safe(path, "project", _require(path, data, "project", str)),
+        version=_safe(path, "version", _require(path, data, "version", str)),
         commit=commit,
         source=source,
         path=path.parent,
     )
+
+
+def _safe(path: Path, kind: str, value: str) -> str:
+    """A name that becomes a path component (cache repository, build tree, base
+    folder): refused with the store file named."""
+    try:
+        return check_name(kind, value)
+    except UnsafeInputError as error:
+        raise UnsafeInputError(f"{path}: {error.message}", error.hint) from None
 
 
 def render_base(base: BaseRef) -> str:
@@ -278,8 +451,8 @@ def toml_string(value: str) -> str:
 def parse_series(base: BaseRef) -> PatchSeries:
     path = base.path / SERIES_FILE
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError as error:
+        raw = read_store_file(path)
+    except NotFoundError as error:
         raise NotFoundError(
             f"{path} does not exist",
             hint="Every base folder needs a series file (it may list no patches).",
@@ -298,17 +471,24 @@ def parse_series(base: BaseRef) -> PatchSeries:
                 header.append(line)
             continue
         name = stripped.split("#", 1)[0].strip()
-        if "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
-            raise IntegrityError(
+        if not _PATCH_NAME.match(name) or ".." in name:
+            raise UnsafeInputError(
                 f"{path}:{number}: {name!r} is not a plain patch file name",
-                hint="series lists file names in its own folder, one a line.",
+                hint="series lists file names in its own folder, one a line: letters, "
+                "digits and . _ + @ , = -, not starting with '.' or '-'.",
             )
         if name in seen:
             raise IntegrityError(
                 f"{path}:{number}: {name!r} is listed twice (first on line {seen[name]})"
             )
         seen[name] = number
-        if not (base.path / name).is_file():
+        patch_path = base.path / name
+        if patch_path.is_symlink() or (patch_path.exists() and not patch_path.is_file()):
+            raise UnsafeInputError(
+                f"{path}:{number}: patch file {name!r} is a symlink or not a regular file",
+                hint="The store holds plain files only.",
+            )
+        if not patch_path.is_file():
             raise NotFoundError(
                 f"{path}:{number}: patch file {name!r} is missing from {base.path}",
                 hint="Restore the file, or remove its line from series.",
@@ -348,8 +528,8 @@ class Store:
 
     def device(self, name: str) -> DeviceConfig:
         check_name("device", name)
-        path = self.root / name / DEVICE_FILE
-        if not path.is_file():
+        path = _store_folder(self.root / name) / DEVICE_FILE
+        if not (path.is_file() or path.is_symlink()):
             known = self.device_names()
             close = difflib.get_close_matches(name, known, n=1)
             suggestion = f" Did you mean {close[0]!r}?" if close else ""
@@ -360,12 +540,12 @@ class Store:
         return parse_device(path, name)
 
     def bases(self, device: str) -> list[BaseRef]:
-        folder = self.root / check_name("device", device)
+        folder = _store_folder(self.root / check_name("device", device))
         found = []
         for child in sorted(folder.iterdir()) if folder.is_dir() else []:
             # Dot folders are patchtool's own staging folders, never bases.
-            if not child.name.startswith(".") and (child / BASE_FILE).is_file():
-                found.append(parse_base(child / BASE_FILE, device, child.name))
+            if not child.name.startswith(".") and (child / BASE_FILE).exists():
+                found.append(parse_base(_store_folder(child) / BASE_FILE, device, child.name))
         return sorted(found, key=_version_key)
 
     def resolve_base(self, device: str, selector: str | None) -> BaseRef:
@@ -420,6 +600,9 @@ def find_store(start: Path, explicit: Path | None) -> Store:
         return Store(explicit.resolve())
     for folder in (start.resolve(), *start.resolve().parents):
         if (folder / "patches").is_dir():
+            # Found, not chosen: a linked patches/ (it may come with a pull request)
+            # could send exports anywhere. --store names one explicitly.
+            _store_folder(folder / "patches")
             return Store((folder / "patches").resolve())
     raise NotFoundError(
         f"no patches/ folder in {start} or above it",

@@ -1,0 +1,400 @@
+"""The store is untrusted input: each way a hostile pull request got past the
+tool (issue 8) is a test here. Each asserts the exit code, the message, and
+that nothing outside the build folder, the cache and the temp folder changed
+(the store and any earlier tree byte for byte)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import SyntheticUpstream, commit_all, git, snapshot
+
+from patchtool.gitops import Git
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def cli(world: SyntheticUpstream, command: str, *extra: str, build: Path | None = None,
+        env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]  # fmt: skip
+    from helpers import run_cli
+
+    args = ["--store", str(world.store), command, "--device-type", "devA"]
+    if command != "check":
+        args += ["--dir", str(build or world.build)]
+    return run_cli(*args, *extra, env=env)
+
+
+def outside(world: SyntheticUpstream, home: Path) -> dict[str, bytes]:
+    """Everything a run may not touch: the world (store, sdists) but the build
+    folder, and the home folder but the cache."""
+    state = {f"root/{k}": v for k, v in snapshot(world.root).items()
+             if not k.startswith("build/")}  # fmt: skip
+    state.update({f"home/{k}": v for k, v in snapshot(home).items()
+                  if not k.startswith("patchtool-cache/")})  # fmt: skip
+    return state
+
+
+def git_base(world: SyntheticUpstream, tmp_path: Path, url: str, commit: str = "a" * 40) -> Path:
+    folder = world.store / "devA" / "git-base"
+    folder.mkdir()
+    (folder / "base.toml").write_text(
+        f'project = "demo"\nversion = "2.0"\ncommit = "{commit}"\n\n'
+        f'[source]\ntype = "git"\nurl = "{url}"\n'
+    )
+    (folder / "series").write_text("")
+    return folder
+
+
+# --------------------------------------------------------------------------- command execution
+
+
+HOSTILE_URLS = [
+    ("--upload-pack=touch {marker}", "starts with '-' (git would read it as an option)"),
+    ("ext::sh -c touch% {marker}", "uses a remote helper ('<transport>::'), which could run commands"),
+    ("ssh://-oProxyCommand=touch% {marker}/x", "has a host or user that starts with '-'"),
+    ("-oProxyCommand=touch% {marker}@host:x", "starts with '-' (git would read it as an option)"),
+    ("http://127.0.0.1:9/x", "uses the scheme 'http'; allowed: https, ssh, git, file"),
+]
+
+
+@pytest.mark.parametrize("command", ["unpatch", "check"])
+@pytest.mark.parametrize(("url", "problem"), HOSTILE_URLS, ids=[u[0][:12] for u in HOSTILE_URLS])
+def test_a_hostile_git_url_is_refused_before_git_runs(upstream: SyntheticUpstream,
+                                                      hermetic_seal: Path, tmp_path: Path,
+                                                      command: str, url: str,
+                                                      problem: str) -> None:  # fmt: skip
+    marker = tmp_path / "pwned"
+    url = url.format(marker=marker)
+    folder = git_base(upstream, tmp_path, url)
+    before = outside(upstream, hermetic_seal)
+    extra = ("--commit-id", "git-base") if command == "unpatch" else ()
+    result = cli(upstream, command, *extra)
+    assert result.code == 10, result.output
+    assert f"{folder / 'base.toml'}: source.url: git URL {url!r} {problem}" in result.output
+    assert not marker.exists()
+    assert not (upstream.build / "devA" / "demo").exists()
+    assert outside(upstream, hermetic_seal) == before
+
+
+def test_every_git_call_pins_the_transports_and_the_git_spellings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIT_ALLOW_PROTOCOL in the user's environment would override protocol.allow:
+    # it is not passed on to git.
+    monkeypatch.setenv("GIT_ALLOW_PROTOCOL", "ext:file")
+    Git(tmp_path).run("init", "--quiet", str(tmp_path / "r"))
+    repo = Git(tmp_path / "r")
+    settings = {
+        key: repo.run("config", "--get", key, check=False).text.strip()
+        for key in ("protocol.allow", "protocol.ext.allow", "protocol.https.allow",
+                    "protocol.http.allow", "core.protectHFS", "core.protectNTFS")
+    }  # fmt: skip
+    assert settings == {"protocol.allow": "never", "protocol.ext.allow": "",
+                        "protocol.https.allow": "always", "protocol.http.allow": "",
+                        "core.protectHFS": "true", "core.protectNTFS": "true"}  # fmt: skip
+    marker = tmp_path / "pwned"
+    result = Git(tmp_path).run(
+        "ls-remote", "--", f"ext::sh -c touch% {marker}", check=False
+    )
+    assert result.returncode != 0
+    assert "transport 'ext' not allowed" in result.stderr
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- writes outside
+
+
+@pytest.mark.parametrize("project", ["../../escape", "ABSOLUTE", "a/b", "-x"])
+def test_a_project_that_is_a_path_is_refused_by_check_and_unpatch(upstream: SyntheticUpstream,
+                                                                  hermetic_seal: Path,
+                                                                  tmp_path: Path,
+                                                                  project: str) -> None:  # fmt: skip
+    escape = tmp_path / "absolute" / "escape"
+    project = str(escape) if project == "ABSOLUTE" else project
+    base_toml = upstream.base_folder / "base.toml"
+    base_toml.write_text(base_toml.read_text().replace('project = "demo"',
+                                                       f'project = "{project}"'))  # fmt: skip
+    before = outside(upstream, hermetic_seal)
+    for command in ("check", "unpatch"):
+        result = cli(upstream, command)
+        assert result.code == 10, result.output
+        assert f"{base_toml}: project {project!r} is not a valid name" in result.output
+    assert not escape.parent.exists()
+    assert outside(upstream, hermetic_seal) == before
+    assert not (upstream.build / "devA" / "demo").exists()
+
+
+@pytest.mark.parametrize("what", ["patch-file", "series", "base-folder"])
+def test_a_symlink_in_the_store_is_refused(upstream: SyntheticUpstream, tmp_path: Path,
+                                           hermetic_seal: Path, what: str) -> None:  # fmt: skip
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read me\n")
+    if what == "patch-file":
+        (upstream.base_folder / "evil.patch").symlink_to(secret)
+        (upstream.base_folder / "series").write_text("evil.patch\n")
+        expected = (f"{upstream.base_folder / 'series'}:1: patch file 'evil.patch' is a symlink "
+                    "or not a regular file")  # fmt: skip
+    elif what == "series":
+        (upstream.base_folder / "series").unlink()
+        (upstream.base_folder / "series").symlink_to(secret)
+        expected = f"{upstream.base_folder / 'series'} is a symlink; the store holds plain files only"
+    else:
+        real = tmp_path / "elsewhere"
+        shutil.move(upstream.base_folder, real)
+        upstream.base_folder.symlink_to(real)
+        expected = f"{upstream.base_folder} is a symlink; the store holds plain folders only"
+    before = outside(upstream, hermetic_seal)
+    for command in ("check", "unpatch", "patch"):
+        result = cli(upstream, command)
+        assert result.code == (3 if command == "patch" else 10), result.output
+        if command != "patch":  # patch stops earlier: there is no build tree
+            assert expected in result.output
+        assert "do not read me" not in result.output
+    assert outside(upstream, hermetic_seal) == before
+
+
+def test_a_fifo_in_the_series_is_refused_without_waiting(upstream: SyntheticUpstream) -> None:
+    os.mkfifo(upstream.base_folder / "fifo.patch")
+    (upstream.base_folder / "series").write_text("fifo.patch\n")
+    result = cli(upstream, "unpatch")
+    assert result.code == 10
+    assert "patch file 'fifo.patch' is a symlink or not a regular file" in result.stderr
+
+
+# --------------------------------------------------------------------------- git's own reading
+
+
+def test_rename_old_and_new_are_read_as_git_reads_them_by_check(upstream: SyntheticUpstream,
+                                                                hermetic_seal: Path) -> None:  # fmt: skip
+    shutil.copyfile(CORPUS / "patches" / "rename-old-symlink.patch",
+                    upstream.base_folder / "rename-old-symlink.patch")  # fmt: skip
+    (upstream.base_folder / "series").write_text("rename-old-symlink.patch\n")
+    before = outside(upstream, hermetic_seal)
+    result = cli(upstream, "check", "--json")
+    assert result.code == 10, result.output
+    import json
+
+    safety = next(r for r in json.loads(result.stdout) if r["check"] == "safety")
+    path = upstream.base_folder / "rename-old-symlink.patch"
+    assert safety["details"] == [
+        f"patch {path} (series line 1): symlink 'passwd' -> '../README.md' points outside the tree"
+    ]
+    assert outside(upstream, hermetic_seal) == before
+
+
+def make_origin(tmp_path: Path, links: dict[str, str]) -> tuple[Path, str]:
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "--quiet")
+    (origin / "main.py").write_text("print('upstream')\n")
+    for name, target in links.items():
+        (origin / name).parent.mkdir(parents=True, exist_ok=True)
+        (origin / name).symlink_to(target)
+    git(origin, "add", "--all")
+    git(origin, "commit", "--quiet", "-m", "upstream")
+    return origin, git(origin, "rev-parse", "HEAD").strip()
+
+
+@pytest.mark.parametrize(("links", "problem"), [
+    ({"evil": "/etc/passwd"}, "symlink 'evil' -> '/etc/passwd' points to an absolute path"),
+    ({"sub/up": "../../x"}, "symlink 'sub/up' -> '../../x' points outside the tree"),
+    # Read as text 'b/../x' stays inside; the kernel follows b (-> .) first.
+    ({"a": "b/../x", "b": "."}, "symlink 'a' -> 'b/../x' points outside the tree"),
+    ({"hooks": ".git/hooks"}, "symlink 'hooks' -> '.git/hooks' points into .git"),
+], ids=["absolute", "climbing", "through-another-link", "into-git"])  # fmt: skip
+def test_a_git_base_with_a_symlink_out_of_the_tree_is_refused(upstream: SyntheticUpstream,
+                                                              tmp_path: Path,
+                                                              hermetic_seal: Path,
+                                                              links: dict[str, str],
+                                                              problem: str) -> None:  # fmt: skip
+    origin, commit = make_origin(tmp_path, links)
+    git_base(upstream, tmp_path, str(origin), commit)
+    before = outside(upstream, hermetic_seal)
+    result = cli(upstream, "unpatch", "--commit-id", "git-base")
+    assert result.code == 10, result.output
+    assert f"error: base demo 2.0: {problem}" in result.stderr
+    assert sorted(p.name for p in (upstream.build / "devA").iterdir()) == [".patchtool.lock"]
+    checked = cli(upstream, "check", "--commit-id", "git-base")
+    assert checked.code == 10
+    assert f"base demo 2.0: {problem}" in checked.stdout
+    assert outside(upstream, hermetic_seal) == before
+
+
+def test_a_relative_git_path_is_taken_from_the_base_folder(upstream: SyntheticUpstream,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    origin, commit = make_origin(tmp_path, {"docs/readme": "../main.py"})
+    folder = git_base(upstream, tmp_path, os.path.relpath(origin, upstream.store / "devA" / "git-base"),
+                      commit)  # fmt: skip
+    result = cli(upstream, "unpatch", "--commit-id", "git-base")
+    assert result.code == 0, result.output
+    assert os.readlink(upstream.tree / "docs" / "readme") == "../main.py"
+    assert (folder / "base.toml").read_text().count("url = \"../") == 1
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_a_patch_past_the_devices_limits_is_refused_unread(upstream: SyntheticUpstream,
+                                                           hermetic_seal: Path) -> None:  # fmt: skip
+    big = upstream.base_folder / "huge.patch"
+    with big.open("wb") as handle:
+        handle.truncate(64 << 20)  # sparse: 64 MiB that cost nothing to make
+    (upstream.base_folder / "series").write_text("huge.patch\n")
+    before = outside(upstream, hermetic_seal)
+    result = cli(upstream, "unpatch")
+    assert result.code == 6
+    assert f"error: {big} is 67108864 bytes, more than the limit of 16777216" in result.stderr
+    checked = cli(upstream, "check")
+    assert checked.code == 6
+    assert f"{big} is 67108864 bytes, more than the limit of 16777216" in checked.stdout
+    assert outside(upstream, hermetic_seal) == before
+
+
+def test_limits_from_device_toml_bound_hunks_and_files(upstream: SyntheticUpstream) -> None:
+    assert cli(upstream, "unpatch").code == 0
+    core = upstream.tree / "demo" / "core.py"
+    core.write_bytes(core.read_bytes().replace(b"return 1\n", b"return -1\n")
+                     .replace(b"return 20\n", b"return -20\n")
+                     .replace(b"return 39\n", b"return -39\n"))  # fmt: skip
+    commit_all(upstream.tree, "Negate three functions")
+    assert cli(upstream, "patch").code == 0
+    device = upstream.store / "devA" / "device.toml"
+    device.write_text(device.read_text() + "\n[limits]\npatch-hunks = 2\n")
+    result = cli(upstream, "unpatch", "--force")
+    assert result.code == 6
+    patch = upstream.base_folder / "negate-three-functions.patch"
+    assert f"error: patch {patch}: 3 hunks, more than the limit of 2" in result.stderr
+    device.write_text(device.read_text().replace("patch-hunks = 2", "patch-hunks = 0"))
+    result = cli(upstream, "unpatch", "--force")
+    assert result.code == 6
+    assert (f"{device}: key limits.'patch-hunks' must be a whole number from 1 to 2147483648, "
+            "not 0") in result.stderr  # fmt: skip
+
+
+# --------------------------------------------------------------------------- lost work
+
+
+def _popen(world: SyntheticUpstream, build: Path, *extra: str,
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "patchtool", "--store", str(world.store), "patch",
+         "--device-type", "devA", "--dir", str(build), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )  # fmt: skip
+
+
+def test_two_exports_from_two_build_folders_never_lose_work(upstream: SyntheticUpstream) -> None:
+    builds = [upstream.root / "b1", upstream.root / "b2"]
+    for round_number in range(8):
+        for build in builds:
+            made = cli(upstream, "unpatch", "--force", build=build)
+            assert made.code == 0, made.output
+            tree = build / "devA" / "demo"
+            (tree / f"{build.name}-{round_number}.txt").write_text(f"{build.name}\n")
+            commit_all(tree, f"Add {build.name} round {round_number}")
+        runs = [_popen(upstream, build) for build in builds]
+        results = [(run.wait(), run.stderr.read().decode()) for run in runs]  # type: ignore[union-attr]
+        codes = sorted(code for code, _ in results)
+        assert codes == [0, 7], results
+        winner = builds[[code for code, _ in results].index(0)]
+        loser_error = next(err for code, err in results if code == 7)
+        assert "changed since the build tree" in loser_error
+        # The store is whole and holds exactly the winner's series.
+        names = [line for line in (upstream.base_folder / "series").read_text().splitlines()
+                 if not line.startswith("#")]  # fmt: skip
+        expected = git(winner / "devA" / "demo", "log", "--reverse", "--format=%s",
+                       "patchtool/base..HEAD").split("\n")  # fmt: skip
+        assert len(names) == len([e for e in expected if e])
+        assert sorted(p.name for p in upstream.base_folder.iterdir()) == sorted(
+            ["base.toml", "series", *names])  # fmt: skip
+        assert cli(upstream, "patch", "--check", build=winner).code == 0
+
+
+def test_an_export_over_a_changed_series_is_refused_unless_forced(upstream: SyntheticUpstream) -> None:
+    first, second = upstream.root / "b1", upstream.root / "b2"
+    for build in (first, second):
+        assert cli(upstream, "unpatch", build=build).code == 0
+    (first / "devA" / "demo" / "one.txt").write_text("one\n")
+    commit_all(first / "devA" / "demo", "Add one")
+    assert cli(upstream, "patch", build=first).code == 0
+    store = {p.name: p.read_bytes() for p in upstream.base_folder.iterdir()}
+    (second / "devA" / "demo" / "two.txt").write_text("two\n")
+    commit_all(second / "devA" / "demo", "Add two")
+    refused = cli(upstream, "patch", build=second)
+    assert refused.code == 7
+    tree = second / "devA" / "demo"
+    assert refused.stderr.splitlines()[-2:] == [
+        f"error: the store's series in {upstream.base_folder} changed since the build tree "
+        f"{tree} last read or wrote it (an export from another build folder, a pull, or an "
+        "edit); exporting now would drop those changes",
+        "hint: Keep both: `patchtool unpatch --device-type devA --force` makes a tree of the "
+        "current series and keeps this one in a backup folder, from which you cherry-pick "
+        "your commits. Or pass --force to replace the store's series with this tree's.",
+    ]
+    assert {p.name: p.read_bytes() for p in upstream.base_folder.iterdir()} == store
+    forced = cli(upstream, "patch", "--force", build=second)
+    assert forced.code == 0, forced.output
+    assert (upstream.base_folder / "series").read_text().split()[-1] == "add-two.patch"
+    assert not (upstream.base_folder / "add-one.patch").exists()
+
+
+def _paused_unpatch(world: SyntheticUpstream, tmp_path: Path,
+                    point: str) -> tuple[subprocess.Popen[bytes], Path]:  # fmt: skip
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    os.mkfifo(pause / "reached")
+    os.mkfifo(pause / "resume")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "patchtool", "--store", str(world.store), "unpatch",
+         "--device-type", "devA", "--dir", str(world.build)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200", "PATCHTOOL_PAUSE_AT": point,
+             "PATCHTOOL_PAUSE_DIR": str(pause)},
+    )  # fmt: skip
+    with (pause / "reached").open() as reached:
+        assert reached.read() == point + "\n"  # the run waits at the point now
+    return run, pause
+
+
+def _resume(run: subprocess.Popen[bytes], pause: Path) -> tuple[int, str]:
+    with (pause / "resume").open("w") as resume:
+        resume.write("go\n")
+    _, stderr = run.communicate()
+    return run.returncode, stderr.decode()
+
+
+def test_a_commit_made_while_unpatch_builds_is_seen_before_the_swap(upstream: SyntheticUpstream,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    assert cli(upstream, "unpatch").code == 0
+    run, pause = _paused_unpatch(upstream, tmp_path, "unpatch:before-swap")
+    (upstream.tree / "late.txt").write_text("made while unpatch ran\n")
+    commit_all(upstream.tree, "Add late work")
+    code, stderr = _resume(run, pause)
+    assert code == 5, stderr
+    assert "holds work that exists nowhere else" in stderr
+    assert "Add late work" in stderr
+    assert git(upstream.tree, "log", "-1", "--format=%s").strip() == "Add late work"
+    assert [p.name for p in (upstream.build / "devA").iterdir()
+            if p.name.startswith(".patchtool-stage")] == []  # fmt: skip
+
+
+def test_a_commit_made_between_the_check_and_the_swap_goes_to_a_backup(
+    upstream: SyntheticUpstream, tmp_path: Path
+) -> None:
+    assert cli(upstream, "unpatch").code == 0
+    run, pause = _paused_unpatch(upstream, tmp_path, "unpatch:checked-again")
+    (upstream.tree / "late.txt").write_text("made while unpatch swapped\n")
+    commit_all(upstream.tree, "Add late work")
+    code, stderr = _resume(run, pause)
+    assert code == 0, stderr
+    backups = list((upstream.build / "devA" / "backups").iterdir())
+    assert len(backups) == 1
+    assert stderr.count(f"the previous tree held unexported work; it was moved to {backups[0]}") == 1
+    assert git(backups[0], "log", "-1", "--format=%s").strip() == "Add late work"
+    assert not (upstream.tree / "late.txt").exists()
