@@ -453,6 +453,7 @@ from collections import defaultdict
 from pathlib import Path
 import patchtool.apply as apply, patchtool.export as export, patchtool.gitops as gitops
 import patchtool.buildtree as buildtree
+import patchtool.safety as safety
 from patchtool.cli import main
 
 store, cache, build, device = sys.argv[1:5]
@@ -480,10 +481,13 @@ def git_run(self, *args, **kwargs):
         entry[1] += time.perf_counter() - start
 gitops.Git.run = git_run
 
-wrap(apply, "_existing_work", "existing-tree check (status + render old patches)")
-wrap(apply, "ensure_base", "ensure_base (cache lookup)")
-wrap(apply, "_checkout_base", "clone + checkout of the base")
-wrap(apply, "_apply_series", "git am of the series")
+wrap(apply, "existing_work", "existing-tree check (status + render old patches), twice")
+wrap(apply, "ensure_base", "ensure_base (cache lookup + verification record)")
+wrap(apply, "TreeJudge", "judge the base tree (ls-tree, before checkout)")
+wrap(apply, "checkout_base", "clone + checkout of the base")
+wrap(apply, "apply_series", "apply_series: limits + git am + judging the commits")
+wrap(apply, "screen_patch", "  of which: limits (each patch read once)")
+wrap(safety.TreeJudge, "judge_commits", "  of which: judging the commits (diff-tree)")
 wrap(apply, "exchange_paths", "atomic swap (renameat2)")
 wrap(apply, "discard", "discard old tree (rename + detached rm)")
 wrap(apply, "recover_interrupted", "recover_interrupted")
