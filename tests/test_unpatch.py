@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from helpers import SyntheticUpstream, commit_all, git, snapshot, write_base
@@ -187,3 +188,16 @@ def test_device_names_that_climb_out_are_refused(upstream: SyntheticUpstream) ->
     result = upstream.cli("unpatch", "--device-type", "../devA", "--dir", str(upstream.build))
     assert result.code == 10
     assert "is not a valid name" in result.stderr
+
+
+def test_a_build_folder_on_another_file_system_than_the_cache(upstream: SyntheticUpstream) -> None:
+    # /dev/shm is a tmpfs on Linux: the cache's objects cannot be hard-linked there,
+    # and `git clone --local` would fail with "Invalid cross-device link".
+    assert upstream.cli("unpatch", "--device-type", "devA", "--dir", str(upstream.build)).code == 0
+    with tempfile.TemporaryDirectory(prefix="patchtool-shm-", dir="/dev/shm") as folder:
+        build = Path(folder) / "build"
+        result = upstream.cli("unpatch", "--device-type", "devA", "--dir", str(build))
+        assert result.code == 0, result.output
+        tree = build / "devA" / "demo"
+        assert snapshot(tree) == snapshot(upstream.tree)
+        assert git(tree, "rev-parse", "HEAD") == git(upstream.tree, "rev-parse", "HEAD")

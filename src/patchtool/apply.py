@@ -233,10 +233,12 @@ def existing_work(target: Path, store: Store, device: str) -> str:
 
 def checkout_base(cache_repository: Path, tree: Path, base: BaseRef, branch: str) -> None:
     outer = Git(tree.parent)
+    # A local path clones locally: objects are hard-linked where the cache and the
+    # build folder share a file system, copied where they do not (an explicit
+    # --local would fail there with "Invalid cross-device link").
     outer.run(
         "clone",
         "--quiet",
-        "--local",
         "--no-checkout",
         "--no-tags",
         "--",
