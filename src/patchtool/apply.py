@@ -186,10 +186,11 @@ def _dirty(target: Path, work: str, device: str) -> DirtyTreeError:
 
 
 def tree_fingerprint(tree: Path) -> tuple[object, ...]:
-    """What changes when git changes a tree's refs, HEAD or index (cheap: stats only)."""
+    """What changes when git commits, moves HEAD or a ref in a tree (cheap: stats
+    only). Not the index: `git status` itself may rewrite it."""
     git_dir = tree / ".git"
     stats = []
-    for name in ("HEAD", "index", "packed-refs", "logs/HEAD"):
+    for name in ("HEAD", "packed-refs", "logs/HEAD"):
         try:
             info = (git_dir / name).stat()
         except OSError:

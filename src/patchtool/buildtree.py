@@ -159,11 +159,7 @@ class TreeWork:
 
 
 def uncommitted_files(git: Git) -> list[str]:
-    # --no-optional-locks: looking must not rewrite the index (unpatch compares
-    # a tree's state before and after it looked).
-    out = git.run(
-        "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all"
-    ).stdout
+    out = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all").stdout
     entries = [e for e in out.split(b"\0") if e]
     files: list[str] = []
     skip_next = False

@@ -67,6 +67,8 @@ def path_problem(path: str) -> str | None:
         return "has an empty or '.' component"
     if "\\" in path:
         return "holds a backslash, a path separator on Windows"
+    if path.isascii() and "git" not in path.lower():
+        return None  # every spelling of .git holds "git" but for ignorable non-ASCII
     if any(folds_to(part, ".git") for part in parts):
         return "points into .git"
     return None
