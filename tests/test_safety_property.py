@@ -161,7 +161,7 @@ def git_result(bare: Path, patch: Path, scratch: Path) -> tuple[str, str, bool]:
     return "ok", git(tree, "rev-parse", "HEAD^{tree}").strip(), safe
 
 
-@settings(max_examples=150, deadline=None, database=None,
+@settings(max_examples=150, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(data=patches())
 def test_patchtool_lets_through_only_what_git_writes_safely(base: tuple[Path, str],
