@@ -149,7 +149,7 @@ def _check_device(
 ) -> None:
     store = options.store
     try:
-        store.device(name)
+        limits = store.device(name).limits
     except PatchtoolError as error:
         if options.device:  # an unknown device on the command line is a usage problem
             raise
@@ -158,10 +158,16 @@ def _check_device(
     report.records.append(CheckRecord(name, "", "config", True))
     # Shared: other checks and unpatch may read along, an export waits.
     with store_lock(store, name, False, reporter):
-        _check_bases(options, name, report, reporter)
+        _check_bases(options, name, limits, report, reporter)
 
 
-def _check_bases(options: CheckOptions, name: str, report: CheckReport, reporter: Reporter) -> None:
+def _check_bases(
+    options: CheckOptions,
+    name: str,
+    limits: PatchLimits,
+    report: CheckReport,
+    reporter: Reporter,
+) -> None:
     store = options.store
     folder = store.root / name
     base_files = sorted(folder.glob(f"*/{BASE_FILE}"))
@@ -178,10 +184,12 @@ def _check_bases(options: CheckOptions, name: str, report: CheckReport, reporter
             continue
         report.records.append(CheckRecord(name, base_id, "config", True))
         reporter.step(f"checking {name}/{base_id}")
-        report.records.extend(_check_base(options, base, reporter))
+        report.records.extend(_check_base(options, base, limits, reporter))
 
 
-def _check_base(options: CheckOptions, base: BaseRef, reporter: Reporter) -> list[CheckRecord]:
+def _check_base(
+    options: CheckOptions, base: BaseRef, limits: PatchLimits, reporter: Reporter
+) -> list[CheckRecord]:
     device, base_id = base.device, base.base_id
     records: list[CheckRecord] = []
 
@@ -230,7 +238,6 @@ def _check_base(options: CheckOptions, base: BaseRef, reporter: Reporter) -> lis
         )
         return records
 
-    limits = options.store.device(device).limits
     if repository is not None:
         records.extend(_safety_apply_export(base, series, repository, limits, reporter))
     else:

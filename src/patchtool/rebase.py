@@ -75,6 +75,7 @@ from .store import (
     BaseRef,
     GitSource,
     GitUrl,
+    PatchLimits,
     PypiSource,
     Store,
     parse_series,
@@ -408,7 +409,7 @@ def rebase(options: RebaseOptions, reporter: Reporter) -> RebaseResult:
         old = options.store.resolve_base(device.name, options.commit_id)
         tree = TreeLocation(options.build_dir, device.name, old.project).tree
         _check_git_locks(tree)
-        state = _start(options, old, tree, reporter)
+        state = _start(options, old, tree, device.limits, reporter)
     else:
         tree = _find_rebasing_tree(options.build_dir, device.name)
         _check_git_locks(tree)
@@ -470,7 +471,9 @@ def _check_resumable(tree: Path, state: RebaseState) -> None:
 # --------------------------------------------------------------------------- start
 
 
-def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter) -> RebaseState:
+def _start(
+    options: RebaseOptions, old: BaseRef, tree: Path, limits: PatchLimits, reporter: Reporter
+) -> RebaseState:
     from .apply import apply_series, existing_work
     from .safety import TreeJudge
 
@@ -481,7 +484,6 @@ def _start(options: RebaseOptions, old: BaseRef, tree: Path, reporter: Reporter)
             "or --skip / --abort.",
         )
     work = existing_work(tree, options.store, options.device)
-    limits = options.store.device(options.device).limits
     if work:
         raise DirtyTreeError(
             f"the build tree {tree} holds work that exists nowhere else:\n  {work}",
