@@ -15,8 +15,9 @@ import pytest
 from helpers import DEMO_FILES, SyntheticUpstream, git, make_sdist, snapshot, write_base
 
 from patchtool.gitops import Git
+from patchtool.index import IndexClient, IndexFile, IndexSettings
 from patchtool.store import PypiSource
-from patchtool.upstream import find_on_index, import_sdist
+from patchtool.upstream import import_sdist
 
 
 class _Index(http.server.BaseHTTPRequestHandler):
@@ -126,9 +127,11 @@ def test_file_index_in_html_form(tmp_path: Path, upstream: SyntheticUpstream) ->
         '<!DOCTYPE html><html><body><a href="../../files/demo-1.0.tar.gz#sha256='
         f'{upstream.sha256}">demo-1.0.tar.gz</a></body></html>'
     )
-    url, listed = find_on_index((tmp_path / "index" / "simple").as_uri(), "Demo", "demo-1.0.tar.gz")
-    assert url == (files / "demo-1.0.tar.gz").as_uri()
-    assert listed == upstream.sha256
+    index = (tmp_path / "index" / "simple").as_uri()
+    client = IndexClient(IndexSettings(index_url=index))
+    assert client.find("Demo", "demo-1.0.tar.gz") == IndexFile(
+        (files / "demo-1.0.tar.gz").as_uri(), upstream.sha256, index
+    )
 
 
 def test_same_sdist_gives_the_same_commit_in_any_cache(tmp_path: Path) -> None:

@@ -43,6 +43,9 @@ class TreeRecord:
     # it: `patch` refuses to export over a series that changed since.
     # Empty for trees made before patchtool recorded it.
     store_digest: str = ""
+    # The store the tree was made from (its absolute path): commands run inside
+    # the tree find it here. Empty for trees made before patchtool recorded it.
+    store: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
@@ -67,7 +70,7 @@ def read_record(tree: Path) -> TreeRecord:
     path = tree / ".git" / METADATA_FILE
     try:
         data = json.loads(path.read_text("utf-8"))
-        optional = {"store_digest"}
+        optional = {"store_digest", "store"}
         return TreeRecord(
             **{
                 k: str(data[k])
@@ -111,6 +114,16 @@ def git_lock_files(tree: Path) -> list[str]:
     if refs.is_dir():
         found += sorted(str(p.relative_to(tree)) for p in refs.rglob("*.lock"))
     return found
+
+
+def enclosing_tree(start: Path) -> Path | None:
+    """The build tree that holds `start` (the folder itself or one above it), if any:
+    a folder whose `.git` is a directory with patchtool's record in it."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".git" / METADATA_FILE).is_file() and (folder / ".git").is_dir():
+            return folder
+    return None
 
 
 def find_tree(build_dir: Path, device: str) -> Path:

@@ -39,7 +39,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,13 +60,13 @@ from .errors import (
     DirtyTreeError,
     IntegrityError,
     LockedError,
-    NotFoundError,
     UsageError,
 )
 from .export import plan_export, render_patches, write_plan
 from .faults import kill_point
 from .fsutil import atomic_write, check_name, fsync_directory
 from .gitops import Git, tool_identity
+from .index import IndexClient, remove_partial_downloads
 from .report import Reporter
 from .store import (
     BASE_FILE,
@@ -83,7 +82,14 @@ from .store import (
     render_series,
     series_digest,
 )
-from .upstream import BaseCache, base_ref_name, ensure_base
+from .upstream import (
+    BaseCache,
+    base_ref_name,
+    ensure_base,
+    local_sdists,
+    locked_cache_repository,
+    sha256_of,
+)
 
 # The state file, in the device's build folder: STATE_PREFIX + project + STATE_SUFFIX.
 STATE_PREFIX = ".patchtool-rebase-"
@@ -188,41 +194,35 @@ def resolve_new_base(
 def _locate_sdist(
     spec: NewBaseSpec, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
 ) -> PypiSource:
-    """The sdist's name and sha256: a local copy (air-gapped sites) first, else the
-    index's listed hash, else the hash of a download."""
-    from . import upstream
-
+    """The sdist's name and sha256: a local copy (air-gapped sites, pip's find-links)
+    first, else the index's listed hash, else the hash of a download into the cache."""
     filename = f"{spec.project}-{spec.version}.tar.gz"
-    probe = PypiSource(filename, "0" * 64)
-    for candidate in upstream._local_candidates(probe, archive_paths):
+    for candidate in local_sdists(filename, archive_paths):
         reporter.step(f"using local sdist {candidate}")
-        return PypiSource(filename, upstream.sha256_of(candidate))
-    for index in upstream.pip_indexes():
-        url, listed = upstream.find_on_index(index, spec.project, filename)
-        if url is None:
-            continue
-        if listed is not None:
-            reporter.step(f"found {filename} on {upstream._redact(index)} (sha256 {listed[:12]})")
-            return PypiSource(filename, listed)
-        reporter.step(f"{upstream._redact(index)} lists no hash for {filename}: downloading it")
-        staging = cache.root / "sdists" / ".unverified"
-        staging.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        fd, temporary = tempfile.mkstemp(dir=staging, suffix=".part")
-        with os.fdopen(fd, "wb") as out, upstream._open(url) as response:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-        sha = digest.hexdigest()
-        target = cache.sdist_path(PypiSource(filename, sha))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temporary, target)
-        return PypiSource(filename, sha)
-    raise NotFoundError(
-        f"{filename} is on no configured package index "
-        f"({', '.join(upstream._redact(i) for i in upstream.pip_indexes()) or 'none'})",
+        return PypiSource(filename, sha256_of(candidate))
+    client = IndexClient(reporter=reporter)
+    found = client.locate(
+        spec.project,
+        filename,
         hint="Check the version, `pip config list`, or pass the file with --sdist PATH.",
     )
+    if found.local_path is not None:
+        reporter.step(f"using local sdist {found.local_path}")
+        return PypiSource(filename, sha256_of(found.local_path))
+    if found.sha256 is not None:
+        reporter.step(f"found {filename} on {found.origin} (sha256 {found.sha256[:12]})")
+        return PypiSource(filename, found.sha256)
+    reporter.step(f"{found.origin} lists no hash for {filename}: downloading it")
+    with locked_cache_repository(cache, spec.project):
+        staging = cache.root / "sdists" / ".unverified"
+        staging.mkdir(parents=True, exist_ok=True)
+        # A killed run's half-written file; the lock rules out a live download.
+        remove_partial_downloads(staging, filename)
+        sha = client.download(found.url, staging / filename, None)
+        target = cache.sdist_path(PypiSource(filename, sha))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / filename, target)
+    return PypiSource(filename, sha)
 
 
 def _import_released(
@@ -614,7 +614,10 @@ def _create_tree(repository: Path, tree: Path, old: BaseRef, state: RebaseState)
         staged = stage / tree.name
         checkout_base(repository, staged, old, old.device)
         write_record(
-            staged, TreeRecord(old.device, old.base_id, old.project, old.version, old.commit)
+            staged,
+            TreeRecord(
+                old.device, old.base_id, old.project, old.version, old.commit, store=state.store
+            ),
         )
         _mark_tree(staged, state)
         os.rename(staged, tree)
@@ -920,6 +923,7 @@ def _finish(tree: Path, state: RebaseState, reporter: Reporter) -> RebaseResult:
             new.version,
             new.commit,
             series_digest(parse_series(new)),
+            state.store,
         ),
     )
     _state_path(tree).unlink(missing_ok=True)

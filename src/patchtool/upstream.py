@@ -25,30 +25,23 @@ verifies in full.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import html.parser
 import io
 import json
 import os
 import posixpath
 import re
-import subprocess
-import sys
 import tarfile
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from .errors import IntegrityError, NetworkError, NotFoundError, UnsafeInputError
 from .fsutil import atomic_write
 from .gitops import Git, run_plain, tool_identity
+from .index import IndexClient, redact, remove_partial_downloads
 from .report import Reporter
 from .store import BaseRef, GitSource, PypiSource
 
@@ -470,10 +463,12 @@ def sha256_of(path: Path) -> str:
 def obtain_sdist(
     base: BaseRef, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
 ) -> Path:
-    """A verified copy of the base's sdist in the cache, from local paths, the cache,
-    or the package index, in that order."""
+    """A verified copy of the base's sdist in the cache, from the cache, local paths,
+    pip's find-links or the package index, in that order (the caller holds the
+    cache lock)."""
     assert isinstance(base.source, PypiSource)
     source = base.source
+    recorded_in = base.path / "base.toml"
     cached = cache.sdist_path(source)
     if cached.is_file():
         actual = sha256_of(cached)
@@ -482,263 +477,61 @@ def obtain_sdist(
         reporter.warn(f"cached {cached} has sha256 {actual}; discarding it and fetching again")
         cached.unlink()
     cached.parent.mkdir(parents=True, exist_ok=True)
-    for candidate in _local_candidates(source, archive_paths):
-        actual = sha256_of(candidate)
+    # A killed run's half-written file; the lock the caller holds rules out a live one.
+    remove_partial_downloads(cached.parent, cached.name)
+    client = IndexClient(reporter=reporter)
+    local = next(local_sdists(source.filename, archive_paths), None)
+    found = None
+    if local is None:
+        found = client.locate(
+            base.project,
+            source.filename,
+            hint=f"Check `pip config list`, or pass the file with --sdist PATH "
+            f"(or set {ARCHIVE_ENVIRONMENT_VARIABLE}) for an air-gapped site.",
+        )
+        local = found.local_path
+    if local is not None:
+        actual = sha256_of(local)
         if actual != source.sha256:
             raise IntegrityError(
-                f"{candidate}: sha256 {actual} differs from {source.sha256} recorded in "
-                f"{base.path / 'base.toml'}",
+                f"{local}: sha256 {actual} differs from {source.sha256} recorded in {recorded_in}",
                 hint="Use the exact released file; nothing was imported.",
             )
-        reporter.step(f"using local sdist {candidate}")
-        _copy_verified(candidate.open("rb"), cached, source, str(candidate), base)
+        reporter.step(f"using local sdist {local}")
+        client.download(local.absolute().as_uri(), cached, source.sha256, recorded_in)
         return cached
-    project = base.project
-    for index in pip_indexes():
-        url, listed_hash = find_on_index(index, project, source.filename)
-        if url is None:
-            continue
-        if listed_hash is not None and listed_hash != source.sha256:
-            raise IntegrityError(
-                f"the index lists {source.filename} with sha256 {listed_hash}, but "
-                f"{base.path / 'base.toml'} records {source.sha256}",
-                hint="Check that your index mirrors the real release; nothing was fetched.",
-            )
-        reporter.step(f"downloading {source.filename} from {_redact(index)}")
-        try:
-            response = _open(url)
-        except NetworkError:
-            raise
-        _copy_verified(response, cached, source, _redact(url), base)
-        return cached
-    raise NotFoundError(
-        f"{source.filename} was not found on any configured package index "
-        f"({', '.join(_redact(i) for i in pip_indexes()) or 'none'})",
-        hint=f"Check `pip config list`, or pass the file with --sdist PATH "
-        f"(or set {ARCHIVE_ENVIRONMENT_VARIABLE}) for an air-gapped site.",
-    )
+    assert found is not None
+    if found.sha256 is not None and found.sha256 != source.sha256:
+        raise IntegrityError(
+            f"the index lists {source.filename} with sha256 {found.sha256}, but "
+            f"{recorded_in} records {source.sha256}",
+            hint="Check that your index mirrors the real release; nothing was fetched.",
+        )
+    reporter.step(f"downloading {source.filename} from {found.origin}")
+    client.download(found.url, cached, source.sha256, recorded_in)
+    return cached
 
 
-def _local_candidates(source: PypiSource, archive_paths: tuple[Path, ...]) -> Iterator[Path]:
+def local_sdists(filename: str, archive_paths: tuple[Path, ...]) -> Iterator[Path]:
+    """`filename` in the --sdist paths and PATCHTOOL_SDIST_PATH (files or folders), in
+    that order; pip's find-links are the index client's."""
     paths = list(archive_paths)
     from_environment = os.environ.get(ARCHIVE_ENVIRONMENT_VARIABLE)
     if from_environment:
         paths.extend(Path(p) for p in from_environment.split(os.pathsep) if p)
     for path in paths:
         if path.is_dir():
-            candidate = path / source.filename
+            candidate = path / filename
             if candidate.is_file():
                 yield candidate
         elif path.is_file():
-            if path.name != source.filename:
+            if path.name != filename:
                 raise IntegrityError(
-                    f"{path}: expected a file named {source.filename}",
+                    f"{path}: expected a file named {filename}",
                 )
             yield path
         elif archive_paths and path in archive_paths:
             raise NotFoundError(f"sdist path {path} does not exist")
-    for folder in pip_find_links():
-        candidate = folder / source.filename
-        if candidate.is_file():
-            yield candidate
-
-
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-def _copy_verified(
-    handle: _Readable, target: Path, source: PypiSource, origin: str, base: BaseRef
-) -> None:
-    digest = hashlib.sha256()
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".download-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while True:
-                try:
-                    block = handle.read(_BLOCK)
-                except OSError as error:
-                    raise NetworkError(f"download of {origin} broke off: {error}") from error
-                if not block:
-                    break
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != source.sha256:
-            raise IntegrityError(
-                f"{origin}: sha256 {digest.hexdigest()} differs from {source.sha256} recorded "
-                f"in {base.path / 'base.toml'}",
-                hint="Nothing was imported. Check the index or mirror you use.",
-            )
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        close = getattr(handle, "close", None)
-        if close:
-            close()
-
-
-# --------------------------------------------------------------------------- the index
-
-
-@functools.lru_cache(maxsize=1)
-def _pip_config() -> dict[str, str]:
-    """`pip config list`, as the user's pip sees it (files and PIP_* variables)."""
-    try:
-        completed = subprocess.run(
-            [sys.executable, "-m", "pip", "config", "list"],
-            capture_output=True,
-            text=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    values = {}
-    for line in completed.stdout.splitlines():
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def pip_indexes() -> list[str]:
-    config = _pip_config()
-    primary: list[str] = []
-    extra: list[str] = []
-    for key, value in config.items():
-        if key.endswith(".index-url") and key.split(".", 1)[0] in (
-            ":env:",
-            "global",
-            "download",
-            "install",
-        ):
-            primary = [value]
-        elif key.endswith(".extra-index-url"):
-            extra.extend(value.split())
-    if not primary:
-        primary = [_pip_default_index()]
-    seen: list[str] = []
-    for url in primary + extra:
-        if url and url not in seen:
-            seen.append(url)
-    return seen
-
-
-def pip_find_links() -> list[Path]:
-    folders = []
-    for key, value in _pip_config().items():
-        if key.endswith(".find-links"):
-            for item in value.split():
-                parsed = urllib.parse.urlparse(item)
-                path = (
-                    Path(urllib.request.url2pathname(parsed.path))
-                    if parsed.scheme == "file"
-                    else (Path(item) if not parsed.scheme else None)
-                )
-                if path is not None and path.is_dir():
-                    folders.append(path)
-    return folders
-
-
-def _pip_default_index() -> str:
-    try:
-        from pip._internal.models.index import PyPI  # pip's own default, not ours
-
-        return str(PyPI.simple_url)
-    except ImportError:  # pragma: no cover - pip missing
-        return ""
-
-
-class _AnchorParser(html.parser.HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[tuple[str, str]] = []
-        self._href: str | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._href = dict(attrs).get("href") or ""
-            self._text = []
-
-    def handle_data(self, data: str) -> None:
-        if self._href is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._href is not None:
-            self.links.append((self._href, "".join(self._text).strip()))
-            self._href = None
-
-
-def _normalize(project: str) -> str:
-    return re.sub(r"[-_.]+", "-", project).lower()
-
-
-def find_on_index(index: str, project: str, filename: str) -> tuple[str | None, str | None]:
-    """Look `filename` up on a PEP 503/691 simple index; return (url, sha256 or None)."""
-    page = index.rstrip("/") + "/" + _normalize(project) + "/"
-    try:
-        response = _open(page, accept="application/vnd.pypi.simple.v1+json, text/html;q=0.1")
-    except NotFoundError:
-        return None, None
-    with response:
-        body = response.read()
-        content_type = (
-            response.headers.get("Content-Type", "") if hasattr(response, "headers") else ""
-        )
-        base_url = response.geturl() if hasattr(response, "geturl") else page
-    if "json" in content_type:
-        data = json.loads(body)
-        for entry in data.get("files", []):
-            if entry.get("filename") == filename:
-                url = urllib.parse.urljoin(base_url, entry["url"])
-                return url, entry.get("hashes", {}).get("sha256")
-        return None, None
-    parser = _AnchorParser()
-    parser.feed(body.decode("utf-8", "replace"))
-    for href, text in parser.links:
-        url = urllib.parse.urljoin(base_url, href)
-        name = posixpath.basename(urllib.parse.urlparse(url).path)
-        if name == filename or text == filename:
-            fragment = urllib.parse.urlparse(url).fragment
-            listed = fragment.split("=", 1)[1] if fragment.startswith("sha256=") else None
-            return url.split("#", 1)[0], listed
-    return None, None
-
-
-def _open(url: str, accept: str = "*/*"):  # type: ignore[no-untyped-def]
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme == "file":
-        path = Path(urllib.request.url2pathname(parsed.path))
-        if path.is_dir():
-            path = path / "index.html"
-        if not path.is_file():
-            raise NotFoundError(f"{url} does not exist")
-        return urllib.request.urlopen(path.as_uri())
-    request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "patchtool"})
-    try:
-        return urllib.request.urlopen(request, timeout=60)
-    except urllib.error.HTTPError as error:
-        if error.code == 404:
-            raise NotFoundError(f"{_redact(url)} does not exist (HTTP 404)") from error
-        raise NetworkError(f"{_redact(url)}: HTTP {error.code} {error.reason}") from error
-    except (urllib.error.URLError, OSError) as error:
-        raise NetworkError(
-            f"cannot reach {_redact(url)}: {getattr(error, 'reason', error)}",
-            hint="Check your network or proxy settings, or pass a local sdist with --sdist.",
-        ) from error
-
-
-def _redact(url: str) -> str:
-    parsed = urllib.parse.urlparse(url)
-    if parsed.username or parsed.password:
-        netloc = parsed.hostname or ""
-        if parsed.port:
-            netloc += f":{parsed.port}"
-        return urllib.parse.urlunparse(parsed._replace(netloc="***@" + netloc))
-    return url
 
 
 # --------------------------------------------------------------------------- git bases
@@ -750,7 +543,7 @@ def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> Non
     `--`, and git runs with `protocol.allow` pinned to the same schemes."""
     assert isinstance(base.source, GitSource)
     url = base.source.url.location(base.path)
-    reporter.step(f"fetching {base.commit[:12]} from {_redact(url)}")
+    reporter.step(f"fetching {base.commit[:12]} from {redact(url)}")
     git_dir = ["--git-dir", str(repository)]
     try:
         run_plain([*git_dir, "fetch", "--quiet", "--no-tags", "--", url, base.commit], repository)
@@ -770,11 +563,11 @@ def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> Non
                 repository,
             )
         except Exception as error:
-            raise NetworkError(f"cannot fetch from {_redact(url)}: {error}") from error
+            raise NetworkError(f"cannot fetch from {redact(url)}: {redact(str(error))}") from error
     git = Git(repository)
     if git.rev_parse(base.commit) is None:
         raise NotFoundError(
-            f"commit {base.commit} is not in {_redact(url)}",
+            f"commit {base.commit} is not in {redact(url)}",
             hint=f"Check source.url and commit in {base.path / 'base.toml'}.",
         )
     git.run("update-ref", base_ref_name(base.commit), base.commit)
