@@ -12,7 +12,8 @@ it records one `CheckRecord` per check:
     apply    the series applies with `git am`, no fuzz, no 3-way help
     export   a fresh export of that tree writes the store byte for byte
     lint     subject, a body that says why, a valid Upstream-Status trailer,
-             no added trailing whitespace or conflict markers
+             no added trailing whitespace or conflict markers (the rules live
+             in lint.py, which `patch` and `import` apply too)
 
 The tree for `safety`, `apply` and `export` is built in a temporary folder
 with apply.py's pieces; the user's build folder is never read or written. The
@@ -20,28 +21,40 @@ base cache may be filled (a cold cache fetches, as `unpatch` would), and the
 cached base is always verified object by object. When the series does not
 apply, `safety` judges the paths git reads from every patch instead.
 
+Offline (`CheckOptions.offline`), a base is checked against its source only
+when that source is local: its commit is already in the cache repository, or
+its sdist is in the cache or given locally (--sdist, PATCHTOOL_SDIST_PATH; not
+pip's find-links, which only the index client reads). Otherwise its `source`,
+`safety`, `apply` and `export` records are *skipped* (a reason, no failure),
+while `config`, `series` and `lint` run as always. That decision is made here,
+before `ensure_base` is called, and `ensure_base` is then handed exactly one
+existing local file, so its lookup ends there (a missing or mismatching file
+raises, it never goes on to the index client); as a second wall, any socket
+connect or name lookup in the process while an offline check runs raises
+`OfflineViolationError`.
+
 Exit codes: every failed check carries the code of its kind of problem
 (config and source: 6 or the fetch error's own code; safety: 10, or 6 for a
 corrupt patch; apply: 4; series, export and lint: 7, "the store needs work").
 The run exits with the most serious code present, in the order
-10 > 6 > 3 > 11 > 4 > 7.
-
-Upstream-Status values (after Yocto's list): `Pending`, `Submitted <where>`,
-`Backport [<where>]`, `Denied <why>`, `Inappropriate <why>` and
-`Inactive-Upstream <details>`; brackets around the detail are optional. The
-old `Accepted` is refused (Yocto replaced it by `Backport`).
+10 > 6 > 3 > 11 > 4 > 7. Skipped records carry no code: an offline run whose
+every check that ran passed exits 0.
 """
 
 from __future__ import annotations
 
-import re
+import contextvars
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConflictError, ExitCode, PatchtoolError
+from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError
 from .gitops import Git
+from .lint import MESSAGE_ADVICE, capped, lint_file
 from .locks import store_lock
 from .report import Reporter
 from .safety import TreeJudge, judge_paths, paths_git_reads
@@ -56,9 +69,8 @@ from .store import (
     Store,
     parse_base,
     parse_series,
-    read_store_file,
 )
-from .upstream import BaseCache, base_ref_name, ensure_base, sha256_of
+from .upstream import BaseCache, base_ref_name, ensure_base, local_sdists, sha256_of
 
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
 _SEVERITY = (
@@ -69,20 +81,20 @@ _SEVERITY = (
     ExitCode.CONFLICT,
     ExitCode.STALE,
 )
-_UPSTREAM_STATUS = re.compile(
-    r"^(Pending|Submitted\s+\S.*|Backport(\s+\S.*)?|Denied\s+\S.*|Inappropriate\s+\S.*"
-    r"|Inactive-Upstream\s+\S.*)$"
-)
-_TRAILER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*:\s")
-_MARKERS = (b"<<<<<<<", b">>>>>>>", b"|||||||")
 
 
 class ChecksFailedError(PatchtoolError):
     """Some checks failed; `exit_code` is the most serious code among them."""
 
-    def __init__(self, message: str, exit_code: ExitCode) -> None:
-        super().__init__(message, hint="Fix what the report above lists and run check again.")
+    def __init__(self, message: str, exit_code: ExitCode, hint: str | None = None) -> None:
+        super().__init__(
+            message, hint=hint or "Fix what the report above lists and run check again."
+        )
         self.exit_code = exit_code
+
+
+class OfflineViolationError(NetworkError):
+    """An offline check tried to reach the network: a bug in patchtool's offline path."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class CheckOptions:
     device: str | None = None
     commit_id: str | None = None
     archive_paths: tuple[Path, ...] = ()
+    offline: bool = False  # never fetch: skip what needs a source that is not local
 
 
 @dataclass(frozen=True)
@@ -102,15 +115,19 @@ class CheckRecord:
     ok: bool
     details: tuple[str, ...] = ()
     exit_code: ExitCode = ExitCode.OK  # for a failure: the code its problem maps to
+    skipped: bool = False  # offline: not run because the base's source is not local
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "device": self.device,
             "base": self.base,
             "check": self.check,
-            "ok": self.ok,
+            "ok": None if self.skipped else self.ok,
             "details": list(self.details),
         }
+        if self.skipped:
+            data["skipped"] = True
+        return data
 
 
 @dataclass
@@ -120,6 +137,22 @@ class CheckReport:
     @property
     def failed(self) -> list[CheckRecord]:
         return [r for r in self.records if not r.ok]
+
+    @property
+    def skipped_bases(self) -> list[str]:
+        """Every base ("device/base") an offline run could not check against its source."""
+        return sorted({f"{r.device}/{r.base}" for r in self.records if r.skipped})
+
+    def skipped_summary(self) -> str | None:
+        bases = self.skipped_bases
+        if not bases:
+            return None
+        passed = not [r for r in self.failed if r.exit_code != ExitCode.OK]
+        return (
+            f"offline: the source, safety, apply and export checks of {len(bases)} base(s) "
+            f"were skipped, their source is not in the cache: {', '.join(bases)}"
+            + ("; every check that ran passed" if passed else "")
+        )
 
     @property
     def exit_code(self) -> ExitCode:
@@ -133,14 +166,29 @@ class CheckReport:
         failed = [r for r in self.failed if r.exit_code != ExitCode.OK]
         if failed:
             names = ", ".join(f"{r.device}/{r.base or DEVICE_FILE} {r.check}" for r in failed)
-            raise ChecksFailedError(f"{len(failed)} check(s) failed: {names}", self.exit_code)
+            lint = [r for r in failed if r.check == "lint"]
+            hint = _lint_hint(lint[0].device, lint[0].base) if lint else None
+            raise ChecksFailedError(f"{len(failed)} check(s) failed: {names}", self.exit_code, hint)
+
+
+def _lint_hint(device: str, base_id: str) -> str:
+    return (
+        "Fix what the report above lists and run check again. Lint problems are fixed in "
+        f"the build tree's commits (`patchtool unpatch --device-type {device} --commit-id "
+        f"{base_id}` makes the tree): `git commit --amend` for the last commit or "
+        "`git rebase -i patchtool/base` (mark a commit `reword` for its message, `edit` for "
+        f"its lines) for earlier ones, then `patchtool patch --device-type {device}`; "
+        + MESSAGE_ADVICE
+        + "."
+    )
 
 
 def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
     report = CheckReport()
     devices = [options.device] if options.device else options.store.device_names()
-    for device in devices:
-        _check_device(options, device, report, reporter)
+    with forbid_network(options.offline):
+        for device in devices:
+            _check_device(options, device, report, reporter)
     return report
 
 
@@ -206,12 +254,17 @@ def _check_base(
         )
 
     repository: Path | None = None
+    not_local: str | None = None
     try:
+        archives = options.archive_paths
+        if options.offline:
+            archives = local_source(base, options.cache, options.archive_paths)
         # The CI gate hashes the base again, whatever an earlier run recorded.
-        repository = ensure_base(
-            base, options.cache, reporter, options.archive_paths, verify="full"
-        )
+        repository = ensure_base(base, options.cache, reporter, archives, verify="full")
         record("source", _source_problems(base, options.cache, repository), ExitCode.INTEGRITY)
+    except SourceNotLocal as why:
+        not_local = why.reason
+        records.append(CheckRecord(device, base_id, "source", False, (why.reason,), skipped=True))
     except PatchtoolError as error:
         records.append(_failure(device, base_id, "source", error))
 
@@ -240,16 +293,100 @@ def _check_base(
 
     if repository is not None:
         records.extend(_safety_apply_export(base, series, repository, limits, reporter))
+    elif not_local is not None:
+        records.extend(
+            CheckRecord(
+                device,
+                base_id,
+                check,
+                False,
+                (f"skipped: needs {base_id}'s source (see its source record)",),
+                skipped=True,
+            )
+            for check in ("safety", "apply", "export")
+        )
     else:
         records.extend(
             _skipped(device, base_id, ("safety", "apply", "export"), "the base is not available")
         )
 
-    lint: list[str] = []
-    for path in series.paths():
-        lint.extend(f"{path.name}: {problem}" for problem in lint_patch(path, limits))
+    lint = capped(finding for path in series.paths() for finding in lint_file(path, limits))
     record("lint", lint, ExitCode.STALE)
     return records
+
+
+# --------------------------------------------------------------------------- offline
+
+
+class SourceNotLocal(Exception):
+    """Offline, and the base's source is neither in the cache nor in a local place."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def local_source(
+    base: BaseRef, cache: BaseCache, archive_paths: tuple[Path, ...]
+) -> tuple[Path, ...]:
+    """Offline: what to hand `ensure_base` so that it needs no network, or raise
+    SourceNotLocal. `()` when the cache repository holds the commit (ensure_base
+    then only verifies); else exactly one existing sdist file, which obtain_sdist
+    uses or refuses (a sha256 mismatch, a file gone) without looking further."""
+    repository = cache.repository(base.project)
+    if (repository / "HEAD").is_file() and Git(repository).rev_parse(base.commit) is not None:
+        return ()
+    if not isinstance(base.source, PypiSource):
+        raise SourceNotLocal(
+            f"skipped: {base.base_id}'s source is not in the cache (needs commit "
+            f"{base.commit[:12]} from its git repository; run `patchtool check` once with "
+            "network access)"
+        )
+    filename = base.source.filename
+    cached = cache.sdist_path(base.source)
+    if cached.is_file() and sha256_of(cached) == base.source.sha256:
+        return (cached,)
+    # --sdist and PATCHTOOL_SDIST_PATH, as online (a --sdist path that does not
+    # exist or names another file raises here). pip's find-links are left out:
+    # they are read by the index client, which offline never reaches.
+    local = next(local_sdists(filename, archive_paths), None)
+    if local is not None:
+        return (local,)
+    raise SourceNotLocal(
+        f"skipped: {base.base_id}'s source is not in the cache (needs {filename}; run "
+        "`patchtool check` once with network access or pass --sdist)"
+    )
+
+
+_OFFLINE: contextvars.ContextVar[bool] = contextvars.ContextVar("patchtool_offline", default=False)
+_NETWORK_EVENTS = ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname")
+_guard_installed = False
+
+
+@contextmanager
+def forbid_network(offline: bool) -> Iterator[None]:
+    """While an offline check runs, any connect or name lookup raises."""
+    global _guard_installed
+    if not offline:
+        yield
+        return
+    if not _guard_installed:
+        sys.addaudithook(_refuse_network)  # process-wide and permanent, hence the flag
+        _guard_installed = True
+    token = _OFFLINE.set(True)
+    try:
+        yield
+    finally:
+        _OFFLINE.reset(token)
+
+
+def _refuse_network(event: str, args: tuple[Any, ...]) -> None:
+    if event in _NETWORK_EVENTS and _OFFLINE.get():
+        target = args[1] if event == "socket.connect" else args[0]
+        raise OfflineViolationError(
+            f"check --offline tried to open a network connection ({event} {target!r})",
+            hint="This is a bug in patchtool; run again with --debug and report it.",
+        )
 
 
 def _source_problems(base: BaseRef, cache: BaseCache, repository: Path) -> list[str]:
@@ -340,128 +477,6 @@ def _judge_paths_only(tree: Path, series: PatchSeries) -> CheckRecord:
         True,
         ("judged by the paths git reads only: the series does not apply",),
     )
-
-
-# --------------------------------------------------------------------------- lint
-
-
-@dataclass(frozen=True)
-class _LintedFile:
-    path: str
-    added: tuple[tuple[int, bytes], ...]  # (line of the patch file, content)
-
-
-def lint_patch(path: Path, limits: PatchLimits) -> list[str]:
-    """Style problems of one patch file: its message and the lines it adds.
-
-    Lint reads the patch with unidiff: it only ever reports, it decides nothing
-    about what the patch may touch (that is git's reading, in safety.py)."""
-    try:
-        data = read_store_file(path, limits.patch_bytes)
-    except PatchtoolError as error:
-        return [f"cannot be read ({error.message})"]
-    message, files, problem = _read_for_lint(data)
-    problems = _lint_message(message)
-    if problem is not None:
-        problems.append(problem)
-    elif not files:
-        problems.append("changes no file")
-    for linted in files:
-        problems.extend(_lint_added_lines(linted))
-    return problems
-
-
-def _read_for_lint(data: bytes) -> tuple[str, list[_LintedFile], str | None]:
-    from unidiff.errors import UnidiffParseError
-    from unidiff.patch import PatchSet
-
-    text = data.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
-    first = next((i for i, line in enumerate(lines) if line.startswith("diff --git ")), None)
-    message = "\n".join(lines[:first] if first is not None else lines)
-    try:
-        patch_set = PatchSet(text)
-    except UnidiffParseError as error:
-        return message, [], f"cannot be read as a patch: {error}"
-    files = []
-    for patched in patch_set:
-        info = str(patched.patch_info or "")
-        is_link = re.search(r"^(new file mode|new mode) 120000$", info, re.M) is not None
-        if patched.is_binary_file or patched.is_removed_file or is_link:
-            continue
-        added = tuple(
-            (line.diff_line_no or 0, line.value.rstrip("\n").encode("utf-8", "surrogateescape"))
-            for hunk in patched
-            for line in hunk
-            if line.is_added
-        )
-        files.append(_LintedFile(patched.path, added))
-    return message, files, None
-
-
-def _lint_message(message: str) -> list[str]:
-    lines = message.split("\n")
-    header_end = lines.index("") if "" in lines else len(lines)
-    subject = ""
-    for number, line in enumerate(lines[:header_end]):
-        if line.lower().startswith("subject:"):
-            subject = line[8:]
-            for follow in lines[number + 1 : header_end]:
-                if not follow[:1].isspace():
-                    break
-                subject += " " + follow.strip()
-    subject = re.sub(r"^\s*(\[[^\]]*\]\s*)*", "", subject).strip()
-    body = lines[header_end + 1 :]
-    if "---" in body:
-        body = body[: body.index("---")]
-    while body and not body[-1].strip():
-        body.pop()
-    paragraphs: list[list[str]] = [[]]
-    for line in body:
-        if line.strip():
-            paragraphs[-1].append(line)
-        elif paragraphs[-1]:
-            paragraphs.append([])
-    last = paragraphs[-1]
-    trailers = last if last and all(_TRAILER.match(line) for line in last) else []
-    prose = [line for p in (paragraphs[:-1] if trailers else paragraphs) for line in p]
-    problems = []
-    if not subject:
-        problems.append("has no subject")
-    if not prose:
-        problems.append("has no body that says why the change is needed")
-    statuses = [
-        t.split(":", 1)[1].strip() for t in trailers if t.lower().startswith("upstream-status:")
-    ]
-    if not statuses:
-        problems.append("has no Upstream-Status: trailer")
-    elif len(statuses) > 1:
-        problems.append("has more than one Upstream-Status: trailer")
-    elif not _UPSTREAM_STATUS.match(statuses[0]):
-        problems.append(
-            f"Upstream-Status {statuses[0]!r} is not one of Pending, Submitted <where>, "
-            "Backport [<where>], Denied <why>, Inappropriate <why>, Inactive-Upstream <details>"
-        )
-    return problems
-
-
-def _lint_added_lines(change: _LintedFile) -> list[str]:
-    problems = []
-    added = change.added
-    text = [c for _, c in added]
-    has_markers = any(c.startswith(_MARKERS) for c in text)
-    for line, content in added:
-        stripped = content[:-1] if content.endswith(b"\r") else content
-        if stripped != stripped.rstrip(b" \t"):
-            problems.append(f"line {line}: adds trailing whitespace to {change.path}")
-        marker = content.rstrip(b"\r")
-        # A lone ======= is also an RST underline; it is a conflict marker only
-        # next to the other two kinds, which git always writes together.
-        if (marker.startswith(_MARKERS) and marker[7:8] in (b"", b" ")) or (
-            has_markers and marker == b"======="
-        ):
-            problems.append(f"line {line}: adds a conflict marker to {change.path}")
-    return problems
 
 
 # --------------------------------------------------------------------------- helpers

@@ -9,6 +9,10 @@ patch renames nothing.
 
 Only the base's folder is written, and in it only `series` and the patch files
 that `series` lists (old or new); every write is atomic.
+
+Every exported patch is linted with `check`'s rules (lint.py): after writing,
+each finding is a warning that names the patch and says how to fix its commit
+in the tree; with `strict` the export fails instead and writes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .errors import DirtyTreeError, IntegrityError, StaleStoreError, UsageError
 from .faults import kill_point
 from .fsutil import exchange_paths, fsync_directory, new_file_mode
 from .gitops import Git, user_identity
+from .lint import LintError, LintFinding, capped, lint_patch, message_advice
 from .report import Reporter
 from .store import (
     SERIES_FILE,
@@ -287,6 +292,7 @@ class ExportOptions:
     check: bool = False
     message: str | None = None
     force: bool = False
+    strict: bool = False  # fail, writing nothing, if a patch would fail check's lint
 
 
 @dataclass(frozen=True)
@@ -294,6 +300,7 @@ class ExportResult:
     plan: ExportPlan
     committed: str | None  # the commit `-m` made, if any
     written: bool
+    lint: tuple[PatchLint, ...] = ()  # the patches check's lint would refuse
 
 
 def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
@@ -337,6 +344,9 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
     reporter.step(f"rendering commits after {record.base_id} ({record.base_commit[:12]})")
     patches = render_patches(git, record.base_commit)
     plan = plan_export(base, patches)
+    linted = lint_rendered(patches)
+    if options.strict and linted:
+        raise lint_refusal(tree, base, linted, len(patches), committed)
     if options.check:
         if not plan.is_noop:
             raise StaleStoreError(
@@ -348,7 +358,10 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
     if not plan.is_noop:
         write_plan(plan)
     remember_series(tree, record, parse_series(base))
-    return ExportResult(plan=plan, committed=committed, written=not plan.is_noop)
+    warn_lint(reporter, tree, linted, len(patches))
+    return ExportResult(
+        plan=plan, committed=committed, written=not plan.is_noop, lint=tuple(linted)
+    )
 
 
 def _refuse_lost_update(
@@ -386,3 +399,74 @@ def remember_series(tree: Path, record: TreeRecord, series: PatchSeries) -> None
     digest = series_digest(series)
     if digest != record.store_digest:
         write_record(tree, replace(record, store_digest=digest))
+
+
+# --------------------------------------------------------------------------- lint at export
+
+
+@dataclass(frozen=True)
+class PatchLint:
+    """A rendered patch that check's lint would refuse, and why."""
+
+    patch: RenderedPatch
+    position: int  # 1-based, among the tree's commits after the base
+    findings: tuple[LintFinding, ...]
+
+
+def lint_rendered(patches: list[RenderedPatch]) -> list[PatchLint]:
+    linted = []
+    for position, patch in enumerate(patches, start=1):
+        findings = lint_patch(patch.data, patch.name)
+        if findings:
+            linted.append(PatchLint(patch, position, tuple(findings)))
+    return linted
+
+
+def fix_advice(tree: Path, linted: PatchLint, total: int) -> str:
+    """How to fix one patch's commit in the build tree, then export again."""
+    name, commit = linted.patch.name, linted.patch.commit[:10]
+    lines = not all(f.in_message for f in linted.findings)
+    if linted.position == total:
+        how = (
+            "change the lines, `git add` them and run `git commit --amend`"
+            if lines
+            else "run `git commit --amend`"
+        )
+        where = f"it is the tree's last commit ({commit}): in {tree}, {how}"
+    else:
+        mark = (
+            "`edit` (change the lines, `git add` them, `git commit --amend`, "
+            "`git rebase --continue`)"
+            if lines
+            else "`reword`"
+        )
+        where = (
+            f"it is commit {linted.position} of {total} ({commit}): in {tree}, run "
+            f"`git rebase -i patchtool/base` and mark {commit} {mark}"
+        )
+    return f"{name} would fail `patchtool check`; {where}, then run `patchtool patch` again"
+
+
+def warn_lint(reporter: Reporter, tree: Path, linted: list[PatchLint], total: int) -> None:
+    """One warning per finding (at most lint.MAX_FINDINGS_SHOWN per patch), and how to fix it."""
+    for one in linted:
+        for line in capped(one.findings):
+            reporter.warn(line)
+        reporter.warn(fix_advice(tree, one, total))
+    advice = message_advice(f for one in linted for f in one.findings)
+    if advice is not None:
+        reporter.warn(advice)
+
+
+def lint_refusal(
+    tree: Path, base: BaseRef, linted: list[PatchLint], total: int, committed: str | None
+) -> LintError:
+    findings = [f for one in linted for f in one.findings]
+    kept = f" (the commit -m made, {committed[:10]}, stays in the tree)" if committed else ""
+    advice = message_advice(findings)
+    return LintError(
+        f"{len(linted)} of {total} patch(es) would fail `patchtool check`'s lint; nothing "
+        f"was written to {base.path}{kept}:\n  " + "\n  ".join(capped(findings)),
+        hint="; ".join(fix_advice(tree, one, total) for one in linted)
+        + (f". Note: {advice}." if advice else "."),
+    )

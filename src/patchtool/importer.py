@@ -16,7 +16,8 @@ Inputs understood:
 Nothing is half-imported: every path is checked before git reads a change,
 the changes are applied in the build tree on a known HEAD that is restored if
 any of them fails, the new patches pass the store's safety checks, and only
-then is the store written.
+then is the store written. Afterwards every new patch that `check`'s lint would
+refuse is warned about, with how to fix its commit in the tree.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ from .errors import (
     UnsafeInputError,
     UsageError,
 )
-from .export import plan_export, remember_series, render_patches, write_plan
+from .export import (
+    lint_rendered,
+    plan_export,
+    remember_series,
+    render_patches,
+    warn_lint,
+    write_plan,
+)
 from .fsutil import atomic_write, check_name
 from .gitops import Git, tool_identity, user_identity
 from .report import Reporter
@@ -414,4 +422,8 @@ def _import_into(
         raise
     write_plan(plan_export(base, patches))
     remember_series(tree, read_record(tree), parse_series(base))
+    # What check would refuse in the new patches, said now, while their commits
+    # are the newest of the tree and easy to amend.
+    linted = [one for one in lint_rendered(patches) if one.patch in fresh]
+    warn_lint(reporter, tree, linted, len(patches))
     return [p.name for p in fresh]
