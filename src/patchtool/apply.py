@@ -33,6 +33,7 @@ from .buildtree import (
     TreeRecord,
     backup_path,
     discard,
+    find_tree,
     git_lock_files,
     new_stage,
     read_record,
@@ -46,6 +47,7 @@ from .errors import (
     NotFoundError,
     PatchtoolError,
     UnsafeInputError,
+    UsageError,
 )
 from .export import tree_work
 from .faults import kill_point, pause_point
@@ -99,11 +101,17 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
     """Build the device's tree (the caller holds the build folder's lock for the
     device and the store's lock, shared, for the device)."""
     device: DeviceConfig = options.store.device(options.device)
-    base = options.store.resolve_base(device.name, options.commit_id)
+    current = _current_tree(options.build_dir, device.name)
+    base = _choose_base(options, device, current, reporter)
     series = parse_series(base)
     location = TreeLocation(options.build_dir, device.name, base.project)
     recover_interrupted(location.device_dir, reporter)
     target = location.tree
+    if current is not None and current[0] == target and current[1].base_id != base.base_id:
+        reporter.info(
+            f"switching {target} from {current[1].base_id} ({current[1].version}) "
+            f"to {base.base_id} ({base.version})"
+        )
 
     # Checked now to fail fast, and again just before the swap (below).
     work_to_keep = existing_work(target, options.store, device.name)
@@ -131,6 +139,7 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
                 base.version,
                 base.commit,
                 series_digest(series),
+                str(options.store.root),
             ),
         )
         backup = None
@@ -175,6 +184,36 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
         backup=backup,
         replaced=replaced,
     )
+
+
+def _current_tree(build_dir: Path, device: str) -> tuple[Path, TreeRecord] | None:
+    """The device's build tree and its record, when there is exactly one that reads."""
+    try:
+        tree = find_tree(build_dir, device)
+        return tree, read_record(tree)
+    except (NotFoundError, UsageError):
+        return None
+
+
+def _choose_base(
+    options: UnpatchOptions,
+    device: DeviceConfig,
+    current: tuple[Path, TreeRecord] | None,
+    reporter: Reporter,
+) -> BaseRef:
+    """--commit-id when given; else the existing tree's base (rebuilding a tree never
+    moves it to another base unasked); else the device's default base."""
+    if options.commit_id is not None:
+        return options.store.resolve_base(device.name, options.commit_id)
+    if current is not None:
+        try:
+            return options.store.resolve_base(device.name, current[1].base_id)
+        except NotFoundError:
+            reporter.warn(
+                f"{current[0]} was made from base {current[1].base_id}, which the store no "
+                "longer has; using the device's default base"
+            )
+    return options.store.resolve_base(device.name, None)
 
 
 def _dirty(target: Path, work: str, device: str) -> DirtyTreeError:

@@ -7,6 +7,7 @@ hint and its exit code (see errors.ExitCode); tracebacks only with --debug.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import traceback
@@ -14,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 
 from . import __version__
-from .errors import ExitCode, PatchtoolError, UsageError
+from .errors import ExitCode, NotFoundError, PatchtoolError, UsageError
 from .report import RichReporter
 
 if TYPE_CHECKING:
+    from .buildtree import TreeRecord
     from .store import Store
     from .upstream import BaseCache
 
@@ -46,10 +49,20 @@ class GlobalOptions:
 _globals = GlobalOptions()
 
 DeviceOption = Annotated[
-    str, typer.Option("--device-type", "-d", help="Device name: a folder of the store.")
+    str | None,
+    typer.Option(
+        "--device-type",
+        "-d",
+        help="Device name: a folder of the store (default: the build tree you are in).",
+    ),
 ]
 DirOption = Annotated[
-    Path, typer.Option("--dir", help="Build folder; trees go to DIR/<device>/<project>.")
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="Build folder; trees go to DIR/<device>/<project> (default: the build folder "
+        "of the tree you are in, else build/ beside the store's patches/ folder).",
+    ),
 ]
 CommitOption = Annotated[
     str | None,
@@ -57,7 +70,25 @@ CommitOption = Annotated[
         "--commit-id",
         "-c",
         help="Base: full commit id, unique prefix of 7+ hex digits, folder name or version "
-        "(default: the device's newest base).",
+        "(default: device.toml's default-base, else the device's newest base).",
+    ),
+]
+UnpatchCommitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--commit-id",
+        "-c",
+        help="Base: full commit id, unique prefix of 7+ hex digits, folder name or version "
+        "(default: the existing tree's base, else device.toml's default-base, else the "
+        "device's newest base).",
+    ),
+]
+TreeCommitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--commit-id",
+        "-c",
+        help="The base whose folder receives the series (default: the build tree's base).",
     ),
 ]
 NoWaitOption = Annotated[
@@ -75,7 +106,10 @@ def _version(value: bool) -> None:
 def _root(
     store: Annotated[
         Path | None,
-        typer.Option(help="The patch store (default: patches/ in this folder or above)."),
+        typer.Option(
+            help="The patch store (default: the one the build tree you are in was made from, "
+            "else patches/ in this folder or above)."
+        ),
     ] = None,
     cache_dir: Annotated[
         Path | None,
@@ -83,12 +117,14 @@ def _root(
             help="Cache of upstream sources (default: PATCHTOOL_CACHE_DIR, else the user cache)."
         ),
     ] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show only warnings.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
+    """Global options go before or after the command: `patchtool -q unpatch ...` and
+    `patchtool unpatch ... -q` are the same."""
     _globals.store, _globals.cache_dir = store, cache_dir
     _globals.debug, _globals.quiet = debug, quiet
 
@@ -97,16 +133,77 @@ def _reporter() -> RichReporter:
     return RichReporter(quiet=_globals.quiet)
 
 
+@dataclass(frozen=True)
+class _Here:
+    """The build tree the command runs in (cwd inside it), and what it records."""
+
+    tree: Path
+    record: TreeRecord
+
+
+@functools.lru_cache(maxsize=1)
+def _here() -> _Here | None:
+    from .buildtree import enclosing_tree, read_record
+
+    tree = enclosing_tree(Path.cwd())
+    if tree is None:
+        return None
+    try:
+        return _Here(tree, read_record(tree))
+    except NotFoundError:
+        # A damaged record: commands then need -d, --dir and --store, as outside.
+        return None
+
+
 def _store() -> Store:
     from .store import find_store
 
+    here = _here()
+    if _globals.store is None and here is not None and here.record.store:
+        recorded = Path(here.record.store)
+        if not recorded.is_dir():
+            raise NotFoundError(
+                f"the build tree {here.tree} was made from the store {recorded}, "
+                "which no longer exists",
+                hint="Pass the store with --store.",
+            )
+        return find_store(Path.cwd(), recorded)
     return find_store(Path.cwd(), _globals.store)
 
 
-def _build_dir(build_dir: Path, store: Store) -> Path:
+def _build_dir(build_dir: Path | None, store: Store) -> Path:
+    """--dir; else the build folder of the tree we are in; else build/ beside the store."""
+    from .buildtree import enclosing_tree
     from .fsutil import check_build_dir
 
+    here = _here()
+    if build_dir is None:
+        build_dir = here.tree.parent.parent if here is not None else store.root.parent / "build"
+    else:
+        inside = enclosing_tree(build_dir.resolve().parent)
+        if inside is not None:
+            raise UsageError(
+                f"--dir {build_dir} lies inside the build tree {inside}",
+                hint="Trees do not nest: leave out --dir to use the tree's own build folder "
+                f"({inside.parent.parent}).",
+            )
     return check_build_dir(build_dir, [store.root, store.root.parent])
+
+
+def _device_name(device: str | None) -> str:
+    """--device-type, else the device of the build tree we are in."""
+    from .fsutil import check_name
+
+    if device is None:
+        here = _here()
+        if here is None:
+            raise UsageError(
+                "no device named and not inside a build tree",
+                hint="Pass --device-type NAME (`patchtool list` shows the devices), or run "
+                "the command from inside a build tree.",
+            )
+        device = here.record.device
+    return check_name("device", device)
 
 
 @dataclass(frozen=True)
@@ -117,17 +214,17 @@ class _DeviceContext:
     device: str
 
 
-def _device_context(device: str, build_dir: Path, must_exist: bool = True) -> _DeviceContext:
+def _device_context(
+    device: str | None, build_dir: Path | None, must_exist: bool = True
+) -> _DeviceContext:
     """What every per-device command starts with: the device name checked (and,
     unless it is being created, found in the store before the lock creates
     DIR/<device>), the store, and the build folder checked."""
-    from .fsutil import check_name
-
+    name = _device_name(device)
     store = _store()
-    check_name("device", device)
     if must_exist:
-        store.device(device)
-    return _DeviceContext(_reporter(), store, _build_dir(build_dir, store), device)
+        store.device(name)
+    return _DeviceContext(_reporter(), store, _build_dir(build_dir, store), name)
 
 
 def _cache() -> BaseCache:
@@ -145,9 +242,9 @@ def _emit_json(data: Any) -> None:
 
 @app.command()
 def unpatch(
-    device: DeviceOption,
-    commit_id: CommitOption = None,
-    build_dir: DirOption = Path("build"),
+    device: DeviceOption = None,
+    commit_id: UnpatchCommitOption = None,
+    build_dir: DirOption = None,
     force: Annotated[
         bool,
         typer.Option(help="Replace a tree holding unexported work (it is moved to a backup)."),
@@ -167,6 +264,8 @@ def unpatch(
     from .locks import device_locks
 
     context = _device_context(device, build_dir)
+
+    device = context.device
     reporter = context.reporter
     options = UnpatchOptions(
         store=context.store,
@@ -194,9 +293,9 @@ def unpatch(
 
 @app.command()
 def patch(
-    device: DeviceOption,
-    build_dir: DirOption = Path("build"),
-    commit_id: CommitOption = None,
+    device: DeviceOption = None,
+    build_dir: DirOption = None,
+    commit_id: TreeCommitOption = None,
     check: Annotated[
         bool,
         typer.Option(
@@ -215,6 +314,14 @@ def patch(
             "or wrote it (what changed there is replaced by this tree's series)."
         ),
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Fail (exit 7, as `check` does for lint) and write nothing if a patch would "
+            "fail check's lint: no subject, no body, no valid Upstream-Status: trailer, added "
+            "trailing whitespace or conflict markers. Without it these are warnings."
+        ),
+    ] = False,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Export the commits after the base in the build tree into the store, byte-stable."""
@@ -223,6 +330,8 @@ def patch(
     from .locks import device_locks
 
     context = _device_context(device, build_dir)
+
+    device = context.device
     reporter = context.reporter
     options = ExportOptions(
         store=context.store,
@@ -232,6 +341,7 @@ def patch(
         check=check,
         message=message,
         force=force,
+        strict=strict,
     )
     with device_locks(
         options.build_dir,
@@ -254,8 +364,8 @@ def patch(
 
 @app.command("build-wheel")
 def build_wheel_command(
-    device: DeviceOption,
-    build_dir: DirOption = Path("build"),
+    device: DeviceOption = None,
+    build_dir: DirOption = None,
     target_device: Annotated[
         str | None,
         typer.Option(help="VLLM_TARGET_DEVICE for the build (default: device.toml's, e.g. empty)."),
@@ -278,6 +388,8 @@ def build_wheel_command(
     from .wheel import WheelOptions, build_wheel
 
     context = _device_context(device, build_dir)
+
+    device = context.device
     reporter, store, resolved_dir = context.reporter, context.store, context.build_dir
     with device_locks(resolved_dir, store, device, reporter, writes_store=False, wait=not no_wait):
         options = WheelOptions(
@@ -324,20 +436,27 @@ def list_command(
         _emit_json(records)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("device", "base", "version", "commit", "source", "patches", box=None)
     for r in records:
         table.add_row(
-            r["device"], r["base"], r["version"], r["commit"][:12], r["source"], str(r["patches"])
+            *(
+                escape(str(value))
+                for value in (
+                    r["device"], r["base"], r["version"], r["commit"][:12], r["source"],
+                    r["patches"],
+                )
+            )
         )
     Console(highlight=False).print(table)
 
 
 @app.command()
 def status(
-    device: DeviceOption,
-    build_dir: DirOption = Path("build"),
+    device: DeviceOption = None,
+    build_dir: DirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The build tree's base, applied patches, unexported commits and uncommitted files."""
@@ -346,6 +465,8 @@ def status(
     from .gitops import Git
 
     context = _device_context(device, build_dir)
+
+    device = context.device
     tree = find_tree(context.build_dir, device)
     record = read_record(tree)
     git = Git(tree)
@@ -390,12 +511,24 @@ def check_command(
         str | None,
         typer.Option("--device-type", "-d", help="Check only this device (default: all)."),
     ] = None,
-    commit_id: CommitOption = None,
+    commit_id: Annotated[
+        str | None,
+        typer.Option(
+            "--commit-id", "-c", help="Check only this base (default: every base of the device)."
+        ),
+    ] = None,
     sdist: Annotated[
         list[Path] | None,
         typer.Option(help="A local sdist file or folder (air-gapped sites); repeatable."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            help="Never use the network: a base whose source is not in the cache (nor given "
+            "with --sdist) has its source, safety, apply and export checks skipped, not failed."
+        ),
+    ] = False,
 ) -> None:
     """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
     from .check import CheckOptions, run_checks
@@ -411,16 +544,21 @@ def check_command(
         device=check_name("device", device) if device is not None else None,
         commit_id=commit_id,
         archive_paths=tuple(sdist or ()),
+        offline=offline,
     )
-    report = run_checks(options, _reporter())
+    reporter = _reporter()
+    report = run_checks(options, reporter)
     if as_json:
         _emit_json([record.to_json() for record in report.records])
     else:
         for record in report.records:
-            mark = "ok" if record.ok else "FAIL"
+            mark = "skip" if record.skipped else "ok" if record.ok else "FAIL"
             print(f"{mark:4}  {record.device}  {record.base or '-'}  {record.check}")
             for detail in record.details:
                 print(f"        {detail}")
+    skipped = report.skipped_summary()
+    if skipped is not None:
+        reporter.warn(skipped)
     report.raise_for_failures()
 
 
@@ -429,10 +567,14 @@ def check_command(
 
 @app.command("rebase")
 def rebase_command(
-    device: DeviceOption,
+    device: DeviceOption = None,
     commit_id: Annotated[
         str | None,
-        typer.Option("--commit-id", "-c", help="The old base (default: the device's newest base)."),
+        typer.Option(
+            "--commit-id",
+            "-c",
+            help="The old base (default: device.toml's default-base, else the newest base).",
+        ),
     ] = None,
     onto: Annotated[
         str | None,
@@ -441,7 +583,7 @@ def rebase_command(
             "git+URL-OR-PATH@FULL-COMMIT."
         ),
     ] = None,
-    build_dir: DirOption = Path("build"),
+    build_dir: DirOption = None,
     continue_: Annotated[
         bool, typer.Option("--continue", help="Go on after resolving a conflict.")
     ] = False,
@@ -477,6 +619,7 @@ def rebase_command(
     if note is not None and action != "continue":
         raise UsageError("--note goes with --continue")
     context = _device_context(device, build_dir)
+    device = context.device
     reporter = context.reporter
     options = RebaseOptions(
         store=context.store,
@@ -506,7 +649,7 @@ def rebase_command(
 
 @app.command("import")
 def import_command(
-    device: DeviceOption,
+    device: DeviceOption = None,
     files: Annotated[
         list[Path] | None,
         typer.Argument(help="mbox files, plain diffs, or quilt folders (series + patches)."),
@@ -527,7 +670,7 @@ def import_command(
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Message where the input has none.")
     ] = None,
-    build_dir: DirOption = Path("build"),
+    build_dir: DirOption = None,
     create: Annotated[
         bool, typer.Option(help="Create the device (needs --display-name and --vendor).")
     ] = False,
@@ -555,6 +698,7 @@ def import_command(
     if onto is not None and commit_id is not None:
         raise UsageError("--onto creates a new base; --commit-id names an existing one: pick one")
     context = _device_context(device, build_dir, must_exist=not create)
+    device = context.device
     reporter = context.reporter
     options = ImportOptions(
         store=context.store,
@@ -591,14 +735,14 @@ def import_command(
 def main(argv: list[str] | None = None) -> None:
     # typer's standalone mode handles usage errors (exit 2), --help and Exit;
     # everything the core raises comes through here.
+    command = typer.main.get_command(app)
+    _hide_empty_defaults(command)
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="patchtool")
+        command.main(args=_globals_first(command, args), prog_name="patchtool")
     except PatchtoolError as error:
         _render_error(error)
         sys.exit(int(error.exit_code))
-    except KeyboardInterrupt:
-        print("patchtool: interrupted; nothing was left half-done", file=sys.stderr)
-        sys.exit(130)
     except Exception as error:
         if _globals.debug:
             traceback.print_exc()
@@ -606,6 +750,63 @@ def main(argv: list[str] | None = None) -> None:
             print(f"patchtool: internal error: {type(error).__name__}: {error}", file=sys.stderr)
             print("hint: run again with --debug and report the traceback.", file=sys.stderr)
         sys.exit(int(ExitCode.INTERNAL))
+
+
+def _hide_empty_defaults(command: click.Command) -> None:
+    """No `[default: None]` or `[default: no-force]` in --help: an option's help
+    text says what its absence means."""
+    params = list(command.params)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _hide_empty_defaults(sub)
+    for param in params:
+        if param.default in (None, False, (), []) and hasattr(param, "show_default"):
+            param.show_default = False
+
+
+def _globals_first(command: click.Command, args: list[str]) -> list[str]:
+    """Move the global options (--store, --cache-dir, --debug, -q) found after the
+    command name to before it, reading the command's own options so that an
+    option's value (`-m -q`) is never taken for a global option."""
+    if not isinstance(command, click.Group):
+        return args
+    global_options = _option_arity(command.params)
+    index = 0
+    while index < len(args) and args[index].startswith("-") and args[index] != "--":
+        name = args[index].split("=", 1)[0]
+        index += 1 + (global_options.get(name, 0) if "=" not in args[index] else 0)
+    if index >= len(args) or args[index] not in command.commands:
+        return args
+    sub_options = _option_arity(command.commands[args[index]].params)
+    front, rest = args[: index + 1], []
+    moved: list[str] = []
+    position = index + 1
+    while position < len(args):
+        item = args[position]
+        if item == "--":
+            rest.extend(args[position:])
+            break
+        name, has_value = item.split("=", 1)[0], "=" in item
+        if name in global_options and name not in sub_options:
+            width = 0 if has_value else global_options[name]
+            moved.extend(args[position : position + 1 + width])
+            position += 1 + width
+            continue
+        width = 0 if has_value else sub_options.get(name, 0)
+        rest.extend(args[position : position + 1 + width])
+        position += 1 + width
+    return front[:index] + moved + front[index:] + rest
+
+
+def _option_arity(params: list[click.Parameter]) -> dict[str, int]:
+    """Each option name and how many values follow it (0 for flags)."""
+    arity: dict[str, int] = {}
+    for param in params:
+        if isinstance(param, click.Option):
+            width = 0 if param.is_flag or param.count else param.nargs
+            for name in (*param.opts, *param.secondary_opts):
+                arity[name] = width
+    return arity
 
 
 def _render_error(error: PatchtoolError) -> None:

@@ -59,7 +59,7 @@ class RichReporter:
 
     def step(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(f"[bold cyan]»[/] {message}", markup=True)
+            self.console.print(f"[bold cyan]»[/] {_escape(message)}", markup=True)
 
     def info(self, message: str) -> None:
         if not self.quiet:

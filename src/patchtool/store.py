@@ -57,6 +57,9 @@ class BuildSettings:
     target_device: str = "empty"
     required_files: tuple[str, ...] = ()
     env_timeout: int = 300  # seconds env.sh may run before it is ended (exit 8)
+    # [build-system] requires that the build for `target_device` never uses (e.g.
+    # cmake and ninja when no extension is compiled): canonical project names.
+    skip_build_requires: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class DeviceConfig:
     build: BuildSettings
     path: Path
     limits: PatchLimits = field(default_factory=PatchLimits)
+    # The base commands use when none is named (a folder name, version or commit,
+    # resolved like --commit-id); None means the newest base.
+    default_base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,9 +216,19 @@ class PatchSeries:
 
 # --------------------------------------------------------------------------- schema checks
 
-_DEVICE_KEYS = {"display-name", "vendor", "build", "limits"}
+_DEVICE_KEYS = {"display-name", "vendor", "default-base", "build", "limits"}
 _LIMIT_KEYS = {"patch-bytes", "patch-files", "patch-hunks"}
-_BUILD_KEYS = {"env-script", "env-args", "target-device", "required-files", "env-timeout"}
+_BUILD_KEYS = {
+    "env-script",
+    "env-args",
+    "target-device",
+    "required-files",
+    "env-timeout",
+    "skip-build-requires",
+}
+# A project name as PEP 508 spells it; at most this many in skip-build-requires.
+_PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
+_SKIP_BUILD_REQUIRES_LIMIT = 32
 _BASE_KEYS = {"project", "version", "commit", "source"}
 _PYPI_KEYS = {"type", "filename", "sha256"}
 _GIT_KEYS = {"type", "url"}
@@ -246,6 +262,29 @@ def _string_list(path: Path, table: Mapping[str, Any], key: str, where: str) -> 
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise IntegrityError(f"{path}: key {where}{key!r} must be a list of strings")
     return tuple(value)
+
+
+def _project_names(path: Path, table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """A short list of project names, canonical (PEP 503: `Setuptools_SCM` is
+    `setuptools-scm`), each once."""
+    names = _string_list(path, table, key, where)
+    if len(names) > _SKIP_BUILD_REQUIRES_LIMIT:
+        raise IntegrityError(
+            f"{path}: key {where}{key!r} lists {len(names)} names; "
+            f"at most {_SKIP_BUILD_REQUIRES_LIMIT} are allowed"
+        )
+    canonical: list[str] = []
+    for name in names:
+        if not _PROJECT_NAME.match(name):
+            raise IntegrityError(
+                f"{path}: key {where}{key!r} holds {name!r}, which is not a project name",
+                hint="Give names as in pyproject.toml's [build-system] requires, "
+                'without versions, e.g. "cmake".',
+            )
+        name = re.sub(r"[-_.]+", "-", name).lower()
+        if name not in canonical:
+            canonical.append(name)
+    return tuple(canonical)
 
 
 def _bounded_int(
@@ -330,6 +369,7 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
         env_timeout=_bounded_int(
             path, build_table, "env-timeout", "build.", defaults.env_timeout, 1, 86400
         ),
+        skip_build_requires=_project_names(path, build_table, "skip-build-requires", "build."),
     )
     for required in (build.env_script, *build.required_files):
         check_relative_path(f"{path}: path", required)
@@ -356,6 +396,11 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
         build=build,
         path=path,
         limits=limits,
+        default_base=(
+            _safe(path, "default-base", _require(path, data, "default-base", str))
+            if "default-base" in data
+            else None
+        ),
     )
 
 
@@ -550,8 +595,9 @@ class Store:
 
     def resolve_base(self, device: str, selector: str | None) -> BaseRef:
         """Find a base by full commit id, a unique prefix of 7+ hex digits, its folder
-        name or its version label; with no selector, the newest base."""
-        self.device(device)
+        name or its version label; with no selector, the device's default base
+        (device.toml's `default-base`), else its newest base."""
+        config = self.device(device)
         bases = self.bases(device)
         listing = ", ".join(f"{b.base_id} ({b.commit[:12]}, {b.version})" for b in bases)
         if not bases:
@@ -560,7 +606,16 @@ class Store:
                 hint="Create one with a base.toml and a series file.",
             )
         if selector is None:
-            return bases[-1]
+            if config.default_base is None:
+                return bases[-1]
+            try:
+                return self.resolve_base(device, config.default_base)
+            except NotFoundError as error:
+                raise IntegrityError(
+                    f"{config.path}: default-base {config.default_base!r} names no base of "
+                    f"{device!r}",
+                    hint=error.hint,
+                ) from error
         wanted = selector.strip()
         exact = [b for b in bases if wanted in (b.commit, b.base_id, b.version)]
         if len(exact) == 1:
