@@ -120,9 +120,11 @@ def test_strict_fails_with_exit_7_and_leaves_the_store_byte_identical(
     assert (upstream.base_folder / "core-one-line.patch").is_file()
 
 
-def test_import_of_a_patch_without_a_body_warns(
+def test_import_of_a_patch_with_a_body_but_no_trailer_warns(
     upstream: SyntheticUpstream, tmp_path: Path
 ) -> None:
+    # A message with a body is kept as it is (one without gets a generated body and
+    # trailer: test_import_everyday.py), so lint still asks for the trailer.
     assert cli(upstream, "unpatch").code == 0
     edit_core(upstream, "return 5\n", "return 55\n")
     diff = subprocess.run(["git", "diff"], cwd=upstream.tree, capture_output=True,
@@ -130,11 +132,10 @@ def test_import_of_a_patch_without_a_body_warns(
     git(upstream.tree, "checkout", "--quiet", "--", ".")
     (tmp_path / "change.diff").write_bytes(diff)
     result = cli(upstream, "import", "--author", "Ada <ada@example.invalid>", "-m",
-                 "core: return 55", str(tmp_path / "change.diff"))  # fmt: skip
+                 "core: return 55\n\nThe device needs 55.", str(tmp_path / "change.diff"))  # fmt: skip
     assert result.code == 0, result.output
     assert (upstream.base_folder / "core-return-55.patch").is_file()
     assert warnings(result) == [
-        "warning: core-return-55.patch: has no body that says why the change is needed",
         "warning: core-return-55.patch: has no Upstream-Status: trailer",
         f"warning: core-return-55.patch would fail `patchtool check`; it is the tree's last "
         f"commit ({head(upstream)}): in {upstream.tree}, run `git commit --amend`, then run "

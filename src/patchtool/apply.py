@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -427,3 +428,177 @@ def describe_failure(patch_path: Path, stderr: str) -> str:
         tail = [line for line in stderr.strip().splitlines() if line][-6:]
         lines = ["  " + line for line in tail] or ["  git gave no reason"]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- trial apply
+
+# How much a failure report shows: a vendor patch refreshed against the wrong
+# base can fail in a hundred hunks, and the first few tell what happened.
+MAX_HUNKS_SHOWN = 10
+MAX_PATHS_SHOWN = 5
+CONTEXT_LINES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class RejectedHunk:
+    """One hunk git could not place: its file as in the tree, its number within
+    that file's section (1-based, as git counts), its `@@` line and the old-side
+    lines git searched for."""
+
+    path: str
+    number: int
+    header: str
+    searched: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrialApply:
+    """Everything `git apply --reject` found wrong with a patch, not only the first."""
+
+    rejected: tuple[RejectedHunk, ...] = ()
+    missing: tuple[str, ...] = ()  # paths it changes that the tree lacks
+    existing: tuple[str, ...] = ()  # paths it creates that the tree has
+    other: tuple[str, ...] = ()  # git's other error lines, as git wrote them
+
+    @property
+    def failed_paths(self) -> tuple[str, ...]:
+        """Each path with a problem, once, in the order git reported them."""
+        paths = [h.path for h in self.rejected] + [*self.missing, *self.existing]
+        return tuple(dict.fromkeys(paths))
+
+    @property
+    def clean(self) -> bool:
+        return not (self.rejected or self.missing or self.existing or self.other)
+
+
+_REJECTS = re.compile(r"^Applying patch (?P<path>.+) with \d+ rejects?\.\.\.$")
+_REJECTED = re.compile(r"^Rejected hunk #(?P<number>\d+)\.$")
+_FILE_PROBLEM = re.compile(
+    r"^error: (?P<path>.+): (?P<why>No such file or directory|does not exist in index|"
+    r"already exists in (?:index|working directory)|patch does not apply)$"
+)
+
+
+def trial_apply(
+    git: Git, patch: Path, strip: int = 1, excludes: tuple[str, ...] = ()
+) -> TrialApply:
+    """Apply `patch` with `git apply --reject` to a throw-away copy of the files in
+    the index of `git`'s tree (never to the tree itself) and report every hunk
+    and file that failed. Costs a checkout of the index: for failures only."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="patchtool-trial-") as folder:
+        copy = Path(folder, "tree")
+        # A repository of its own, so that git never finds (and applies relative
+        # to) a repository above the temporary folder.
+        Git(Path(folder)).run("init", "--quiet", str(copy))
+        git.run("checkout-index", "--all", f"--prefix={copy}/")
+        trial = Git(copy).run(
+            "apply",
+            f"-p{strip}",
+            *(f"--exclude={glob}" for glob in excludes),
+            "--reject",
+            "--verbose",
+            "--",
+            str(patch.resolve()),
+            check=False,
+        )
+        return _read_trial(copy, trial.stderr)
+
+
+def _read_trial(copy: Path, stderr: str) -> TrialApply:
+    numbers: dict[str, list[int]] = {}
+    missing: list[str] = []
+    existing: list[str] = []
+    other: list[str] = []
+    current: str | None = None
+    searching = False
+    for line in stderr.splitlines():
+        if searching:
+            # git quotes what it searched for between these two error lines.
+            searching = not line.startswith("error: patch failed: ")
+            continue
+        if line == "error: while searching for:":
+            searching = True
+        elif match := _REJECTS.match(line):
+            current = _unquote(match["path"])
+            numbers.setdefault(current, [])
+        elif (match := _REJECTED.match(line)) and current is not None:
+            numbers[current].append(int(match["number"]))
+        elif match := _FILE_PROBLEM.match(line):
+            path, why = _unquote(match["path"]), match["why"]
+            if why.startswith("already exists"):
+                existing.append(path)
+            elif why != "patch does not apply":
+                missing.append(path)
+        elif line.startswith(("error: ", "fatal: ")) and not line.startswith(
+            "error: patch failed: "
+        ):
+            other.append(line)
+    rejected: list[RejectedHunk] = []
+    for path, hunk_numbers in numbers.items():
+        hunks = _read_rejects(copy / (path + ".rej"))
+        for position, number in enumerate(hunk_numbers):
+            header, searched = hunks[position] if position < len(hunks) else ("", ())
+            rejected.append(RejectedHunk(path, number, header, searched))
+    return TrialApply(
+        tuple(rejected),
+        tuple(dict.fromkeys(missing)),
+        tuple(dict.fromkeys(existing)),
+        tuple(other),
+    )
+
+
+def _read_rejects(path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """The hunks of a `.rej` file git wrote: (`@@` line, old-side lines)."""
+    try:
+        text = path.read_text("utf-8", "surrogateescape")
+    except OSError:
+        return []
+    hunks: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("@@ "):
+            hunks.append((line, []))
+        elif hunks and line[:1] in (" ", "-"):
+            hunks[-1][1].append(line[1:])
+        elif hunks and line == "":
+            hunks[-1][1].append("")
+    return [(header, tuple(lines)) for header, lines in hunks]
+
+
+def _unquote(path: str) -> str:
+    """git's C-quoted path ("a\\tb") as the path itself."""
+    if not (path.startswith('"') and path.endswith('"')):
+        return path
+    import codecs
+
+    raw = codecs.escape_decode(path[1:-1].encode("ascii", "backslashreplace"))[0]
+    return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else path
+
+
+def describe_trial(trial: TrialApply, labels: Mapping[str, str] | None = None) -> list[str]:
+    """The lines of a failure report: each rejected hunk with the first lines git
+    searched for, each missing or existing path; capped, with counts. `labels`
+    maps a path as in the tree to how to show it."""
+
+    def named(path: str) -> str:
+        return (labels or {}).get(path, path)
+
+    lines = []
+    for hunk in trial.rejected[:MAX_HUNKS_SHOWN]:
+        header = f" {hunk.header}" if hunk.header else ""
+        lines.append(f"  {named(hunk.path)}: hunk #{hunk.number}{header} does not match the base")
+        lines.extend("      | " + text for text in hunk.searched[:CONTEXT_LINES_SHOWN])
+    rest = trial.rejected[MAX_HUNKS_SHOWN:]
+    if rest:
+        files = len({h.path for h in rest})
+        lines.append(f"  ... and {len(rest)} more hunk(s) in {files} file(s)")
+    for paths, why, more in (
+        (trial.missing, "does not exist in the tree", "that do not exist in the tree"),
+        (trial.existing, "already exists in the tree", "that already exist in the tree"),
+    ):
+        lines.extend(f"  {named(path)}: {why}" for path in paths[:MAX_PATHS_SHOWN])
+        if len(paths) > MAX_PATHS_SHOWN:
+            lines.append(f"  ... and {len(paths) - MAX_PATHS_SHOWN} more path(s) {more}")
+    lines.extend("  " + line for line in trial.other)
+    return lines

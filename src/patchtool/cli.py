@@ -687,6 +687,22 @@ def import_command(
         list[Path] | None,
         typer.Option(help="A local sdist file or folder (air-gapped sites); repeatable."),
     ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            metavar="GLOB",
+            help="Leave out file sections whose path (after -p) matches GLOB, as git apply "
+            "--exclude does; repeatable.",
+        ),
+    ] = None,
+    three_way: Annotated[
+        bool,
+        typer.Option(
+            "--3way",
+            help="Let git fall back to a 3-way merge where the change names its base blobs.",
+        ),
+    ] = False,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Import outside patches (mbox, plain diffs, quilt) as new patches of a device's series."""
@@ -718,6 +734,8 @@ def import_command(
         onto=onto,
         version_label=base_version,
         archive_paths=tuple(sdist or ()),
+        excludes=tuple(exclude or ()),
+        three_way=three_way,
     )
     with device_locks(
         options.build_dir, options.store, device, reporter, writes_store=True, wait=not no_wait
@@ -725,6 +743,15 @@ def import_command(
         result = import_changes(options, reporter)
     for name in result.imported:
         reporter.info(f"new patch {name}")
+    if options.excludes:
+        reporter.info(f"--exclude left out {result.excluded_sections} file section(s)")
+    for origin in result.skipped:
+        reporter.warn(f"{origin}: every file section is excluded; nothing imported from it")
+    for merged in result.three_way:
+        reporter.warn(
+            f"{merged.origin} needed a 3-way merge (new patch {merged.patch}): "
+            + ", ".join(merged.paths)
+        )
     reporter.info(f"imported {len(result.imported)} patch(es) into {result.base.path}")
     print(result.base.path)
 

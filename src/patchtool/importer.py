@@ -11,26 +11,34 @@ Inputs understood:
 - plain unified diffs, with or without `diff --git` headers (`diff -ruN`);
 - quilt folders: a `series` file (or `--series FILE`) naming patches, with an
   optional `-pN` per line.
-`-p N` strips leading path components, as `patch -p` and `git apply -p` do.
+`-p N` strips leading path components, as `patch -p` and `git apply -p` do;
+`--exclude GLOB` leaves file sections out (git apply's `--exclude`, on the
+stripped path); `--3way` lets git merge a change whose base blobs it has.
+A change whose message has no body gets one that names its source, and an
+`Upstream-Status: Pending` trailer when it has none; bodies are kept as they are.
 
 Nothing is half-imported: every path is checked before git reads a change,
 the changes are applied in the build tree on a known HEAD that is restored if
 any of them fails, the new patches pass the store's safety checks, and only
-then is the store written. Afterwards every new patch that `check`'s lint would
-refuse is warned about, with how to fix its commit in the tree.
+then is the store written. A change that does not apply is tried again with
+`git apply --reject` in a throw-away copy of the tree's files, so that every
+failing hunk of every file is named, not only git's first; a tree this run made
+is removed again. Afterwards every new patch that `check`'s lint would refuse is
+warned about, with how to fix its commit in the tree.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .apply import describe_failure
-from .buildtree import TreeLocation, read_record
+from .apply import TrialApply, describe_failure, describe_trial, trial_apply
+from .buildtree import TreeLocation, discard, read_record
 from .errors import (
     ConflictError,
+    DirtyTreeError,
     IntegrityError,
     NotFoundError,
     PatchtoolError,
@@ -47,6 +55,7 @@ from .export import (
 )
 from .fsutil import atomic_write, check_name
 from .gitops import Git, tool_identity, user_identity
+from .lint import whitespace_advice
 from .report import Reporter
 from .store import (
     DEVICE_FILE,
@@ -75,6 +84,10 @@ class Change:
     author: tuple[str, str] | None = None  # (name, email)
     date: str | None = None
     message: str | None = None
+    # Where it came from, for the body of a message that has none: the input file
+    # as given (its name when given by an absolute path), the mbox message, the
+    # quilt series line.
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,20 @@ class ImportOptions:
     onto: str | None = None
     version_label: str | None = None
     archive_paths: tuple[Path, ...] = ()
+    # git apply's --exclude globs, matched against the stripped paths (`*` also
+    # matches `/`): file sections left out of every change.
+    excludes: tuple[str, ...] = ()
+    # Let git fall back to a 3-way merge for a change that does not apply as it is.
+    three_way: bool = False
+
+
+@dataclass(frozen=True)
+class ThreeWayChange:
+    """A change that only applied with a 3-way merge: review its new patch."""
+
+    origin: str  # the change, as in Change.origin
+    patch: str  # the new patch file's name
+    paths: tuple[str, ...]  # the files whose hunks did not apply as they were
 
 
 @dataclass(frozen=True)
@@ -103,6 +130,30 @@ class ImportResult:
     base: BaseRef
     imported: tuple[str, ...]  # new patch file names, in order
     created: tuple[Path, ...]  # store folders this run created
+    three_way: tuple[ThreeWayChange, ...] = ()
+    excluded_sections: int = 0  # file sections --exclude left out, over all changes
+    skipped: tuple[str, ...] = ()  # changes (origins) whose every section was excluded
+
+
+class ChangeConflict(ConflictError):
+    """A change does not apply (exit 4): every hunk and path that failed, not only
+    the first, and what a 3-way merge (when asked for) left in conflict."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str,
+        *,
+        origin: str,
+        number: int,
+        trial: TrialApply,
+        merge_conflicts: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, hint)
+        self.origin = origin
+        self.number = number  # 1-based, among the changes read
+        self.trial = trial
+        self.merge_conflicts = merge_conflicts
 
 
 # --------------------------------------------------------------------------- reading inputs
@@ -124,7 +175,7 @@ def read_changes(inputs: tuple[Path, ...], strip: int, series_file: Path | None)
                 )
             changes.extend(_read_quilt(series, strip))
         elif path.is_file():
-            changes.extend(_read_file(path, path.name, strip))
+            changes.extend(_read_file(path, path.name, strip, source=_shown(path)))
         else:
             raise NotFoundError(f"input {path} does not exist")
     if not changes:
@@ -132,9 +183,20 @@ def read_changes(inputs: tuple[Path, ...], strip: int, series_file: Path | None)
     return changes
 
 
+def _shown(path: Path) -> str:
+    """A path as the user gave it, when that says no more than where it was read
+    from (relative, not climbing); else its name. Goes into commit messages."""
+    if path.is_absolute() or ".." in path.parts:
+        return path.name
+    return path.as_posix()
+
+
 def _read_quilt(series: Path, default_strip: int) -> list[Change]:
     if not series.is_file():
         raise NotFoundError(f"quilt series file {series} does not exist")
+    shown = _shown(series)
+    if series.is_absolute() or ".." in series.parts:
+        shown = f"{series.parent.name}/{series.name}"
     changes = []
     for number, line in enumerate(series.read_text("utf-8").splitlines(), start=1):
         words = line.split("#", 1)[0].split()
@@ -151,7 +213,11 @@ def _read_quilt(series: Path, default_strip: int) -> list[Change]:
             raise NotFoundError(f"{series}:{number}: patch {words[0]!r} does not exist")
         changes.extend(
             _read_file(
-                patch, f"{series.name}:{number} {words[0]}", strip, fallback_subject=patch.stem
+                patch,
+                f"{series.name}:{number} {words[0]}",
+                strip,
+                fallback_subject=patch.stem,
+                source=f"{words[0]}, line {number} of the quilt series {shown}",
             )
         )
     return changes
@@ -166,24 +232,26 @@ def _looks_like_mail(data: bytes) -> bool:
 
 
 def _read_file(
-    path: Path, origin: str, strip: int, fallback_subject: str | None = None
+    path: Path, origin: str, strip: int, fallback_subject: str | None = None, source: str = ""
 ) -> list[Change]:
     data = path.read_bytes()
     if _looks_like_mail(data):
-        return _read_mbox(path, origin, strip)
+        return _read_mbox(path, origin, strip, source or origin)
     first_diff = re.search(rb"^(diff |--- |Index: )", data, re.M)
     description = (
         data[: first_diff.start()].decode("utf-8", "replace").strip() if first_diff else ""
     )
+    # A `---` line ends the description, as it ends a mail's message.
+    description = re.split(r"^---[ \t]*$", description, maxsplit=1, flags=re.M)[0].strip()
     message = None
     if description:
         message = description
     elif fallback_subject is not None:
         message = fallback_subject
-    return [Change(origin, data, strip, message=message)]
+    return [Change(origin, data, strip, message=message, source=source or origin)]
 
 
-def _read_mbox(path: Path, origin: str, strip: int) -> list[Change]:
+def _read_mbox(path: Path, origin: str, strip: int, source: str) -> list[Change]:
     git = Git(path.parent)
     with tempfile.TemporaryDirectory(prefix="patchtool-mbox-") as folder:
         count = int(
@@ -202,6 +270,7 @@ def _read_mbox(path: Path, origin: str, strip: int) -> list[Change]:
             message = subject + ("\n\n" + body if body else "")
             author = (fields["Author"], fields["Email"]) if fields.get("Email") else None
             where = origin if count == 1 else f"{origin}, message {number} of {count}"
+            source_here = source if count == 1 else f"{source}, message {number} of {count}"
             changes.append(
                 Change(
                     where,
@@ -210,6 +279,7 @@ def _read_mbox(path: Path, origin: str, strip: int) -> list[Change]:
                     author=author,
                     date=fields.get("Date"),
                     message=message or None,
+                    source=source_here,
                 )
             )
         return changes
@@ -231,7 +301,10 @@ def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimit
         judge_paths(change.origin, paths)
     except PatchtoolError as error:
         message = error.message.replace(f"patch {patch}", change.origin)
-        raise type(error)(message, hint="Nothing was imported.") from error
+        hint = "Nothing was imported."
+        if "leading pathname components" in message:  # -p strips more than a path has
+            hint = f"{strip_hint(git, patch, change.strip) or 'Check -p.'} {hint}"
+        raise type(error)(message, hint=hint) from error
 
 
 # --------------------------------------------------------------------------- the import
@@ -243,14 +316,21 @@ def import_changes(options: ImportOptions, reporter: Reporter) -> ImportResult:
     created: list[Path] = []
     try:
         base = _device_and_base(options, created, reporter)
-        imported = _import_into(options, base, changes, reporter)
+        done = _import_into(options, base, changes, reporter)
     except BaseException:
         import shutil
 
         for folder in reversed(created):
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    return ImportResult(base, tuple(imported), tuple(created))
+    return ImportResult(
+        base,
+        tuple(done.imported),
+        tuple(created),
+        three_way=tuple(done.three_way),
+        excluded_sections=done.excluded_sections,
+        skipped=tuple(done.skipped),
+    )
 
 
 def _device_and_base(options: ImportOptions, created: list[Path], reporter: Reporter) -> BaseRef:
@@ -300,9 +380,10 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
     return store.resolve_base(options.device, new.base_id)
 
 
-def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> Path:
-    """The device's tree at exactly the base and its stored series (unpatch makes it
-    when it is missing, on another base, or behind the store; work is never lost)."""
+def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tuple[Path, bool]:
+    """The device's tree at exactly the base and its stored series, and whether it
+    was (re)made for that (unpatch makes it when it is missing, on another base,
+    or behind the store; work is never lost)."""
     from .apply import UnpatchOptions, unpatch
 
     tree = TreeLocation(options.build_dir, options.device, base.project).tree
@@ -316,19 +397,31 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> Pa
             if not git.lines("status", "--porcelain", "--untracked-files=all"):
                 plan = plan_export(base, render_patches(git, base.commit))
                 if plan.is_noop:
-                    return tree
-    result = unpatch(
-        UnpatchOptions(
-            store=options.store,
-            build_dir=options.build_dir,
-            device=options.device,
-            cache=options.cache,
-            commit_id=base.base_id,
-            archive_paths=options.archive_paths,
-        ),
-        reporter,
+                    return tree, False
+    try:
+        result = unpatch(
+            UnpatchOptions(
+                store=options.store,
+                build_dir=options.build_dir,
+                device=options.device,
+                cache=options.cache,
+                commit_id=base.base_id,
+                archive_paths=options.archive_paths,
+            ),
+            reporter,
+        )
+    except DirtyTreeError as error:
+        # unpatch's own hint offers its --force, which import does not have.
+        raise DirtyTreeError(error.message, hint=dirty_tree_hint(options.device)) from None
+    return result.tree, True
+
+
+def dirty_tree_hint(device: str) -> str:
+    return (
+        f"Nothing was imported. Export that work first with `patchtool patch --device-type "
+        f"{device}` (commit it, or use -m), or set the tree aside with `patchtool unpatch "
+        f"--device-type {device} --force` (it moves to a backup folder); then import again."
     )
-    return result.tree
 
 
 def _identity(change: Change, options: ImportOptions, tree: Path) -> dict[str, str]:
@@ -354,49 +447,53 @@ def _identity(change: Change, options: ImportOptions, tree: Path) -> dict[str, s
     return env
 
 
+@dataclass
+class _Imported:
+    """What _import_into did, gathered as it goes."""
+
+    imported: list[str] = field(default_factory=list)
+    three_way: list[ThreeWayChange] = field(default_factory=list)
+    excluded_sections: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
 def _import_into(
     options: ImportOptions, base: BaseRef, changes: list[Change], reporter: Reporter
-) -> list[str]:
-    from .safety import TreeJudge, git_refusal
+) -> _Imported:
+    from .safety import TreeJudge
 
-    tree = _ready_tree(options, base, reporter)
+    tree_path = TreeLocation(options.build_dir, options.device, base.project).tree
+    had_tree = tree_path.exists() or tree_path.is_symlink()
+    tree, remade = _ready_tree(options, base, reporter)
+    # What a failure leaves, said as it is: a tree this run made is removed.
+    if not had_tree:
+        left = f"the build tree {tree} that this import made was removed"
+    elif remade:
+        left = f"the build tree {tree} was remade from the store's series (it held no work)"
+    else:
+        left = f"the build tree {tree} is as it was"
     limits = options.store.device(options.device).limits
     git = Git(tree, env=_COMMITTER)
     start = git.text("rev-parse", "HEAD")
     reporter.step(f"importing {len(changes)} change(s) onto {base.base_id} in {tree}")
+    done = _Imported()
     try:
         with tempfile.TemporaryDirectory(prefix="patchtool-import-") as folder:
             judge = TreeJudge(git, start, f"the build tree {tree}")
+            committed: list[str] = []  # origins of the changes that made a commit
+            merged: list[tuple[str, str, tuple[str, ...]]] = []  # origin, commit, paths
             for number, change in enumerate(changes, start=1):
                 patch = Path(folder, f"{number:05d}.patch")
                 patch.write_bytes(change.diff)
                 check_change_paths(git, patch, change, limits)
-                applied = git.run(
-                    "apply", f"-p{change.strip}", "--index", "--", str(patch), check=False
-                )
-                if applied.returncode != 0:
-                    refusal = git_refusal(applied.stderr)
-                    if refusal is not None:
-                        raise UnsafeInputError(
-                            f"{change.origin}: path {refusal[0]!r} {refusal[1]}",
-                            hint="Nothing was imported.",
-                        )
-                    verbose = git.run(
-                        "apply",
-                        f"-p{change.strip}",
-                        "--check",
-                        "--verbose",
-                        "--",
-                        str(patch),
-                        check=False,
-                    )
-                    raise ConflictError(
-                        f"{change.origin} (change {number} of {len(changes)}) does not apply to "
-                        f"{base.base_id} and its series:\n"
-                        + describe_failure(patch, verbose.stderr or applied.stderr),
-                        hint="Nothing was imported: the build tree and the store are unchanged. "
-                        "Refresh the change against this base (or check -p).",
-                    )
+                if options.excludes:
+                    every = _sections(git, patch, change.strip, ())
+                    kept = _sections(git, patch, change.strip, options.excludes)
+                    done.excluded_sections += len(every or ()) - len(kept or ())
+                    if not kept:
+                        done.skipped.append(change.origin)
+                        continue
+                needed = _apply(git, patch, change, number, len(changes), options, base, left)
                 message = change.message or options.message
                 if not message:
                     raise UsageError(
@@ -408,17 +505,27 @@ def _import_into(
                     "--no-verify",
                     "-F",
                     "-",
-                    input=message.encode("utf-8"),
+                    input=with_source_body(message, change.source or change.origin).encode(),
                     env=_identity(change, options, tree),
                 )
+                committed.append(change.origin)
+                if needed:
+                    merged.append((change.origin, git.text("rev-parse", "HEAD"), needed))
             # What git made of the changes, judged as unpatch judges a series.
             commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
-            judge.judge_commits(git, commits, [c.origin for c in changes])
+            judge.judge_commits(git, commits, committed)
             patches = render_patches(git, base.commit)
             stored = {p.read_bytes() for p in base.path.iterdir() if p.is_file()}
             fresh = [p for p in patches if p.data not in stored]
+            by_commit = {p.commit: p.name for p in patches}
+            done.three_way = [
+                ThreeWayChange(origin, by_commit.get(commit, commit[:12]), paths)
+                for origin, commit, paths in merged
+            ]
     except BaseException:
         git.run("reset", "--quiet", "--hard", start, check=False)
+        if not had_tree:
+            discard(tree)
         raise
     write_plan(plan_export(base, patches))
     remember_series(tree, read_record(tree), parse_series(base))
@@ -426,4 +533,201 @@ def _import_into(
     # are the newest of the tree and easy to amend.
     linted = [one for one in lint_rendered(patches) if one.patch in fresh]
     warn_lint(reporter, tree, linted, len(patches))
-    return [p.name for p in fresh]
+    advice = whitespace_advice((f for one in linted for f in one.findings), tree)
+    if advice is not None:
+        reporter.warn(advice)
+    done.imported = [p.name for p in fresh]
+    return done
+
+
+def _apply(
+    git: Git,
+    patch: Path,
+    change: Change,
+    number: int,
+    total: int,
+    options: ImportOptions,
+    base: BaseRef,
+    left: str,
+) -> tuple[str, ...]:
+    """Apply one change to the tree and its index; return the paths that needed a
+    3-way merge. When it does not apply, say every hunk and path that failed."""
+    how = (f"-p{change.strip}", *(f"--exclude={glob}" for glob in options.excludes))
+    applied = git.run("apply", *how, "--index", "--", str(patch), check=False)
+    if applied.returncode == 0:
+        return ()
+    _refuse_unsafe(change, applied.stderr)
+    trial = trial_apply(git, patch, change.strip, options.excludes)
+    merge_conflicts: tuple[str, ...] = ()
+    merge_note: list[str] = []
+    if options.three_way:
+        merged = git.run("apply", *how, "--index", "--3way", "--", str(patch), check=False)
+        _refuse_unsafe(change, merged.stderr)
+        if merged.returncode == 0 and trial.failed_paths:
+            return trial.failed_paths
+        if merged.returncode == 0:  # git found nothing wrong the second time: say so
+            return ()
+        git.run("reset", "--quiet", "--hard", "HEAD", check=False)
+        merge_conflicts = tuple(
+            dict.fromkeys(
+                re.findall(r"^Applied patch to '(.+)' with conflicts\.$", merged.stderr, re.M)
+            )
+        )
+        if merge_conflicts:
+            merge_note = [f"  3-way merge left conflicts in: {', '.join(merge_conflicts)}"]
+        elif "lacks the necessary blob" in merged.stderr:
+            merge_note = [
+                "  3-way merge not possible: this tree lacks the blobs the change's "
+                "`index` lines name (a plain diff has none)"
+            ]
+    details = describe_trial(trial, _labels(change))
+    if not details:
+        verbose = git.run("apply", *how, "--check", "--verbose", "--", str(patch), check=False)
+        details = [describe_failure(patch, verbose.stderr or applied.stderr)]
+    paths = _sections(git, patch, change.strip, options.excludes) or []
+    summary = []
+    if trial.rejected:
+        files = len({h.path for h in trial.rejected})
+        summary.append(f"{len(trial.rejected)} hunk(s) in {files} file(s) do not match")
+    if trial.missing:
+        summary.append(f"{len(trial.missing)} of its {len(paths)} path(s) do not exist in the tree")
+    if trial.existing:
+        summary.append(f"{len(trial.existing)} path(s) it creates already exist")
+    hint = "Refresh the change against this base."
+    if trial.missing and 2 * len(trial.missing) > len(paths):
+        hint = strip_hint(git, patch, change.strip, options.excludes) or (
+            "Most of its paths are not in the tree: check -p and the base."
+        )
+    elif trial.rejected and not options.three_way and _names_blobs(change.diff):
+        hint = "Refresh the change against this base, or retry with --3way to let git merge it."
+    raise ChangeConflict(
+        f"{change.origin} (change {number} of {total}) does not apply to {base.base_id} and "
+        f"its series"
+        + (f" ({'; '.join(summary)})" if summary else "")
+        + ":\n"
+        + "\n".join([*details, *merge_note]),
+        hint=f"{hint} Nothing was imported: {left}, and the store is unchanged.",
+        origin=change.origin,
+        number=number,
+        trial=trial,
+        merge_conflicts=merge_conflicts,
+    )
+
+
+def _names_blobs(diff: bytes) -> bool:
+    """Whether a change's `index` lines name the blobs it was made from (what a
+    3-way merge needs; plain diffs have none)."""
+    return re.search(rb"^index [0-9a-f]{7,}\.\.[0-9a-f]{7,}", diff, re.M) is not None
+
+
+def _refuse_unsafe(change: Change, stderr: str) -> None:
+    from .safety import git_refusal
+
+    refusal = git_refusal(stderr)
+    if refusal is not None:
+        raise UnsafeInputError(
+            f"{change.origin}: path {refusal[0]!r} {refusal[1]}", hint="Nothing was imported."
+        )
+
+
+def _sections(git: Git, patch: Path, strip: int, excludes: tuple[str, ...]) -> list[str] | None:
+    """One path per file section, as git reads them with this -p (the new name of
+    a rename); None when git cannot read the patch with this -p."""
+    read = git.run(
+        "apply",
+        f"-p{strip}",
+        *(f"--exclude={glob}" for glob in excludes),
+        "--numstat",
+        "-z",
+        "--",
+        str(patch),
+        check=False,
+    )
+    if read.returncode != 0:
+        return None
+    fields = read.stdout.split(b"\0")
+    paths: list[str] = []
+    index = 0
+    while index < len(fields):
+        parts = fields[index].split(b"\t", 2)
+        index += 1
+        if len(parts) < 3:
+            continue
+        name = parts[2]
+        if not name and index + 1 < len(fields):  # "added\tdeleted\t\0old\0new"
+            name = fields[index + 1]
+            index += 2
+        if name:
+            paths.append(name.decode("utf-8", "surrogateescape"))
+    return paths
+
+
+def strip_hint(git: Git, patch: Path, strip: int, excludes: tuple[str, ...] = ()) -> str | None:
+    """When another -p (0 to 4) finds more of a change's paths in the tree than
+    `strip` does: which one, and how many it finds."""
+    in_tree = set(
+        name.decode("utf-8", "surrogateescape")
+        for name in git.run("ls-files", "-z").stdout.split(b"\0")
+        if name
+    )
+    found: dict[int, tuple[int, int]] = {}
+    for level in range(5):
+        paths = _sections(git, patch, level, excludes)
+        if paths:
+            found[level] = (sum(1 for p in paths if p in in_tree), len(paths))
+    if not found:
+        return None
+    best = max(found, key=lambda level: (found[level][0], -abs(level - strip)))
+    matches, total = found[best]
+    current = found.get(strip, (0, 0))[0]
+    if best == strip or matches <= current:
+        return None
+    return (
+        f"-p{best} matches {matches} of {total} files (-p{strip} matches {current}): "
+        f"import again with -p {best}."
+    )
+
+
+def _labels(change: Change) -> dict[str, str]:
+    """Each path as in the tree -> how to show it: with the input's own name in
+    parentheses where -p made them differ beyond the usual a/ and b/."""
+    try:
+        from unidiff.patch import PatchSet
+
+        patched = list(PatchSet(change.diff.decode("utf-8", "surrogateescape")))
+    except Exception:
+        return {}
+    labels = {}
+    for one in patched:
+        raw = one.source_file if one.source_file != "/dev/null" else one.target_file
+        if not raw or raw == "/dev/null":
+            continue
+        stripped = _strip(raw, change.strip)
+        usual = raw[2:] if raw.startswith(("a/", "b/")) else raw
+        if stripped is not None and stripped not in (usual, raw):
+            labels[stripped] = f"{stripped} ({raw})"
+    return labels
+
+
+def _strip(path: str, strip: int) -> str | None:
+    """`path` less `strip` leading components, as git and patch count them."""
+    parts = [part for part in path.split("/") if part]
+    return "/".join(parts[strip:]) if len(parts) > strip else None
+
+
+_TRAILER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*:\s")
+
+
+def with_source_body(message: str, source: str) -> str:
+    """A message with a body kept as it is; one without gets a body that names its
+    source and, without one, an `Upstream-Status: Pending` trailer, so that lint
+    only asks for what needs a person."""
+    subject, _, rest = message.strip().partition("\n\n")
+    paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", rest) if p.strip()]
+    last = paragraphs[-1].splitlines() if paragraphs else []
+    trailers = last if last and all(_TRAILER.match(line) for line in last) else []
+    if paragraphs[: -1 if trailers else None]:
+        return message
+    if not any(t.lower().startswith("upstream-status:") for t in trailers):
+        trailers = [*trailers, "Upstream-Status: Pending"]
+    return f"{subject}\n\nImported from {source}.\n\n" + "\n".join(trailers) + "\n"

@@ -125,6 +125,22 @@ def message_advice(findings: Iterable[LintFinding]) -> str | None:
     return MESSAGE_ADVICE if any(f.in_message for f in findings) else None
 
 
+# `--whitespace` makes rebase use the apply backend and rewrite every commit,
+# even those already on top of the base (tested with git 2.39).
+WHITESPACE_FIX = "git rebase --whitespace=fix patchtool/base"
+
+
+def whitespace_advice(findings: Iterable[LintFinding], tree: Path) -> str | None:
+    """The one-liner that strips trailing whitespace from every commit of a build
+    tree after its base (None if no finding is about whitespace)."""
+    if not any(f.rule == "whitespace" for f in findings):
+        return None
+    return (
+        f"to strip the trailing whitespace from every commit at once: in {tree}, run "
+        f"`{WHITESPACE_FIX}`, then `patchtool patch`"
+    )
+
+
 # --------------------------------------------------------------------------- reading
 
 
