@@ -176,6 +176,19 @@ class GitSource:
 
 
 @dataclass(frozen=True)
+class BaseOrigin:
+    """Where a base's series was imported from (`[origin]` in base.toml): kept for
+    reviewers and for the next import; no command acts on it."""
+
+    source: str  # e.g. "FlagScale hardware/MetaX_C550/vllm"
+    commit: str = ""  # the source's own commit
+    contact: str = ""
+    models: tuple[str, ...] = ()
+    task: tuple[str, ...] = ()
+    note: str = ""  # e.g. why the base differs from the one the source pins
+
+
+@dataclass(frozen=True)
 class BaseRef:
     """One upstream base of a device: where it comes from and its exact commit."""
 
@@ -186,6 +199,7 @@ class BaseRef:
     commit: str
     source: PypiSource | GitSource
     path: Path
+    origin: BaseOrigin | None = None
 
     @property
     def label(self) -> str:
@@ -229,7 +243,9 @@ _BUILD_KEYS = {
 # A project name as PEP 508 spells it; at most this many in skip-build-requires.
 _PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
 _SKIP_BUILD_REQUIRES_LIMIT = 32
-_BASE_KEYS = {"project", "version", "commit", "source"}
+_BASE_KEYS = {"project", "version", "commit", "source", "origin"}
+_ORIGIN_KEYS = {"source", "commit", "contact", "models", "task", "note"}
+_ORIGIN_TEXT_LIMIT = 4096
 _PYPI_KEYS = {"type", "filename", "sha256"}
 _GIT_KEYS = {"type", "url"}
 
@@ -455,6 +471,32 @@ def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
         commit=commit,
         source=source,
         path=path.parent,
+        origin=_parse_origin(path, data["origin"]) if "origin" in data else None,
+    )
+
+
+def _parse_origin(path: Path, table: object) -> BaseOrigin:
+    if not isinstance(table, dict):
+        raise IntegrityError(f"{path}: key 'origin' must be a table")
+    _check_keys(path, table, _ORIGIN_KEYS, "origin.")
+
+    def text(value: str, key: str) -> str:
+        if len(value) > _ORIGIN_TEXT_LIMIT or any(
+            ord(c) < 32 and c not in "\n\t" for c in value
+        ):
+            raise IntegrityError(
+                f"{path}: key origin.{key!r} must be text of at most "
+                f"{_ORIGIN_TEXT_LIMIT} characters without control characters"
+            )
+        return value
+
+    return BaseOrigin(
+        source=text(_require(path, table, "source", str, "origin."), "source"),
+        commit=text(_optional(path, table, "commit", str, "origin.", ""), "commit"),
+        contact=text(_optional(path, table, "contact", str, "origin.", ""), "contact"),
+        models=tuple(text(v, "models") for v in _string_list(path, table, "models", "origin.")),
+        task=tuple(text(v, "task") for v in _string_list(path, table, "task", "origin.")),
+        note=text(_optional(path, table, "note", str, "origin.", ""), "note"),
     )
 
 
@@ -481,13 +523,38 @@ def render_base(base: BaseRef) -> str:
         lines.append(f"sha256 = {toml_string(base.source.sha256)}")
     else:
         lines.append(f"url = {toml_string(base.source.url)}")
+    origin = base.origin
+    if origin is not None:
+        lines += ["", "[origin]", f"source = {toml_string(origin.source)}"]
+        for key, value in (("commit", origin.commit), ("contact", origin.contact)):
+            if value:
+                lines.append(f"{key} = {toml_string(value)}")
+        for key, values in (("models", origin.models), ("task", origin.task)):
+            if values:
+                lines.append(f"{key} = [{', '.join(toml_string(v) for v in values)}]")
+        if origin.note:
+            lines.append(f"note = {toml_string(origin.note)}")
     return "\n".join(lines) + "\n"
 
 
 def toml_string(value: str) -> str:
-    """`value` as a quoted TOML basic string."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    """`value` as a quoted TOML basic string (every control character escaped, so
+    a newline in a value never ends the line)."""
+    out = []
+    for char in value:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == '"':
+            out.append('\\"')
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 32 or ord(char) == 127:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 # --------------------------------------------------------------------------- series
