@@ -703,12 +703,66 @@ def import_command(
             help="Let git fall back to a 3-way merge where the change names its base blobs.",
         ),
     ] = False,
+    flagscale: Annotated[
+        Path | None,
+        typer.Option(
+            "--flagscale",
+            metavar="PATH",
+            help="Import a FlagScale checkout's hardware/ tree: every device and backend "
+            "(-d and --backend filter) becomes a device and base of the store.",
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="With --flagscale: only this backend (e.g. vllm).")
+    ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PEM",
+            help="With --flagscale: the vendor's RSA private key for encrypted patches "
+            "(decrypted in memory; without it they are listed as skipped).",
+        ),
+    ] = None,
+    git_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="BACKEND=URL",
+            help="With --flagscale: where a backend's pinned commit is fetched from (a "
+            "mirror or a local clone); repeatable.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="With --flagscale: print the plan (devices, bases, patches, files)."),
+    ] = False,
     no_wait: NoWaitOption = False,
 ) -> None:
-    """Import outside patches (mbox, plain diffs, quilt) as new patches of a device's series."""
+    """Import outside patches (mbox, plain diffs, quilt, a FlagScale tree) as new patches."""
     from .importer import ImportOptions, import_changes
     from .locks import device_locks
 
+    if flagscale is not None:
+        given = {
+            "FILES": bool(files), "--commit-id": commit_id is not None, "-p": strip != 1,
+            "--series": series is not None, "--author": author is not None,
+            "--date": date is not None, "--message": message is not None, "--create": create,
+            "--display-name": display_name is not None, "--vendor": vendor is not None,
+            "--onto": onto is not None, "--base-version": base_version is not None,
+            "--exclude": bool(exclude),
+        }  # fmt: skip
+        clashing = [name for name, present in given.items() if present]
+        if clashing:
+            raise UsageError(
+                f"--flagscale takes no {', '.join(clashing)}: devices, bases and messages "
+                "come from the FlagScale tree"
+            )
+        _import_flagscale(
+            flagscale, device, backend, private_key, tuple(git_url or ()), dry_run, build_dir,
+            tuple(sdist or ()), three_way, no_wait,
+        )  # fmt: skip
+        return
+    if backend is not None or private_key is not None or git_url or dry_run:
+        raise UsageError("--backend, --private-key, --git-url and --dry-run go with --flagscale")
     if strip < 0:
         raise UsageError("-p takes a number of path components, 0 or more")
     if onto is not None and commit_id is not None:
@@ -754,6 +808,63 @@ def import_command(
         )
     reporter.info(f"imported {len(result.imported)} patch(es) into {result.base.path}")
     print(result.base.path)
+
+
+def _import_flagscale(
+    root: Path,
+    device: str | None,
+    backend: str | None,
+    private_key: Path | None,
+    git_urls: tuple[str, ...],
+    dry_run: bool,
+    build_dir: Path | None,
+    archive_paths: tuple[Path, ...],
+    three_way: bool,
+    no_wait: bool,
+) -> None:
+    from .errors import ExitCode
+    from .fsutil import check_name
+    from .migrate import MigrateOptions, migrate, render_summary
+
+    urls: dict[str, str] = {}
+    for item in git_urls:
+        name, separator, url = item.partition("=")
+        if not separator or not name or not url:
+            raise UsageError(f"--git-url {item!r}: give BACKEND=URL, e.g. vllm=/srv/mirror/vllm")
+        urls[name] = url
+    store = _store()
+    options = MigrateOptions(
+        store=store,
+        build_dir=_build_dir(build_dir, store),
+        cache=_cache(),
+        root=root,
+        device=check_name("device", device) if device is not None else None,
+        backend=backend,
+        private_key=private_key,
+        dry_run=dry_run,
+        three_way=three_way,
+        git_urls=urls,
+        archive_paths=archive_paths,
+        wait=not no_wait,
+    )
+    result = migrate(options, _reporter())
+    if dry_run:
+        for line in result.plan:
+            print(line)
+        return
+    for line in render_summary(result.rows):
+        print(line)
+    failed = result.failed
+    real = [row for row in failed if not row.reason.startswith("skipped")]
+    if real:
+        error = PatchtoolError(
+            f"{len(real)} of {len(result.rows)} device and backend set(s) were not imported: "
+            + ", ".join(f"{row.device}/{row.backend}" for row in real),
+            hint="The summary above says why; the sets that were imported are in the store. "
+            "Fix what failed and import again with -d and --backend.",
+        )
+        error.exit_code = ExitCode(real[0].exit_code)
+        raise error
 
 
 # --------------------------------------------------------------------------- error boundary

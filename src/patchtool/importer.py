@@ -30,8 +30,9 @@ warned about, with how to fix its commit in the tree.
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .apply import TrialApply, describe_failure, describe_trial, trial_apply
@@ -60,6 +61,7 @@ from .report import Reporter
 from .store import (
     DEVICE_FILE,
     SERIES_FILE,
+    BaseOrigin,
     BaseRef,
     PatchLimits,
     Store,
@@ -114,6 +116,8 @@ class ImportOptions:
     excludes: tuple[str, ...] = ()
     # Let git fall back to a 3-way merge for a change that does not apply as it is.
     three_way: bool = False
+    # Written into a base that --onto creates: where its series came from.
+    origin: BaseOrigin | None = None
 
 
 @dataclass(frozen=True)
@@ -372,6 +376,8 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
         )
     new.path.mkdir()
     created.append(new.path)
+    if options.origin is not None:
+        new = replace(new, origin=options.origin)
     atomic_write(new.path / "base.toml", render_base(new).encode())
     atomic_write(
         new.path / SERIES_FILE, render_series([f"# {options.device} series for {new.label}."], [])
@@ -481,6 +487,11 @@ def _import_into(
         with tempfile.TemporaryDirectory(prefix="patchtool-import-") as folder:
             judge = TreeJudge(git, start, f"the build tree {tree}")
             committed: list[str] = []  # origins of the changes that made a commit
+            synced = start  # the commit the working tree's files (and the index) are at
+            # Changes are committed through a scratch copy of the index; the real
+            # one keeps its file stats, so the files are brought up in one pass.
+            scratch = Path(folder, "index")
+            shutil.copyfile(tree / ".git" / "index", scratch)
             merged: list[tuple[str, str, tuple[str, ...]]] = []  # origin, commit, paths
             for number, change in enumerate(changes, start=1):
                 patch = Path(folder, f"{number:05d}.patch")
@@ -493,24 +504,28 @@ def _import_into(
                     if not kept:
                         done.skipped.append(change.origin)
                         continue
-                needed = _apply(git, patch, change, number, len(changes), options, base, left)
                 message = change.message or options.message
                 if not message:
                     raise UsageError(
                         f"{change.origin} carries no message", hint="Pass --message SUBJECT."
                     )
-                git.run(
-                    "commit",
-                    "--quiet",
-                    "--no-verify",
-                    "-F",
-                    "-",
-                    input=with_source_body(message, change.source or change.origin).encode(),
-                    env=_identity(change, options, tree),
-                )
+                text = with_source_body(message, change.source or change.origin).encode()
+                identity = _identity(change, options, tree)
+                needed: tuple[str, ...] = ()
+                if not _commit_from_index(git, patch, change, options, text, identity, scratch):
+                    # The slow path wants a true working tree: bring it up to HEAD.
+                    synced = _bring_files_up(git, synced)
+                    needed = _apply(git, patch, change, number, len(changes), options, base, left)
+                    git.run(
+                        "commit", "--quiet", "--no-verify", "-F", "-", input=text, env=identity
+                    )
+                    synced = git.text("rev-parse", "HEAD")
+                    shutil.copyfile(tree / ".git" / "index", scratch)
                 committed.append(change.origin)
                 if needed:
                     merged.append((change.origin, git.text("rev-parse", "HEAD"), needed))
+            # The commits were made in the index alone: one pass brings the files up.
+            synced = _bring_files_up(git, synced)
             # What git made of the changes, judged as unpatch judges a series.
             commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
             judge.judge_commits(git, commits, committed)
@@ -538,6 +553,50 @@ def _import_into(
         reporter.warn(advice)
     done.imported = [p.name for p in fresh]
     return done
+
+
+def _bring_files_up(git: Git, synced: str) -> str:
+    """Update the working tree's files from commit `synced` to HEAD: only the files
+    that differ, and never over a file someone changed meanwhile (git's two-tree
+    merge refuses a file that is not as `synced` has it)."""
+    head = git.text("rev-parse", "HEAD")
+    if head != synced:
+        git.run("read-tree", "-m", "-u", synced, head)
+    return head
+
+
+def _commit_from_index(
+    git: Git,
+    patch: Path,
+    change: Change,
+    options: ImportOptions,
+    message: bytes,
+    identity: dict[str, str],
+    scratch: Path,
+) -> bool:
+    """Apply the change to the index alone and commit it there (write-tree,
+    commit-tree, update-ref): no pass over the working tree's files, which on a
+    vLLM-sized tree costs more than the change itself. The working tree is
+    brought up to HEAD once, after the last change. False (nothing changed)
+    when the change does not apply as it is or changes nothing: the caller then
+    takes the full path, with its diagnosis and --3way."""
+    how = (f"-p{change.strip}", *(f"--exclude={glob}" for glob in options.excludes))
+    index = {"GIT_INDEX_FILE": str(scratch)}
+    applied = git.run("apply", *how, "--cached", "--", str(patch), check=False, env=index)
+    if applied.returncode != 0:
+        git.run("read-tree", "HEAD", env=index)  # a failed apply changes nothing; be sure
+        return False
+    tree = git.run("write-tree", env=index).text.strip()
+    head = git.text("rev-parse", "HEAD")
+    if tree == git.text("rev-parse", "HEAD^{tree}"):
+        return False
+    # `git commit -F` cleans a message up as `stripspace` does; commit-tree does not.
+    cleaned = git.run("stripspace", input=message).stdout
+    commit = git.run(
+        "commit-tree", tree, "-p", head, "-F", "-", input=cleaned, env=identity
+    ).text.strip()
+    git.run("update-ref", "-m", "patchtool import", "HEAD", commit, head)
+    return True
 
 
 def _apply(

@@ -1,0 +1,327 @@
+"""`import --flagscale`: a FlagScale `hardware/` tree into the store.
+
+flagscale.py reads the tree (every layout, decryption in memory) into typed
+`BackendSet`s; this module turns each into a device and a base of the store
+through the same `import_changes` that `import` uses, so every patch passes the
+same safety checks and is written by `export`, byte-stable:
+
+- the device is created when the store lacks it (display name: FlagScale's
+  folder name; vendor: the part of that name before the first `_`);
+- the base is the backend's git commit that diff.yaml pins (`backends_commit`),
+  fetched from the backend's repository (`--git-url NAME=URL` overrides it, for
+  a mirror or a local clone). When that commit cannot be fetched (no network,
+  or a commit the repository no longer has), the released sdist of
+  `backends_version` is taken instead and base.toml's `[origin] note` says so;
+- each component group becomes one patch, with the author and date that
+  diff.yaml and patch_history.yaml give (or flagscale.py's stated placeholder),
+  a body naming its FlagScale sources and an `Upstream-Status:` trailer;
+- diff.yaml's contact, models and task are kept in base.toml's `[origin]`.
+
+Each device and base is imported whole or not at all (import_changes removes
+what it created when a change fails); one that fails does not stop the others.
+The result is one row per device and backend for the summary table.
+This module never prints; it reports through a `Reporter`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from email.header import Header
+from pathlib import Path
+
+from .errors import NetworkError, NotFoundError, PatchtoolError, UsageError
+from .flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
+from .importer import ChangeConflict, ImportOptions, import_changes
+from .locks import device_locks
+from .rebase import parse_onto, resolve_new_base
+from .report import Reporter
+from .store import DEVICE_FILE, BaseOrigin, GitUrl, Store
+from .upstream import BaseCache
+
+# Where each backend's history lives (FlagScale names the backends by these folders).
+BACKEND_REPOSITORIES: Mapping[str, str] = {
+    "vllm": "https://github.com/vllm-project/vllm.git",
+    "sglang": "https://github.com/sgl-project/sglang.git",
+    "Megatron-LM": "https://github.com/NVIDIA/Megatron-LM.git",
+    "FlagScale": "https://github.com/FlagOpen/FlagScale.git",
+}
+REASON_LINES = 12  # lines of a failure's message kept in the summary's details
+
+
+@dataclass(frozen=True)
+class MigrateOptions:
+    store: Store
+    build_dir: Path
+    cache: BaseCache
+    root: Path  # a FlagScale checkout, or its hardware/ folder
+    device: str | None = None
+    backend: str | None = None
+    private_key: Path | None = None
+    dry_run: bool = False
+    three_way: bool = False
+    git_urls: Mapping[str, str] = field(default_factory=dict)  # backend -> URL or path
+    archive_paths: tuple[Path, ...] = ()
+    wait: bool = True
+
+
+@dataclass
+class MigrateRow:
+    """One line of the summary: a device and backend of the FlagScale tree."""
+
+    device: str
+    backend: str
+    base: str = "-"
+    files: int = 0
+    patches: int = 0
+    clean: int = 0  # files that applied as they are
+    three_way: int = 0  # files that needed a 3-way merge
+    failed: int = 0  # files that did not apply, or every file of a set that failed
+    reason: str = ""  # why the set failed or was skipped ("" when imported)
+    exit_code: int = 0  # the failure's exit code (errors.ExitCode)
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+@dataclass
+class MigrateResult:
+    rows: list[MigrateRow]
+    plan: list[str]  # what --dry-run prints (also filled on a real run)
+
+    @property
+    def failed(self) -> list[MigrateRow]:
+        return [row for row in self.rows if not row.ok]
+
+
+def migrate(options: MigrateOptions, reporter: Reporter) -> MigrateResult:
+    """Read the FlagScale tree, then import every device and backend found."""
+    for name, url in options.git_urls.items():
+        GitUrl(url)  # refused here, before anything is read, if it is not a safe address
+        if name not in BACKEND_REPOSITORIES:
+            known = ", ".join(BACKEND_REPOSITORIES)
+            raise UsageError(f"--git-url {name}=…: unknown backend {name!r} (known: {known})")
+    sets = read_flagscale(options.root, options.device, options.backend, options.private_key)
+    if not sets:
+        raise NotFoundError(
+            f"no device and backend of {options.root} matches "
+            f"{_filter_text(options.device, options.backend)}",
+            hint="`patchtool import --flagscale PATH --dry-run` lists what is there.",
+        )
+    plan = render_plan(sets)
+    if options.dry_run:
+        return MigrateResult([_planned_row(found) for found in sets], plan)
+    rows = []
+    for found in sets:
+        reporter.step(f"importing {found.source} as {found.device}")
+        rows.append(_import_set(found, options, reporter))
+    return MigrateResult(rows, plan)
+
+
+def render_summary(rows: list[MigrateRow]) -> list[str]:
+    """The summary table, fixed columns, one row per device and backend, then the
+    reasons of the rows that failed or were skipped."""
+    header = ("device", "backend", "base", "files", "patches", "clean", "3-way", "failed")
+    table = [header] + [
+        (
+            row.device,
+            row.backend,
+            row.base,
+            str(row.files),
+            str(row.patches),
+            str(row.clean),
+            str(row.three_way),
+            str(row.failed),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+             for line in table]
+    for row in rows:
+        if row.reason:
+            lines.append(f"{row.device}/{row.backend}: {row.reason}")
+            lines.extend(f"  {detail}" for detail in row.details)
+    return lines
+
+
+# --------------------------------------------------------------------------- one set
+
+
+def _planned_row(found: BackendSet) -> MigrateRow:
+    return MigrateRow(
+        found.device,
+        found.backend,
+        base=_base_label(found),
+        files=found.files,
+        patches=len(found.groups),
+        reason="" if found.groups else _nothing_reason(found),
+    )
+
+
+def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) -> MigrateRow:
+    row = _planned_row(found)
+    if not found.groups:
+        row.failed = 0
+        return row
+    with tempfile.TemporaryDirectory(prefix="patchtool-flagscale-") as scratch:
+        mails = tuple(
+            _write_mail(Path(scratch) / f"{number:04d}.patch", group, found)
+            for number, group in enumerate(found.groups, 1)
+        )
+        try:
+            with device_locks(
+                options.build_dir,
+                options.store,
+                found.device,
+                reporter,
+                writes_store=True,
+                wait=options.wait,
+            ):
+                _import_locked(found, options, reporter, mails, row)
+        except ChangeConflict as error:
+            group = found.groups[error.number - 1] if error.number <= len(found.groups) else None
+            row.reason = (
+                f"patch {error.number}/{len(found.groups)}"
+                + (f" ({group.subject})" if group is not None else "")
+                + f" does not apply: {len(error.trial.failed_paths)} file(s)"
+            )
+            row.failed = row.files
+            row.exit_code = int(error.exit_code)
+            row.details = error.message.splitlines()[1 : 1 + REASON_LINES]
+        except PatchtoolError as error:
+            row.reason = error.message.splitlines()[0]
+            row.failed = row.files
+            row.exit_code = int(error.exit_code)
+            row.details = error.message.splitlines()[1 : 1 + REASON_LINES]
+    return row
+
+
+def _import_locked(
+    found: BackendSet,
+    options: MigrateOptions,
+    reporter: Reporter,
+    mails: tuple[Path, ...],
+    row: MigrateRow,
+) -> None:
+    create = not (options.store.root / found.device / DEVICE_FILE).is_file()
+    origin = BaseOrigin(
+        source=f"FlagScale {found.source}",
+        commit=found.flagscale_commit or "",
+        contact=found.contact or "",
+        models=found.models,
+        task=found.task,
+    )
+    common = dict(
+        store=options.store,
+        build_dir=options.build_dir,
+        device=found.device,
+        cache=options.cache,
+        inputs=mails,
+        strip=1,
+        create=create,
+        display_name=found.flagscale_device,
+        vendor=found.flagscale_device.split("_", 1)[0],
+        archive_paths=options.archive_paths,
+        three_way=options.three_way,
+    )
+    onto, label, note = _choose_base(found, options, reporter)
+    result = import_changes(
+        ImportOptions(
+            **common,  # type: ignore[arg-type]
+            onto=onto,
+            version_label=label,
+            origin=replace(origin, note=note),
+        ),
+        reporter,
+    )
+    row.base = result.base.base_id
+    merged = {path for change in result.three_way for path in change.paths}
+    row.three_way = len(merged)
+    row.clean = row.files - row.three_way
+    row.patches = len(result.imported)
+
+
+def _choose_base(
+    found: BackendSet, options: MigrateOptions, reporter: Reporter
+) -> tuple[str, str | None, str]:
+    """The base to import onto, as `--onto` text, its version label, and the note
+    for base.toml: the pinned commit when it can be fetched, else the release."""
+    project = found.project or found.backend
+    url = options.git_urls.get(found.backend) or BACKEND_REPOSITORIES.get(found.backend)
+    reason = "no repository is known for it" if url is None else "no commit is pinned"
+    if found.commit is not None and url is not None:
+        onto = f"git+{url}@{found.commit.lower()}"
+        try:
+            resolve_new_base(
+                parse_onto(onto, project, found.version),
+                options.store,
+                found.device,
+                options.cache,
+                reporter,
+                options.archive_paths,
+            )
+            return onto, found.version, ""
+        except (NetworkError, NotFoundError) as error:
+            reason = error.message.splitlines()[0]
+    if found.version is None or found.project is None:
+        raise NotFoundError(
+            f"{found.source}: no base to import onto: the pinned commit cannot be used "
+            f"({reason}) and {found.backend} has no released sdist to fall back on",
+            hint="Pass --git-url BACKEND=URL naming a repository (or a local clone) that "
+            "holds the commit.",
+        )
+    pinned = f"commit {found.commit}" if found.commit else "no commit"
+    note = (
+        f"FlagScale pins {found.backend} at {pinned}, which could not be used ({reason}); "
+        f"this base is the released sdist of {found.version} instead"
+    )
+    reporter.warn(f"{found.device}/{found.backend}: {note}")
+    return f"{found.project}=={found.version}", None, note
+
+
+def _write_mail(path: Path, group: PatchGroup, found: BackendSet) -> Path:
+    """One group as a format-patch mail: git mailinfo reads its author, date and
+    message, and the importer takes it like any other mbox input."""
+    name, address = email.utils.parseaddr(found.author)
+    author = email.utils.formataddr((str(Header(name, "utf-8")) if not name.isascii() else name,
+                                     address))
+    when = datetime.fromisoformat(found.date.replace("Z", "+00:00"))
+    headers = [
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001",
+        f"From: {author}",
+        f"Date: {email.utils.format_datetime(when)}",
+        f"Subject: [PATCH] {group.subject}",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=UTF-8",
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        group.body.rstrip("\n"),
+        "---",
+        "",
+    ]
+    path.write_bytes("\n".join(headers).encode("utf-8") + group.diff())
+    return path
+
+
+def _base_label(found: BackendSet) -> str:
+    if found.version:
+        return f"{found.project or found.backend}-{found.version}"
+    return f"{found.backend}-{found.commit[:12]}" if found.commit else "-"
+
+
+def _nothing_reason(found: BackendSet) -> str:
+    if found.skipped:
+        return "skipped: " + "; ".join(found.skipped)
+    return "no patch files"
+
+
+def _filter_text(device: str | None, backend: str | None) -> str:
+    parts = [f"device {device!r}" if device else "any device"]
+    parts.append(f"backend {backend!r}" if backend else "any backend")
+    return " and ".join(parts)
