@@ -126,21 +126,26 @@ def test_dry_run_prints_the_plan_and_changes_nothing(world: World) -> None:
 def test_a_set_that_does_not_apply_is_reported_and_leaves_nothing_the_others_land(
     world: World,
 ) -> None:
-    stale = per_file("Cambricon_MLU", world.commit, {"vllm/envs.py": 7})
-    stale["hardware/Cambricon_MLU/vllm/vllm/envs.py.patch"] = (
-        modify("vllm/envs.py", 7).replace("-old 7", "-something else") + "\n"
-    )
+    stale = per_file("Cambricon_MLU", world.commit,
+                     {"vllm/envs.py": 7, "setup.py": 4, "csrc/moe.cu": 3})
+    for path in ("vllm/envs.py", "csrc/moe.cu"):
+        number = ALL_FIVE[path]
+        stale[f"hardware/Cambricon_MLU/vllm/{path}.patch"] = (
+            modify(path, number).replace(f"-old {number}", "-something else") + "\n"
+        )
     write(world.flagscale, {**per_file("Metax_C550", world.commit, ALL_FIVE), **stale})
     result = world.run("--git-url", f"vllm={world.repository}")
     assert result.code == 4, result.output
-    assert result.stdout.splitlines()[:3] == [
+    assert result.stdout.splitlines() == [
         "device         backend  base        files  patches  clean  3-way  failed",
-        "Cambricon_MLU  vllm     vllm-0.8.5  1      1        0      0      1",
+        "Cambricon_MLU  vllm     vllm-0.8.5  3      3        1      0      2",
         "metax_C550     vllm     vllm-0.8.5  5      4        5      0      0",
-    ]
-    assert result.stdout.splitlines()[3:] == [
-        "Cambricon_MLU/vllm: patch 1/1 (vllm: Cambricon_MLU changes from FlagScale) does not "
-        "apply: 1 file(s)",
+        "Cambricon_MLU/vllm: 2 of 3 patch(es) do not apply: 2 file(s)",
+        "  patch 1/3 (csrc: Cambricon_MLU changes from FlagScale):",
+        "    csrc/moe.cu: hunk #1 @@ -1,2 +1,2 @@ does not match the base",
+        "        | first line",
+        "        | something else",
+        "  patch 3/3 (vllm: Cambricon_MLU changes from FlagScale):",
         "    vllm/envs.py: hunk #1 @@ -1,2 +1,2 @@ does not match the base",
         "        | first line",
         "        | something else",

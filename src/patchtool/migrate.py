@@ -33,8 +33,10 @@ from datetime import datetime
 from email.header import Header
 from pathlib import Path
 
+from .apply import TrialApply, checkout_base, describe_trial, trial_apply
 from .errors import NetworkError, NotFoundError, PatchtoolError, UsageError
 from .flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
+from .gitops import Git
 from .importer import ChangeConflict, ImportOptions, import_changes
 from .locks import device_locks
 from .rebase import parse_onto, resolve_new_base
@@ -81,6 +83,7 @@ class MigrateRow:
     three_way: int = 0  # files that needed a 3-way merge
     failed: int = 0  # files that did not apply, or every file of a set that failed
     reason: str = ""  # why the set failed or was skipped ("" when imported)
+    onto: tuple[str, str | None] | None = None  # the base chosen: --onto text, label
     exit_code: int = 0  # the failure's exit code (errors.ExitCode)
     details: list[str] = field(default_factory=list)
 
@@ -185,15 +188,8 @@ def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) 
             ):
                 _import_locked(found, options, reporter, mails, row)
         except ChangeConflict as error:
-            group = found.groups[error.number - 1] if error.number <= len(found.groups) else None
-            row.reason = (
-                f"patch {error.number}/{len(found.groups)}"
-                + (f" ({group.subject})" if group is not None else "")
-                + f" does not apply: {len(error.trial.failed_paths)} file(s)"
-            )
-            row.failed = row.files
             row.exit_code = int(error.exit_code)
-            row.details = error.message.splitlines()[1 : 1 + REASON_LINES]
+            _report_conflicts(found, options, reporter, row, error, Path(scratch))
         except PatchtoolError as error:
             row.reason = error.message.splitlines()[0]
             row.failed = row.files
@@ -231,6 +227,7 @@ def _import_locked(
         three_way=options.three_way,
     )
     onto, label, note = _choose_base(found, options, reporter)
+    row.onto = (onto, label)
     result = import_changes(
         ImportOptions(
             **common,  # type: ignore[arg-type]
@@ -245,6 +242,69 @@ def _import_locked(
     row.three_way = len(merged)
     row.clean = row.files - row.three_way
     row.patches = len(result.imported)
+
+
+def _report_conflicts(
+    found: BackendSet,
+    options: MigrateOptions,
+    reporter: Reporter,
+    row: MigrateRow,
+    error: ChangeConflict,
+    scratch: Path,
+) -> None:
+    """The import stopped at the first patch that does not apply and left nothing.
+    Say what fails in every patch, not only that one: each group is tried on a
+    throw-away checkout of the base, in order (a group that fails is left out
+    and the next one tried), and every failing file and hunk is listed."""
+    total = len(found.groups)
+    row.failed = len(error.trial.failed_paths)
+    row.clean = row.files - row.failed
+    row.reason = f"patch {error.number}/{total} does not apply: {row.failed} file(s)"
+    row.details = error.message.splitlines()[1 : 1 + REASON_LINES]
+    if row.onto is None:
+        return
+    reporter.step(f"trying every patch of {found.source} to report each failure")
+    try:
+        failures = _try_each_group(found, options, reporter, row.onto, scratch)
+    except PatchtoolError as diagnosis:
+        reporter.warn(f"could not try the other patches: {diagnosis.message.splitlines()[0]}")
+        return
+    row.failed = sum(len(trial.failed_paths) for _, trial in failures)
+    row.clean = row.files - row.failed
+    row.reason = f"{len(failures)} of {total} patch(es) do not apply: {row.failed} file(s)"
+    row.details = []
+    for number, trial in failures:
+        row.details.append(f"patch {number}/{total} ({found.groups[number - 1].subject}):")
+        row.details.extend(describe_trial(trial))
+
+
+def _try_each_group(
+    found: BackendSet,
+    options: MigrateOptions,
+    reporter: Reporter,
+    onto: tuple[str, str | None],
+    scratch: Path,
+) -> list[tuple[int, TrialApply]]:
+    project = found.project or found.backend
+    base = resolve_new_base(
+        parse_onto(onto[0], project, onto[1]),
+        options.store,
+        found.device,
+        options.cache,
+        reporter,
+        options.archive_paths,
+    )
+    tree = scratch / "trial" / base.project
+    tree.parent.mkdir(parents=True)
+    checkout_base(options.cache.repository(base.project), tree, base, "trial")
+    git = Git(tree)
+    failures = []
+    for number, group in enumerate(found.groups, 1):
+        patch = scratch / f"group-{number:04d}.diff"
+        patch.write_bytes(group.diff())
+        if git.run("apply", "-p1", "--index", "--", str(patch), check=False).returncode != 0:
+            failures.append((number, trial_apply(git, patch, 1)))
+    return failures
 
 
 def _choose_base(
