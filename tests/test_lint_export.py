@@ -85,6 +85,9 @@ def test_an_earlier_commit_with_bad_lines_is_fixed_by_an_interactive_rebase(
         f"({first}): in {upstream.tree}, run `git rebase -i patchtool/base` and mark {first} "
         "`edit` (change the lines, `git add` them, `git commit --amend`, "
         "`git rebase --continue`), then run `patchtool patch` again",
+        f"warning: to strip the trailing whitespace from every commit at once: in "
+        f"{upstream.tree}, run `git rebase --whitespace=fix patchtool/base`, then "
+        "`patchtool patch`",
     ]
     assert sorted(p.name for p in upstream.base_folder.glob("*.patch")) == [
         "add-a-notice.patch", "core-return-33.patch",
@@ -159,8 +162,13 @@ def test_many_findings_are_capped_per_patch_at_export_and_in_check(
         f"add-spaced.patch: line {16 + i}: adds trailing whitespace to demo/spaced.py"
         for i in range(MAX_FINDINGS_SHOWN)
     ] + ["add-spaced.patch: ... and 4 more"]
-    assert warnings(result)[:-1] == [f"warning: {line}" for line in shown]
-    assert warnings(result)[-1].startswith("warning: add-spaced.patch would fail")
+    assert warnings(result)[:-2] == [f"warning: {line}" for line in shown]
+    assert warnings(result)[-2].startswith("warning: add-spaced.patch would fail")
+    assert warnings(result)[-1] == (
+        f"warning: to strip the trailing whitespace from every commit at once: in "
+        f"{upstream.tree}, run `git rebase --whitespace=fix patchtool/base`, then "
+        "`patchtool patch`"
+    )
     assert lint_details(upstream) == shown
     plain = upstream.cli("check")
     assert plain.code == 7

@@ -54,7 +54,7 @@ from typing import Any
 
 from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError
 from .gitops import Git
-from .lint import MESSAGE_ADVICE, capped, lint_file
+from .lint import MESSAGE_ADVICE, WHITESPACE_FIX, capped, lint_file
 from .locks import store_lock
 from .report import Reporter
 from .safety import TreeJudge, judge_paths, paths_git_reads
@@ -178,6 +178,7 @@ def _lint_hint(device: str, base_id: str) -> str:
         f"{base_id}` makes the tree): `git commit --amend` for the last commit or "
         "`git rebase -i patchtool/base` (mark a commit `reword` for its message, `edit` for "
         f"its lines) for earlier ones, then `patchtool patch --device-type {device}`; "
+        f"trailing whitespace goes from every commit at once with `{WHITESPACE_FIX}`; "
         + MESSAGE_ADVICE
         + "."
     )

@@ -36,7 +36,14 @@ from .errors import DirtyTreeError, IntegrityError, StaleStoreError, UsageError
 from .faults import kill_point
 from .fsutil import exchange_paths, fsync_directory, new_file_mode
 from .gitops import Git, user_identity
-from .lint import LintError, LintFinding, capped, lint_patch, message_advice
+from .lint import (
+    LintError,
+    LintFinding,
+    capped,
+    lint_patch,
+    message_advice,
+    whitespace_advice,
+)
 from .report import Reporter
 from .store import (
     SERIES_FILE,
@@ -456,6 +463,9 @@ def warn_lint(reporter: Reporter, tree: Path, linted: list[PatchLint], total: in
     advice = message_advice(f for one in linted for f in one.findings)
     if advice is not None:
         reporter.warn(advice)
+    whitespace = whitespace_advice((f for one in linted for f in one.findings), tree)
+    if whitespace is not None:
+        reporter.warn(whitespace)
 
 
 def lint_refusal(

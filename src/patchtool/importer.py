@@ -56,7 +56,6 @@ from .export import (
 )
 from .fsutil import atomic_write, check_name
 from .gitops import Git, tool_identity, user_identity
-from .lint import whitespace_advice
 from .report import Reporter
 from .store import (
     DEVICE_FILE,
@@ -548,9 +547,6 @@ def _import_into(
     # are the newest of the tree and easy to amend.
     linted = [one for one in lint_rendered(patches) if one.patch in fresh]
     warn_lint(reporter, tree, linted, len(patches))
-    advice = whitespace_advice((f for one in linted for f in one.findings), tree)
-    if advice is not None:
-        reporter.warn(advice)
     done.imported = [p.name for p in fresh]
     return done
 
