@@ -59,8 +59,9 @@ def test_check_passes_on_a_good_store_with_one_record_per_check(good: SyntheticU
     result, records = check(good)
     assert result.code == 0, result.output
     for record in records:
-        assert set(record) == {"device", "base", "check", "ok", "details"}
+        assert set(record) == {"device", "base", "check", "ok", "details", "duration_s"}
         assert record["ok"] is True and record["details"] == [] and record["device"] == "devA"
+        assert isinstance(record["duration_s"], float) and record["duration_s"] >= 0
     assert [(r["base"], r["check"]) for r in records] == [("", "config")] + [
         ("demo-1.0", name) for name in CHECKS
     ]

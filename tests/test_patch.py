@@ -71,7 +71,8 @@ def test_list_shows_devices_and_bases(upstream: SyntheticUpstream) -> None:
 
     result = upstream.cli("list", "--json")
     assert result.code == 0
-    assert json.loads(result.stdout) == [{
+    assert json.loads(result.stdout) == {"include": [{
         "device": "devA", "display_name": "Device A", "base": "demo-1.0", "project": "demo",
         "version": "1.0", "commit": upstream.commit, "source": "pypi", "patches": 0,
-    }]
+        "command": "patchtool check -d devA --commit-id demo-1.0",
+    }]}

@@ -44,11 +44,14 @@ every check that ran passed exits 0.
 from __future__ import annotations
 
 import contextvars
+import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +108,9 @@ class CheckOptions:
     commit_id: str | None = None
     archive_paths: tuple[Path, ...] = ()
     offline: bool = False  # never fetch: skip what needs a source that is not local
+    # Bases checked at the same time (None: the machine's cores); the report's
+    # order is the serial run's whatever this is.
+    jobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ class CheckRecord:
     details: tuple[str, ...] = ()
     exit_code: ExitCode = ExitCode.OK  # for a failure: the code its problem maps to
     skipped: bool = False  # offline: not run because the base's source is not local
+    duration: float = 0.0  # seconds this check took (0 for one that did not run)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -124,6 +131,7 @@ class CheckRecord:
             "check": self.check,
             "ok": None if self.skipped else self.ok,
             "details": list(self.details),
+            "duration_s": round(self.duration, 3),
         }
         if self.skipped:
             data["skipped"] = True
@@ -185,55 +193,69 @@ def _lint_hint(device: str, base_id: str) -> str:
 
 
 def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
+    """Every check of every device and base. Bases run side by side (up to
+    `options.jobs`, default the machine's cores: each is mostly git and disk);
+    the records come out in the serial order, device by device, base by base."""
     report = CheckReport()
     devices = [options.device] if options.device else options.store.device_names()
-    with forbid_network(options.offline):
+    workers = max(1, options.jobs or os.cpu_count() or 1)
+    slots: list[list[CheckRecord] | Future[list[CheckRecord]]] = []
+    with (
+        forbid_network(options.offline),
+        ExitStack() as locks,
+        ThreadPoolExecutor(workers, thread_name_prefix="patchtool-check") as pool,
+    ):
         for device in devices:
-            _check_device(options, device, report, reporter)
+            started = time.perf_counter()
+            try:
+                limits = options.store.device(device).limits
+            except PatchtoolError as error:
+                if options.device:  # an unknown device on the command line is a usage problem
+                    raise
+                slots.append([_timed(_failure(device, "", "config", error), started)])
+                continue
+            slots.append([_timed(CheckRecord(device, "", "config", True), started)])
+            # Shared: other checks and unpatch may read along, an export waits.
+            locks.enter_context(store_lock(options.store, device, False, reporter))
+            for base_file in _base_files(options, device):
+                # Threads do not inherit context variables (the offline guard is one).
+                context = contextvars.copy_context()
+                slots.append(
+                    pool.submit(
+                        context.run, _check_base_file, options, base_file, limits, reporter
+                    )
+                )
+        for slot in slots:
+            report.records.extend(slot if isinstance(slot, list) else slot.result())
     return report
 
 
-def _check_device(
-    options: CheckOptions, name: str, report: CheckReport, reporter: Reporter
-) -> None:
+def _base_files(options: CheckOptions, device: str) -> list[Path]:
     store = options.store
-    try:
-        limits = store.device(name).limits
-    except PatchtoolError as error:
-        if options.device:  # an unknown device on the command line is a usage problem
-            raise
-        report.records.append(_failure(name, "", "config", error))
-        return
-    report.records.append(CheckRecord(name, "", "config", True))
-    # Shared: other checks and unpatch may read along, an export waits.
-    with store_lock(store, name, False, reporter):
-        _check_bases(options, name, limits, report, reporter)
-
-
-def _check_bases(
-    options: CheckOptions,
-    name: str,
-    limits: PatchLimits,
-    report: CheckReport,
-    reporter: Reporter,
-) -> None:
-    store = options.store
-    folder = store.root / name
-    base_files = sorted(folder.glob(f"*/{BASE_FILE}"))
     if options.commit_id is not None:
-        chosen = store.resolve_base(name, options.commit_id)
-        base_files = [chosen.path / BASE_FILE]
-    for base_file in base_files:
-        base_id = base_file.parent.name
-        try:
-            base = parse_base(base_file, name, base_id)
-        except PatchtoolError as error:
-            report.records.append(_failure(name, base_id, "config", error))
-            report.records.extend(_skipped(name, base_id, CHECKS[1:], "base.toml is invalid"))
-            continue
-        report.records.append(CheckRecord(name, base_id, "config", True))
-        reporter.step(f"checking {name}/{base_id}")
-        report.records.extend(_check_base(options, base, limits, reporter))
+        return [store.resolve_base(device, options.commit_id).path / BASE_FILE]
+    return sorted((store.root / device).glob(f"*/{BASE_FILE}"))
+
+
+def _check_base_file(
+    options: CheckOptions, base_file: Path, limits: PatchLimits, reporter: Reporter
+) -> list[CheckRecord]:
+    device, base_id = base_file.parent.parent.name, base_file.parent.name
+    started = time.perf_counter()
+    try:
+        base = parse_base(base_file, device, base_id)
+    except PatchtoolError as error:
+        return [
+            _timed(_failure(device, base_id, "config", error), started),
+            *_skipped(device, base_id, CHECKS[1:], "base.toml is invalid"),
+        ]
+    config = _timed(CheckRecord(device, base_id, "config", True), started)
+    reporter.step(f"checking {device}/{base_id}")
+    return [config, *_check_base(options, base, limits, reporter)]
+
+
+def _timed(record: CheckRecord, started: float) -> CheckRecord:
+    return replace(record, duration=time.perf_counter() - started)
 
 
 def _check_base(
@@ -242,7 +264,7 @@ def _check_base(
     device, base_id = base.device, base.base_id
     records: list[CheckRecord] = []
 
-    def record(check: str, problems: list[str], code: ExitCode) -> None:
+    def record(check: str, problems: list[str], code: ExitCode, started: float) -> None:
         records.append(
             CheckRecord(
                 device,
@@ -251,25 +273,33 @@ def _check_base(
                 not problems,
                 tuple(problems),
                 code if problems else ExitCode.OK,
+                duration=time.perf_counter() - started,
             )
         )
 
     repository: Path | None = None
     not_local: str | None = None
+    started = time.perf_counter()
     try:
         archives = options.archive_paths
         if options.offline:
             archives = local_source(base, options.cache, options.archive_paths)
         # The CI gate hashes the base again, whatever an earlier run recorded.
         repository = ensure_base(base, options.cache, reporter, archives, verify="full")
-        record("source", _source_problems(base, options.cache, repository), ExitCode.INTEGRITY)
+        record(
+            "source",
+            _source_problems(base, options.cache, repository),
+            ExitCode.INTEGRITY,
+            started,
+        )
     except SourceNotLocal as why:
         not_local = why.reason
         records.append(CheckRecord(device, base_id, "source", False, (why.reason,), skipped=True))
     except PatchtoolError as error:
-        records.append(_failure(device, base_id, "source", error))
+        records.append(_timed(_failure(device, base_id, "source", error), started))
 
     series: PatchSeries | None = None
+    started = time.perf_counter()
     try:
         series = parse_series(base)
         listed = set(series.names)
@@ -280,9 +310,10 @@ def _check_base(
             "series",
             [f"{n} is in {base.path} but series does not list it" for n in unlisted],
             ExitCode.STALE,
+            started,
         )
     except PatchtoolError as error:
-        records.append(_failure(device, base_id, "series", error))
+        records.append(_timed(_failure(device, base_id, "series", error), started))
 
     if series is None:
         records.extend(
@@ -311,8 +342,9 @@ def _check_base(
             _skipped(device, base_id, ("safety", "apply", "export"), "the base is not available")
         )
 
+    started = time.perf_counter()
     lint = capped(finding for path in series.paths() for finding in lint_file(path, limits))
-    record("lint", lint, ExitCode.STALE)
+    record("lint", lint, ExitCode.STALE, started)
     return records
 
 
@@ -424,29 +456,34 @@ def _safety_apply_export(
     unsafe_skip = _skipped(
         device, base_id, ("apply", "export"), "the base or a patch is unsafe or damaged"
     )
+    # Safety is judged on the base (here) and on every commit as the series is
+    # applied: the first part is safety's time, the rest is in apply's.
+    started = time.perf_counter()
     try:
         judge = TreeJudge(Git(repository), base.commit, f"base {base.label}")
     except PatchtoolError as error:
-        return [_failure(device, base_id, "safety", error), *unsafe_skip]
+        return [_timed(_failure(device, base_id, "safety", error), started), *unsafe_skip]
+    safety = _timed(CheckRecord(device, base_id, "safety", True), started)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="patchtool-check-") as folder:
         tree = Path(folder) / base.project
         checkout_base(repository, tree, base, device)
         try:
             apply_series(tree, series, judge, limits, three_way=False, reporter=reporter)
         except ConflictError as error:
-            safety = _judge_paths_only(tree, series)
+            failed = _timed(_failure(device, base_id, "apply", error), started)
+            judged_start = time.perf_counter()
+            paths_only = _timed(_judge_paths_only(tree, series), judged_start)
             skipped = _skipped(device, base_id, ("export",), "the series does not apply")
-            return [safety, _failure(device, base_id, "apply", error), *skipped]
+            return [paths_only, failed, *skipped]
         except PatchtoolError as error:
-            return [_failure(device, base_id, "safety", error), *unsafe_skip]
-        applied = [
-            CheckRecord(device, base_id, "safety", True),
-            CheckRecord(device, base_id, "apply", True),
-        ]
+            return [_timed(_failure(device, base_id, "safety", error), started), *unsafe_skip]
+        applied = [safety, _timed(CheckRecord(device, base_id, "apply", True), started)]
+        started = time.perf_counter()
         try:
             plan = plan_export(base, render_patches(Git(tree), base.commit))
         except PatchtoolError as error:
-            return [*applied, _failure(device, base_id, "export", error)]
+            return [*applied, _timed(_failure(device, base_id, "export", error), started)]
     problems = [f"a fresh export would write: {line}" for line in plan.describe()]
     return [
         *applied,
@@ -457,6 +494,7 @@ def _safety_apply_export(
             not problems,
             tuple(problems),
             ExitCode.STALE if problems else ExitCode.OK,
+            duration=time.perf_counter() - started,
         ),
     ]
 

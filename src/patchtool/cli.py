@@ -409,7 +409,14 @@ def build_wheel_command(
 
 @app.command("list")
 def list_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Machine-readable: {"include": [one entry per device and base, with the '
+            "`check` command for it]}, a CI matrix as it is (GitHub Actions strategy.matrix).",
+        ),
+    ] = False,
 ) -> None:
     """Devices and their bases (id, version, commit, patch count)."""
     from .store import parse_series
@@ -430,10 +437,11 @@ def list_command(
                     "commit": base.commit,
                     "source": base.source.kind,
                     "patches": count,
+                    "command": f"patchtool check -d {name} --commit-id {base.base_id}",
                 }
             )
     if as_json:
-        _emit_json(records)
+        _emit_json({"include": records})
         return
     from rich.console import Console
     from rich.markup import escape
@@ -521,6 +529,16 @@ def check_command(
         list[Path] | None,
         typer.Option(help="A local sdist file or folder (air-gapped sites); repeatable."),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Bases checked at the same time (default: the machine's cores); the "
+            "report's order is the same for any number.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     offline: Annotated[
         bool,
@@ -545,6 +563,7 @@ def check_command(
         commit_id=commit_id,
         archive_paths=tuple(sdist or ()),
         offline=offline,
+        jobs=jobs,
     )
     reporter = _reporter()
     report = run_checks(options, reporter)

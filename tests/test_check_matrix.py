@@ -1,0 +1,103 @@
+"""A store of many devices: `list --json` as a CI matrix, each entry's command
+checks exactly its base, and `check` over bases in parallel reports exactly
+what the serial run reports, in the same order, with each check's duration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import shutil
+from typing import Any
+
+import pytest
+from helpers import DEMO_FILES, SyntheticUpstream, git, make_sdist, run_cli
+
+from patchtool.store import PypiSource
+from patchtool.upstream import import_sdist
+
+DEVICES = ("devA", "devB", "devC")
+
+
+@pytest.fixture
+def many(upstream: SyntheticUpstream) -> SyntheticUpstream:
+    """Three devices on demo 1.0 and 1.1; devB's 1.1 series does not apply."""
+    sdist = make_sdist(upstream.sdist.parent / "demo-1.1.tar.gz", "demo-1.1", DEMO_FILES)
+    sha = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    scratch = upstream.root / "scratch-1.1.git"
+    git(upstream.root, "init", "--quiet", "--bare", str(scratch))
+    commit = import_sdist(sdist, scratch, "demo", "1.1", PypiSource("demo-1.1.tar.gz", sha))
+    second = upstream.store / "devA" / "demo-1.1"
+    second.mkdir()
+    (second / "base.toml").write_text(
+        f'project = "demo"\nversion = "1.1"\ncommit = "{commit}"\n\n[source]\n'
+        f'type = "pypi"\nfilename = "demo-1.1.tar.gz"\nsha256 = "{sha}"\n'
+    )
+    (second / "series").write_text("# demo series\n")
+    for device in DEVICES[1:]:
+        shutil.copytree(upstream.store / "devA", upstream.store / device)
+    stale = upstream.store / "devB" / "demo-1.1"
+    (stale / "stale.patch").write_text(
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        "From: A <a@example.invalid>\nDate: Sat, 1 Feb 2025 12:00:00 +0000\n"
+        "Subject: [PATCH] core: stale\n\nIt no longer applies.\n\n"
+        "Upstream-Status: Pending\n---\n"
+        "diff --git a/demo/core.py b/demo/core.py\n--- a/demo/core.py\n+++ b/demo/core.py\n"
+        "@@ -1,2 +1,2 @@\n-nothing like this\n+at all\n context\n"
+    )
+    (stale / "series").write_text("# demo series\nstale.patch\n")
+    return upstream
+
+
+def test_list_json_is_a_ci_matrix_whose_commands_check_one_base_each(
+    many: SyntheticUpstream,
+) -> None:
+    listed = many.cli("list", "--json")
+    assert listed.code == 0, listed.output
+    matrix = json.loads(listed.stdout)
+    assert set(matrix) == {"include"}
+    entries = matrix["include"]
+    assert [(e["device"], e["base"]) for e in entries] == [
+        (device, base) for device in DEVICES for base in ("demo-1.0", "demo-1.1")
+    ]
+    for entry in entries:
+        assert all(isinstance(value, str) for key, value in entry.items() if key != "patches")
+        assert entry["command"] == f"patchtool check -d {entry['device']} --commit-id {entry['base']}"
+        argv = shlex.split(entry["command"])
+        assert argv[0] == "patchtool"
+        result = run_cli("--store", str(many.store), *argv[1:], "--json")
+        expected = 4 if (entry["device"], entry["base"]) == ("devB", "demo-1.1") else 0
+        assert result.code == expected, result.output
+        records = json.loads(result.stdout)
+        assert {(r["device"], r["base"]) for r in records} == {
+            (entry["device"], ""), (entry["device"], entry["base"])
+        }
+
+
+def without_durations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "duration_s"} for r in records]
+
+
+def test_parallel_check_reports_exactly_what_the_serial_check_does(
+    many: SyntheticUpstream,
+) -> None:
+    serial = many.cli("check", "--json", "--jobs", "1")
+    parallel = many.cli("check", "--json", "--jobs", "4")
+    assert serial.code == parallel.code == 4
+    serial_records = json.loads(serial.stdout)
+    parallel_records = json.loads(parallel.stdout)
+    assert without_durations(parallel_records) == without_durations(serial_records)
+    assert len(serial_records) == 3 + 6 * 7  # a device record each, seven per base
+    assert all(r["duration_s"] >= 0 for r in parallel_records)
+    applied = [r for r in parallel_records if r["check"] == "apply" and r["ok"]]
+    assert len(applied) == 5 and all(r["duration_s"] > 0 for r in applied)
+    text_serial = many.cli("check", "--jobs", "1")
+    text_parallel = many.cli("check")
+    assert text_parallel.stdout == text_serial.stdout
+    assert "FAIL  devB  demo-1.1  apply" in text_parallel.stdout.splitlines()
+
+
+def test_jobs_must_be_positive(many: SyntheticUpstream) -> None:
+    result = many.cli("check", "--jobs", "0")
+    assert result.code == 2
+    assert "Invalid value for '--jobs' / '-j': 0 is not in the range x>=1." in result.stderr
