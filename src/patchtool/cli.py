@@ -892,6 +892,7 @@ def _import_flagscale(
 def main(argv: list[str] | None = None) -> None:
     # typer's standalone mode handles usage errors (exit 2), --help and Exit;
     # everything the core raises comes through here.
+    _here.cache_clear()  # main() may run more than once in a process (tests, embedding)
     command = typer.main.get_command(app)
     _hide_empty_defaults(command)
     args = list(sys.argv[1:] if argv is None else argv)
