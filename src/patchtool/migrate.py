@@ -28,7 +28,7 @@ from __future__ import annotations
 import email.utils
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import Header
 from pathlib import Path
@@ -205,35 +205,31 @@ def _import_locked(
     mails: tuple[Path, ...],
     row: MigrateRow,
 ) -> None:
-    create = not (options.store.root / found.device / DEVICE_FILE).is_file()
-    origin = BaseOrigin(
-        source=f"FlagScale {found.source}",
-        commit=found.flagscale_commit or "",
-        contact=found.contact or "",
-        models=found.models,
-        task=found.task,
-    )
-    common = dict(
-        store=options.store,
-        build_dir=options.build_dir,
-        device=found.device,
-        cache=options.cache,
-        inputs=mails,
-        strip=1,
-        create=create,
-        display_name=found.flagscale_device,
-        vendor=found.flagscale_device.split("_", 1)[0],
-        archive_paths=options.archive_paths,
-        three_way=options.three_way,
-    )
     onto, label, note = _choose_base(found, options, reporter)
     row.onto = (onto, label)
     result = import_changes(
         ImportOptions(
-            **common,  # type: ignore[arg-type]
+            store=options.store,
+            build_dir=options.build_dir,
+            device=found.device,
+            cache=options.cache,
+            inputs=mails,
+            strip=1,
+            create=not (options.store.root / found.device / DEVICE_FILE).is_file(),
+            display_name=found.flagscale_device,
+            vendor=found.flagscale_device.split("_", 1)[0],
             onto=onto,
             version_label=label,
-            origin=replace(origin, note=note),
+            archive_paths=options.archive_paths,
+            three_way=options.three_way,
+            origin=BaseOrigin(
+                source=f"FlagScale {found.source}",
+                commit=found.flagscale_commit or "",
+                contact=found.contact or "",
+                models=found.models,
+                task=found.task,
+                note=note,
+            ),
         ),
         reporter,
     )
