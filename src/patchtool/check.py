@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError
+from .fsutil import sha256_of
 from .gitops import Git
 from .lint import MESSAGE_ADVICE, WHITESPACE_FIX, capped, lint_file
 from .locks import store_lock
@@ -73,7 +74,7 @@ from .store import (
     parse_base,
     parse_series,
 )
-from .upstream import BaseCache, base_ref_name, ensure_base, local_sdists, sha256_of
+from .upstream import BaseCache, base_ref_name, ensure_base, local_sdists
 
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
 _SEVERITY = (

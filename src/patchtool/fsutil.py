@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
 import os
 import re
 import tempfile
@@ -178,3 +179,12 @@ def exchange_paths(source: Path, target: Path) -> None:
     os.rename(target, aside)
     os.rename(source, target)
     os.rename(aside, source)
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

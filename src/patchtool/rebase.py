@@ -64,7 +64,7 @@ from .errors import (
 )
 from .export import plan_export, render_patches, write_plan
 from .faults import kill_point
-from .fsutil import atomic_write, check_name, fsync_directory
+from .fsutil import atomic_write, check_name, fsync_directory, sha256_of
 from .gitops import Git, tool_identity
 from .index import IndexClient, remove_partial_downloads
 from .report import Reporter
@@ -88,7 +88,6 @@ from .upstream import (
     ensure_base,
     local_sdists,
     locked_cache_repository,
-    sha256_of,
 )
 
 # The state file, in the device's build folder: STATE_PREFIX + project + STATE_SUFFIX.

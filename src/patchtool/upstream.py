@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import IntegrityError, NetworkError, NotFoundError, UnsafeInputError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, sha256_of
 from .gitops import Git, run_plain, tool_identity
 from .index import IndexClient, redact, remove_partial_downloads
 from .report import Reporter
@@ -47,7 +47,6 @@ from .store import BaseRef, GitSource, PypiSource
 
 CACHE_ENVIRONMENT_VARIABLE = "PATCHTOOL_CACHE_DIR"
 ARCHIVE_ENVIRONMENT_VARIABLE = "PATCHTOOL_SDIST_PATH"
-_BLOCK = 1 << 20
 VERIFIED_RECORD = "patchtool-verified.json"  # in each cache repository
 
 # "recorded": trust an earlier verification while the object files are unchanged;
@@ -450,14 +449,6 @@ def _fast_import_path(path: str) -> bytes:
 
 
 # --------------------------------------------------------------------------- obtaining sdists
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def obtain_sdist(

@@ -47,7 +47,7 @@ from .envsh import SourcedEnvironment, sandbox_environment, source_env_script
 from .errors import BuildError, DirtyTreeError, NotFoundError
 from .export import tree_work
 from .faults import kill_point
-from .fsutil import atomic_write
+from .fsutil import atomic_write, sha256_of
 from .gitops import Git
 from .report import Reporter
 from .store import PypiSource, Store, parse_series, series_digest
@@ -695,7 +695,7 @@ def _reuse(out_dir: Path, device: str, digest: str) -> tuple[Path, str] | None:
     wheel = out_dir / str(state.get("wheel", ""))
     if state.get("inputs") != digest or not wheel.is_file():
         return None
-    sha = _sha256(wheel)
+    sha = sha256_of(wheel)
     return (wheel, sha) if sha == state.get("sha256") else None
 
 
@@ -889,14 +889,6 @@ def read_provenance(wheel: Path) -> dict[str, object]:
                 value: dict[str, object] = json.loads(archive.read(name))
                 return value
     raise NotFoundError(f"{wheel} has no {PROVENANCE_NAME}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tail(path: Path) -> str:
