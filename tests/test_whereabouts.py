@@ -96,6 +96,13 @@ def test_a_dir_inside_a_build_tree_is_refused(upstream: SyntheticUpstream) -> No
         f"({upstream.build}).",
     ]
     assert snapshot(upstream.tree) == before
+    # The tree itself as the build folder would nest one inside it, too.
+    itself = upstream.cli("unpatch", "-d", "devA", "--dir", str(upstream.tree))
+    assert itself.code == 2
+    assert itself.stderr.splitlines()[0] == (
+        f"error: --dir {upstream.tree} lies inside the build tree {upstream.tree}"
+    )
+    assert snapshot(upstream.tree) == before
 
 
 def test_from_inside_the_store_the_build_folder_is_beside_it(upstream: SyntheticUpstream) -> None:

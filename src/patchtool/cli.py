@@ -180,7 +180,7 @@ def _build_dir(build_dir: Path | None, store: Store) -> Path:
     if build_dir is None:
         build_dir = here.tree.parent.parent if here is not None else store.root.parent / "build"
     else:
-        inside = enclosing_tree(build_dir.resolve().parent)
+        inside = enclosing_tree(build_dir.resolve())
         if inside is not None:
             raise UsageError(
                 f"--dir {build_dir} lies inside the build tree {inside}",
@@ -841,7 +841,6 @@ def _import_flagscale(
     three_way: bool,
     no_wait: bool,
 ) -> None:
-    from .errors import ExitCode
     from .fsutil import check_name
     from .migrate import MigrateOptions, migrate, render_summary
 
@@ -936,24 +935,21 @@ def _globals_first(command: click.Command, args: list[str]) -> list[str]:
     if index >= len(args) or args[index] not in command.commands:
         return args
     sub_options = _option_arity(command.commands[args[index]].params)
-    front, rest = args[: index + 1], []
     moved: list[str] = []
+    rest: list[str] = []
     position = index + 1
     while position < len(args):
         item = args[position]
         if item == "--":
             rest.extend(args[position:])
             break
-        name, has_value = item.split("=", 1)[0], "=" in item
-        if name in global_options and name not in sub_options:
-            width = 0 if has_value else global_options[name]
-            moved.extend(args[position : position + 1 + width])
-            position += 1 + width
-            continue
-        width = 0 if has_value else sub_options.get(name, 0)
-        rest.extend(args[position : position + 1 + width])
+        name = item.split("=", 1)[0]
+        is_global = name in global_options and name not in sub_options
+        arity = global_options if is_global else sub_options
+        width = 0 if "=" in item else arity.get(name, 0)
+        (moved if is_global else rest).extend(args[position : position + 1 + width])
         position += 1 + width
-    return front[:index] + moved + front[index:] + rest
+    return args[:index] + moved + args[index : index + 1] + rest
 
 
 def _option_arity(params: list[click.Parameter]) -> dict[str, int]:
