@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +53,8 @@ from .errors import (
 from .export import tree_work
 from .faults import kill_point, pause_point
 from .fsutil import exchange_paths
-from .gitops import Git, tool_identity
+from .gitops import Git, GitResult, tool_identity
+from .privacy import Keyring, LoadedSeries, SeriesPatch, load_series, patch_ids, verify_description
 from .report import Reporter
 from .safety import (
     CORRUPT_HINT,
@@ -62,13 +63,10 @@ from .safety import (
     git_refusal,
     judge_paths,
     paths_git_reads,
-    screen_patch,
 )
 from .store import (
     BaseRef,
     DeviceConfig,
-    PatchLimits,
-    PatchSeries,
     Store,
     parse_series,
     series_digest,
@@ -86,6 +84,8 @@ class UnpatchOptions:
     force: bool = False
     three_way: bool = False
     archive_paths: tuple[Path, ...] = ()
+    keyring: Keyring | None = None  # opens the series' private patches
+    public_only: bool = False  # leave private patches out instead of needing a key
 
 
 @dataclass
@@ -93,6 +93,7 @@ class UnpatchResult:
     tree: Path
     base: BaseRef
     applied: list[str]
+    skipped_private: list[str] = field(default_factory=list)
     three_way: list[str] = field(default_factory=list)
     backup: Path | None = None
     replaced: bool = False
@@ -105,6 +106,15 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
     current = _current_tree(options.build_dir, device.name)
     base = _choose_base(options, device, current, reporter)
     series = parse_series(base)
+    # Read (and decrypted) before anything is downloaded: a missing key fails fast.
+    loaded = load_series(
+        series, device.limits, options.keyring, device.recipients, options.public_only
+    )
+    if loaded.skipped:
+        reporter.warn(
+            f"left out {len(loaded.skipped)} private patch(es), as --public-only asks: "
+            + ", ".join(e.name for e in loaded.skipped)
+        )
     location = TreeLocation(options.build_dir, device.name, base.project)
     recover_interrupted(location.device_dir, reporter)
     target = location.tree
@@ -128,9 +138,10 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
         reporter.step(f"checking out {base.label} ({base.commit[:12]})")
         checkout_base(cache_repository, tree, base, device.name)
         kill_point("unpatch:checked-out")
-        reporter.step(f"applying {len(series.entries)} patch(es) from {base.path}")
-        three_way = apply_series(tree, series, judge, device.limits, options.three_way, reporter)
+        reporter.step(f"applying {len(loaded.patches)} patch(es) from {base.path}")
+        three_way = apply_series(tree, loaded, judge, options.three_way, reporter)
         kill_point("unpatch:applied")
+        private = [p.data for p in loaded.patches if p.private]
         write_record(
             tree,
             TreeRecord(
@@ -141,6 +152,9 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
                 base.commit,
                 series_digest(series),
                 str(options.store.root),
+                private=loaded.plaintext_digests(),
+                private_patch_ids=tuple(i for i in patch_ids(Git(tree), private) if i),
+                skipped_private=tuple(e.name for e in loaded.skipped),
             ),
         )
         backup = None
@@ -180,7 +194,8 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
     return UnpatchResult(
         tree=target,
         base=base,
-        applied=series.names,
+        applied=[p.entry.name for p in loaded.patches],
+        skipped_private=[e.name for e in loaded.skipped],
         three_way=three_way,
         backup=backup,
         replaced=replaced,
@@ -301,48 +316,66 @@ def checkout_base(cache_repository: Path, tree: Path, base: BaseRef, branch: str
 
 def apply_series(
     tree: Path,
-    series: PatchSeries,
+    loaded: LoadedSeries,
     judge: TreeJudge,
-    limits: PatchLimits,
     three_way: bool,
     reporter: Reporter,
 ) -> list[str]:
     """Apply every patch with git am onto the tree's HEAD, then judge what git
     made of them (safety.py); return the patches that needed a 3-way merge.
 
-    Every patch is screened against the device's limits before git reads any.
-    A refusal by git (an invalid path, a write through a symlink) is exit 10, a
-    patch git cannot read exit 6, one that does not apply exit 4: each names the
-    patch, its series line and, where git gives them, the file and hunk."""
+    The patches were screened against the device's limits as they were read
+    (privacy.load_series). Public patches are given to git by path, a run of
+    them at once; a private one on standard input, so that its plaintext is
+    never written anywhere but into the tree, and only after its clear header
+    was checked against it. A refusal by git (an invalid path, a write through
+    a symlink) is exit 10, a patch git cannot read exit 6, one that does not
+    apply exit 4: each names the patch, its series line and, where git gives
+    them (and the patch is not private), the file, hunk and text."""
     git = Git(tree, env=tool_identity("1970-01-01T00:00:00Z"))
-    paths = series.paths()
-    if not paths:
+    patches = loaded.patches
+    if not patches:
         return []
-    for path in paths:
-        screen_patch(path, limits)
+    for patch in patches:
+        verify_description(git, patch)
     start = git.text("rev-parse", "HEAD")
     # Hooks are off through core.hooksPath (gitops); `am --no-verify` needs git 2.40.
     am = ("am", "--keep-cr", "--committer-date-is-author-date")
     needed: list[str] = []
     if not three_way:
-        result = git.run(*am, "--quiet", "--no-3way", "--", *map(str, paths), check=False)
-        if result.returncode != 0:
-            _raise_failure(git, series, start, result.stderr)
-    else:
-        for entry, path in zip(series.entries, paths, strict=True):
-            # Not --quiet: the "Falling back to ... 3-way merge" line is what we report.
-            result = git.run(*am, "--3way", "--", str(path), check=False)
+        for group in _am_groups(patches):
+            result = _run_am(git, (*am, "--quiet", "--no-3way"), group)
             if result.returncode != 0:
-                _raise_failure(git, series, start, result.stderr)
+                _raise_failure(git, loaded, start, result.stderr)
+    else:
+        for patch in patches:
+            # Not --quiet: the "Falling back to ... 3-way merge" line is what we report.
+            result = _run_am(git, (*am, "--3way"), [patch])
+            if result.returncode != 0:
+                _raise_failure(git, loaded, start, result.stderr)
             if "3-way merge" in result.stderr or "3-way merge" in result.text:
-                needed.append(entry.name)
-                reporter.warn(f"{entry.name} needed a 3-way merge")
+                needed.append(patch.entry.name)
+                reporter.warn(f"{patch.entry.name} needed a 3-way merge")
     commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
-    subjects = [
-        f"patch {p} (series line {e.line})" for p, e in zip(paths, series.entries, strict=True)
-    ]
-    judge.judge_commits(git, commits, subjects)
+    judge.judge_commits(git, commits, [p.label for p in patches])
     return needed
+
+
+def _am_groups(patches: Sequence[SeriesPatch]) -> list[list[SeriesPatch]]:
+    """Runs of public patches (one `git am` each), every private patch alone."""
+    groups: list[list[SeriesPatch]] = []
+    for patch in patches:
+        if groups and not patch.private and not groups[-1][-1].private:
+            groups[-1].append(patch)
+        else:
+            groups.append([patch])
+    return groups
+
+
+def _run_am(git: Git, am: tuple[str, ...], group: Sequence[SeriesPatch]) -> GitResult:
+    if group[0].private:
+        return git.run(*am, input=group[0].data, check=False)
+    return git.run(*am, "--", *(str(p.path) for p in group), check=False)
 
 
 _FAILED = re.compile(r"^error: patch failed: (?P<path>.+):(?P<line>\d+)$", re.M)
@@ -353,17 +386,17 @@ _NOT_APPLY = re.compile(
 )
 
 
-def _raise_failure(git: Git, series: PatchSeries, start: str, am_stderr: str) -> None:
+def _raise_failure(git: Git, loaded: LoadedSeries, start: str, am_stderr: str) -> None:
     """Say why `git am` stopped: git refused the patch as unsafe (exit 10), cannot
     read it (exit 6), or it does not apply (exit 4)."""
     applied = int(git.text("rev-list", "--count", f"{start}..HEAD"))
-    entry = series.entries[applied]
-    patch_path = series.base.path / entry.name
+    patch = loaded.patches[applied]
+    entry, patch_path = patch.entry, patch.path
     # Asked while `git am` is stopped, so that git reads the patch against the
     # tree the patches before it made (a symlink one of them added, say).
-    check = git.run("apply", "--check", "--verbose", "--", str(patch_path), check=False)
+    check = git.run("apply", "--check", "--verbose", input=patch.data, check=False)
     git.run("am", "--abort", check=False)
-    where = f"patch {patch_path} (series line {entry.line})"
+    where = patch.label
     refusal = git_refusal(am_stderr + "\n" + check.stderr)
     if refusal is not None:
         path, why = refusal
@@ -376,34 +409,38 @@ def _raise_failure(git: Git, series: PatchSeries, start: str, am_stderr: str) ->
     # the paths git reads from the patch, so that a hostile patch that also does
     # not apply is called unsafe, not a conflict.
     try:
-        judge_paths(where, paths_git_reads(git, patch_path))
+        judge_paths(where, paths_git_reads(git, patch_path, data=patch.data))
     except IntegrityError as error:
         raise IntegrityError(
             error.message.replace(f"patch {patch_path}", where), CORRUPT_HINT
         ) from None
-    details = describe_failure(patch_path, check.stderr if check.returncode else am_stderr)
+    details = describe_failure(
+        patch.data, check.stderr if check.returncode else am_stderr, show_text=not patch.private
+    )
+    series = loaded.series
+    position = f"patch {applied + 1} of {len(loaded.patches)}"
     raise ConflictError(
-        f"patch {entry.name} (series line {entry.line}, patch {applied + 1} of "
-        f"{len(series.entries)}) does not apply to {series.base.label} "
-        f"({series.base.commit[:12]}):\n{details}",
+        f"patch {entry.name} (series line {entry.line}, {position}) does not apply to "
+        f"{series.base.label} ({series.base.commit[:12]}):\n{details}",
         hint="Refresh the patch against this base, or retry with --3way to let git merge it. "
         "The previous build tree, if any, is unchanged.",
     )
 
 
-def describe_failure(patch_path: Path, stderr: str) -> str:
-    """Name the files and hunks git rejected, with the text it searched for."""
+def describe_failure(patch: bytes, stderr: str, show_text: bool = True) -> str:
+    """Name the files and hunks git rejected, with the text it searched for
+    (unless `show_text` is off: a private patch's lines stay out of CI logs)."""
     hunks_by_file: dict[str, list[tuple[int, str]]] = {}
     try:
         from unidiff.patch import PatchSet
 
-        for patched in PatchSet(patch_path.read_text("utf-8", "surrogateescape")):
+        for patched in PatchSet(patch.decode("utf-8", "surrogateescape")):
             hunks_by_file[patched.path] = [
                 (
                     h.source_start,
                     f"#{i} @@ -{h.source_start},{h.source_length} "
                     f"+{h.target_start},{h.target_length} @@"
-                    + (f" {h.section_header}" if h.section_header else ""),
+                    + (f" {h.section_header}" if h.section_header and show_text else ""),
                 )
                 for i, h in enumerate(patched, start=1)
             ]
@@ -418,6 +455,8 @@ def describe_failure(patch_path: Path, stderr: str) -> str:
             f"at line {line}",
         )
         lines.append(f"  {path}: hunk {hunk} does not match the base")
+        if not show_text:
+            continue
         if number < len(searched):
             context = searched[number].splitlines()[:8]
             lines.extend("      | " + text for text in context)

@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 from .errors import NotFoundError, UsageError
@@ -46,9 +46,18 @@ class TreeRecord:
     # The store the tree was made from (its absolute path): commands run inside
     # the tree find it here. Empty for trees made before patchtool recorded it.
     store: str = ""
+    # The private patches (privacy.py) the tree was made or last exported with:
+    # the sha256 of each stored file -> the sha256 of its plaintext, so that
+    # commands tell exported work from new without a key; and the patch-ids of
+    # their changes, so that `patch` notices a private change about to be
+    # exported in clear.
+    private: dict[str, str] = field(default_factory=dict)
+    private_patch_ids: tuple[str, ...] = ()
+    # Private patches `unpatch --public-only` left out (their file names).
+    skipped_private: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
 @dataclass(frozen=True)
@@ -70,14 +79,24 @@ def read_record(tree: Path) -> TreeRecord:
     path = tree / ".git" / METADATA_FILE
     try:
         data = json.loads(path.read_text("utf-8"))
-        optional = {"store_digest", "store"}
-        return TreeRecord(
-            **{
-                k: str(data[k])
-                for k in TreeRecord.__dataclass_fields__
-                if k not in optional or k in data
-            }
-        )
+        values: dict[str, object] = {}
+        for key, spec in TreeRecord.__dataclass_fields__.items():
+            if key not in data:
+                if spec.default is MISSING and spec.default_factory is MISSING:
+                    raise KeyError(key)
+                continue
+            value = data[key]
+            if key == "private":
+                if not isinstance(value, dict):
+                    raise TypeError("'private' is not an object")
+                values[key] = {str(k): str(v) for k, v in value.items()}
+            elif key in ("private_patch_ids", "skipped_private"):
+                if not isinstance(value, list):
+                    raise TypeError(f"{key!r} is not a list")
+                values[key] = tuple(str(v) for v in value)
+            else:
+                values[key] = str(value)
+        return TreeRecord(**values)  # type: ignore[arg-type]
     except FileNotFoundError as error:
         raise NotFoundError(
             f"{tree} is not a patchtool build tree ({path} is missing)",

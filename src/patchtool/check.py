@@ -5,7 +5,10 @@ it records one `CheckRecord` per check:
 
     config   device.toml and base.toml parse and are valid
     source   the base's source yields the recorded commit (and sdist sha256)
-    series   `series` lists exactly the *.patch files of the base folder
+    series   `series` lists exactly the *.patch and *.patch.age files of the
+             base folder, and every patch can be read (a private one
+             decrypted: without a key that opens it, exit 3; one that was
+             changed or cut short, exit 6)
     safety   no patch exceeds the device's limits, is damaged, or (as git
              applies it) reaches outside the tree, into .git or through a
              symlink; the base tree is judged the same way (safety.py)
@@ -13,13 +16,19 @@ it records one `CheckRecord` per check:
     export   a fresh export of that tree writes the store byte for byte
     lint     subject, a body that says why, a valid Upstream-Status trailer,
              no added trailing whitespace or conflict markers (the rules live
-             in lint.py, which `patch` and `import` apply too)
+             in lint.py, which `patch` and `import` apply too); a private
+             patch must be encrypted to exactly the recipients device.toml names
 
 The tree for `safety`, `apply` and `export` is built in a temporary folder
 with apply.py's pieces; the user's build folder is never read or written. The
 base cache may be filled (a cold cache fetches, as `unpatch` would), and the
 cached base is always verified object by object. When the series does not
 apply, `safety` judges the paths git reads from every patch instead.
+
+Private patches (privacy.py) are decrypted in memory with `CheckOptions.keyring`
+and given to git on standard input; their lines never appear in a report
+(a failing hunk is named by file and position only). With `public_only` they
+are left out (named in the `series` record) and `export` is not run.
 
 Offline (`CheckOptions.offline`), a base is checked against its source only
 when that source is local: its commit is already in the cache repository, or
@@ -58,16 +67,26 @@ from typing import Any
 from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError
 from .fsutil import sha256_of
 from .gitops import Git
-from .lint import MESSAGE_ADVICE, WHITESPACE_FIX, capped, lint_file
+from .lint import (
+    MESSAGE_ADVICE,
+    WHITESPACE_FIX,
+    LintFinding,
+    capped,
+    lint_file,
+    lint_patch,
+    recipient_findings,
+)
 from .locks import store_lock
+from .privacy import Keyring, LoadedSeries, load_series
 from .report import Reporter
 from .safety import TreeJudge, judge_paths, paths_git_reads
 from .store import (
     BASE_FILE,
     DEVICE_FILE,
     PATCH_SUFFIX,
+    PRIVATE_SUFFIX,
     BaseRef,
-    PatchLimits,
+    DeviceConfig,
     PatchSeries,
     PypiSource,
     Store,
@@ -112,6 +131,8 @@ class CheckOptions:
     # Bases checked at the same time (None: the machine's cores); the report's
     # order is the serial run's whatever this is.
     jobs: int | None = None
+    keyring: Keyring | None = None  # opens private patches
+    public_only: bool = False  # leave private patches out instead of needing a key
 
 
 @dataclass(frozen=True)
@@ -150,7 +171,9 @@ class CheckReport:
     @property
     def skipped_bases(self) -> list[str]:
         """Every base ("device/base") an offline run could not check against its source."""
-        return sorted({f"{r.device}/{r.base}" for r in self.records if r.skipped})
+        return sorted(
+            {f"{r.device}/{r.base}" for r in self.records if r.skipped and r.check == "source"}
+        )
 
     def skipped_summary(self) -> str | None:
         bases = self.skipped_bases
@@ -209,7 +232,7 @@ def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
         for device in devices:
             started = time.perf_counter()
             try:
-                limits = options.store.device(device).limits
+                config = options.store.device(device)
             except PatchtoolError as error:
                 if options.device:  # an unknown device on the command line is a usage problem
                     raise
@@ -222,9 +245,7 @@ def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
                 # Threads do not inherit context variables (the offline guard is one).
                 context = contextvars.copy_context()
                 slots.append(
-                    pool.submit(
-                        context.run, _check_base_file, options, base_file, limits, reporter
-                    )
+                    pool.submit(context.run, _check_base_file, options, base_file, config, reporter)
                 )
         for slot in slots:
             report.records.extend(slot if isinstance(slot, list) else slot.result())
@@ -239,7 +260,7 @@ def _base_files(options: CheckOptions, device: str) -> list[Path]:
 
 
 def _check_base_file(
-    options: CheckOptions, base_file: Path, limits: PatchLimits, reporter: Reporter
+    options: CheckOptions, base_file: Path, config: DeviceConfig, reporter: Reporter
 ) -> list[CheckRecord]:
     device, base_id = base_file.parent.parent.name, base_file.parent.name
     started = time.perf_counter()
@@ -250,9 +271,9 @@ def _check_base_file(
             _timed(_failure(device, base_id, "config", error), started),
             *_skipped(device, base_id, CHECKS[1:], "base.toml is invalid"),
         ]
-    config = _timed(CheckRecord(device, base_id, "config", True), started)
     reporter.step(f"checking {device}/{base_id}")
-    return [config, *_check_base(options, base, limits, reporter)]
+    parsed = _timed(CheckRecord(device, base_id, "config", True), started)
+    return [parsed, *_check_base(options, base, config, reporter)]
 
 
 def _timed(record: CheckRecord, started: float) -> CheckRecord:
@@ -260,7 +281,7 @@ def _timed(record: CheckRecord, started: float) -> CheckRecord:
 
 
 def _check_base(
-    options: CheckOptions, base: BaseRef, limits: PatchLimits, reporter: Reporter
+    options: CheckOptions, base: BaseRef, config: DeviceConfig, reporter: Reporter
 ) -> list[CheckRecord]:
     device, base_id = base.device, base.base_id
     records: list[CheckRecord] = []
@@ -300,32 +321,42 @@ def _check_base(
         records.append(_timed(_failure(device, base_id, "source", error), started))
 
     series: PatchSeries | None = None
+    loaded: LoadedSeries | None = None
     started = time.perf_counter()
     try:
         series = parse_series(base)
         listed = set(series.names)
         unlisted = sorted(
-            p.name for p in base.path.glob(f"*{PATCH_SUFFIX}") if p.name not in listed
+            p.name
+            for suffix in (PATCH_SUFFIX, PRIVATE_SUFFIX)
+            for p in base.path.glob(f"*{suffix}")
+            if p.name not in listed
         )
-        record(
-            "series",
-            [f"{n} is in {base.path} but series does not list it" for n in unlisted],
-            ExitCode.STALE,
-            started,
+        problems = [f"{n} is in {base.path} but series does not list it" for n in unlisted]
+        loaded = load_series(
+            series, config.limits, options.keyring, config.recipients, options.public_only
         )
+        left_out = tuple(
+            f"public part only: left out the private patch {e.name}"
+            for e in (loaded.skipped if loaded else ())
+        )
+        record("series", problems, ExitCode.STALE, started)
+        if left_out:
+            records[-1] = replace(records[-1], details=left_out)
     except PatchtoolError as error:
         records.append(_timed(_failure(device, base_id, "series", error), started))
 
-    if series is None:
-        records.extend(
-            _skipped(
-                device, base_id, ("safety", "apply", "export", "lint"), "series cannot be read"
-            )
-        )
+    if series is None or loaded is None:
+        reason = "series cannot be read" if series is None else "its patches cannot be read"
+        records.extend(_skipped(device, base_id, ("safety", "apply", "export"), reason))
+        if series is None:
+            records.extend(_skipped(device, base_id, ("lint",), reason))
+        else:
+            records.append(_lint(base, series, None, config))
         return records
 
     if repository is not None:
-        records.extend(_safety_apply_export(base, series, repository, limits, reporter))
+        records.extend(_safety_apply_export(base, loaded, repository, config, reporter))
     elif not_local is not None:
         records.extend(
             CheckRecord(
@@ -343,10 +374,37 @@ def _check_base(
             _skipped(device, base_id, ("safety", "apply", "export"), "the base is not available")
         )
 
-    started = time.perf_counter()
-    lint = capped(finding for path in series.paths() for finding in lint_file(path, limits))
-    record("lint", lint, ExitCode.STALE, started)
+    records.append(_lint(base, series, loaded, config))
     return records
+
+
+def _lint(
+    base: BaseRef, series: PatchSeries, loaded: LoadedSeries | None, config: DeviceConfig
+) -> CheckRecord:
+    """lint.py's rules on every patch that can be read (a private one in its
+    plaintext), and every private patch's recipients against device.toml's."""
+    started = time.perf_counter()
+    plaintexts = {p.entry.name: p.data for p in loaded.patches} if loaded else {}
+    names = tuple(r.name for r in config.recipients)
+    found: list[LintFinding] = []
+    for entry in series.entries:
+        path = base.path / entry.name
+        if not entry.private:
+            found.extend(lint_file(path, config.limits))
+            continue
+        if entry.name in plaintexts:
+            found.extend(lint_patch(plaintexts[entry.name], entry.name))
+        found.extend(recipient_findings(path, names, config.limits))
+    problems = capped(found)
+    return CheckRecord(
+        base.device,
+        base.base_id,
+        "lint",
+        not problems,
+        tuple(problems),
+        ExitCode.STALE if problems else ExitCode.OK,
+        duration=time.perf_counter() - started,
+    )
 
 
 # --------------------------------------------------------------------------- offline
@@ -445,13 +503,13 @@ def _source_problems(base: BaseRef, cache: BaseCache, repository: Path) -> list[
 
 def _safety_apply_export(
     base: BaseRef,
-    series: PatchSeries,
+    loaded: LoadedSeries,
     repository: Path,
-    limits: PatchLimits,
+    config: DeviceConfig,
     reporter: Reporter,
 ) -> list[CheckRecord]:
     from .apply import apply_series, checkout_base
-    from .export import plan_export, render_patches
+    from .export import plan_export, render_patches, seal_patches
 
     device, base_id = base.device, base.base_id
     unsafe_skip = _skipped(
@@ -470,19 +528,25 @@ def _safety_apply_export(
         tree = Path(folder) / base.project
         checkout_base(repository, tree, base, device)
         try:
-            apply_series(tree, series, judge, limits, three_way=False, reporter=reporter)
+            apply_series(tree, loaded, judge, three_way=False, reporter=reporter)
         except ConflictError as error:
             failed = _timed(_failure(device, base_id, "apply", error), started)
             judged_start = time.perf_counter()
-            paths_only = _timed(_judge_paths_only(tree, series), judged_start)
+            paths_only = _timed(_judge_paths_only(tree, loaded), judged_start)
             skipped = _skipped(device, base_id, ("export",), "the series does not apply")
             return [paths_only, failed, *skipped]
         except PatchtoolError as error:
             return [_timed(_failure(device, base_id, "safety", error), started), *unsafe_skip]
         applied = [safety, _timed(CheckRecord(device, base_id, "apply", True), started)]
+        if loaded.skipped:
+            why = ("not run: public part only (the private patches were left out)",)
+            return [*applied, CheckRecord(device, base_id, "export", False, why, skipped=True)]
         started = time.perf_counter()
         try:
-            plan = plan_export(base, render_patches(Git(tree), base.commit))
+            git = Git(tree)
+            rendered = render_patches(git, base.commit)
+            known = loaded.plaintext_digests()
+            plan = plan_export(base, seal_patches(git, rendered, base, config, known))
         except PatchtoolError as error:
             return [*applied, _timed(_failure(device, base_id, "export", error), started)]
     problems = [f"a fresh export would write: {line}" for line in plan.describe()]
@@ -500,14 +564,14 @@ def _safety_apply_export(
     ]
 
 
-def _judge_paths_only(tree: Path, series: PatchSeries) -> CheckRecord:
+def _judge_paths_only(tree: Path, loaded: LoadedSeries) -> CheckRecord:
     """A series that does not apply cannot be judged by its result: judge every
     path git reads from each patch instead."""
-    base = series.base
+    base = loaded.series.base
     git = Git(tree)
     try:
-        for path in series.paths():
-            judge_paths(f"patch {path}", paths_git_reads(git, path))
+        for patch in loaded.patches:
+            judge_paths(patch.label, paths_git_reads(git, patch.path, data=patch.data))
     except PatchtoolError as error:
         return _failure(base.device, base.base_id, "safety", error)
     return CheckRecord(

@@ -91,6 +91,24 @@ TreeCommitOption = Annotated[
         help="The base whose folder receives the series (default: the build tree's base).",
     ),
 ]
+IdentityOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--identity",
+        "-i",
+        envvar="PATCHTOOL_IDENTITY",
+        help="An age identity file (AGE-SECRET-KEY-1... lines) or OpenSSH private key that "
+        "opens the device's private patches (*.patch.age).",
+    ),
+]
+PublicOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--public-only",
+        help="Leave out the private patches instead of needing an identity that opens them "
+        "(a tree made so cannot be exported).",
+    ),
+]
 NoWaitOption = Annotated[
     bool, typer.Option("--no-wait", help="Fail at once when another run holds the device's lock.")
 ]
@@ -256,12 +274,15 @@ def unpatch(
         list[Path] | None,
         typer.Option(help="A local sdist file or folder (air-gapped sites); repeatable."),
     ] = None,
+    identity: IdentityOption = None,
+    public_only: PublicOnlyOption = False,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Create DIR/<device>/<project>: the upstream base plus the device's series, as git commits."""
     from .apply import UnpatchOptions
     from .apply import unpatch as run_unpatch
     from .locks import device_locks
+    from .privacy import find_keyring
 
     context = _device_context(device, build_dir)
 
@@ -276,6 +297,8 @@ def unpatch(
         force=force,
         three_way=three_way,
         archive_paths=tuple(sdist or ()),
+        keyring=find_keyring(identity),
+        public_only=public_only,
     )
     with device_locks(
         options.build_dir, options.store, device, reporter, writes_store=False, wait=not no_wait
@@ -287,6 +310,7 @@ def unpatch(
         reporter.warn("needed a 3-way merge: " + ", ".join(result.three_way))
     reporter.info(
         f"{result.base.label} ({result.base.commit[:12]}) + {len(result.applied)} patch(es)"
+        + (f", {len(result.skipped_private)} private left out" if result.skipped_private else "")
     )
     print(result.tree)
 
@@ -322,12 +346,32 @@ def patch(
             "trailing whitespace or conflict markers. Without it these are warnings."
         ),
     ] = False,
+    reencrypt: Annotated[
+        bool,
+        typer.Option(
+            help="Encrypt every private patch anew, to the recipients device.toml names now "
+            "(after adding or removing one). Without it an unchanged private patch keeps its "
+            "file byte for byte."
+        ),
+    ] = False,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            help="Export in clear a commit that carries a private patch's change but no "
+            "`Patchtool-Private: yes` trailer (without it, patch refuses)."
+        ),
+    ] = False,
+    identity: IdentityOption = None,
     no_wait: NoWaitOption = False,
 ) -> None:
-    """Export the commits after the base in the build tree into the store, byte-stable."""
+    """Export the commits after the base in the build tree into the store, byte-stable.
+
+    A commit whose message has the trailer `Patchtool-Private: yes` becomes a private
+    patch (NAME.patch.age), encrypted to device.toml's [private.recipients]."""
     from .buildtree import find_tree
     from .export import ExportOptions, export_series
     from .locks import device_locks
+    from .privacy import find_keyring
 
     context = _device_context(device, build_dir)
 
@@ -342,6 +386,9 @@ def patch(
         message=message,
         force=force,
         strict=strict,
+        keyring=find_keyring(identity),
+        reencrypt=reencrypt,
+        publish=publish,
     )
     with device_locks(
         options.build_dir,
@@ -380,11 +427,13 @@ def build_wheel_command(
     allow_dirty: Annotated[
         bool, typer.Option(help="Build HEAD even if the tree holds unexported work.")
     ] = False,
+    identity: IdentityOption = None,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Source the tree's env.sh and build the device's vLLM wheel; verify and record it."""
     from .buildtree import find_tree
     from .locks import device_locks
+    from .privacy import find_keyring
     from .wheel import WheelOptions, build_wheel
 
     context = _device_context(device, build_dir)
@@ -401,6 +450,7 @@ def build_wheel_command(
             target_device=target_device,
             env_args=tuple(env_arg) if env_arg else None,
             allow_dirty=allow_dirty,
+            keyring=find_keyring(identity),
         )
         result = build_wheel(options, reporter)
     reporter.info(f"sha256 {result.sha256}")
@@ -453,7 +503,11 @@ def list_command(
             *(
                 escape(str(value))
                 for value in (
-                    r["device"], r["base"], r["version"], r["commit"][:12], r["source"],
+                    r["device"],
+                    r["base"],
+                    r["version"],
+                    r["commit"][:12],
+                    r["source"],
                     r["patches"],
                 )
             )
@@ -547,10 +601,13 @@ def check_command(
             "with --sdist) has its source, safety, apply and export checks skipped, not failed."
         ),
     ] = False,
+    identity: IdentityOption = None,
+    public_only: PublicOnlyOption = False,
 ) -> None:
     """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
     from .check import CheckOptions, run_checks
     from .fsutil import check_name
+    from .privacy import find_keyring
     from .upstream import BaseCache, cache_root
 
     if commit_id is not None and device is None:
@@ -564,6 +621,8 @@ def check_command(
         archive_paths=tuple(sdist or ()),
         offline=offline,
         jobs=jobs,
+        keyring=find_keyring(identity),
+        public_only=public_only,
     )
     reporter = _reporter()
     report = run_checks(options, reporter)
@@ -622,10 +681,12 @@ def rebase_command(
         list[Path] | None,
         typer.Option(help="A local sdist file or folder (air-gapped sites); repeatable."),
     ] = None,
+    identity: IdentityOption = None,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges."""
     from .locks import device_locks
+    from .privacy import find_keyring
     from .rebase import RebaseOptions, rebase
 
     flags = (("continue", continue_), ("skip", skip), ("abort", abort))
@@ -651,6 +712,7 @@ def rebase_command(
         note=note,
         version_label=base_version,
         archive_paths=tuple(sdist or ()),
+        keyring=find_keyring(identity),
     )
     with device_locks(
         options.build_dir, options.store, device, reporter, writes_store=True, wait=not no_wait

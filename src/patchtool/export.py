@@ -17,10 +17,12 @@ in the tree; with `strict` the export fails instead and writes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,7 +34,14 @@ from .buildtree import (
     uncommitted_files,
     write_record,
 )
-from .errors import DirtyTreeError, IntegrityError, StaleStoreError, UsageError
+from .errors import (
+    DirtyTreeError,
+    IntegrityError,
+    NotFoundError,
+    PatchtoolError,
+    StaleStoreError,
+    UsageError,
+)
 from .faults import kill_point
 from .fsutil import exchange_paths, fsync_directory, new_file_mode
 from .gitops import Git, user_identity
@@ -44,13 +53,28 @@ from .lint import (
     message_advice,
     whitespace_advice,
 )
+from .privacy import (
+    PRIVATE_TRAILER,
+    Keyring,
+    decrypt_patch,
+    is_private_message,
+    patch_ids,
+    plaintext_subject,
+    seal,
+)
 from .report import Reporter
+from .safety import paths_git_reads
 from .store import (
+    PATCH_SUFFIX,
+    PRIVATE_SUFFIX,
     SERIES_FILE,
     BaseRef,
+    DeviceConfig,
     PatchSeries,
     Store,
+    parse_private_patch,
     parse_series,
+    read_store_file,
     render_series,
     series_digest,
 )
@@ -82,7 +106,14 @@ class RenderedPatch:
     name: str
     subject: str
     commit: str
-    data: bytes
+    data: bytes  # the patch (for a private one: its plaintext)
+    private: bool = False  # the commit has the trailer `Patchtool-Private: yes`
+    sealed: bytes | None = None  # a private patch's file: clear header and ciphertext
+
+    @property
+    def file_data(self) -> bytes:
+        """What the store holds for this patch."""
+        return self.sealed if self.sealed is not None else self.data
 
 
 @dataclass
@@ -126,15 +157,16 @@ def render_patches(git: Git, base_commit: str) -> list[RenderedPatch]:
         "--no-renames",
         "--raw",
         "--no-abbrev",
-        "--format=%x01%H%x00%P%x00%s%x00",
+        f"--format=%x01%H%x00%P%x00%s%x00%(trailers:key={PRIVATE_TRAILER},valueonly,"
+        "separator=%x02)%x00",
         f"{base_commit}..HEAD",
     ).text
-    commits: list[tuple[str, str]] = []
+    commits: list[tuple[str, str, bool]] = []
     merges: list[str] = []
     empty: list[str] = []
     for record in log.split("\x01")[1:]:
-        commit, parents, subject, changes = record.split("\0", 3)
-        commits.append((commit, subject))
+        commit, parents, subject, trailer, changes = record.split("\0", 4)
+        commits.append((commit, subject, is_private_message(trailer, commit)))
         if " " in parents.strip():
             merges.append(commit)
         elif not changes.strip():
@@ -151,21 +183,101 @@ def render_patches(git: Git, base_commit: str) -> list[RenderedPatch]:
         )
     if not commits:
         return []
-    with tempfile.TemporaryDirectory(prefix="patchtool-export-") as folder:
+    # Inside the tree's own .git, never the shared temporary folder: private
+    # patches are rendered here in clear.
+    git_dir = git.text("rev-parse", "--absolute-git-dir")
+    with tempfile.TemporaryDirectory(prefix="patchtool-export-", dir=git_dir) as folder:
         git.run("format-patch", *FORMAT_PATCH_OPTIONS, "-o", folder, f"{base_commit}..HEAD")
         outputs = [Path(folder, str(i + 1)).read_bytes() for i in range(len(commits))]
     rendered = []
     used: set[str] = set()
-    for (commit, subject), data in zip(commits, outputs, strict=True):
+    for (commit, subject, private), data in zip(commits, outputs, strict=True):
         stem = slug(subject)
-        name = f"{stem}.patch"
+        suffix = PRIVATE_SUFFIX if private else PATCH_SUFFIX
+        name = f"{stem}{suffix}"
         counter = 2
         while name in used:
-            name = f"{stem}-{counter}.patch"
+            name = f"{stem}-{counter}{suffix}"
             counter += 1
         used.add(name)
-        rendered.append(RenderedPatch(name=name, subject=subject, commit=commit, data=data))
+        rendered.append(RenderedPatch(name, subject, commit, data, private))
     return rendered
+
+
+# --------------------------------------------------------------------------- private patches
+
+
+def known_plaintexts(
+    base: BaseRef, record: TreeRecord | None, keyring: Keyring | None = None
+) -> dict[str, str]:
+    """stored sha256 -> plaintext sha256 for the private patch files of a base
+    folder: what the tree's record learnt when it read or wrote them, and with
+    a keyring whatever else the folder holds (a colleague's re-encryption)."""
+    known = dict(record.private) if record is not None else {}
+    if keyring is None or not base.path.is_dir():
+        return known
+    for path in sorted(base.path.glob(f"*{PRIVATE_SUFFIX}")):
+        try:
+            stored = read_store_file(path, 64 << 20)
+            digest = hashlib.sha256(stored).hexdigest()
+            if digest not in known:
+                plain = decrypt_patch(path, parse_private_patch(path, stored), keyring, ())
+                known[digest] = hashlib.sha256(plain).hexdigest()
+        except PatchtoolError:
+            continue  # not one of ours to compare with: it counts as different
+    return known
+
+
+def seal_patches(
+    git: Git,
+    patches: list[RenderedPatch],
+    base: BaseRef,
+    device: DeviceConfig,
+    known: Mapping[str, str],
+    reencrypt: bool = False,
+) -> list[RenderedPatch]:
+    """Give every private patch its file: the one in the store, byte for byte,
+    when it holds this very plaintext (no churn), else a new encryption to the
+    device's recipients (always, with `reencrypt`)."""
+    sealed = []
+    for patch in patches:
+        if not patch.private:
+            sealed.append(patch)
+            continue
+        plain = hashlib.sha256(patch.data).hexdigest()
+        stored_path = base.path / patch.name
+        data: bytes | None = None
+        if not reencrypt and stored_path.is_file() and not stored_path.is_symlink():
+            stored = stored_path.read_bytes()
+            if known.get(hashlib.sha256(stored).hexdigest()) == plain:
+                data = stored
+        if data is None:
+            files = paths_git_reads(git, stored_path, data=patch.data)
+            data = seal(
+                patch.data, plaintext_subject(patch.data), files, device.recipients, device.path
+            )
+        sealed.append(replace(patch, sealed=data))
+    return sealed
+
+
+def refuse_publishing(git: Git, record: TreeRecord, patches: list[RenderedPatch]) -> None:
+    """A commit whose change is that of a private patch, but which lost its
+    `Patchtool-Private: yes` trailer (a reworded message), would be exported
+    in clear: refuse (`patch --publish` exports it so, on purpose)."""
+    if not record.private_patch_ids:
+        return
+    public = [p for p in patches if not p.private]
+    ids = patch_ids(git, [p.data for p in public])
+    leaking = [p for p, i in zip(public, ids, strict=True) if i in record.private_patch_ids]
+    if leaking:
+        raise UsageError(
+            "these commits carry the change of a private patch but no "
+            f"`{PRIVATE_TRAILER}: yes` trailer, so they would be exported in clear: "
+            + ", ".join(f"{p.commit[:10]} {p.subject}" for p in leaking),
+            hint=f"Put the trailer back (`git commit --amend --trailer '{PRIVATE_TRAILER}: yes'`, "
+            "or `git rebase -i patchtool/base` and `reword`), or pass --publish to make "
+            "them public on purpose.",
+        )
 
 
 def plan_export(base: BaseRef, patches: list[RenderedPatch]) -> ExportPlan:
@@ -177,7 +289,7 @@ def plan_export(base: BaseRef, patches: list[RenderedPatch]) -> ExportPlan:
         path = base.path / patch.name
         if not path.exists():
             plan.new.append(patch.name)
-        elif path.read_bytes() != patch.data:
+        elif path.read_bytes() != patch.file_data:
             plan.changed.append(patch.name)
         else:
             plan.unchanged.append(patch.name)
@@ -231,7 +343,7 @@ def write_plan(plan: ExportPlan) -> None:
                 shutil.copy2(entry, stage / entry.name, follow_symlinks=False)
         kill_point("export:staged-unchanged")
         for name in (*plan.new, *plan.changed):
-            _write_new(stage / name, by_name[name].data, folder / name)
+            _write_new(stage / name, by_name[name].file_data, folder / name)
             kill_point("export:wrote-patch")
         if plan.series_changed:
             (stage / SERIES_FILE).unlink(missing_ok=True)
@@ -263,8 +375,12 @@ def _write_new(path: Path, data: bytes, shown_as: Path) -> None:
         raise
 
 
-def unexported_commits(git: Git, base: BaseRef, base_commit: str) -> list[str]:
-    """Commits after the base whose patch is not byte-identical to a file of the store."""
+def unexported_commits(
+    git: Git, base: BaseRef, base_commit: str, keyring: Keyring | None = None
+) -> list[str]:
+    """Commits after the base whose patch is not byte-identical to a file of the
+    store (for a private patch: to the plaintext of one, as the tree's record
+    knows it)."""
     # Any file of the base folder counts: a damaged series must not make
     # exported work look unexported (or the reverse).
     stored = {
@@ -272,21 +388,33 @@ def unexported_commits(git: Git, base: BaseRef, base_commit: str) -> list[str]:
         for f in (base.path.iterdir() if base.path.is_dir() else [])
         if f.is_file() and f.name not in (SERIES_FILE, "base.toml")
     }
+    try:
+        record: TreeRecord | None = read_record(git.cwd)
+    except NotFoundError:
+        record = None
+    known = known_plaintexts(base, record, keyring)
+    plaintexts = {known[d] for d in (hashlib.sha256(b).hexdigest() for b in stored) if d in known}
     return [
         f"{p.commit[:10]} {p.subject}"
         for p in render_patches(git, base_commit)
-        if p.data not in stored
+        if (
+            hashlib.sha256(p.data).hexdigest() not in plaintexts
+            if p.private
+            else p.data not in stored
+        )
     ]
 
 
-def tree_work(git: Git, base: BaseRef | None, base_commit: str) -> TreeWork:
+def tree_work(
+    git: Git, base: BaseRef | None, base_commit: str, keyring: Keyring | None = None
+) -> TreeWork:
     work = TreeWork(uncommitted=uncommitted_files(git), other=side_work(git))
     if base is None:
         count = int(git.text("rev-list", "--count", f"{base_commit}..HEAD"))
         if count:
             work.unexported.append(f"{count} commit(s) after the base (its store folder is gone)")
     else:
-        work.unexported = unexported_commits(git, base, base_commit)
+        work.unexported = unexported_commits(git, base, base_commit, keyring)
     return work
 
 
@@ -300,6 +428,9 @@ class ExportOptions:
     message: str | None = None
     force: bool = False
     strict: bool = False  # fail, writing nothing, if a patch would fail check's lint
+    keyring: Keyring | None = None  # to compare with private patches the record does not know
+    reencrypt: bool = False  # encrypt every private patch anew, to today's recipients
+    publish: bool = False  # let a private patch's change be exported in clear
 
 
 @dataclass(frozen=True)
@@ -320,6 +451,15 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
             f"({record.base_commit[:12]}), not {base.base_id} ({base.commit[:12]})",
             hint="Leave out --commit-id, or unpatch the base you want to export to.",
         )
+    if record.skipped_private:
+        raise UsageError(
+            f"the build tree {tree} was made with --public-only: it lacks the private "
+            f"patches {', '.join(record.skipped_private)}, and exporting it would remove "
+            "them from the store",
+            hint=f"Make the tree with your identity (`patchtool unpatch -d {options.device} "
+            "--force --identity FILE`), then bring your commits over from the backup.",
+        )
+    device = options.store.device(options.device)
     git = Git(tree)
     committed = None
     dirty = uncommitted_files(git)
@@ -350,6 +490,10 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
         recover_export(base.path)
     reporter.step(f"rendering commits after {record.base_id} ({record.base_commit[:12]})")
     patches = render_patches(git, record.base_commit)
+    if not options.publish:
+        refuse_publishing(git, record, patches)
+    known = known_plaintexts(base, record, options.keyring)
+    patches = seal_patches(git, patches, base, device, known, options.reencrypt)
     plan = plan_export(base, patches)
     linted = lint_rendered(patches)
     if options.strict and linted:
@@ -364,7 +508,7 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
         return ExportResult(plan=plan, committed=committed, written=False)
     if not plan.is_noop:
         write_plan(plan)
-    remember_series(tree, record, parse_series(base))
+    remember_series(tree, record, parse_series(base), git, patches)
     warn_lint(reporter, tree, linted, len(patches))
     return ExportResult(
         plan=plan, committed=committed, written=not plan.is_noop, lint=tuple(linted)
@@ -388,8 +532,12 @@ def _refuse_lost_update(
         return
     if series_digest(parse_series(base)) == record.store_digest:
         return
-    if not adds_commit and plan_export(base, render_patches(git, record.base_commit)).is_noop:
-        return
+    if not adds_commit:
+        device = options.store.device(options.device)
+        known = known_plaintexts(base, record, options.keyring)
+        rendered = seal_patches(git, render_patches(git, record.base_commit), base, device, known)
+        if plan_export(base, rendered).is_noop:
+            return
     raise StaleStoreError(
         f"the store's series in {base.path} changed since the build tree {tree} last "
         "read or wrote it (an export from another build folder, a pull, or an edit); "
@@ -401,11 +549,28 @@ def _refuse_lost_update(
     )
 
 
-def remember_series(tree: Path, record: TreeRecord, series: PatchSeries) -> None:
-    """Record in the tree which state of the store's series it now matches."""
-    digest = series_digest(series)
-    if digest != record.store_digest:
-        write_record(tree, replace(record, store_digest=digest))
+def remember_series(
+    tree: Path,
+    record: TreeRecord,
+    series: PatchSeries,
+    git: Git | None = None,
+    patches: list[RenderedPatch] | None = None,
+) -> None:
+    """Record in the tree which state of the store's series it now matches (and,
+    given the exported patches, the plaintexts of its private ones)."""
+    updated = replace(record, store_digest=series_digest(series))
+    if git is not None and patches is not None:
+        private = [p for p in patches if p.private]
+        updated = replace(
+            updated,
+            private={
+                hashlib.sha256(p.file_data).hexdigest(): hashlib.sha256(p.data).hexdigest()
+                for p in private
+            },
+            private_patch_ids=tuple(i for i in patch_ids(git, [p.data for p in private]) if i),
+        )
+    if updated != record:
+        write_record(tree, updated)
 
 
 # --------------------------------------------------------------------------- lint at export

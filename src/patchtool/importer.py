@@ -515,9 +515,7 @@ def _import_into(
                     # The slow path wants a true working tree: bring it up to HEAD.
                     synced = _bring_files_up(git, synced)
                     needed = _apply(git, patch, change, number, len(changes), options, base, left)
-                    git.run(
-                        "commit", "--quiet", "--no-verify", "-F", "-", input=text, env=identity
-                    )
+                    git.run("commit", "--quiet", "--no-verify", "-F", "-", input=text, env=identity)
                     synced = git.text("rev-parse", "HEAD")
                     shutil.copyfile(tree / ".git" / "index", scratch)
                 committed.append(change.origin)
@@ -638,7 +636,7 @@ def _apply(
     details = describe_trial(trial, _labels(change))
     if not details:
         verbose = git.run("apply", *how, "--check", "--verbose", "--", str(patch), check=False)
-        details = [describe_failure(patch, verbose.stderr or applied.stderr)]
+        details = [describe_failure(patch.read_bytes(), verbose.stderr or applied.stderr)]
     paths = _sections(git, patch, change.strip, options.excludes) or []
     summary = []
     if trial.rejected:

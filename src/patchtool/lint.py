@@ -39,6 +39,7 @@ Rule = Literal[
     "changes",
     "whitespace",
     "conflict-marker",
+    "recipients",
 ]
 # Rules about the commit message (fixed by rewording the commit); the others
 # are about the lines it changes (fixed by editing the commit).
@@ -85,6 +86,42 @@ def lint_file(path: Path, limits: PatchLimits) -> list[LintFinding]:
     except PatchtoolError as error:
         return [LintFinding(path.name, "unreadable", f"cannot be read ({error.message})")]
     return lint_patch(data, path.name)
+
+
+def recipient_findings(
+    path: Path, recipients: tuple[str, ...], limits: PatchLimits
+) -> list[LintFinding]:
+    """A private patch must be encrypted to exactly the recipients device.toml
+    names: one removed there can still read it, one added cannot (yet)."""
+    from .privacy import stored_limit
+    from .store import parse_private_patch
+
+    try:
+        header = parse_private_patch(path, read_store_file(path, stored_limit(limits)))
+    except PatchtoolError as error:
+        return [LintFinding(path.name, "unreadable", f"cannot be read ({error.message})")]
+    stale = [name for name in header.recipients if name not in recipients]
+    missing = [name for name in recipients if name not in header.recipients]
+    findings = []
+    if stale:
+        findings.append(
+            LintFinding(
+                path.name,
+                "recipients",
+                f"is encrypted to {', '.join(stale)}, whom device.toml no longer names "
+                "(re-encrypt: `patchtool patch --reencrypt`)",
+            )
+        )
+    if missing:
+        findings.append(
+            LintFinding(
+                path.name,
+                "recipients",
+                f"is not encrypted to {', '.join(missing)}, whom device.toml names "
+                "(re-encrypt: `patchtool patch --reencrypt`)",
+            )
+        )
+    return findings
 
 
 def lint_patch(data: bytes, name: str) -> list[LintFinding]:

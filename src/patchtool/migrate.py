@@ -144,8 +144,10 @@ def render_summary(rows: list[MigrateRow]) -> list[str]:
         for row in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-             for line in table]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    ]
     for row in rows:
         if row.reason:
             lines.append(f"{row.device}/{row.backend}: {row.reason}")
@@ -345,8 +347,9 @@ def _write_mail(path: Path, group: PatchGroup, found: BackendSet) -> Path:
     """One group as a format-patch mail: git mailinfo reads its author, date and
     message, and the importer takes it like any other mbox input."""
     name, address = email.utils.parseaddr(found.author)
-    author = email.utils.formataddr((str(Header(name, "utf-8")) if not name.isascii() else name,
-                                     address))
+    author = email.utils.formataddr(
+        (str(Header(name, "utf-8")) if not name.isascii() else name, address)
+    )
     when = datetime.fromisoformat(found.date.replace("Z", "+00:00"))
     headers = [
         "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001",

@@ -62,19 +62,21 @@ from .errors import (
     LockedError,
     UsageError,
 )
-from .export import plan_export, render_patches, write_plan
+from .export import plan_export, render_patches, seal_patches, write_plan
 from .faults import kill_point
 from .fsutil import atomic_write, check_name, fsync_directory, sha256_of
 from .gitops import Git, tool_identity
 from .index import IndexClient, remove_partial_downloads
+from .privacy import Keyring, load_series, patch_ids
 from .report import Reporter
 from .store import (
     BASE_FILE,
+    PRIVATE_SUFFIX,
     SERIES_FILE,
     BaseRef,
+    DeviceConfig,
     GitSource,
     GitUrl,
-    PatchLimits,
     PypiSource,
     Store,
     parse_series,
@@ -284,6 +286,10 @@ class RebaseState:
     # still True on --continue means that run was killed, not stopped by a conflict.
     pick_running: bool = False
     folder_digest: str | None = None  # the staged new base folder (FINISHING)
+    # The new folder's private patches: stored sha256 -> plaintext sha256, and
+    # their patch-ids (for the tree's record, see buildtree.TreeRecord).
+    private: dict[str, str] = field(default_factory=dict)
+    private_patch_ids: list[str] = field(default_factory=list)
 
     @property
     def new_base_ref(self) -> BaseRef:
@@ -386,6 +392,7 @@ class RebaseOptions:
     note: str | None = None
     version_label: str | None = None
     archive_paths: tuple[Path, ...] = ()
+    keyring: Keyring | None = None  # opens the old series' private patches
 
 
 @dataclass(frozen=True)
@@ -408,7 +415,7 @@ def rebase(options: RebaseOptions, reporter: Reporter) -> RebaseResult:
         old = options.store.resolve_base(device.name, options.commit_id)
         tree = TreeLocation(options.build_dir, device.name, old.project).tree
         _check_git_locks(tree)
-        state = _start(options, old, tree, device.limits, reporter)
+        state = _start(options, old, tree, device, reporter)
     else:
         tree = _find_rebasing_tree(options.build_dir, device.name)
         _check_git_locks(tree)
@@ -471,7 +478,7 @@ def _check_resumable(tree: Path, state: RebaseState) -> None:
 
 
 def _start(
-    options: RebaseOptions, old: BaseRef, tree: Path, limits: PatchLimits, reporter: Reporter
+    options: RebaseOptions, old: BaseRef, tree: Path, device: DeviceConfig, reporter: Reporter
 ) -> RebaseState:
     from .apply import apply_series, existing_work
     from .safety import TreeJudge
@@ -491,6 +498,8 @@ def _start(
         )
     spec = parse_onto(options.onto or "", old.project, options.version_label)
     series = parse_series(old)
+    # Private patches are read (decrypted) before anything else happens.
+    loaded = load_series(series, device.limits, options.keyring, device.recipients)
     folder = options.store.root / old.device / f"{spec.project}-{spec.version}"
     if folder.exists():
         raise UsageError(
@@ -565,7 +574,7 @@ def _start(
         reporter.step(f"applying {len(series.entries)} patch(es) of {old.base_id} on {old.label}")
         git.run("checkout", "--quiet", "--force", "--detach", old.commit)
         try:
-            apply_series(tree, series, judge, limits, False, reporter)
+            apply_series(tree, loaded, judge, False, reporter)
         except ConflictError as error:
             raise ConflictError(
                 f"the series of {old.base_id} does not apply to its own base:\n{error.message}",
@@ -923,6 +932,8 @@ def _finish(tree: Path, state: RebaseState, reporter: Reporter) -> RebaseResult:
             new.commit,
             series_digest(parse_series(new)),
             state.store,
+            private=dict(state.private),
+            private_patch_ids=tuple(state.private_patch_ids),
         ),
     )
     _state_path(tree).unlink(missing_ok=True)
@@ -961,10 +972,18 @@ def _write_new_base(
         staged = BaseRef(
             new.device, new.base_id, new.project, new.version, new.commit, new.source, folder
         )
-        patches = render_patches(git, new.commit)
+        device = Store(Path(state.store)).device(state.device)
+        patches = seal_patches(git, render_patches(git, new.commit), staged, device, {})
         write_plan(plan_export(staged, patches))
+        private = [p for p in patches if p.private]
+        state.private = {
+            hashlib.sha256(p.file_data).hexdigest(): hashlib.sha256(p.data).hexdigest()
+            for p in private
+        }
+        state.private_patch_ids = [i for i in patch_ids(git, [p.data for p in private]) if i]
         names_by_commit = {p.commit: p.name for p in patches}
-        report = render_report(git, state, new, names_by_commit)
+        private_commits = {p.commit for p in private}
+        report = render_report(git, state, new, names_by_commit, private_commits)
         atomic_write(folder / REPORT_FILE, report.encode())
         fsync_directory(folder)
         if new.path.exists():
@@ -1014,20 +1033,45 @@ _RANGE_LINE = re.compile(
 )
 
 
-def range_diff(git: Git, old_base: str, old_tip: str, new_base: str, new_tip: str) -> str:
+def range_diff(
+    git: Git,
+    old_base: str,
+    old_tip: str,
+    new_base: str,
+    new_tip: str,
+    private: tuple[set[int], set[int]] = (set(), set()),
+) -> str:
     """`git range-diff` of old vs new series, commit ids left out (they change on
-    every rebase and would make the report differ for no reason)."""
+    every rebase and would make the report differ for no reason). The pairs
+    whose old or new patch (1-based positions in `private`) is private show
+    their header line only: the report goes into the store, in clear."""
     out = git.run(
         "range-diff", "--no-color", f"{old_base}..{old_tip}", f"{new_base}..{new_tip}"
     ).text
     lines = []
+    hiding = False
     for line in out.splitlines():
         match = _RANGE_LINE.match(line)
-        lines.append(f"{match[1]} {match[2]} {match[3]} {match[4]}" if match else line.rstrip())
+        if match:
+            old_pos, new_pos = match[1].strip(), match[3].strip()
+            hiding = (old_pos.isdigit() and int(old_pos) in private[0]) or (
+                new_pos.isdigit() and int(new_pos) in private[1]
+            )
+            lines.append(f"{match[1]} {match[2]} {match[3]} {match[4]}")
+            if hiding and match[2] == "!":
+                lines.append("    (a private patch: its changes are not shown)")
+        elif not hiding:
+            lines.append(line.rstrip())
     return "\n".join(lines)
 
 
-def render_report(git: Git, state: RebaseState, new: BaseRef, names: dict[str, str]) -> str:
+def render_report(
+    git: Git,
+    state: RebaseState,
+    new: BaseRef,
+    names: dict[str, str],
+    private_commits: set[str] = frozenset(),  # type: ignore[assignment]
+) -> str:
     counts: dict[str, int] = {}
     for patch in state.patches:
         counts[patch.outcome or ""] = counts.get(patch.outcome or "", 0) + 1
@@ -1069,7 +1113,14 @@ def render_report(git: Git, state: RebaseState, new: BaseRef, names: dict[str, s
             lines.append("")
         while lines[-1] == "":
             lines.pop()
-    diff = range_diff(git, state.old_base_commit, OLD_TIP_REF, new.commit, "HEAD")
+    private_old = {
+        i for i, p in enumerate(state.patches, start=1) if p.name.endswith(PRIVATE_SUFFIX)
+    }
+    new_commits = git.lines("rev-list", "--reverse", f"{new.commit}..HEAD")
+    private_new = {i for i, c in enumerate(new_commits, start=1) if c in private_commits}
+    diff = range_diff(
+        git, state.old_base_commit, OLD_TIP_REF, new.commit, "HEAD", (private_old, private_new)
+    )
     lines += [
         "",
         "## Range-diff (old series vs new series)",

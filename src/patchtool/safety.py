@@ -333,11 +333,16 @@ def _read_blobs(git: Git, wanted: dict[str, str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- without applying
 
 
-def paths_git_reads(git: Git, patch: Path, strip: int = 1) -> list[str]:
+def paths_git_reads(git: Git, patch: Path, strip: int = 1, data: bytes | None = None) -> list[str]:
     """Every path name git reads from a patch (`git apply --numstat -z`), without
     applying it: for patches that cannot be applied, so that their paths can
-    still be judged. Raises IntegrityError when git cannot read the patch."""
-    numstat = git.run("apply", f"-p{strip}", "--numstat", "-z", "--", str(patch), check=False)
+    still be judged. `data`, when given, is the patch (read from standard input;
+    `patch` then only names it). Raises IntegrityError when git cannot read it."""
+    numstat_args = ("apply", f"-p{strip}", "--numstat", "-z")
+    if data is not None:
+        numstat = git.run(*numstat_args, input=data, check=False)
+    else:
+        numstat = git.run(*numstat_args, "--", str(patch), check=False)
     if numstat.returncode != 0:
         reason = first_error(numstat.stderr)
         if reason.startswith("No valid patches in input"):

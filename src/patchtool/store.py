@@ -4,6 +4,9 @@
     patches/<device>/<base-id>/base.toml  the upstream the series applies to
     patches/<device>/<base-id>/series     patch order, one file name a line
     patches/<device>/<base-id>/*.patch    git format-patch mbox files
+    patches/<device>/<base-id>/*.patch.age  private patches: a clear header
+                                          (subject, files, recipients) and
+                                          the patch, encrypted with age
 
 Files are parsed once, here, into frozen dataclasses. Unknown or misspelled keys
 are errors that name the file, the key and the closest valid key. This module
@@ -12,6 +15,8 @@ reads the store and writes only through `fsutil.atomic_write`; it never runs git
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import hashlib
 import os
@@ -36,6 +41,7 @@ DEVICE_FILE = "device.toml"
 BASE_FILE = "base.toml"
 SERIES_FILE = "series"
 PATCH_SUFFIX = ".patch"
+PRIVATE_SUFFIX = ".patch.age"
 _FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # A patch file named in `series`: one path component that no tool reads as an
@@ -75,6 +81,16 @@ class PatchLimits:
 
 
 @dataclass(frozen=True)
+class NamedRecipient:
+    """One recipient of the device's private patches (`[private.recipients]`):
+    a name for people to read, and an age public key (`age1...`) or an SSH
+    public key (`ssh-ed25519 ...`, `ssh-rsa ...`)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     name: str
     display_name: str
@@ -85,6 +101,8 @@ class DeviceConfig:
     # The base commands use when none is named (a folder name, version or commit,
     # resolved like --commit-id); None means the newest base.
     default_base: str | None = None
+    # Who private patches are encrypted to, in device.toml's order.
+    recipients: tuple[NamedRecipient, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,6 +229,10 @@ class SeriesEntry:
     name: str
     line: int
 
+    @property
+    def private(self) -> bool:
+        return self.name.endswith(PRIVATE_SUFFIX)
+
 
 @dataclass(frozen=True)
 class PatchSeries:
@@ -230,7 +252,12 @@ class PatchSeries:
 
 # --------------------------------------------------------------------------- schema checks
 
-_DEVICE_KEYS = {"display-name", "vendor", "default-base", "build", "limits"}
+_DEVICE_KEYS = {"display-name", "vendor", "default-base", "build", "limits", "private"}
+_PRIVATE_KEYS = {"recipients"}
+# age's X25519 recipient (Bech32, 58 data characters) and the SSH keys age takes.
+_AGE_RECIPIENT = re.compile(r"^age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$")
+_SSH_RECIPIENT = re.compile(r"^(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]{16,2048}={0,2}( [ -~]{0,200})?$")
+_RECIPIENT_LIMIT = 64
 _LIMIT_KEYS = {"patch-bytes", "patch-files", "patch-hunks"}
 _BUILD_KEYS = {
     "env-script",
@@ -406,6 +433,7 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
         }
     )
     return DeviceConfig(
+        recipients=_parse_recipients(path, _table(path, data, "private")),
         name=check_name("device", name),
         display_name=_require(path, data, "display-name", str),
         vendor=_require(path, data, "vendor", str),
@@ -418,6 +446,32 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
             else None
         ),
     )
+
+
+def _parse_recipients(path: Path, private: Mapping[str, Any]) -> tuple[NamedRecipient, ...]:
+    _check_keys(path, private, _PRIVATE_KEYS, "private.")
+    table = private.get("recipients", {})
+    if not isinstance(table, dict):
+        raise IntegrityError(
+            f"{path}: [private.recipients] must be a table of name = public key",
+            hint='For example: vendor-ci = "age1..."',
+        )
+    if len(table) > _RECIPIENT_LIMIT:
+        raise IntegrityError(
+            f"{path}: [private.recipients] names {len(table)} recipients; "
+            f"at most {_RECIPIENT_LIMIT} are allowed"
+        )
+    recipients = []
+    for name, key in table.items():
+        _safe(path, "recipient name", name)
+        if not isinstance(key, str) or not (_AGE_RECIPIENT.match(key) or _SSH_RECIPIENT.match(key)):
+            raise IntegrityError(
+                f"{path}: private.recipients.{name} is not an age or SSH public key",
+                hint='Give an age recipient ("age1..." from `age-keygen`) or an SSH public '
+                'key ("ssh-ed25519 AAAA..." or "ssh-rsa AAAA...").',
+            )
+        recipients.append(NamedRecipient(name, key))
+    return tuple(recipients)
 
 
 def _table(path: Path, data: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -481,9 +535,7 @@ def _parse_origin(path: Path, table: object) -> BaseOrigin:
     _check_keys(path, table, _ORIGIN_KEYS, "origin.")
 
     def text(value: str, key: str) -> str:
-        if len(value) > _ORIGIN_TEXT_LIMIT or any(
-            ord(c) < 32 and c not in "\n\t" for c in value
-        ):
+        if len(value) > _ORIGIN_TEXT_LIMIT or any(ord(c) < 32 and c not in "\n\t" for c in value):
             raise IntegrityError(
                 f"{path}: key origin.{key!r} must be text of at most "
                 f"{_ORIGIN_TEXT_LIMIT} characters without control characters"
@@ -624,6 +676,99 @@ def series_digest(series: PatchSeries) -> str:
         digest.update(path.name.encode("utf-8") + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- private patches
+
+ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
+ARMOR_END = b"-----END AGE ENCRYPTED FILE-----"
+_AGE_MAGIC = b"age-encryption.org/v1\n"
+_PRIVATE_HEADER_KEYS = {"subject", "files", "recipients"}
+_PRIVATE_COMMENT = (
+    "# A private patch: what it is, in clear (patchtool checks it against the patch\n"
+    "# whenever it decrypts it); then the patch itself, encrypted with age.\n"
+)
+_ARMOR_LINE = re.compile(rb"^[A-Za-z0-9+/]{1,64}={0,2}$")
+_TEXT_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class PrivatePatch:
+    """A private patch file: what a reviewer without the key sees (the subject,
+    the files it changes, the names of its recipients: claims until a decryption
+    confirms them) and the age file itself, armored."""
+
+    subject: str
+    files: tuple[str, ...]
+    recipients: tuple[str, ...]
+    armored: bytes  # from the BEGIN line through the END line and its newline
+
+
+def parse_private_patch(path: Path, data: bytes) -> PrivatePatch:
+    """Read a `*.patch.age` file's clear header and check its age armor's shape
+    (without a key nothing more can be checked: age itself refuses a changed or
+    cut-short file on decryption)."""
+    start = data.find(b"\n" + ARMOR_BEGIN + b"\n")
+    if start < 0:
+        raise IntegrityError(
+            f"{path}: is not a private patch: no '{ARMOR_BEGIN.decode()}' line after its header",
+            hint="Restore the file from the store's history, or export it again with "
+            "`patchtool patch`.",
+        )
+    header, armored = data[: start + 1], data[start + 1 :]
+    try:
+        table = tomllib.loads(header.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise IntegrityError(f"{path}: its header is not valid TOML: {error}") from error
+    _check_keys(path, table, _PRIVATE_HEADER_KEYS, "")
+
+    def text(value: str, key: str) -> str:
+        if (
+            not value
+            or len(value) > _TEXT_LIMIT
+            or any(ord(c) < 32 or ord(c) == 127 for c in value)
+        ):
+            raise IntegrityError(
+                f"{path}: {key} must be one line of 1 to {_TEXT_LIMIT} characters "
+                "without control characters"
+            )
+        return value
+
+    subject = text(_require(path, table, "subject", str), "subject")
+    files = tuple(text(f, "each of files") for f in _string_list(path, table, "files", ""))
+    recipients = tuple(
+        _safe(path, "recipient name", r) for r in _string_list(path, table, "recipients", "")
+    )
+    lines = armored.split(b"\n")
+    body = lines[1:-2]
+    if lines[-2:] != [ARMOR_END, b""] or not body or not all(_ARMOR_LINE.match(b) for b in body):
+        raise IntegrityError(
+            f"{path}: its age armor is damaged (it must end with "
+            f"'{ARMOR_END.decode()}' and hold base64 lines of at most 64 characters)",
+            hint="Restore the file from the store's history, or export it again with "
+            "`patchtool patch`.",
+        )
+    first = body[0].rstrip(b"=")
+    try:
+        head = base64.b64decode(first[: len(first) // 4 * 4])
+    except binascii.Error:  # pragma: no cover - the line is base64 by the pattern above
+        head = b""
+    if not head.startswith(_AGE_MAGIC):
+        raise IntegrityError(f"{path}: its armor does not hold an age file (no age header)")
+    return PrivatePatch(subject, files, recipients, armored)
+
+
+def render_private_patch(patch: PrivatePatch) -> bytes:
+    lines = [
+        _PRIVATE_COMMENT.rstrip("\n"),
+        f"subject = {toml_string(patch.subject)}",
+        "files = [",
+        *(f"    {toml_string(f)}," for f in patch.files),
+        "]",
+        f"recipients = [{', '.join(toml_string(r) for r in patch.recipients)}]",
+        "",
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8") + patch.armored
 
 
 # --------------------------------------------------------------------------- the store

@@ -49,6 +49,7 @@ from .export import tree_work
 from .faults import kill_point
 from .fsutil import atomic_write, sha256_of
 from .gitops import Git
+from .privacy import Keyring
 from .report import Reporter
 from .store import PypiSource, Store, parse_series, series_digest
 
@@ -76,6 +77,7 @@ class WheelOptions:
     target_device: str | None = None
     env_args: tuple[str, ...] | None = None
     allow_dirty: bool = False
+    keyring: Keyring | None = None  # to recognise private patches the tree's record does not know
     python: str = sys.executable
 
 
@@ -97,12 +99,20 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
     series = parse_series(base)
     git = Git(options.tree)
 
-    work = tree_work(git, base, record.base_commit)
+    work = tree_work(git, base, record.base_commit, options.keyring)
     if work and not options.allow_dirty:
         raise DirtyTreeError(
             f"the build tree {options.tree} is not what the store describes:\n  {work.describe()}",
             hint="Export it (`patchtool patch`) so the wheel's provenance is true, "
             "or pass --allow-dirty to build the committed HEAD anyway.",
+        )
+    if record.skipped_private and not options.allow_dirty:
+        raise DirtyTreeError(
+            f"the build tree {options.tree} was made with --public-only: it lacks the private "
+            f"patches {', '.join(record.skipped_private)}",
+            hint="Make the tree with an identity that opens them (`patchtool unpatch --force "
+            "--identity FILE`), or pass --allow-dirty to build the public part anyway (the "
+            "provenance says which patches are missing).",
         )
 
     device_dir = options.tree.parent
@@ -155,11 +165,11 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         "base_commit": base.commit,
         "series_sha256": series_digest(series),
         "patches": [
-            {"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-            for p in series.paths()
+            _provenance_entry(base.path / e.name, e.private, e.name in record.skipped_private)
+            for e in series.entries
         ],
         "tree_commit": head.commit,
-        "tree_state": "dirty" if work else "exported",
+        "tree_state": "dirty" if work else "public-only" if record.skipped_private else "exported",
         "env_script": {
             "path": device.build.env_script,
             "sha256": hashlib.sha256(env_script_bytes).hexdigest(),
@@ -710,6 +720,15 @@ def verify_required(wheel: Path, required: tuple[str, ...]) -> None:
             hint="Check the series adds them and that setup.py ships them as package data; "
             "no wheel was written to the output folder.",
         )
+
+
+def _provenance_entry(path: Path, private: bool, left_out: bool) -> dict[str, object]:
+    """A patch as the provenance names it: a private one by the hash of its
+    stored (encrypted) file only, neither its name nor its subject."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not private:
+        return {"name": path.name, "sha256": digest}
+    return {"private": True, "sha256": digest, **({"applied": False} if left_out else {})}
 
 
 def add_provenance(wheel: Path, provenance: dict[str, object]) -> str:
