@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from patchtool.gitops import Git
 from patchtool.store import PypiSource
@@ -139,6 +141,17 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         completed.stdout.decode("utf-8", "replace"),
         completed.stderr.decode("utf-8", "replace"),
     )
+
+
+def check_records(stdout: str) -> list[dict[str, Any]]:
+    """`check --json`'s records in the serial order: the entries' records, each
+    device's own record once."""
+    records: list[dict[str, Any]] = []
+    for entry in json.loads(stdout)["include"]:
+        for record in entry["checks"]:
+            if record["base"] or record not in records:
+                records.append(record)
+    return records
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

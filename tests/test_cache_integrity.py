@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from helpers import CliResult, SyntheticUpstream, git, snapshot
+from helpers import CliResult, SyntheticUpstream, check_records, git, snapshot
 
 from patchtool.buildtree import STAGE_PREFIX
 from patchtool.errors import IntegrityError
@@ -205,7 +205,7 @@ def test_check_fails_source_with_exit_6_on_a_tampered_cache(upstream: SyntheticU
     result = upstream.cli("check", "--device-type", "devA", "--json")
 
     assert result.code == 6, result.output
-    records = {r["check"]: r for r in json.loads(result.stdout) if r["base"] == "demo-1.0"}
+    records = {r["check"]: r for r in check_records(result.stdout) if r["base"] == "demo-1.0"}
     assert records["source"]["ok"] is False
     assert records["source"]["details"] == [
         error_lines(oid, upstream.commit, bad)[0].removeprefix("error: ")

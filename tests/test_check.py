@@ -3,14 +3,13 @@ kind of problem, changing nothing."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CliResult, SyntheticUpstream, commit_all, snapshot
+from helpers import CliResult, SyntheticUpstream, check_records, commit_all, snapshot
 
 from patchtool.check import CHECKS
 
@@ -48,7 +47,7 @@ def check(world: SyntheticUpstream, *extra: str) -> tuple[CliResult, list[dict[s
     before = snapshot(world.root)
     result = world.cli("check", "--json", *extra)
     assert snapshot(world.root) == before  # check changes nothing, writes no build tree
-    return result, json.loads(result.stdout)
+    return result, check_records(result.stdout)
 
 
 def failed(records: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -11,8 +11,9 @@ import shutil
 from typing import Any
 
 import pytest
-from helpers import DEMO_FILES, SyntheticUpstream, git, make_sdist, run_cli
+from helpers import DEMO_FILES, SyntheticUpstream, check_records, git, make_sdist, run_cli
 
+from patchtool.check import CHECKS
 from patchtool.store import PypiSource
 from patchtool.upstream import import_sdist
 
@@ -68,10 +69,17 @@ def test_list_json_is_a_ci_matrix_whose_commands_check_one_base_each(
         result = run_cli("--store", str(many.store), *argv[1:], "--json")
         expected = 4 if (entry["device"], entry["base"]) == ("devB", "demo-1.1") else 0
         assert result.code == expected, result.output
-        records = json.loads(result.stdout)
-        assert {(r["device"], r["base"]) for r in records} == {
-            (entry["device"], ""), (entry["device"], entry["base"])
-        }
+        checked = json.loads(result.stdout)
+        assert [(e["device"], e["base"], e["command"]) for e in checked["include"]] == [
+            (entry["device"], entry["base"], entry["command"])
+        ]
+        assert checked["exit_code"] == checked["include"][0]["exit_code"] == expected
+        assert checked["ok"] is checked["include"][0]["ok"] is (expected == 0)
+        records = checked["include"][0]["checks"]
+        assert [(r["base"], r["check"]) for r in records] == [
+            ("", "config"),
+            *((entry["base"], name) for name in CHECKS),
+        ]
 
 
 def without_durations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,8 +92,27 @@ def test_parallel_check_reports_exactly_what_the_serial_check_does(
     serial = many.cli("check", "--json", "--jobs", "1")
     parallel = many.cli("check", "--json", "--jobs", "4")
     assert serial.code == parallel.code == 4
-    serial_records = json.loads(serial.stdout)
-    parallel_records = json.loads(parallel.stdout)
+    serial_matrix, parallel_matrix = json.loads(serial.stdout), json.loads(parallel.stdout)
+    assert [without_durations(e["checks"]) for e in parallel_matrix["include"]] == [
+        without_durations(e["checks"]) for e in serial_matrix["include"]
+    ]
+    assert [
+        {k: v for k, v in e.items() if k not in ("checks", "duration_s")}
+        for e in parallel_matrix["include"]
+    ] == [
+        {
+            "device": device,
+            "base": base,
+            "command": f"patchtool check -d {device} --commit-id {base}",
+            "ok": (device, base) != ("devB", "demo-1.1"),
+            "exit_code": 4 if (device, base) == ("devB", "demo-1.1") else 0,
+        }
+        for device in DEVICES
+        for base in ("demo-1.0", "demo-1.1")
+    ]
+    assert (parallel_matrix["ok"], parallel_matrix["exit_code"]) == (False, 4)
+    serial_records = check_records(serial.stdout)
+    parallel_records = check_records(parallel.stdout)
     assert without_durations(parallel_records) == without_durations(serial_records)
     assert len(serial_records) == 3 + 6 * 7  # a device record each, seven per base
     assert all(r["duration_s"] >= 0 for r in parallel_records)

@@ -4,7 +4,6 @@ given with --sdist, it checks fully; a real failure still fails."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CliResult, SyntheticUpstream, commit_all, git, run_cli, snapshot
+from helpers import CliResult, SyntheticUpstream, check_records, commit_all, git, run_cli, snapshot
 
 from patchtool.check import CHECKS, OfflineViolationError, forbid_network
 
@@ -92,7 +91,7 @@ def run_check(
 def by_check(result: CliResult) -> list[tuple[str, str, Any, bool]]:
     return [
         (r["base"], r["check"], r["ok"], r.get("skipped", False))
-        for r in json.loads(result.stdout)
+        for r in check_records(result.stdout)
     ]
 
 

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pyrage
 import pytest
-from helpers import DEMO_FILES, CliResult, SyntheticUpstream, commit_all, git, make_sdist, run_cli
+from helpers import (
+    DEMO_FILES,
+    CliResult,
+    SyntheticUpstream,
+    check_records,
+    commit_all,
+    git,
+    make_sdist,
+    run_cli,
+)
 
 MARKER = "PRIVATE-MARKER-c550-decode-path"
 PRIVATE_BODY = (
@@ -241,7 +250,7 @@ def test_check_without_a_key_fails_with_exit_3_and_public_only_passes(
 ) -> None:
     without = private.cli("check", "-d", "devA", "--json")
     assert without.code == 3, without.output
-    records = {r["check"]: r for r in json.loads(without.stdout) if r["base"] == "demo-1.0"}
+    records = {r["check"]: r for r in check_records(without.stdout) if r["base"] == "demo-1.0"}
     assert records["series"]["ok"] is False
     assert records["series"]["details"] == [
         "devA/demo-1.0: 1 private patch(es) need a key to read and were not applied: "
@@ -251,7 +260,7 @@ def test_check_without_a_key_fails_with_exit_3_and_public_only_passes(
     assert records["lint"]["ok"] is True
     public = private.cli("check", "-d", "devA", "--json", "--public-only")
     assert public.code == 0, public.output
-    records = {r["check"]: r for r in json.loads(public.stdout) if r["base"] == "demo-1.0"}
+    records = {r["check"]: r for r in check_records(public.stdout) if r["base"] == "demo-1.0"}
     assert records["series"]["details"] == [
         "public part only: left out the private patch add-the-decode-path.patch.age"
     ]
@@ -259,7 +268,7 @@ def test_check_without_a_key_fails_with_exit_3_and_public_only_passes(
     assert records["export"]["skipped"] is True
     full = private.cli("check", "-d", "devA", "--json", identity=private.identity)
     assert full.code == 0, full.output
-    assert all(r["ok"] for r in json.loads(full.stdout))
+    assert all(r["ok"] for r in check_records(full.stdout))
 
 
 # --------------------------------------------------------------------------- damage and keys

@@ -188,11 +188,43 @@ class CheckReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        codes = {r.exit_code for r in self.failed if r.exit_code != ExitCode.OK}
-        for code in _SEVERITY:
-            if code in codes:
-                return code
-        return min(codes) if codes else ExitCode.OK
+        return _worst(self.records)
+
+    def matrix(self) -> dict[str, Any]:
+        """`check --json`: one entry per device and base, in the serial order, each
+        with the command that checks it alone (a CI matrix's `include` list, the
+        shape `list --json` gives), its outcome, exit code and duration, and its
+        records (the device's own record heads every entry of the device). A
+        device whose device.toml fails, or that has no base, is one entry with
+        base null."""
+        device_records: dict[str, CheckRecord] = {}
+        bases: dict[str, dict[str, list[CheckRecord]]] = {}
+        for record in self.records:
+            if not record.base:
+                device_records[record.device] = record
+                bases.setdefault(record.device, {})
+            else:
+                bases.setdefault(record.device, {}).setdefault(record.base, []).append(record)
+        entries = []
+        for device, found in bases.items():
+            own = [device_records[device]] if device in device_records else []
+            for base, records in (found or {None: []}).items():
+                group = [*own, *records]
+                command = f"patchtool check -d {device}"
+                code = _worst(group)
+                entries.append(
+                    {
+                        "device": device,
+                        "base": base,
+                        "command": command + (f" --commit-id {base}" if base else ""),
+                        "ok": code == ExitCode.OK,
+                        "exit_code": int(code),
+                        "duration_s": round(sum(r.duration for r in group), 3),
+                        "checks": [r.to_json() for r in group],
+                    }
+                )
+        return {"ok": self.exit_code == ExitCode.OK, "exit_code": int(self.exit_code),
+                "include": entries}
 
     def raise_for_failures(self) -> None:
         failed = [r for r in self.failed if r.exit_code != ExitCode.OK]
@@ -201,6 +233,15 @@ class CheckReport:
             lint = [r for r in failed if r.check == "lint"]
             hint = _lint_hint(lint[0].device, lint[0].base) if lint else None
             raise ChecksFailedError(f"{len(failed)} check(s) failed: {names}", self.exit_code, hint)
+
+
+def _worst(records: list[CheckRecord]) -> ExitCode:
+    """The most serious exit code among failed records (OK if none failed)."""
+    codes = {r.exit_code for r in records if not r.ok and r.exit_code != ExitCode.OK}
+    for code in _SEVERITY:
+        if code in codes:
+            return code
+    return min(codes) if codes else ExitCode.OK
 
 
 def _lint_hint(device: str, base_id: str) -> str:

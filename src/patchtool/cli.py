@@ -593,7 +593,15 @@ def check_command(
             "report's order is the same for any number.",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Machine-readable: {"ok", "exit_code", "include": [one entry per device and '
+            "base: the command that checks it alone, its outcome, duration and records]}, "
+            "the shape of `list --json`.",
+        ),
+    ] = False,
     offline: Annotated[
         bool,
         typer.Option(
@@ -627,7 +635,7 @@ def check_command(
     reporter = _reporter()
     report = run_checks(options, reporter)
     if as_json:
-        _emit_json([record.to_json() for record in report.records])
+        _emit_json(report.matrix())
     else:
         for record in report.records:
             mark = "skip" if record.skipped else "ok" if record.ok else "FAIL"
