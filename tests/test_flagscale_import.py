@@ -10,6 +10,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import pyrage
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import REPOSITORY, RealVllm, git, make_sdist, run_cli, snapshot
@@ -203,17 +204,41 @@ def test_encrypted_sets_are_skipped_without_the_key_and_imported_with_it(
     assert skipped.stdout.splitlines()[2].startswith("BI_V150/vllm: skipped: ")
     assert not (world.store / "BI_V150").exists()
     keys = key_folder(tmp_path / "keys", key)
-    imported = world.run("--git-url", f"vllm={world.repository}", "--private-key", str(keys))
+    # Decrypted, they become private patches: they need recipients.
+    unnamed = world.run("--git-url", f"vllm={world.repository}", "--private-key", str(keys))
+    assert unnamed.code == 2, unnamed.output
+    assert unnamed.stdout.splitlines()[2:4] == [
+        "BI_V150/vllm: its encrypted patches become private patches, encrypted to the "
+        "device's recipients, and none are named",
+        "  pass --recipient NAME=AGE-OR-SSH-PUBLIC-KEY for a new device, or add "
+        f"[private.recipients] to {world.store / 'BI_V150' / 'device.toml'}",
+    ]
+    assert not (world.store / "BI_V150").exists()
+    identity = pyrage.x25519.Identity.generate()
+    age_key = tmp_path / "ci.key"
+    age_key.write_text(f"{identity}\n")
+    imported = world.run("--git-url", f"vllm={world.repository}", "--private-key", str(keys),
+                         "--recipient", f"ci={identity.to_public()}")
     assert imported.code == 0, imported.output
     assert imported.stdout.splitlines()[1] == (
         "BI_V150  vllm     vllm-0.8.5  1      1        1      0      0"
     )
-    # No plaintext anywhere but in the store's patch (and the tree made from it).
+    base = world.store / "BI_V150" / "vllm-0.8.5"
+    assert sorted(p.name for p in base.iterdir()) == [
+        "base.toml", "series", "vllm-bi-v150-changes-from-flagscale.patch.age"
+    ]
+    device = (world.store / "BI_V150" / "device.toml").read_text()
+    assert device.endswith(f'\n[private.recipients]\n"ci" = "{identity.to_public()}"\n')
+    # No plaintext anywhere but in the tree made from it: not in the store, not in
+    # the temporary folder, not in the FlagScale checkout beside the encrypted file.
     marker = b"+new 0"
     leaked = [p for p in world.root.rglob("*") if p.is_file() and marker in p.read_bytes()
-              and world.store not in p.parents and world.build not in p.parents
-              and "FlagScale" not in p.parts]  # fmt: skip
+              and world.build not in p.parents]  # fmt: skip
     assert leaked == []
+    # With the new age key, check and unpatch read it; the old RSA key is not needed.
+    checked = run_cli("--store", str(world.store), "check", "-d", "BI_V150",
+                      "--identity", str(age_key), cwd=world.project)
+    assert checked.code == 0, checked.output
 
 
 def test_flagscale_takes_no_options_of_a_plain_import(world: World) -> None:

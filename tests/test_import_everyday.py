@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import CliResult, SyntheticUpstream, commit_all, git, run_cli, snapshot
+from helpers import CliResult, SyntheticUpstream, check_records, commit_all, git, run_cli, snapshot
 
 from patchtool.lint import WHITESPACE_FIX
 
@@ -387,7 +387,5 @@ def test_a_change_without_a_body_gets_one_naming_its_source(
 
 
 def lint_findings(world: SyntheticUpstream) -> list[str]:
-    import json
-
-    records = json.loads(world.cli("check", "--json").stdout)
+    records = check_records(world.cli("check", "--json").stdout)
     return [d for r in records if r["check"] == "lint" for d in r["details"]]

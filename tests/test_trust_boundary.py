@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SyntheticUpstream, commit_all, git, snapshot
+from helpers import SyntheticUpstream, check_records, commit_all, git, snapshot
 
 from patchtool.gitops import Git
 
@@ -179,7 +179,7 @@ def test_rename_old_and_new_are_read_as_git_reads_them_by_check(upstream: Synthe
     assert result.code == 10, result.output
     import json
 
-    safety = next(r for r in json.loads(result.stdout) if r["check"] == "safety")
+    safety = next(r for r in check_records(result.stdout) if r["check"] == "safety")
     path = upstream.base_folder / "rename-old-symlink.patch"
     assert safety["details"] == [
         f"patch {path} (series line 1): symlink 'passwd' -> '../README.md' points outside the tree"

@@ -208,7 +208,9 @@ class CheckReport:
         entries = []
         for device, found in bases.items():
             own = [device_records[device]] if device in device_records else []
-            for base, records in (found or {None: []}).items():
+            groups: dict[str | None, list[CheckRecord]] = {None: []} if not found else {}
+            groups.update(found)
+            for base, records in groups.items():
                 group = [*own, *records]
                 command = f"patchtool check -d {device}"
                 code = _worst(group)

@@ -24,7 +24,8 @@ from .report import RichReporter
 
 if TYPE_CHECKING:
     from .buildtree import TreeRecord
-    from .store import Store
+    from .privacy import Keyring
+    from .store import NamedRecipient, Store
     from .upstream import BaseCache
 
 app = typer.Typer(
@@ -824,11 +825,25 @@ def import_command(
         bool,
         typer.Option(help="With --flagscale: print the plan (devices, bases, patches, files)."),
     ] = False,
+    recipient: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=KEY",
+            help="A recipient of private patches (an age or SSH public key), written into "
+            "the device.toml that --create (or --flagscale) makes; repeatable. FlagScale's "
+            "encrypted patches become private patches, encrypted to these.",
+        ),
+    ] = None,
+    identity: IdentityOption = None,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Import outside patches (mbox, plain diffs, quilt, a FlagScale tree) as new patches."""
     from .importer import ImportOptions, import_changes
     from .locks import device_locks
+    from .privacy import find_keyring
+
+    recipients = _recipients(tuple(recipient or ()))
+    keyring = find_keyring(identity)
 
     if flagscale is not None:
         given = {
@@ -847,7 +862,7 @@ def import_command(
             )
         _import_flagscale(
             flagscale, device, backend, private_key, tuple(git_url or ()), dry_run, build_dir,
-            tuple(sdist or ()), three_way, no_wait,
+            tuple(sdist or ()), three_way, no_wait, recipients, keyring,
         )  # fmt: skip
         return
     if backend is not None or private_key is not None or git_url or dry_run:
@@ -879,7 +894,11 @@ def import_command(
         archive_paths=tuple(sdist or ()),
         excludes=tuple(exclude or ()),
         three_way=three_way,
+        keyring=keyring,
+        recipients=recipients,
     )
+    if recipients and not create:
+        raise UsageError("--recipient goes with --create or --flagscale (a new device.toml)")
     with device_locks(
         options.build_dir, options.store, device, reporter, writes_store=True, wait=not no_wait
     ):
@@ -910,6 +929,8 @@ def _import_flagscale(
     archive_paths: tuple[Path, ...],
     three_way: bool,
     no_wait: bool,
+    recipients: tuple[NamedRecipient, ...],
+    keyring: Keyring | None,
 ) -> None:
     from .fsutil import check_name
     from .migrate import MigrateOptions, migrate, render_summary
@@ -934,6 +955,8 @@ def _import_flagscale(
         git_urls=urls,
         archive_paths=archive_paths,
         wait=not no_wait,
+        recipients=recipients,
+        keyring=keyring,
     )
     result = migrate(options, _reporter())
     if dry_run:
@@ -953,6 +976,18 @@ def _import_flagscale(
         )
         error.exit_code = ExitCode(real[0].exit_code)
         raise error
+
+
+def _recipients(items: tuple[str, ...]) -> tuple[NamedRecipient, ...]:
+    from .store import named_recipient
+
+    found = []
+    for item in items:
+        name, separator, key = item.partition("=")
+        if not separator:
+            raise UsageError(f"--recipient {item!r}: give NAME=KEY, e.g. ci=age1...")
+        found.append(named_recipient(name, key, f"--recipient {name}"))
+    return tuple(found)
 
 
 # --------------------------------------------------------------------------- error boundary

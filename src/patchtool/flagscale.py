@@ -182,6 +182,12 @@ class PatchGroup:
     def message(self) -> str:
         return f"{self.subject}\n\n{self.body}"
 
+    @property
+    def encrypted(self) -> bool:
+        """Some of its files came from FlagScale's encrypted files: it becomes a
+        private patch of the store (privacy.py)."""
+        return any(f.source.endswith(ENCRYPTED_SUFFIX) for f in self.files)
+
 
 @dataclass(frozen=True)
 class BackendSet:

@@ -47,25 +47,30 @@ from .errors import (
     UsageError,
 )
 from .export import (
+    known_plaintexts,
     lint_rendered,
     plan_export,
     remember_series,
     render_patches,
+    seal_patches,
     warn_lint,
     write_plan,
 )
 from .fsutil import atomic_write, check_name
 from .gitops import Git, tool_identity, user_identity
+from .privacy import Keyring
 from .report import Reporter
 from .store import (
     DEVICE_FILE,
     SERIES_FILE,
     BaseOrigin,
     BaseRef,
+    NamedRecipient,
     PatchLimits,
     Store,
     parse_series,
     render_base,
+    render_recipients,
     render_series,
     toml_string,
 )
@@ -117,6 +122,10 @@ class ImportOptions:
     three_way: bool = False
     # Written into a base that --onto creates: where its series came from.
     origin: BaseOrigin | None = None
+    # Opens the base's private patches (the tree is made from its series).
+    keyring: Keyring | None = None
+    # Written as [private.recipients] into a device that --create makes.
+    recipients: tuple[NamedRecipient, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -354,6 +363,7 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
                 f"display-name = {toml_string(options.display_name)}\n"
                 f"vendor = {toml_string(options.vendor)}\n\n"
                 '[build]\nenv-script = "env.sh"\n'
+                + render_recipients(options.recipients)
             ).encode(),
         )
         reporter.step(f"created device {options.device}")
@@ -400,7 +410,10 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
         if record is not None and record.base_commit == base.commit:
             git = Git(tree)
             if not git.lines("status", "--porcelain", "--untracked-files=all"):
-                plan = plan_export(base, render_patches(git, base.commit))
+                device = options.store.device(options.device)
+                rendered = render_patches(git, base.commit)
+                known = known_plaintexts(base, record, options.keyring)
+                plan = plan_export(base, seal_patches(git, rendered, base, device, known))
                 if plan.is_noop:
                     return tree, False
     try:
@@ -412,6 +425,7 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
                 cache=options.cache,
                 commit_id=base.base_id,
                 archive_paths=options.archive_paths,
+                keyring=options.keyring,
             ),
             reporter,
         )
@@ -526,9 +540,11 @@ def _import_into(
             # What git made of the changes, judged as unpatch judges a series.
             commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
             judge.judge_commits(git, commits, committed)
-            patches = render_patches(git, base.commit)
+            device = options.store.device(options.device)
+            known = known_plaintexts(base, read_record(tree), options.keyring)
+            patches = seal_patches(git, render_patches(git, base.commit), base, device, known)
             stored = {p.read_bytes() for p in base.path.iterdir() if p.is_file()}
-            fresh = [p for p in patches if p.data not in stored]
+            fresh = [p for p in patches if p.file_data not in stored]
             by_commit = {p.commit: p.name for p in patches}
             done.three_way = [
                 ThreeWayChange(origin, by_commit.get(commit, commit[:12]), paths)
@@ -540,7 +556,7 @@ def _import_into(
             discard(tree)
         raise
     write_plan(plan_export(base, patches))
-    remember_series(tree, read_record(tree), parse_series(base))
+    remember_series(tree, read_record(tree), parse_series(base), git, patches)
     # What check would refuse in the new patches, said now, while their commits
     # are the newest of the tree and easy to amend.
     linted = [one for one in lint_rendered(patches) if one.patch in fresh]

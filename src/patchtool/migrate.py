@@ -15,7 +15,13 @@ same safety checks and is written by `export`, byte-stable:
 - each component group becomes one patch, with the author and date that
   diff.yaml and patch_history.yaml give (or flagscale.py's stated placeholder),
   a body naming its FlagScale sources and an `Upstream-Status:` trailer;
-- diff.yaml's contact, models and task are kept in base.toml's `[origin]`.
+- diff.yaml's contact, models and task are kept in base.toml's `[origin]`;
+- a group made from FlagScale's encrypted files (read with the vendor's RSA
+  key) becomes a private patch: its commit gets the `Patchtool-Private: yes`
+  trailer, so the export encrypts it with age to the device's recipients
+  (`--recipient NAME=KEY` for a new device). Its plaintext is written only
+  into the build folder (the mails the importer reads sit in a staging
+  folder there), never into the temporary folder or the store.
 
 Each device and base is imported whole or not at all (import_changes removes
 what it created when a change fails); one that fails does not stop the others.
@@ -34,14 +40,16 @@ from email.header import Header
 from pathlib import Path
 
 from .apply import TrialApply, checkout_base, describe_trial, trial_apply
-from .errors import NetworkError, NotFoundError, PatchtoolError, UsageError
+from .buildtree import STAGE_PREFIX
+from .errors import ExitCode, NetworkError, NotFoundError, PatchtoolError, UsageError
 from .flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
 from .gitops import Git
 from .importer import ChangeConflict, ImportOptions, import_changes
 from .locks import device_locks
+from .privacy import PRIVATE_TRAILER, Keyring
 from .rebase import parse_onto, resolve_new_base
 from .report import Reporter
-from .store import DEVICE_FILE, BaseOrigin, GitUrl, Store
+from .store import DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient, Store
 from .upstream import BaseCache
 
 # Where each backend's history lives (FlagScale names the backends by these folders).
@@ -68,6 +76,9 @@ class MigrateOptions:
     git_urls: Mapping[str, str] = field(default_factory=dict)  # backend -> URL or path
     archive_paths: tuple[Path, ...] = ()
     wait: bool = True
+    # Recipients of the private patches (FlagScale's encrypted files) of a new device.
+    recipients: tuple[NamedRecipient, ...] = ()
+    keyring: Keyring | None = None  # opens private patches a base already has
 
 
 @dataclass
@@ -174,29 +185,54 @@ def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) 
     if not found.groups:
         row.failed = 0
         return row
-    with tempfile.TemporaryDirectory(prefix="patchtool-flagscale-") as scratch:
-        mails = tuple(
-            _write_mail(Path(scratch) / f"{number:04d}.patch", group, found)
-            for number, group in enumerate(found.groups, 1)
+    device_file = options.store.root / found.device / DEVICE_FILE
+    if any(g.encrypted for g in found.groups) and not (
+        options.recipients
+        if not device_file.is_file()
+        else options.store.device(found.device).recipients
+    ):
+        row.reason = (
+            "its encrypted patches become private patches, encrypted to the device's "
+            "recipients, and none are named"
         )
-        try:
-            with device_locks(
+        row.details = [
+            "pass --recipient NAME=AGE-OR-SSH-PUBLIC-KEY for a new device, or add "
+            f"[private.recipients] to {device_file}"
+        ]
+        row.failed = row.files
+        row.exit_code = int(ExitCode.USAGE)
+        return row
+    # In the build folder, never the shared temporary folder: decrypted patches
+    # are written here in clear (a killed run's folder is removed by the next).
+    device_dir = options.build_dir / found.device
+    device_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with (
+            device_locks(
                 options.build_dir,
                 options.store,
                 found.device,
                 reporter,
                 writes_store=True,
                 wait=options.wait,
-            ):
+            ),
+            # Made under the lock: another run's recovery removes stray stages.
+            tempfile.TemporaryDirectory(prefix=STAGE_PREFIX, dir=device_dir) as scratch,
+        ):
+            mails = tuple(
+                _write_mail(Path(scratch) / f"{number:04d}.patch", group, found)
+                for number, group in enumerate(found.groups, 1)
+            )
+            try:
                 _import_locked(found, options, reporter, mails, row)
-        except ChangeConflict as error:
-            row.exit_code = int(error.exit_code)
-            _report_conflicts(found, options, reporter, row, error, Path(scratch))
-        except PatchtoolError as error:
-            row.reason = error.message.splitlines()[0]
-            row.failed = row.files
-            row.exit_code = int(error.exit_code)
-            row.details = error.message.splitlines()[1 : 1 + REASON_LINES]
+            except ChangeConflict as error:
+                row.exit_code = int(error.exit_code)
+                _report_conflicts(found, options, reporter, row, error, Path(scratch))
+    except PatchtoolError as error:
+        row.reason = error.message.splitlines()[0]
+        row.failed = row.files
+        row.exit_code = int(error.exit_code)
+        row.details = error.message.splitlines()[1 : 1 + REASON_LINES]
     return row
 
 
@@ -218,6 +254,8 @@ def _import_locked(
             inputs=mails,
             strip=1,
             create=not (options.store.root / found.device / DEVICE_FILE).is_file(),
+            recipients=options.recipients,
+            keyring=options.keyring,
             display_name=found.flagscale_device,
             vendor=found.flagscale_device.split("_", 1)[0],
             onto=onto,
@@ -360,7 +398,7 @@ def _write_mail(path: Path, group: PatchGroup, found: BackendSet) -> Path:
         "Content-Type: text/plain; charset=UTF-8",
         "Content-Transfer-Encoding: 8bit",
         "",
-        group.body.rstrip("\n"),
+        group.body.rstrip("\n") + (f"\n{PRIVATE_TRAILER}: yes" if group.encrypted else ""),
         "---",
         "",
     ]

@@ -461,17 +461,31 @@ def _parse_recipients(path: Path, private: Mapping[str, Any]) -> tuple[NamedReci
             f"{path}: [private.recipients] names {len(table)} recipients; "
             f"at most {_RECIPIENT_LIMIT} are allowed"
         )
-    recipients = []
-    for name, key in table.items():
-        _safe(path, "recipient name", name)
-        if not isinstance(key, str) or not (_AGE_RECIPIENT.match(key) or _SSH_RECIPIENT.match(key)):
-            raise IntegrityError(
-                f"{path}: private.recipients.{name} is not an age or SSH public key",
-                hint='Give an age recipient ("age1..." from `age-keygen`) or an SSH public '
-                'key ("ssh-ed25519 AAAA..." or "ssh-rsa AAAA...").',
-            )
-        recipients.append(NamedRecipient(name, key))
-    return tuple(recipients)
+    return tuple(
+        named_recipient(name, key, f"{path}: private.recipients.{name}")
+        for name, key in table.items()
+    )
+
+
+def named_recipient(name: str, key: object, where: str) -> NamedRecipient:
+    """A recipient as device.toml or `--recipient NAME=KEY` gives it, checked."""
+    try:
+        check_name("recipient name", name)
+    except UnsafeInputError as error:
+        raise UnsafeInputError(f"{where}: {error.message}", error.hint) from None
+    if not isinstance(key, str) or not (_AGE_RECIPIENT.match(key) or _SSH_RECIPIENT.match(key)):
+        raise IntegrityError(
+            f"{where} is not an age or SSH public key",
+            hint='Give an age recipient ("age1..." from `age-keygen`) or an SSH public '
+            'key ("ssh-ed25519 AAAA..." or "ssh-rsa AAAA...").',
+        )
+    return NamedRecipient(name, key)
+
+
+def render_recipients(recipients: Iterable[NamedRecipient]) -> str:
+    """device.toml's [private.recipients] table ('' for none)."""
+    lines = [f"{toml_string(r.name)} = {toml_string(r.key)}\n" for r in recipients]
+    return "\n[private.recipients]\n" + "".join(lines) if lines else ""
 
 
 def _table(path: Path, data: Mapping[str, Any], key: str) -> dict[str, Any]:
