@@ -92,16 +92,13 @@ def main() -> None:
                 run = cli("--store", str(store), "check", "--json", *extra, env=env, cwd=root)
                 timings[jobs].append(time.perf_counter() - start)
                 assert run.returncode == 0, run.stderr
-                records = json.loads(run.stdout)
-                outputs.add(json.dumps([{k: v for k, v in r.items() if k != "duration_s"}
-                                        for r in records]))
+                entries = json.loads(run.stdout)["include"]
+                outputs.add(json.dumps([[{k: v for k, v in r.items() if k != "duration_s"}
+                                         for r in e["checks"]] for e in entries]))
                 if jobs == "1":
-                    costs: dict[tuple[str, str], float] = {}
-                    for r in records:
-                        if r["base"]:
-                            key = (r["device"], r["base"])
-                            costs[key] = costs.get(key, 0.0) + r["duration_s"]
-                    per_base.extend(costs.values())
+                    # A base's own records (the device's record heads every entry).
+                    per_base.extend(sum(r["duration_s"] for r in e["checks"] if r["base"])
+                                    for e in entries)
         serial, parallel = statistics.median(timings["1"]), statistics.median(timings["default"])
         bases = len(per_base) // args.repeat
         print(f"{args.devices} devices, {bases} bases, {os.cpu_count()} cores, "

@@ -4,11 +4,10 @@ fails with check's lint code (7) and writes nothing; long lists are capped."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
-from helpers import CliResult, SyntheticUpstream, commit_all, git, snapshot
+from helpers import CliResult, SyntheticUpstream, check_records, commit_all, git, snapshot
 
 from patchtool.lint import MAX_FINDINGS_SHOWN, MESSAGE_ADVICE
 
@@ -29,7 +28,7 @@ def head(world: SyntheticUpstream, rev: str = "HEAD") -> str:
 
 def lint_details(world: SyntheticUpstream) -> list[str]:
     result = world.cli("check", "--json")
-    records = json.loads(result.stdout)
+    records = check_records(result.stdout)
     return [d for r in records if r["check"] == "lint" for d in r["details"]]
 
 

@@ -496,3 +496,19 @@ def test_rebase_carries_a_private_patch_and_its_report_shows_no_private_line(
     status = private.cli("patch", "-d", "devA", "--dir", build)
     assert status.code == 0, status.output
     assert "store unchanged: 3 patch(es)" in status.stderr
+
+
+def test_a_public_patch_that_shows_private_lines_as_context_is_warned_about(
+    private: PrivateWorld,
+) -> None:
+    build = str(private.world.build)
+    core = private.tree / "demo" / "core.py"
+    core.write_text(core.read_text().replace("return 21\n", "return 'twenty-one'\n"))
+    commit_all(private.tree, "Return words from function_21")
+    result = private.cli("patch", "-d", "devA", "--dir", build)
+    assert result.code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
+        "warning: return-words-from-function-21.patch shows in clear 1 line(s) that the "
+        "private patch(es) add-the-decode-path.patch.age add (as its context): keep the "
+        "public change away from them, or make it private too"
+    ]

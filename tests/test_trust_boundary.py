@@ -177,7 +177,6 @@ def test_rename_old_and_new_are_read_as_git_reads_them_by_check(upstream: Synthe
     before = outside(upstream, hermetic_seal)
     result = cli(upstream, "check", "--json")
     assert result.code == 10, result.output
-    import json
 
     safety = next(r for r in check_records(result.stdout) if r["check"] == "safety")
     path = upstream.base_folder / "rename-old-symlink.patch"

@@ -225,8 +225,11 @@ class CheckReport:
                         "checks": [r.to_json() for r in group],
                     }
                 )
-        return {"ok": self.exit_code == ExitCode.OK, "exit_code": int(self.exit_code),
-                "include": entries}
+        return {
+            "ok": self.exit_code == ExitCode.OK,
+            "exit_code": int(self.exit_code),
+            "include": entries,
+        }
 
     def raise_for_failures(self) -> None:
         failed = [r for r in self.failed if r.exit_code != ExitCode.OK]

@@ -260,6 +260,44 @@ def seal_patches(
     return sealed
 
 
+def context_leaks(patches: list[RenderedPatch]) -> list[str]:
+    """Public patches whose context or removed lines repeat lines that an earlier
+    private patch adds: those lines are in the store in clear. A line counts
+    when it has at least 8 characters besides white space (not `pass`, `}`)."""
+
+    def lines(data: bytes, marks: bytes) -> set[bytes]:
+        found = set()
+        in_diff = False
+        for line in data.split(b"\n"):
+            if line.startswith(b"diff --git "):
+                in_diff = True
+            elif (
+                in_diff
+                and line[:1]
+                and line[:1] in marks
+                and not line.startswith((b"---", b"+++"))
+                and len(line[1:].strip()) >= 8
+            ):
+                found.add(line[1:].strip())
+        return found
+
+    added: dict[bytes, str] = {}
+    warnings = []
+    for patch in patches:
+        if patch.private:
+            added.update(dict.fromkeys(lines(patch.data, b"+"), patch.name))
+            continue
+        shown = [added[line] for line in lines(patch.data, b" -") if line in added]
+        if shown:
+            sources = ", ".join(sorted(set(shown)))
+            warnings.append(
+                f"{patch.name} shows in clear {len(shown)} line(s) that the private patch(es) "
+                f"{sources} add (as its context): keep the public change away from them, or "
+                "make it private too"
+            )
+    return warnings
+
+
 def refuse_publishing(git: Git, record: TreeRecord, patches: list[RenderedPatch]) -> None:
     """A commit whose change is that of a private patch, but which lost its
     `Patchtool-Private: yes` trailer (a reworded message), would be exported
@@ -509,6 +547,8 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
     if not plan.is_noop:
         write_plan(plan)
     remember_series(tree, record, parse_series(base), git, patches)
+    for warning in context_leaks(patches):
+        reporter.warn(warning)
     warn_lint(reporter, tree, linted, len(patches))
     return ExportResult(
         plan=plan, committed=committed, written=not plan.is_noop, lint=tuple(linted)

@@ -362,8 +362,7 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
             (
                 f"display-name = {toml_string(options.display_name)}\n"
                 f"vendor = {toml_string(options.vendor)}\n\n"
-                '[build]\nenv-script = "env.sh"\n'
-                + render_recipients(options.recipients)
+                '[build]\nenv-script = "env.sh"\n' + render_recipients(options.recipients)
             ).encode(),
         )
         reporter.step(f"created device {options.device}")
