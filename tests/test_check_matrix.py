@@ -62,7 +62,9 @@ def test_list_json_is_a_ci_matrix_whose_commands_check_one_base_each(
         (device, base) for device in DEVICES for base in ("demo-1.0", "demo-1.1")
     ]
     for entry in entries:
-        assert all(isinstance(value, str) for key, value in entry.items() if key != "patches")
+        assert all(isinstance(value, str) for key, value in entry.items()
+                   if key not in ("patches", "private"))
+        assert entry["private"] == 0
         assert entry["command"] == f"patchtool check -d {entry['device']} --commit-id {entry['base']}"
         argv = shlex.split(entry["command"])
         assert argv[0] == "patchtool"

@@ -512,3 +512,26 @@ def test_a_public_patch_that_shows_private_lines_as_context_is_warned_about(
         "private patch(es) add-the-decode-path.patch.age add (as its context): keep the "
         "public change away from them, or make it private too"
     ]
+
+
+def test_an_ssh_key_is_a_recipient_and_an_identity(private: PrivateWorld, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    ssh_private = tmp_path / "id_ed25519"
+    ssh_private.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()))
+    ssh_public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    ci_public = re.search(r'ci = "(age1[^"]+)"',
+                          (private.world.store / "devA" / "device.toml").read_text())
+    assert ci_public is not None
+    set_recipients(private.world, {"ci": ci_public[1], "alice": f"{ssh_public} alice@laptop"})
+    build = str(private.world.build)
+    assert private.cli("patch", "-d", "devA", "--dir", build, "--reencrypt").code == 0
+    made = private.cli("unpatch", "-d", "devA", "--dir", build, "--force",
+                       "--identity", str(ssh_private))
+    assert made.code == 0, made.output
+    assert MARKER in (private.tree / "demo" / "decode.py").read_text()

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from patchtool.apply import apply_series, checkout_base
 from patchtool.errors import ConflictError, IntegrityError, UnsafeInputError
 from patchtool.gitops import Git
+from patchtool.privacy import load_series
 from patchtool.report import NullReporter
 from patchtool.safety import TreeJudge
 from patchtool.store import BaseRef, PatchLimits, PatchSeries, PypiSource, SeriesEntry
@@ -121,7 +122,8 @@ def patchtool_verdict(bare: Path, commit: str, patch: Path, scratch: Path) -> tu
     checkout_base(bare, tree, reference, "dev")
     judge = TreeJudge(Git(bare), commit, "base")
     try:
-        apply_series(tree, series, judge, PatchLimits(), False, NullReporter())
+        loaded = load_series(series, PatchLimits(), None)
+        apply_series(tree, loaded, judge, False, NullReporter())
     except UnsafeInputError:
         return "unsafe", ""
     except IntegrityError:

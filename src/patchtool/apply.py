@@ -125,7 +125,7 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
         )
 
     # Checked now to fail fast, and again just before the swap (below).
-    work_to_keep = existing_work(target, options.store, device.name)
+    work_to_keep = existing_work(target, options.store, device.name, options.keyring)
     if work_to_keep and not options.force:
         raise _dirty(target, work_to_keep, device.name)
 
@@ -164,7 +164,7 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
             # Re-verified right before the swap: work made in the tree while this
             # run built the new one must not be replaced unseen.
             seen = tree_fingerprint(target)
-            work_to_keep = existing_work(target, options.store, device.name)
+            work_to_keep = existing_work(target, options.store, device.name, options.keyring)
             if work_to_keep and not options.force:
                 raise _dirty(target, work_to_keep, device.name)
             pause_point("unpatch:checked-again")
@@ -259,7 +259,7 @@ def tree_fingerprint(tree: Path) -> tuple[object, ...]:
     return tuple(stats)
 
 
-def existing_work(target: Path, store: Store, device: str) -> str:
+def existing_work(target: Path, store: Store, device: str, keyring: Keyring | None = None) -> str:
     """Describe work in an existing tree that the store does not hold ('' if none)."""
     if not (target.exists() or target.is_symlink()):
         return ""
@@ -281,7 +281,7 @@ def existing_work(target: Path, store: Store, device: str) -> str:
     except PatchtoolError:
         base = None
     try:
-        work = tree_work(git, base, record.base_commit)
+        work = tree_work(git, base, record.base_commit, keyring)
     except PatchtoolError as error:
         return f"its state could not be read ({error.message})"
     return work.describe() if work else ""

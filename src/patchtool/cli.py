@@ -477,7 +477,8 @@ def list_command(
     for name in store.device_names():
         device = store.device(name)
         for base in store.bases(name):
-            count = len(parse_series(base).entries)
+            entries = parse_series(base).entries
+            count = len(entries)
             records.append(
                 {
                     "device": name,
@@ -488,6 +489,7 @@ def list_command(
                     "commit": base.commit,
                     "source": base.source.kind,
                     "patches": count,
+                    "private": sum(1 for e in entries if e.private),
                     "command": f"patchtool check -d {name} --commit-id {base.base_id}",
                 }
             )

@@ -489,7 +489,7 @@ def _start(
             hint=f"Go on with `patchtool rebase -d {options.device} --continue`, "
             "or --skip / --abort.",
         )
-    work = existing_work(tree, options.store, options.device)
+    work = existing_work(tree, options.store, options.device, options.keyring)
     if work:
         raise DirtyTreeError(
             f"the build tree {tree} holds work that exists nowhere else:\n  {work}",

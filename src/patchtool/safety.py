@@ -5,9 +5,10 @@ with git somewhere (git still honours the old `rename old`/`rename new`
 spellings, later lines overriding earlier ones), and every such place is a way
 past the check. So the verdict comes from git:
 
-1. `screen_patch` bounds a patch file before git reads it: a regular file (not a
-   symlink, not a FIFO) within the device's limits on bytes, sections and hunks
-   (`[limits]` in device.toml). This is a resource limit, not a reading.
+1. `check_size` bounds a patch before git reads it (privacy.load_series reads
+   every patch of a series as a regular file, not a symlink or a FIFO, and a
+   private one decrypted): within the device's limits on bytes, sections and
+   hunks (`[limits]` in device.toml). This is a resource limit, not a reading.
 2. git applies the series (apply.py) with `core.protectHFS`/`core.protectNTFS`
    on (gitops pins both on every call), so git itself refuses `.git` in every
    spelling and any write beyond a symlink; `git_refusal` turns such a refusal
@@ -36,7 +37,7 @@ from pathlib import Path
 from .errors import IntegrityError, UnsafeInputError
 from .fsutil import folds_to, path_problem
 from .gitops import Git
-from .store import DEVICE_FILE, GitUrl, PatchLimits, read_store_file
+from .store import DEVICE_FILE, GitUrl, PatchLimits
 
 SYMLINK_MODE = "120000"
 GITLINK_MODE = "160000"
@@ -73,11 +74,6 @@ def measure_patch(data: bytes) -> PatchSize:
     lines = b"\n" + data
     sections = max(lines.count(b"\ndiff --git "), lines.count(b"\n+++ "))
     return PatchSize(len(data), sections, lines.count(b"\n@@ "))
-
-
-def screen_patch(path: Path, limits: PatchLimits) -> None:
-    """Refuse a patch file that is not a plain file or exceeds the device's limits."""
-    check_size(f"patch {path}", read_store_file(path, limits.patch_bytes), limits)
 
 
 def check_size(subject: str, data: bytes, limits: PatchLimits) -> None:
