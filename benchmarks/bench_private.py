@@ -86,7 +86,9 @@ def make_private_store(root: Path, env: dict[str, str], recipient: str) -> Path:
 
 def plain_git_am(root: Path, cache: Path, store: Path, env: dict[str, str]) -> float:
     """`git clone` of the cached base and `git am` of the public series' files."""
-    repository = next(p for p in cache.rglob("*.git") if p.is_dir() and "vllm" in p.name)
+    from patchtool.upstream import BaseCache
+
+    repository = BaseCache(cache).repository("vllm")
     base = (store / DEVICE / "vllm-0.7.2" / "base.toml").read_text()
     commit = base.split('commit = "')[1].split('"')[0]
     series = (store / DEVICE / "vllm-0.7.2" / "series").read_text().splitlines()

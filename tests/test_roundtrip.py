@@ -149,3 +149,21 @@ def test_patch_names_come_from_subjects(upstream: SyntheticUpstream, subject: st
     git(upstream.tree, "commit", "--quiet", "--allow-empty-message", "-m", subject)
     patch_ok(upstream)
     assert (upstream.base_folder / expected).is_file()
+
+
+def test_unpatch_over_an_exported_tree_replaces_it_without_a_backup(
+    upstream: SyntheticUpstream,
+) -> None:
+    build = str(upstream.build)
+    assert upstream.cli("unpatch", "-d", "devA", "--dir", build).code == 0
+    core = upstream.tree / "demo" / "core.py"
+    core.write_text(core.read_text().replace("return 4\n", "return 44\n"))
+    commit_all(upstream.tree, "Return 44")
+    assert upstream.cli("patch", "-d", "devA", "--dir", build).code == 0
+    again = upstream.cli("unpatch", "-d", "devA", "--dir", build)
+    assert again.code == 0, again.output
+    assert [line for line in again.stderr.splitlines() if line.startswith("warning")] == []
+    assert sorted(p.name for p in (upstream.build / "devA").iterdir()) == [
+        ".patchtool.lock", "demo"
+    ]
+    assert git(upstream.tree, "log", "-1", "--format=%s").strip() == "Return 44"

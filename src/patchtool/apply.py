@@ -53,7 +53,7 @@ from .errors import (
 from .export import tree_work
 from .faults import kill_point, pause_point
 from .fsutil import exchange_paths
-from .gitops import Git, GitResult, tool_identity
+from .gitops import Git, tool_identity
 from .privacy import Keyring, LoadedSeries, SeriesPatch, load_series, patch_ids, verify_description
 from .report import Reporter
 from .safety import (
@@ -255,7 +255,9 @@ def tree_fingerprint(tree: Path) -> tuple[object, ...]:
     if refs.is_dir():
         for path in sorted(refs.rglob("*")):
             info = path.stat()
-            stats.append((str(path), info.st_size, info.st_mtime_ns, info.st_ino))
+            # Relative: the tree is compared with itself after it moved (the swap).
+            name = str(path.relative_to(git_dir))
+            stats.append((name, info.st_size, info.st_mtime_ns, info.st_ino))
     return tuple(stats)
 
 
@@ -325,13 +327,15 @@ def apply_series(
     made of them (safety.py); return the patches that needed a 3-way merge.
 
     The patches were screened against the device's limits as they were read
-    (privacy.load_series). Public patches are given to git by path, a run of
-    them at once; a private one on standard input, so that its plaintext is
-    never written anywhere but into the tree, and only after its clear header
-    was checked against it. A refusal by git (an invalid path, a write through
-    a symlink) is exit 10, a patch git cannot read exit 6, one that does not
-    apply exit 4: each names the patch, its series line and, where git gives
-    them (and the patch is not private), the file, hunk and text."""
+    (privacy.load_series), and git is given exactly those bytes: the whole
+    series as one mbox stream on standard input (one `git am`, which is most of
+    the cost: each run refreshes the index of the whole tree), so that a
+    private patch's plaintext is never written anywhere but into the tree, and
+    only after its clear header was checked against it. A refusal by git (an
+    invalid path, a write through a symlink) is exit 10, a patch git cannot
+    read exit 6, one that does not apply exit 4: each names the patch, its
+    series line and, where git gives them (and the patch is not private), the
+    file, hunk and text."""
     git = Git(tree, env=tool_identity("1970-01-01T00:00:00Z"))
     patches = loaded.patches
     if not patches:
@@ -343,14 +347,13 @@ def apply_series(
     am = ("am", "--keep-cr", "--committer-date-is-author-date")
     needed: list[str] = []
     if not three_way:
-        for group in _am_groups(patches):
-            result = _run_am(git, (*am, "--quiet", "--no-3way"), group)
-            if result.returncode != 0:
-                _raise_failure(git, loaded, start, result.stderr)
+        result = git.run(*am, "--quiet", "--no-3way", input=_mbox(patches), check=False)
+        if result.returncode != 0:
+            _raise_failure(git, loaded, start, result.stderr)
     else:
         for patch in patches:
             # Not --quiet: the "Falling back to ... 3-way merge" line is what we report.
-            result = _run_am(git, (*am, "--3way"), [patch])
+            result = git.run(*am, "--3way", input=_mbox([patch]), check=False)
             if result.returncode != 0:
                 _raise_failure(git, loaded, start, result.stderr)
             if "3-way merge" in result.stderr or "3-way merge" in result.text:
@@ -361,21 +364,15 @@ def apply_series(
     return needed
 
 
-def _am_groups(patches: Sequence[SeriesPatch]) -> list[list[SeriesPatch]]:
-    """Runs of public patches (one `git am` each), every private patch alone."""
-    groups: list[list[SeriesPatch]] = []
+def _mbox(patches: Sequence[SeriesPatch]) -> bytes:
+    """The patches as one mbox stream, as `git am` would read their files one
+    after another (each starts with its own `From <commit> <date>` line)."""
+    stream = bytearray()
     for patch in patches:
-        if groups and not patch.private and not groups[-1][-1].private:
-            groups[-1].append(patch)
-        else:
-            groups.append([patch])
-    return groups
-
-
-def _run_am(git: Git, am: tuple[str, ...], group: Sequence[SeriesPatch]) -> GitResult:
-    if group[0].private:
-        return git.run(*am, input=group[0].data, check=False)
-    return git.run(*am, "--", *(str(p.path) for p in group), check=False)
+        stream += patch.data
+        if not patch.data.endswith(b"\n"):
+            stream += b"\n"
+    return bytes(stream)
 
 
 _FAILED = re.compile(r"^error: patch failed: (?P<path>.+):(?P<line>\d+)$", re.M)
