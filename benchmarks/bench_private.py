@@ -97,8 +97,9 @@ def plain_git_am(root: Path, cache: Path, store: Path, env: dict[str, str]) -> f
     shutil.rmtree(target.parent, ignore_errors=True)
     target.parent.mkdir()
     start = time.perf_counter()
+    # The cache repository has no branches (git says "empty"); its objects come along.
     subprocess.run(["git", "clone", "-q", "--no-checkout", str(repository), str(target)],
-                   check=True, env=env)
+                   check=True, env=env, stderr=subprocess.DEVNULL)
     subprocess.run(["git", "checkout", "-q", "-b", "work", commit], cwd=target, check=True,
                    env=env)
     subprocess.run(["git", "am", "-q", "--keep-cr", *patches], cwd=target, check=True, env=env)
