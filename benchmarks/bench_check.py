@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from helpers import DEMO_FILES, make_sdist, make_upstream  # noqa: E402
 
+from patchtool.sdist import import_sdist  # noqa: E402
 from patchtool.store import PypiSource  # noqa: E402
-from patchtool.upstream import import_sdist  # noqa: E402
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from patchtool.gitops import Git
+from patchtool.sdist import import_sdist
 from patchtool.store import PypiSource
-from patchtool.upstream import import_sdist
 
 SDIST_MTIME = 1738000000  # 2025-01-27
 

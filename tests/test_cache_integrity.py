@@ -21,8 +21,8 @@ import pytest
 from helpers import CliResult, SyntheticUpstream, check_records, git, snapshot
 
 from patchtool.buildtree import STAGE_PREFIX
+from patchtool.cache import VERIFIED_RECORD, objects_fingerprint, verify_base_objects
 from patchtool.errors import IntegrityError
-from patchtool.upstream import VERIFIED_RECORD, objects_fingerprint, verify_base_objects
 
 CORE = "demo/core.py"
 ORIGINAL_LINE = b"    return 1\n"

@@ -14,8 +14,8 @@ import pytest
 from helpers import DEMO_FILES, SyntheticUpstream, check_records, git, make_sdist, run_cli
 
 from patchtool.check import CHECKS
+from patchtool.sdist import import_sdist
 from patchtool.store import PypiSource
-from patchtool.upstream import import_sdist
 
 DEVICES = ("devA", "devB", "devC")
 

@@ -24,6 +24,7 @@ import pytest
 import trustme
 from helpers import SyntheticUpstream, git, make_sdist
 
+from patchtool.cache import BaseCache, cache_root
 from patchtool.cli import main
 from patchtool.errors import IntegrityError, NetworkError, NotFoundError, UsageError
 from patchtool.index import (
@@ -40,8 +41,8 @@ from patchtool.index import (
 )
 from patchtool.rebase import NewBaseSpec, resolve_new_base
 from patchtool.report import RecordingReporter
+from patchtool.sdist import obtain_sdist
 from patchtool.store import BaseRef, PypiSource, Store
-from patchtool.upstream import BaseCache, cache_root, obtain_sdist
 
 PASSWORD = "s3cret-Pa55"
 TINY = "demo-2.0.tar.gz"

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchtool.apply import UnpatchOptions, unpatch
+from patchtool.cache import BaseCache
 from patchtool.export import ExportOptions, export_series
 from patchtool.report import NullReporter
 from patchtool.store import Store
-from patchtool.upstream import BaseCache
 
 POOL = ["a.txt", "dir/b.txt", "dir/c.bin", "other/d.txt", "setup.py", "demo/core.py",
         "demo/data.bin", "tools/run.sh", "docs/link.md", "demo/windows.txt"]  # fmt: skip

@@ -18,8 +18,8 @@ import pytest
 from helpers import SyntheticUpstream, git, snapshot, write_base
 
 from patchtool.gitops import Git
+from patchtool.sdist import import_sdist
 from patchtool.store import PypiSource
-from patchtool.upstream import import_sdist
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -16,8 +16,8 @@ from helpers import DEMO_FILES, SyntheticUpstream, git, make_sdist, snapshot, wr
 
 from patchtool.gitops import Git
 from patchtool.index import IndexClient, IndexFile, IndexSettings
+from patchtool.sdist import import_sdist
 from patchtool.store import PypiSource
-from patchtool.upstream import import_sdist
 
 
 class _Index(http.server.BaseHTTPRequestHandler):

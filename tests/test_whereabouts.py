@@ -19,8 +19,8 @@ from helpers import (
     write_base,
 )
 
+from patchtool.sdist import import_sdist
 from patchtool.store import PypiSource
-from patchtool.upstream import import_sdist
 
 
 def add_second_base(world: SyntheticUpstream) -> Path:

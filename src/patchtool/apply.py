@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bases import ensure_base
 from .buildtree import (
     BASE_REF,
     BASE_TAG,
@@ -41,6 +42,7 @@ from .buildtree import (
     recover_interrupted,
     write_record,
 )
+from .cache import BaseCache
 from .errors import (
     ConflictError,
     DirtyTreeError,
@@ -71,7 +73,6 @@ from .store import (
     parse_series,
     series_digest,
 )
-from .upstream import BaseCache, ensure_base
 
 
 @dataclass(frozen=True)

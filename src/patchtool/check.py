@@ -64,6 +64,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .bases import ensure_base
+from .cache import BaseCache, base_ref_name
 from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError
 from .fsutil import sha256_of
 from .gitops import Git
@@ -80,6 +82,7 @@ from .locks import store_lock
 from .privacy import Keyring, LoadedSeries, load_series
 from .report import Reporter
 from .safety import TreeJudge, judge_paths, paths_git_reads
+from .sdist import local_sdists
 from .store import (
     BASE_FILE,
     DEVICE_FILE,
@@ -93,7 +96,6 @@ from .store import (
     parse_base,
     parse_series,
 )
-from .upstream import BaseCache, base_ref_name, ensure_base, local_sdists
 
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
 _SEVERITY = (

@@ -24,9 +24,9 @@ from .report import RichReporter
 
 if TYPE_CHECKING:
     from .buildtree import TreeRecord
+    from .cache import BaseCache
     from .privacy import Keyring
     from .store import NamedRecipient, Store
-    from .upstream import BaseCache
 
 app = typer.Typer(
     name="patchtool",
@@ -247,7 +247,7 @@ def _device_context(
 
 
 def _cache() -> BaseCache:
-    from .upstream import BaseCache, cache_root
+    from .cache import BaseCache, cache_root
 
     return BaseCache(cache_root(_globals.cache_dir))
 
@@ -616,10 +616,10 @@ def check_command(
     public_only: PublicOnlyOption = False,
 ) -> None:
     """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
+    from .cache import BaseCache, cache_root
     from .check import CheckOptions, run_checks
     from .fsutil import check_name
     from .privacy import find_keyring
-    from .upstream import BaseCache, cache_root
 
     if commit_id is not None and device is None:
         raise UsageError("--commit-id needs --device-type", hint="Name the device it belongs to.")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .apply import TrialApply, describe_failure, describe_trial, trial_apply
 from .buildtree import TreeLocation, discard, read_record
+from .cache import BaseCache
 from .errors import (
     ConflictError,
     DirtyTreeError,
@@ -74,7 +75,6 @@ from .store import (
     render_series,
     toml_string,
 )
-from .upstream import BaseCache
 
 _COMMITTER = {k: v for k, v in tool_identity("1970-01-01T00:00:00Z").items() if "COMMITTER" in k}
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]+)>\s*$")
@@ -369,7 +369,7 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
     store.device(options.device)
     if options.onto is None:
         return store.resolve_base(options.device, options.commit_id)
-    from .rebase import parse_onto, resolve_new_base
+    from .bases import parse_onto, resolve_new_base
 
     bases = store.bases(options.device)
     project = bases[-1].project if bases else None

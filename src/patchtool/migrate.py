@@ -40,17 +40,17 @@ from email.header import Header
 from pathlib import Path
 
 from .apply import TrialApply, checkout_base, describe_trial, trial_apply
+from .bases import parse_onto, resolve_new_base
 from .buildtree import STAGE_PREFIX
+from .cache import BaseCache
 from .errors import ExitCode, NetworkError, NotFoundError, PatchtoolError, UsageError
 from .flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
 from .gitops import Git
 from .importer import ChangeConflict, ImportOptions, import_changes
 from .locks import device_locks
 from .privacy import PRIVATE_TRAILER, Keyring
-from .rebase import parse_onto, resolve_new_base
 from .report import Reporter
 from .store import DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient, Store
-from .upstream import BaseCache
 
 # Where each backend's history lives (FlagScale names the backends by these folders).
 BACKEND_REPOSITORIES: Mapping[str, str] = {

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .bases import ensure_base, parse_onto, resolve_new_base
 from .buildtree import (
     BASE_REF,
     BASE_TAG,
@@ -55,6 +56,7 @@ from .buildtree import (
     recover_interrupted,
     write_record,
 )
+from .cache import BaseCache, base_ref_name
 from .errors import (
     ConflictError,
     DirtyTreeError,
@@ -64,9 +66,8 @@ from .errors import (
 )
 from .export import plan_export, render_patches, seal_patches, write_plan
 from .faults import kill_point
-from .fsutil import atomic_write, check_name, fsync_directory, sha256_of
+from .fsutil import atomic_write, check_name, fsync_directory
 from .gitops import Git, tool_identity
-from .index import IndexClient, remove_partial_downloads
 from .privacy import Keyring, load_series, patch_ids
 from .report import Reporter
 from .store import (
@@ -83,13 +84,6 @@ from .store import (
     render_base,
     render_series,
     series_digest,
-)
-from .upstream import (
-    BaseCache,
-    base_ref_name,
-    ensure_base,
-    local_sdists,
-    locked_cache_repository,
 )
 
 # The state file, in the device's build folder: STATE_PREFIX + project + STATE_SUFFIX.
@@ -114,139 +108,6 @@ CLEAN, THREE_WAY, BY_HAND, UPSTREAM, SKIPPED = (
     "skipped",
 )
 _PICKED = "picked"  # clean or 3-way: decided at the end, by patch-id
-
-
-# --------------------------------------------------------------------------- new bases
-
-
-@dataclass(frozen=True)
-class NewBaseSpec:
-    """What `--onto` named: a released version on the index, or a git commit."""
-
-    project: str
-    version: str
-    git_url: str | None = None
-    git_commit: str | None = None
-
-
-def parse_onto(text: str, project: str | None, version_label: str | None = None) -> NewBaseSpec:
-    """`0.7.3`, `vllm==0.7.3`, or `git+<url-or-path>@<full commit>`. With no known
-    project (a device's first base), `name==version` names it; else it is vllm."""
-    text = text.strip()
-    if project is None:
-        project = text.partition("==")[0].strip() if "==" in text else "vllm"
-        check_name("project", project)
-    if text.startswith("git+"):
-        url, _, commit = text[4:].rpartition("@")
-        if not url or not re.fullmatch(r"[0-9a-f]{40}", commit):
-            raise UsageError(
-                f"--onto {text!r}: a git source is git+<url-or-path>@<full 40-digit commit>",
-                hint="Give the full commit id, not a branch or a short id: the base must not move.",
-            )
-        version = version_label or commit[:12]
-        check_name("base version", version)
-        parsed = GitUrl(url)
-        if parsed.kind == "path":  # given on the command line: from the current folder
-            parsed = GitUrl(parsed.location(Path.cwd()))
-        return NewBaseSpec(project, version, git_url=str(parsed), git_commit=commit)
-    name, separator, version = text.partition("==")
-    if not separator:
-        name, version = project, text
-    if name.strip() != project:
-        raise UsageError(
-            f"--onto {text!r} names project {name.strip()!r}, but the base is {project!r}"
-        )
-    version = version.strip()
-    check_name("version", version)
-    return NewBaseSpec(project, version)
-
-
-def resolve_new_base(
-    spec: NewBaseSpec,
-    store: Store,
-    device: str,
-    cache: BaseCache,
-    reporter: Reporter,
-    archive_paths: tuple[Path, ...] = (),
-) -> BaseRef:
-    """The new base with its exact commit, held in the cache repository; its folder
-    (`BaseRef.path`) is where it will live in the store, not yet created."""
-    base_id = check_name("base id", f"{spec.project}-{spec.version}")
-    folder = store.root / device / base_id
-    if spec.git_url is not None:
-        assert spec.git_commit is not None
-        base = BaseRef(
-            device,
-            base_id,
-            spec.project,
-            spec.version,
-            spec.git_commit,
-            GitSource(GitUrl(spec.git_url)),
-            folder,
-        )
-        ensure_base(base, cache, reporter, archive_paths)
-        return base
-    source = _locate_sdist(spec, cache, reporter, archive_paths)
-    provisional = BaseRef(device, base_id, spec.project, spec.version, "0" * 40, source, folder)
-    commit = _import_released(provisional, cache, reporter, archive_paths)
-    return BaseRef(device, base_id, spec.project, spec.version, commit, source, folder)
-
-
-def _locate_sdist(
-    spec: NewBaseSpec, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
-) -> PypiSource:
-    """The sdist's name and sha256: a local copy (air-gapped sites, pip's find-links)
-    first, else the index's listed hash, else the hash of a download into the cache."""
-    filename = f"{spec.project}-{spec.version}.tar.gz"
-    for candidate in local_sdists(filename, archive_paths):
-        reporter.step(f"using local sdist {candidate}")
-        return PypiSource(filename, sha256_of(candidate))
-    client = IndexClient(reporter=reporter)
-    found = client.locate(
-        spec.project,
-        filename,
-        hint="Check the version, `pip config list`, or pass the file with --sdist PATH.",
-    )
-    if found.local_path is not None:
-        reporter.step(f"using local sdist {found.local_path}")
-        return PypiSource(filename, sha256_of(found.local_path))
-    if found.sha256 is not None:
-        reporter.step(f"found {filename} on {found.origin} (sha256 {found.sha256[:12]})")
-        return PypiSource(filename, found.sha256)
-    reporter.step(f"{found.origin} lists no hash for {filename}: downloading it")
-    with locked_cache_repository(cache, spec.project):
-        staging = cache.root / "sdists" / ".unverified"
-        staging.mkdir(parents=True, exist_ok=True)
-        # A killed run's half-written file; the lock rules out a live download.
-        remove_partial_downloads(staging, filename)
-        sha = client.download(found.url, staging / filename, None)
-        target = cache.sdist_path(PypiSource(filename, sha))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / filename, target)
-    return PypiSource(filename, sha)
-
-
-def _import_released(
-    base: BaseRef, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
-) -> str:
-    """Import the sdist into the cache (once: a warm cache finds the earlier import
-    by its deterministic message) and return its commit."""
-    from .upstream import import_message, import_sdist, locked_cache_repository, obtain_sdist
-
-    assert isinstance(base.source, PypiSource)
-    repository = cache.repository(base.project)
-    expected = import_message(base.project, base.version, base.source)
-    with locked_cache_repository(cache, base.project) as git:
-        listing = git.run(
-            "for-each-ref", "--format=%(objectname)%00%(contents)%00", "refs/patchtool/bases/"
-        ).text
-        fields = listing.split("\0")
-        for index in range(0, len(fields) - 1, 2):
-            if fields[index + 1].strip() == expected.strip():
-                return fields[index].strip()
-        archive = obtain_sdist(base, cache, reporter, archive_paths)
-        reporter.step(f"importing {archive.name} into the cache")
-        return import_sdist(archive, repository, base.project, base.version, base.source)
 
 
 # --------------------------------------------------------------------------- state
@@ -1139,11 +1000,8 @@ def report_lines(result: RebaseResult) -> list[str]:
 
 
 __all__ = [
-    "NewBaseSpec",
     "RebaseOptions",
     "RebaseResult",
     "conflict_ranges",
-    "parse_onto",
     "rebase",
-    "resolve_new_base",
 ]

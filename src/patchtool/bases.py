@@ -1,0 +1,250 @@
+"""Bases into the cache: the store's (`ensure_base`) and new ones (`resolve_new_base`).
+
+`ensure_base` makes sure the cache repository holds a base's commit, intact:
+an sdist base is found and imported by sdist.py, a git base fetched here
+(`fetch_git_commit`), and either is verified by cache.py before it is used.
+
+`resolve_new_base` is for the commands that create a base (rebase --onto,
+import --onto, import --flagscale): `--onto` names a released version or a git
+commit (`parse_onto`); a release is found on the index or locally, its hash
+taken from the index's listing, or from a download when the index lists none,
+and imported once (a warm cache finds the earlier import by its message).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import (
+    BaseCache,
+    Verification,
+    base_ref_name,
+    locked_cache_repository,
+    recorded_as_verified,
+    verify_and_record,
+)
+from .errors import IntegrityError, NetworkError, NotFoundError, UsageError
+from .fsutil import check_name, sha256_of
+from .gitops import Git, run_plain
+from .index import IndexClient, redact, remove_partial_downloads
+from .report import Reporter
+from .sdist import import_message, import_sdist, local_sdists, obtain_sdist
+from .store import BaseRef, GitSource, GitUrl, PypiSource, Store
+
+
+def ensure_base(
+    base: BaseRef,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...] = (),
+    verify: Verification = "recorded",
+) -> Path:
+    """Make sure the cache repository holds `base.commit`, intact; return that repository.
+
+    `verify="recorded"` trusts an earlier verification of the same commit while
+    the object files are unchanged; `verify="full"` hashes every object again.
+    """
+    repository = cache.repository(base.project)
+    with locked_cache_repository(cache, base.project) as git:
+        if git.rev_parse(base.commit) is None:
+            _fill_base(base, cache, reporter, archive_paths, repository)
+        if verify == "full" or not recorded_as_verified(repository, base.commit):
+            reporter.step(f"verifying {base.label} ({base.commit[:12]}) in the cache")
+            verify_and_record(repository, base.commit, reporter)
+        return repository
+
+
+def _fill_base(
+    base: BaseRef,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...],
+    repository: Path,
+) -> None:
+    """Import or fetch `base.commit` into the cache repository (the caller holds its lock)."""
+    if isinstance(base.source, PypiSource):
+        archive = obtain_sdist(base, cache, reporter, archive_paths)
+        reporter.step(f"importing {archive.name} into the cache")
+        commit = import_sdist(archive, repository, base.project, base.version, base.source)
+        if commit != base.commit:
+            raise IntegrityError(
+                f"{base.path / 'base.toml'}: the sdist {base.source.filename} imports as "
+                f"commit {commit}, but base.toml records {base.commit}",
+                hint="The sdist matched its sha256, so base.toml's commit is wrong or "
+                "was written by an incompatible patchtool; fix the commit line.",
+            )
+    else:
+        fetch_git_commit(base, repository, reporter)
+
+
+# --------------------------------------------------------------------------- git bases
+
+
+def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> None:
+    """Fetch `base.commit` from the base's git source. The URL is a parsed
+    `GitUrl` (no option, no remote helper, an allowed scheme), is passed after
+    `--`, and git runs with `protocol.allow` pinned to the same schemes."""
+    assert isinstance(base.source, GitSource)
+    url = base.source.url.location(base.path)
+    reporter.step(f"fetching {base.commit[:12]} from {redact(url)}")
+    git_dir = ["--git-dir", str(repository)]
+    try:
+        run_plain([*git_dir, "fetch", "--quiet", "--no-tags", "--", url, base.commit], repository)
+    except Exception:
+        # Servers that refuse fetch-by-id: take their branches and tags instead.
+        try:
+            run_plain(
+                [
+                    *git_dir,
+                    "fetch",
+                    "--quiet",
+                    "--",
+                    url,
+                    "+refs/heads/*:refs/patchtool/remote/heads/*",
+                    "+refs/tags/*:refs/patchtool/remote/tags/*",
+                ],
+                repository,
+            )
+        except Exception as error:
+            raise NetworkError(f"cannot fetch from {redact(url)}: {redact(str(error))}") from error
+    git = Git(repository)
+    if git.rev_parse(base.commit) is None:
+        raise NotFoundError(
+            f"commit {base.commit} is not in {redact(url)}",
+            hint=f"Check source.url and commit in {base.path / 'base.toml'}.",
+        )
+    git.run("update-ref", base_ref_name(base.commit), base.commit)
+
+
+# --------------------------------------------------------------------------- new bases
+
+
+@dataclass(frozen=True)
+class NewBaseSpec:
+    """What `--onto` named: a released version on the index, or a git commit."""
+
+    project: str
+    version: str
+    git_url: str | None = None
+    git_commit: str | None = None
+
+
+def parse_onto(text: str, project: str | None, version_label: str | None = None) -> NewBaseSpec:
+    """`0.7.3`, `vllm==0.7.3`, or `git+<url-or-path>@<full commit>`. With no known
+    project (a device's first base), `name==version` names it; else it is vllm."""
+    text = text.strip()
+    if project is None:
+        project = text.partition("==")[0].strip() if "==" in text else "vllm"
+        check_name("project", project)
+    if text.startswith("git+"):
+        url, _, commit = text[4:].rpartition("@")
+        if not url or not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise UsageError(
+                f"--onto {text!r}: a git source is git+<url-or-path>@<full 40-digit commit>",
+                hint="Give the full commit id, not a branch or a short id: the base must not move.",
+            )
+        version = version_label or commit[:12]
+        check_name("base version", version)
+        parsed = GitUrl(url)
+        if parsed.kind == "path":  # given on the command line: from the current folder
+            parsed = GitUrl(parsed.location(Path.cwd()))
+        return NewBaseSpec(project, version, git_url=str(parsed), git_commit=commit)
+    name, separator, version = text.partition("==")
+    if not separator:
+        name, version = project, text
+    if name.strip() != project:
+        raise UsageError(
+            f"--onto {text!r} names project {name.strip()!r}, but the base is {project!r}"
+        )
+    version = version.strip()
+    check_name("version", version)
+    return NewBaseSpec(project, version)
+
+
+def resolve_new_base(
+    spec: NewBaseSpec,
+    store: Store,
+    device: str,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...] = (),
+) -> BaseRef:
+    """The new base with its exact commit, held in the cache repository; its folder
+    (`BaseRef.path`) is where it will live in the store, not yet created."""
+    base_id = check_name("base id", f"{spec.project}-{spec.version}")
+    folder = store.root / device / base_id
+    if spec.git_url is not None:
+        assert spec.git_commit is not None
+        base = BaseRef(
+            device,
+            base_id,
+            spec.project,
+            spec.version,
+            spec.git_commit,
+            GitSource(GitUrl(spec.git_url)),
+            folder,
+        )
+        ensure_base(base, cache, reporter, archive_paths)
+        return base
+    source = _locate_sdist(spec, cache, reporter, archive_paths)
+    provisional = BaseRef(device, base_id, spec.project, spec.version, "0" * 40, source, folder)
+    commit = _import_released(provisional, cache, reporter, archive_paths)
+    return BaseRef(device, base_id, spec.project, spec.version, commit, source, folder)
+
+
+def _locate_sdist(
+    spec: NewBaseSpec, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+) -> PypiSource:
+    """The sdist's name and sha256: a local copy (air-gapped sites, pip's find-links)
+    first, else the index's listed hash, else the hash of a download into the cache."""
+    filename = f"{spec.project}-{spec.version}.tar.gz"
+    for candidate in local_sdists(filename, archive_paths):
+        reporter.step(f"using local sdist {candidate}")
+        return PypiSource(filename, sha256_of(candidate))
+    client = IndexClient(reporter=reporter)
+    found = client.locate(
+        spec.project,
+        filename,
+        hint="Check the version, `pip config list`, or pass the file with --sdist PATH.",
+    )
+    if found.local_path is not None:
+        reporter.step(f"using local sdist {found.local_path}")
+        return PypiSource(filename, sha256_of(found.local_path))
+    if found.sha256 is not None:
+        reporter.step(f"found {filename} on {found.origin} (sha256 {found.sha256[:12]})")
+        return PypiSource(filename, found.sha256)
+    reporter.step(f"{found.origin} lists no hash for {filename}: downloading it")
+    with locked_cache_repository(cache, spec.project):
+        staging = cache.root / "sdists" / ".unverified"
+        staging.mkdir(parents=True, exist_ok=True)
+        # A killed run's half-written file; the lock rules out a live download.
+        remove_partial_downloads(staging, filename)
+        sha = client.download(found.url, staging / filename, None)
+        target = cache.sdist_path(PypiSource(filename, sha))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / filename, target)
+    return PypiSource(filename, sha)
+
+
+def _import_released(
+    base: BaseRef, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+) -> str:
+    """Import the sdist into the cache (once: a warm cache finds the earlier import
+    by its deterministic message) and return its commit."""
+    assert isinstance(base.source, PypiSource)
+    repository = cache.repository(base.project)
+    expected = import_message(base.project, base.version, base.source)
+    with locked_cache_repository(cache, base.project) as git:
+        listing = git.run(
+            "for-each-ref", "--format=%(objectname)%00%(contents)%00", "refs/patchtool/bases/"
+        ).text
+        fields = listing.split("\0")
+        for index in range(0, len(fields) - 1, 2):
+            if fields[index + 1].strip() == expected.strip():
+                return fields[index].strip()
+        archive = obtain_sdist(base, cache, reporter, archive_paths)
+        reporter.step(f"importing {archive.name} into the cache")
+        return import_sdist(archive, repository, base.project, base.version, base.source)
