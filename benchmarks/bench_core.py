@@ -451,8 +451,7 @@ PROFILE_SCRIPT = r'''
 import contextlib, io, json, os, shutil, subprocess, sys, time
 from collections import defaultdict
 from pathlib import Path
-import patchtool.apply as apply, patchtool.export as export, patchtool.gitops as gitops
-import patchtool.buildtree as buildtree
+import patchtool.unpatch as apply, patchtool.tree as tree, patchtool.gitops as gitops
 import patchtool.safety as safety
 from patchtool.cli import main
 
@@ -491,10 +490,9 @@ wrap(safety.TreeJudge, "judge_commits", "  of which: judging the commits (diff-t
 wrap(apply, "exchange_paths", "atomic swap (renameat2)")
 wrap(apply, "discard", "discard old tree (rename + detached rm)")
 wrap(apply, "recover_interrupted", "recover_interrupted")
-wrap(export, "render_patches", "render_patches (one git log + format-patch)")
-wrap(export, "plan_export", "plan_export (compare with store)")
-wrap(export, "uncommitted_files", "git status (uncommitted files)")
-wrap(export, "side_work", "side work (stash, branches)")
+wrap(tree, "render_patches", "render_patches (one git log + format-patch)")
+wrap(tree, "uncommitted_files", "git status (uncommitted files)")
+wrap(tree, "side_work", "side work (stash, branches)")
 
 def call(argv):
     os.sync()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from helpers import CliResult, SyntheticUpstream, check_records, git, snapshot
 
-from patchtool.buildtree import STAGE_PREFIX
+from patchtool.tree import STAGE_PREFIX
 from patchtool.cache import VERIFIED_RECORD, objects_fingerprint, verify_base_objects
 from patchtool.errors import IntegrityError
 

@@ -228,7 +228,7 @@ def test_encrypted_sets_are_skipped_without_the_key_and_imported_with_it(
         "base.toml", "series", "vllm-bi-v150-changes-from-flagscale.patch.age"
     ]
     device = (world.store / "BI_V150" / "device.toml").read_text()
-    assert device.endswith(f'\n[private.recipients]\n"ci" = "{identity.to_public()}"\n')
+    assert device.endswith(f'\n[private.recipients]\nci = "{identity.to_public()}"\n')
     # No plaintext anywhere but in the tree made from it: not in the store, not in
     # the temporary folder, not in the FlagScale checkout beside the encrypted file.
     marker = b"+new 0"

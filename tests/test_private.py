@@ -144,7 +144,9 @@ def test_a_commit_with_the_trailer_is_stored_encrypted_with_a_clear_header(
         '    "demo/core.py",',
         '    "demo/decode.py",',
         "]",
-        'recipients = ["ci"]',
+        "recipients = [",
+        '    "ci",',
+        "]",
         "",
     ]
     assert stored.endswith("-----END AGE ENCRYPTED FILE-----\n")
@@ -400,7 +402,7 @@ def test_a_new_recipient_is_a_lint_finding_until_reencrypt(
     assert again.code == 0, again.output
     after = store_files(private)
     assert [n for n in after if after[n] != before[n]] == ["add-the-decode-path.patch.age"]
-    assert b'recipients = ["ci", "bob"]' in after["add-the-decode-path.patch.age"]
+    assert b'recipients = [\n    "ci",\n    "bob",\n]\n' in after["add-the-decode-path.patch.age"]
     assert private.cli("check", "-d", "devA", identity=bob).code == 0
 
 

@@ -13,7 +13,7 @@ from helpers import git, make_upstream, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchtool.apply import UnpatchOptions, unpatch
+from patchtool.unpatch import UnpatchOptions, unpatch
 from patchtool.cache import BaseCache
 from patchtool.export import ExportOptions, export_series
 from patchtool.report import NullReporter

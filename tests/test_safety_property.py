@@ -27,7 +27,7 @@ from helpers import git, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchtool.apply import apply_series, checkout_base
+from patchtool.applying import apply_series, checkout_base
 from patchtool.errors import ConflictError, IntegrityError, UnsafeInputError
 from patchtool.gitops import Git
 from patchtool.privacy import load_series

@@ -80,6 +80,7 @@ from .lint import (
 )
 from .locks import store_lock
 from .privacy import Keyring, LoadedSeries, load_series
+from .rendering import stored_files
 from .report import Reporter
 from .safety import TreeJudge, judge_paths, paths_git_reads
 from .sdist import local_sdists
@@ -556,8 +557,9 @@ def _safety_apply_export(
     config: DeviceConfig,
     reporter: Reporter,
 ) -> list[CheckRecord]:
-    from .apply import apply_series, checkout_base
-    from .export import plan_export, render_patches, seal_patches
+    from .applying import apply_series, checkout_base
+    from .rendering import render_patches, seal_patches
+    from .store import plan_export
 
     device, base_id = base.device, base.base_id
     unsafe_skip = _skipped(
@@ -594,7 +596,8 @@ def _safety_apply_export(
             git = Git(tree)
             rendered = render_patches(git, base.commit)
             known = loaded.plaintext_digests()
-            plan = plan_export(base, seal_patches(git, rendered, base, config, known))
+            sealed = seal_patches(git, rendered, base, config, known)
+            plan = plan_export(base, stored_files(sealed))
         except PatchtoolError as error:
             return [*applied, _timed(_failure(device, base_id, "export", error), started)]
     problems = [f"a fresh export would write: {line}" for line in plan.describe()]

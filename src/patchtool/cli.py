@@ -23,10 +23,10 @@ from .errors import ExitCode, NotFoundError, PatchtoolError, UsageError
 from .report import RichReporter
 
 if TYPE_CHECKING:
-    from .buildtree import TreeRecord
     from .cache import BaseCache
     from .privacy import Keyring
     from .store import NamedRecipient, Store
+    from .tree import TreeRecord
 
 app = typer.Typer(
     name="patchtool",
@@ -162,7 +162,7 @@ class _Here:
 
 @functools.lru_cache(maxsize=1)
 def _here() -> _Here | None:
-    from .buildtree import enclosing_tree, read_record
+    from .tree import enclosing_tree, read_record
 
     tree = enclosing_tree(Path.cwd())
     if tree is None:
@@ -192,8 +192,8 @@ def _store() -> Store:
 
 def _build_dir(build_dir: Path | None, store: Store) -> Path:
     """--dir; else the build folder of the tree we are in; else build/ beside the store."""
-    from .buildtree import enclosing_tree
     from .fsutil import check_build_dir
+    from .tree import enclosing_tree
 
     here = _here()
     if build_dir is None:
@@ -280,10 +280,10 @@ def unpatch(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Create DIR/<device>/<project>: the upstream base plus the device's series, as git commits."""
-    from .apply import UnpatchOptions
-    from .apply import unpatch as run_unpatch
     from .locks import device_locks
     from .privacy import find_keyring
+    from .unpatch import UnpatchOptions
+    from .unpatch import unpatch as run_unpatch
 
     context = _device_context(device, build_dir)
 
@@ -369,10 +369,10 @@ def patch(
 
     A commit whose message has the trailer `Patchtool-Private: yes` becomes a private
     patch (NAME.patch.age), encrypted to device.toml's [private.recipients]."""
-    from .buildtree import find_tree
     from .export import ExportOptions, export_series
     from .locks import device_locks
     from .privacy import find_keyring
+    from .tree import find_tree
 
     context = _device_context(device, build_dir)
 
@@ -432,9 +432,9 @@ def build_wheel_command(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Source the tree's env.sh and build the device's vLLM wheel; verify and record it."""
-    from .buildtree import find_tree
     from .locks import device_locks
     from .privacy import find_keyring
+    from .tree import find_tree
     from .wheel import WheelOptions, build_wheel
 
     context = _device_context(device, build_dir)
@@ -525,9 +525,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The build tree's base, applied patches, unexported commits and uncommitted files."""
-    from .buildtree import find_tree, read_record
-    from .export import tree_work
     from .gitops import Git
+    from .tree import find_tree, read_record, tree_work
 
     context = _device_context(device, build_dir)
 

@@ -35,8 +35,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .apply import TrialApply, describe_failure, describe_trial, trial_apply
-from .buildtree import TreeLocation, discard, read_record
+from .applying import TrialApply, describe_failure, describe_trial, trial_apply
 from .cache import BaseCache
 from .errors import (
     ConflictError,
@@ -47,34 +46,27 @@ from .errors import (
     UnsafeInputError,
     UsageError,
 )
-from .export import (
-    known_plaintexts,
-    lint_rendered,
-    plan_export,
-    remember_series,
-    render_patches,
-    seal_patches,
-    warn_lint,
-    write_plan,
-)
-from .fsutil import atomic_write, check_name
+from .export import lint_rendered, remember_series, warn_lint
+from .fsutil import check_name
 from .gitops import Git, tool_identity, user_identity
 from .privacy import Keyring
+from .rendering import known_plaintexts, render_patches, seal_patches, stored_files
 from .report import Reporter
 from .store import (
     DEVICE_FILE,
-    SERIES_FILE,
     BaseOrigin,
     BaseRef,
     NamedRecipient,
     PatchLimits,
     Store,
     parse_series,
-    render_base,
-    render_recipients,
-    render_series,
-    toml_string,
+    plan_export,
+    render_device,
+    write_base_files,
+    write_device_file,
+    write_plan,
 )
+from .tree import TreeLocation, discard, read_record
 
 _COMMITTER = {k: v for k, v in tool_identity("1970-01-01T00:00:00Z").items() if "COMMITTER" in k}
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]+)>\s*$")
@@ -357,13 +349,9 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
             raise UsageError(f"{device_folder} exists but holds no {DEVICE_FILE}")
         device_folder.mkdir(parents=True)
         created.append(device_folder)
-        atomic_write(
-            device_folder / DEVICE_FILE,
-            (
-                f"display-name = {toml_string(options.display_name)}\n"
-                f"vendor = {toml_string(options.vendor)}\n\n"
-                '[build]\nenv-script = "env.sh"\n' + render_recipients(options.recipients)
-            ).encode(),
+        write_device_file(
+            device_folder,
+            render_device(options.display_name, options.vendor, options.recipients),
         )
         reporter.step(f"created device {options.device}")
     store.device(options.device)
@@ -386,10 +374,7 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
     created.append(new.path)
     if options.origin is not None:
         new = replace(new, origin=options.origin)
-    atomic_write(new.path / "base.toml", render_base(new).encode())
-    atomic_write(
-        new.path / SERIES_FILE, render_series([f"# {options.device} series for {new.label}."], [])
-    )
+    write_base_files(new, [f"# {options.device} series for {new.label}."])
     reporter.step(f"created base {new.base_id} ({new.commit[:12]})")
     return store.resolve_base(options.device, new.base_id)
 
@@ -398,7 +383,7 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
     """The device's tree at exactly the base and its stored series, and whether it
     was (re)made for that (unpatch makes it when it is missing, on another base,
     or behind the store; work is never lost)."""
-    from .apply import UnpatchOptions, unpatch
+    from .unpatch import UnpatchOptions, unpatch
 
     tree = TreeLocation(options.build_dir, options.device, base.project).tree
     if tree.is_dir():
@@ -411,8 +396,9 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
             if not git.lines("status", "--porcelain", "--untracked-files=all"):
                 device = options.store.device(options.device)
                 rendered = render_patches(git, base.commit)
-                known = known_plaintexts(base, record, options.keyring)
-                plan = plan_export(base, seal_patches(git, rendered, base, device, known))
+                known = known_plaintexts(base, record.private, options.keyring)
+                sealed = seal_patches(git, rendered, base, device, known)
+                plan = plan_export(base, stored_files(sealed))
                 if plan.is_noop:
                     return tree, False
     try:
@@ -540,7 +526,7 @@ def _import_into(
             commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
             judge.judge_commits(git, commits, committed)
             device = options.store.device(options.device)
-            known = known_plaintexts(base, read_record(tree), options.keyring)
+            known = known_plaintexts(base, read_record(tree).private, options.keyring)
             patches = seal_patches(git, render_patches(git, base.commit), base, device, known)
             stored = {p.read_bytes() for p in base.path.iterdir() if p.is_file()}
             fresh = [p for p in patches if p.file_data not in stored]
@@ -554,7 +540,7 @@ def _import_into(
         if not had_tree:
             discard(tree)
         raise
-    write_plan(plan_export(base, patches))
+    write_plan(plan_export(base, stored_files(patches)))
     remember_series(tree, read_record(tree), parse_series(base), git, patches)
     # What check would refuse in the new patches, said now, while their commits
     # are the newest of the tree and easy to amend.

@@ -39,9 +39,8 @@ from datetime import datetime
 from email.header import Header
 from pathlib import Path
 
-from .apply import TrialApply, checkout_base, describe_trial, trial_apply
+from .applying import TrialApply, checkout_base, describe_trial, trial_apply
 from .bases import parse_onto, resolve_new_base
-from .buildtree import STAGE_PREFIX
 from .cache import BaseCache
 from .errors import ExitCode, NetworkError, NotFoundError, PatchtoolError, UsageError
 from .flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
@@ -51,6 +50,7 @@ from .locks import device_locks
 from .privacy import PRIVATE_TRAILER, Keyring
 from .report import Reporter
 from .store import DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient, Store
+from .tree import STAGE_PREFIX
 
 # Where each backend's history lives (FlagScale names the backends by these folders).
 BACKEND_REPOSITORIES: Mapping[str, str] = {

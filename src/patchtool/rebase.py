@@ -44,7 +44,35 @@ from pathlib import Path
 from typing import Any
 
 from .bases import ensure_base, parse_onto, resolve_new_base
-from .buildtree import (
+from .cache import BaseCache, base_ref_name
+from .errors import (
+    ConflictError,
+    DirtyTreeError,
+    IntegrityError,
+    LockedError,
+    UsageError,
+)
+from .faults import kill_point
+from .fsutil import atomic_write, check_name, fsync_directory
+from .gitops import Git, tool_identity
+from .privacy import Keyring, load_series, patch_ids
+from .rendering import render_patches, seal_patches, stored_files
+from .report import Reporter
+from .store import (
+    PRIVATE_SUFFIX,
+    BaseRef,
+    DeviceConfig,
+    GitSource,
+    GitUrl,
+    PypiSource,
+    Store,
+    parse_series,
+    plan_export,
+    series_digest,
+    write_base_files,
+    write_plan,
+)
+from .tree import (
     BASE_REF,
     BASE_TAG,
     METADATA_FILE,
@@ -55,35 +83,6 @@ from .buildtree import (
     new_stage,
     recover_interrupted,
     write_record,
-)
-from .cache import BaseCache, base_ref_name
-from .errors import (
-    ConflictError,
-    DirtyTreeError,
-    IntegrityError,
-    LockedError,
-    UsageError,
-)
-from .export import plan_export, render_patches, seal_patches, write_plan
-from .faults import kill_point
-from .fsutil import atomic_write, check_name, fsync_directory
-from .gitops import Git, tool_identity
-from .privacy import Keyring, load_series, patch_ids
-from .report import Reporter
-from .store import (
-    BASE_FILE,
-    PRIVATE_SUFFIX,
-    SERIES_FILE,
-    BaseRef,
-    DeviceConfig,
-    GitSource,
-    GitUrl,
-    PypiSource,
-    Store,
-    parse_series,
-    render_base,
-    render_series,
-    series_digest,
 )
 
 # The state file, in the device's build folder: STATE_PREFIX + project + STATE_SUFFIX.
@@ -148,7 +147,7 @@ class RebaseState:
     pick_running: bool = False
     folder_digest: str | None = None  # the staged new base folder (FINISHING)
     # The new folder's private patches: stored sha256 -> plaintext sha256, and
-    # their patch-ids (for the tree's record, see buildtree.TreeRecord).
+    # their patch-ids (for the tree's record, see tree.TreeRecord).
     private: dict[str, str] = field(default_factory=dict)
     private_patch_ids: list[str] = field(default_factory=list)
 
@@ -341,8 +340,9 @@ def _check_resumable(tree: Path, state: RebaseState) -> None:
 def _start(
     options: RebaseOptions, old: BaseRef, tree: Path, device: DeviceConfig, reporter: Reporter
 ) -> RebaseState:
-    from .apply import apply_series, existing_work
+    from .applying import apply_series
     from .safety import TreeJudge
+    from .tree import existing_work
 
     if rebase_in_progress(tree):
         raise UsageError(
@@ -476,7 +476,7 @@ def _create_tree(repository: Path, tree: Path, old: BaseRef, state: RebaseState)
     """The old base's tree, made in a staging folder and renamed into place with
     the rebase's mark already in it: a kill leaves no tree or a whole marked one
     (a staging folder left behind is removed by the next run's recovery)."""
-    from .apply import checkout_base
+    from .applying import checkout_base
 
     stage = new_stage(tree.parent)
     try:
@@ -828,14 +828,13 @@ def _write_new_base(
     try:
         folder = staging / new.base_id
         folder.mkdir()
-        atomic_write(folder / BASE_FILE, render_base(new).encode())
-        atomic_write(folder / SERIES_FILE, render_series(state.series_header, []))
         staged = BaseRef(
             new.device, new.base_id, new.project, new.version, new.commit, new.source, folder
         )
+        write_base_files(staged, state.series_header)
         device = Store(Path(state.store)).device(state.device)
         patches = seal_patches(git, render_patches(git, new.commit), staged, device, {})
-        write_plan(plan_export(staged, patches))
+        write_plan(plan_export(staged, stored_files(patches)))
         private = [p for p in patches if p.private]
         state.private = {
             hashlib.sha256(p.file_data).hexdigest(): hashlib.sha256(p.data).hexdigest()

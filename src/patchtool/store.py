@@ -9,8 +9,13 @@
                                           the patch, encrypted with age
 
 Files are parsed once, here, into frozen dataclasses. Unknown or misspelled keys
-are errors that name the file, the key and the closest valid key. This module
-reads the store and writes only through `fsutil.atomic_write`; it never runs git.
+are errors that name the file, the key and the closest valid key.
+
+The store is written here too, and only here: a new device's device.toml and a
+new base's base.toml and series (`write_device_file`, `write_base_files`,
+through `fsutil.atomic_write`), and a base folder's series and patch files as
+one atomic change (`plan_export`, `write_plan`: staged beside the folder and
+swapped in with one exchange). This module never runs git.
 """
 
 from __future__ import annotations
@@ -21,16 +26,25 @@ import difflib
 import hashlib
 import os
 import re
+import shutil
 import stat
 import sys
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError
-from .fsutil import check_name, check_relative_path
+from .faults import kill_point
+from .fsutil import (
+    atomic_write,
+    check_name,
+    check_relative_path,
+    exchange_paths,
+    fsync_directory,
+    new_file_mode,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -252,29 +266,35 @@ class PatchSeries:
 
 # --------------------------------------------------------------------------- schema checks
 
-_DEVICE_KEYS = {"display-name", "vendor", "default-base", "build", "limits", "private"}
+
+def _key(field_name: str) -> str:
+    """A dataclass field as its store key: `env_script` is `env-script`."""
+    return field_name.replace("_", "-")
+
+
+def _keys(kind: type, *, leave_out: tuple[str, ...] = (), add: tuple[str, ...] = ()) -> set[str]:
+    """The keys a table may hold: its dataclass's fields (not those that are not
+    read from the file), spelled as keys."""
+    return {_key(f.name) for f in fields(kind) if f.name not in leave_out} | set(add)
+
+
+# Key sets, from the dataclasses the tables are parsed into.
+_DEVICE_KEYS = _keys(DeviceConfig, leave_out=("name", "path", "recipients"), add=("private",))
 _PRIVATE_KEYS = {"recipients"}
+_LIMIT_KEYS = _keys(PatchLimits)
+_BUILD_KEYS = _keys(BuildSettings)
+_BASE_KEYS = _keys(BaseRef, leave_out=("device", "base_id", "path"))
+_ORIGIN_KEYS = _keys(BaseOrigin)
+_PYPI_KEYS = _keys(PypiSource, leave_out=("kind",), add=("type",))
+_GIT_KEYS = _keys(GitSource, leave_out=("kind",), add=("type",))
 # age's X25519 recipient (Bech32, 58 data characters) and the SSH keys age takes.
 _AGE_RECIPIENT = re.compile(r"^age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$")
 _SSH_RECIPIENT = re.compile(r"^(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]{16,2048}={0,2}( [ -~]{0,200})?$")
 _RECIPIENT_LIMIT = 64
-_LIMIT_KEYS = {"patch-bytes", "patch-files", "patch-hunks"}
-_BUILD_KEYS = {
-    "env-script",
-    "env-args",
-    "target-device",
-    "required-files",
-    "env-timeout",
-    "skip-build-requires",
-}
 # A project name as PEP 508 spells it; at most this many in skip-build-requires.
 _PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
 _SKIP_BUILD_REQUIRES_LIMIT = 32
-_BASE_KEYS = {"project", "version", "commit", "source", "origin"}
-_ORIGIN_KEYS = {"source", "commit", "contact", "models", "task", "note"}
 _ORIGIN_TEXT_LIMIT = 4096
-_PYPI_KEYS = {"type", "filename", "sha256"}
-_GIT_KEYS = {"type", "url"}
 
 
 def _check_keys(path: Path, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -482,12 +502,6 @@ def named_recipient(name: str, key: object, where: str) -> NamedRecipient:
     return NamedRecipient(name, key)
 
 
-def render_recipients(recipients: Iterable[NamedRecipient]) -> str:
-    """device.toml's [private.recipients] table ('' for none)."""
-    lines = [f"{toml_string(r.name)} = {toml_string(r.key)}\n" for r in recipients]
-    return "\n[private.recipients]\n" + "".join(lines) if lines else ""
-
-
 def _table(path: Path, data: Mapping[str, Any], key: str) -> dict[str, Any]:
     table = data.get(key, {})
     if not isinstance(table, dict):
@@ -576,51 +590,58 @@ def _safe(path: Path, kind: str, value: str) -> str:
 
 
 def render_base(base: BaseRef) -> str:
-    lines = [
-        f"project = {toml_string(base.project)}",
-        f"version = {toml_string(base.version)}",
-        f"commit = {toml_string(base.commit)}",
-        "",
-        "[source]",
-        f"type = {toml_string(base.source.kind)}",
-    ]
+    """base.toml for `base`, as written for a new base (rebase, import --onto)."""
+    source: dict[str, str] = {"type": base.source.kind}
     if isinstance(base.source, PypiSource):
-        lines.append(f"filename = {toml_string(base.source.filename)}")
-        lines.append(f"sha256 = {toml_string(base.source.sha256)}")
+        source.update(filename=base.source.filename, sha256=base.source.sha256)
     else:
-        lines.append(f"url = {toml_string(base.source.url)}")
-    origin = base.origin
-    if origin is not None:
-        lines += ["", "[origin]", f"source = {toml_string(origin.source)}"]
-        for key, value in (("commit", origin.commit), ("contact", origin.contact)):
-            if value:
-                lines.append(f"{key} = {toml_string(value)}")
-        for key, values in (("models", origin.models), ("task", origin.task)):
-            if values:
-                lines.append(f"{key} = [{', '.join(toml_string(v) for v in values)}]")
-        if origin.note:
-            lines.append(f"note = {toml_string(origin.note)}")
-    return "\n".join(lines) + "\n"
+        source["url"] = str(base.source.url)
+    data: dict[str, Any] = {
+        "project": base.project,
+        "version": base.version,
+        "commit": base.commit,
+        "source": source,
+    }
+    if base.origin is not None:
+        # Empty values are left out; the keys are the dataclass's, spelled with '-'.
+        data["origin"] = {
+            _key(f.name): list(value) if isinstance(value, tuple) else value
+            for f in fields(BaseOrigin)
+            if (value := getattr(base.origin, f.name))
+        }
+    return render_toml(data)
 
 
-def toml_string(value: str) -> str:
-    """`value` as a quoted TOML basic string (every control character escaped, so
-    a newline in a value never ends the line)."""
-    out = []
-    for char in value:
-        if char == "\\":
-            out.append("\\\\")
-        elif char == '"':
-            out.append('\\"')
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif ord(char) < 32 or ord(char) == 127:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
+def render_device(display_name: str, vendor: str, recipients: Iterable[NamedRecipient]) -> str:
+    """device.toml for a new device (import --create, import --flagscale)."""
+    data: dict[str, Any] = {
+        "display-name": display_name,
+        "vendor": vendor,
+        "build": {"env-script": BuildSettings().env_script},
+    }
+    named = {r.name: r.key for r in recipients}
+    if named:
+        data["private"] = {"recipients": named}
+    return render_toml(data)
+
+
+def render_toml(data: Mapping[str, Any]) -> str:
+    """TOML as tomli_w writes it: every string quoted and escaped, so that no
+    value can end a line or open a table."""
+    import tomli_w
+
+    return tomli_w.dumps(data)
+
+
+def write_device_file(folder: Path, text: str) -> None:
+    """A new device's device.toml (its folder exists, the file does not)."""
+    atomic_write(folder / DEVICE_FILE, text.encode("utf-8"))
+
+
+def write_base_files(base: BaseRef, header: Iterable[str]) -> None:
+    """A new base's base.toml and an empty series headed by `header`, in its folder."""
+    atomic_write(base.path / BASE_FILE, render_base(base).encode("utf-8"))
+    atomic_write(base.path / SERIES_FILE, render_series(header, []))
 
 
 # --------------------------------------------------------------------------- series
@@ -773,16 +794,12 @@ def parse_private_patch(path: Path, data: bytes) -> PrivatePatch:
 
 
 def render_private_patch(patch: PrivatePatch) -> bytes:
-    lines = [
-        _PRIVATE_COMMENT.rstrip("\n"),
-        f"subject = {toml_string(patch.subject)}",
-        "files = [",
-        *(f"    {toml_string(f)}," for f in patch.files),
-        "]",
-        f"recipients = [{', '.join(toml_string(r) for r in patch.recipients)}]",
-        "",
-    ]
-    return ("\n".join(lines) + "\n").encode("utf-8") + patch.armored
+    header = {
+        "subject": patch.subject,
+        "files": list(patch.files),
+        "recipients": list(patch.recipients),
+    }
+    return (_PRIVATE_COMMENT + render_toml(header) + "\n").encode("utf-8") + patch.armored
 
 
 # --------------------------------------------------------------------------- the store
@@ -889,3 +906,127 @@ def find_store(start: Path, explicit: Path | None) -> Store:
         f"no patches/ folder in {start} or above it",
         hint="Run patchtool from the repository that holds the store, or pass --store.",
     )
+
+
+# --------------------------------------------------------------------------- writing a series
+
+
+@dataclass
+class ExportPlan:
+    """What writing a base folder's series changes: each patch file (name ->
+    the bytes the store is to hold, in series order) and `series` itself."""
+
+    base: BaseRef
+    files: dict[str, bytes]
+    series: bytes
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    series_changed: bool = False
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.new or self.changed or self.removed or self.series_changed)
+
+    def describe(self) -> list[str]:
+        lines = [f"new patch {n}" for n in self.new]
+        lines += [f"changed patch {n}" for n in self.changed]
+        lines += [f"removed patch {n}" for n in self.removed]
+        if self.series_changed:
+            lines.append(f"{SERIES_FILE} order or content differs")
+        return lines
+
+
+def plan_export(base: BaseRef, files: Iterable[tuple[str, bytes]]) -> ExportPlan:
+    """Compare the series to write (file names and bytes, in order) with the folder."""
+    series = parse_series(base)
+    wanted = dict(files)
+    series_bytes = render_series(series.header, list(wanted))
+    plan = ExportPlan(base=base, files=wanted, series=series_bytes)
+    for name, data in wanted.items():
+        path = base.path / name
+        if not path.exists():
+            plan.new.append(name)
+        elif path.read_bytes() != data:
+            plan.changed.append(name)
+        else:
+            plan.unchanged.append(name)
+    plan.removed = [n for n in series.names if n not in wanted]
+    plan.series_changed = (base.path / SERIES_FILE).read_bytes() != series_bytes
+    return plan
+
+
+STAGE_SUFFIX = ".patchtool-export"
+
+
+def staging_folder(base_folder: Path) -> Path:
+    return base_folder.with_name(f".{base_folder.name}{STAGE_SUFFIX}")
+
+
+def recover_export(base_folder: Path) -> None:
+    """Undo what a killed export left: a staging folder beside the base folder.
+    With the atomic exchange it holds either the unfinished new state or the
+    old one already swapped out; either way the base folder is whole. Only the
+    fallback (no renameat2) can leave the base folder missing: then the
+    staging folder's `.old` twin is the complete previous state."""
+    stage = staging_folder(base_folder)
+    aside = stage.with_name(stage.name + ".old")
+    if not base_folder.exists() and aside.is_dir():
+        os.rename(aside, base_folder)
+    for leftover in (stage, aside):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+
+
+def write_plan(plan: ExportPlan) -> None:
+    """Write the plan so that the base folder changes all at once: the new state
+    is assembled in a staging folder (unchanged files hard-linked) and swapped
+    with the base folder in one atomic exchange. A kill or a full disk at any
+    moment leaves the old folder or the new one, never a mix."""
+    folder = plan.base.path
+    recover_export(folder)
+    stage = staging_folder(folder)
+    try:
+        stage.mkdir()
+        for entry in sorted(folder.iterdir()):
+            if entry.name in plan.removed or entry.name in plan.new or entry.name in plan.changed:
+                continue
+            if entry.is_file() and not entry.is_symlink():
+                os.link(entry, stage / entry.name)
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, stage / entry.name, symlinks=True)
+            else:
+                shutil.copy2(entry, stage / entry.name, follow_symlinks=False)
+        kill_point("export:staged-unchanged")
+        for name in (*plan.new, *plan.changed):
+            _write_new(stage / name, plan.files[name], folder / name)
+            kill_point("export:wrote-patch")
+        if plan.series_changed:
+            (stage / SERIES_FILE).unlink(missing_ok=True)
+            _write_new(stage / SERIES_FILE, plan.series, folder / SERIES_FILE)
+        fsync_directory(stage)
+        kill_point("export:before-exchange")
+        exchange_paths(stage, folder)
+        kill_point("export:after-exchange")
+        fsync_directory(folder.parent)
+    except OSError as error:
+        shutil.rmtree(stage, ignore_errors=True)
+        where = error.filename or stage
+        raise IntegrityError(
+            f"could not write the export of {folder}: {where}: {error.strerror or error}",
+            hint="Check free disk space and that the store is writable; the store is unchanged.",
+        ) from error
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_new(path: Path, data: bytes, shown_as: Path) -> None:
+    try:
+        with open(path, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(path, new_file_mode())
+    except OSError as error:
+        error.filename = str(shown_as)
+        raise

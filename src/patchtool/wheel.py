@@ -42,16 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from . import __version__
-from .buildtree import WHEEL_STAGE_PREFIX, read_record, recover_interrupted
 from .envsh import SourcedEnvironment, sandbox_environment, source_env_script
 from .errors import BuildError, DirtyTreeError, NotFoundError
-from .export import tree_work
 from .faults import kill_point
 from .fsutil import atomic_write, sha256_of
 from .gitops import Git
 from .privacy import Keyring
 from .report import Reporter
 from .store import PypiSource, Store, parse_series, series_digest
+from .tree import WHEEL_STAGE_PREFIX, read_record, recover_interrupted, tree_work
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement

@@ -2,7 +2,14 @@
 
 A build tree is a self-contained git repository: the base commit (marked by
 `refs/patchtool/base-commit` and the tag `patchtool/base`) and one commit per patch.
-`.git/patchtool.json` records which device and base it was made from.
+`.git/patchtool.json` records which device and base it was made from (and
+what it knows of the series' private patches).
+
+This is the layer every command stands on to find a tree (`find_tree`,
+`enclosing_tree`), read and write its record, and say what work it holds that
+the store does not (`tree_work`, `existing_work`): uncommitted files, side
+branches and stashes, and commits whose patch the store lacks. Making a tree
+is applying.py's; turning its commits into patches is rendering.py's.
 
 This module also owns the recovery of folders left by a killed run (the locks
 are in locks.py). It never deletes anything outside `<dir>/<device>/`.
@@ -10,6 +17,7 @@ are in locks.py). It never deletes anything outside `<dir>/<device>/`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,10 +26,13 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
-from .errors import NotFoundError, UsageError
+from .errors import NotFoundError, PatchtoolError, UsageError
 from .fsutil import atomic_write, check_name
 from .gitops import Git
+from .privacy import Keyring
+from .rendering import known_plaintexts, render_patches
 from .report import Reporter
+from .store import SERIES_FILE, BaseRef, Store
 
 METADATA_FILE = "patchtool.json"
 BASE_REF = "refs/patchtool/base-commit"
@@ -271,3 +282,95 @@ def new_stage(device_dir: Path) -> Path:
     stage = device_dir / f"{STAGE_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
     stage.mkdir(parents=True)
     return stage
+
+
+def tree_fingerprint(tree: Path) -> tuple[object, ...]:
+    """What changes when git commits, moves HEAD or a ref in a tree (cheap: stats
+    only). Not the index: `git status` itself may rewrite it."""
+    git_dir = tree / ".git"
+    stats = []
+    for name in ("HEAD", "packed-refs", "logs/HEAD"):
+        try:
+            info = (git_dir / name).stat()
+        except OSError:
+            continue
+        stats.append((name, info.st_size, info.st_mtime_ns, info.st_ino))
+    refs = git_dir / "refs"
+    if refs.is_dir():
+        for path in sorted(refs.rglob("*")):
+            info = path.stat()
+            # Relative: the tree is compared with itself after it moved (the swap).
+            name = str(path.relative_to(git_dir))
+            stats.append((name, info.st_size, info.st_mtime_ns, info.st_ino))
+    return tuple(stats)
+
+
+def existing_work(target: Path, store: Store, device: str, keyring: Keyring | None = None) -> str:
+    """Describe work in an existing tree that the store does not hold ('' if none)."""
+    if not (target.exists() or target.is_symlink()):
+        return ""
+    if target.is_symlink() or not target.is_dir():
+        return f"{target} is not a folder patchtool made"
+    try:
+        record = read_record(target)
+    except NotFoundError:
+        return f"{target} is not a patchtool build tree (no .git/patchtool.json)"
+    locks = git_lock_files(target)
+    if locks:
+        return (
+            "git's lock files are there (a git command runs in the tree, or one was "
+            "killed): " + ", ".join(locks)
+        )
+    git = Git(target)
+    try:
+        base: BaseRef | None = store.resolve_base(device, record.base_id)
+    except PatchtoolError:
+        base = None
+    try:
+        work = tree_work(git, base, record.base_commit, keyring)
+    except PatchtoolError as error:
+        return f"its state could not be read ({error.message})"
+    return work.describe() if work else ""
+
+
+def unexported_commits(
+    git: Git, base: BaseRef, base_commit: str, keyring: Keyring | None = None
+) -> list[str]:
+    """Commits after the base whose patch is not byte-identical to a file of the
+    store (for a private patch: to the plaintext of one, as the tree's record
+    knows it)."""
+    # Any file of the base folder counts: a damaged series must not make
+    # exported work look unexported (or the reverse).
+    stored = {
+        f.read_bytes()
+        for f in (base.path.iterdir() if base.path.is_dir() else [])
+        if f.is_file() and f.name not in (SERIES_FILE, "base.toml")
+    }
+    try:
+        recorded = read_record(git.cwd).private
+    except NotFoundError:
+        recorded = {}
+    known = known_plaintexts(base, recorded, keyring)
+    plaintexts = {known[d] for d in (hashlib.sha256(b).hexdigest() for b in stored) if d in known}
+    return [
+        f"{p.commit[:10]} {p.subject}"
+        for p in render_patches(git, base_commit)
+        if (
+            hashlib.sha256(p.data).hexdigest() not in plaintexts
+            if p.private
+            else p.data not in stored
+        )
+    ]
+
+
+def tree_work(
+    git: Git, base: BaseRef | None, base_commit: str, keyring: Keyring | None = None
+) -> TreeWork:
+    work = TreeWork(uncommitted=uncommitted_files(git), other=side_work(git))
+    if base is None:
+        count = int(git.text("rev-list", "--count", f"{base_commit}..HEAD"))
+        if count:
+            work.unexported.append(f"{count} commit(s) after the base (its store folder is gone)")
+    else:
+        work.unexported = unexported_commits(git, base, base_commit, keyring)
+    return work

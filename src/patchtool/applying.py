@@ -1,293 +1,34 @@
-"""`unpatch`: a build tree from an upstream base and a device's series, atomically.
+"""A series into a build tree: check out a base, apply the patches with git am,
+and say exactly why a patch does not apply.
 
-The tree is built aside in a staging folder under `<dir>/<device>/`: a local
-clone of the cached base (objects hard-linked or copied, so it keeps working
-when the cache is deleted), the base commit marked, then the series applied
-with `git am`, no fuzz. Only when every patch applied is it swapped into place,
-with one atomic `renameat2(RENAME_EXCHANGE)` where the kernel offers it. A
-failure or an interrupt leaves the previous tree exactly as it was.
+`checkout_base` makes a tree a local clone of the cached base (objects
+hard-linked or copied), marked with `refs/patchtool/base-commit` and the tag
+`patchtool/base`. `apply_series` gives git the series as one mbox stream on
+standard input (private plaintexts never touch the disk outside the tree),
+then has every commit git made judged (safety.py). A patch that does not apply
+is named with its series line, its file and hunk, and the text git looked for
+(never for a private patch). `trial_apply` applies one change with
+`--reject` in a throw-away index, to name every failing hunk of every file
+(import and `import --flagscale` report with it).
 
-A tree that holds work found nowhere else is never replaced without `--force`,
-and then it is moved to `<dir>/<device>/backups/`, never deleted. That check is
-made again right before the swap, and a tree git changed between that check
-and the swap is kept in `backups/` too.
-
-What the series may do is decided by git's own reading of it (safety.py): the
-base is judged from the cache before it is checked out, the patches are applied
-by `git am` with git's own protections on, and every commit it made is judged
-before the tree is swapped in.
+Used by unpatch, check, rebase, import and import --flagscale.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .bases import ensure_base
-from .buildtree import (
-    BASE_REF,
-    BASE_TAG,
-    TreeLocation,
-    TreeRecord,
-    backup_path,
-    discard,
-    find_tree,
-    git_lock_files,
-    new_stage,
-    read_record,
-    recover_interrupted,
-    write_record,
-)
-from .cache import BaseCache
-from .errors import (
-    ConflictError,
-    DirtyTreeError,
-    IntegrityError,
-    NotFoundError,
-    PatchtoolError,
-    UnsafeInputError,
-    UsageError,
-)
-from .export import tree_work
-from .faults import kill_point, pause_point
-from .fsutil import exchange_paths
+from .errors import ConflictError, IntegrityError, UnsafeInputError
 from .gitops import Git, tool_identity
-from .privacy import Keyring, LoadedSeries, SeriesPatch, load_series, patch_ids, verify_description
+from .privacy import LoadedSeries, SeriesPatch, verify_description
 from .report import Reporter
-from .safety import (
-    CORRUPT_HINT,
-    UNSAFE_HINT,
-    TreeJudge,
-    git_refusal,
-    judge_paths,
-    paths_git_reads,
-)
-from .store import (
-    BaseRef,
-    DeviceConfig,
-    Store,
-    parse_series,
-    series_digest,
-)
-
-
-@dataclass(frozen=True)
-class UnpatchOptions:
-    store: Store
-    build_dir: Path
-    device: str
-    cache: BaseCache
-    commit_id: str | None = None
-    force: bool = False
-    three_way: bool = False
-    archive_paths: tuple[Path, ...] = ()
-    keyring: Keyring | None = None  # opens the series' private patches
-    public_only: bool = False  # leave private patches out instead of needing a key
-
-
-@dataclass
-class UnpatchResult:
-    tree: Path
-    base: BaseRef
-    applied: list[str]
-    skipped_private: list[str] = field(default_factory=list)
-    three_way: list[str] = field(default_factory=list)
-    backup: Path | None = None
-    replaced: bool = False
-
-
-def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
-    """Build the device's tree (the caller holds the build folder's lock for the
-    device and the store's lock, shared, for the device)."""
-    device: DeviceConfig = options.store.device(options.device)
-    current = _current_tree(options.build_dir, device.name)
-    base = _choose_base(options, device, current, reporter)
-    series = parse_series(base)
-    # Read (and decrypted) before anything is downloaded: a missing key fails fast.
-    loaded = load_series(
-        series, device.limits, options.keyring, device.recipients, options.public_only
-    )
-    if loaded.skipped:
-        reporter.warn(
-            f"left out {len(loaded.skipped)} private patch(es), as --public-only asks: "
-            + ", ".join(e.name for e in loaded.skipped)
-        )
-    location = TreeLocation(options.build_dir, device.name, base.project)
-    recover_interrupted(location.device_dir, reporter)
-    target = location.tree
-    if current is not None and current[0] == target and current[1].base_id != base.base_id:
-        reporter.info(
-            f"switching {target} from {current[1].base_id} ({current[1].version}) "
-            f"to {base.base_id} ({base.version})"
-        )
-
-    # Checked now to fail fast, and again just before the swap (below).
-    work_to_keep = existing_work(target, options.store, device.name, options.keyring)
-    if work_to_keep and not options.force:
-        raise _dirty(target, work_to_keep, device.name)
-
-    cache_repository = ensure_base(base, options.cache, reporter, options.archive_paths)
-    # The base is judged from the cache before any of it is checked out.
-    judge = TreeJudge(Git(cache_repository), base.commit, f"base {base.label}")
-    stage = new_stage(location.device_dir)
-    try:
-        tree = stage / base.project
-        reporter.step(f"checking out {base.label} ({base.commit[:12]})")
-        checkout_base(cache_repository, tree, base, device.name)
-        kill_point("unpatch:checked-out")
-        reporter.step(f"applying {len(loaded.patches)} patch(es) from {base.path}")
-        three_way = apply_series(tree, loaded, judge, options.three_way, reporter)
-        kill_point("unpatch:applied")
-        private = [p.data for p in loaded.patches if p.private]
-        write_record(
-            tree,
-            TreeRecord(
-                device.name,
-                base.base_id,
-                base.project,
-                base.version,
-                base.commit,
-                series_digest(series),
-                str(options.store.root),
-                private=loaded.plaintext_digests(),
-                private_patch_ids=tuple(i for i in patch_ids(Git(tree), private) if i),
-                skipped_private=tuple(e.name for e in loaded.skipped),
-            ),
-        )
-        backup = None
-        pause_point("unpatch:before-swap")
-        kill_point("unpatch:before-swap")
-        if target.exists() or target.is_symlink():
-            # Re-verified right before the swap: work made in the tree while this
-            # run built the new one must not be replaced unseen.
-            seen = tree_fingerprint(target)
-            work_to_keep = existing_work(target, options.store, device.name, options.keyring)
-            if work_to_keep and not options.force:
-                raise _dirty(target, work_to_keep, device.name)
-            pause_point("unpatch:checked-again")
-            if work_to_keep:
-                backup = backup_path(location.device_dir, base.project)
-                backup.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(target, backup)
-                os.rename(tree, target)
-            else:
-                exchange_paths(tree, target)
-                # The old tree now sits in the stage. Anything git did in it between
-                # the check and the swap shows in its fingerprint: keep it, then.
-                if tree_fingerprint(tree) != seen:
-                    backup = backup_path(location.device_dir, base.project)
-                    backup.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(tree, backup)
-        else:
-            os.rename(tree, target)
-        replaced = backup is not None or tree.exists()
-        kill_point("unpatch:swapped")
-    except BaseException:
-        # A failed run cleans up before it reports, so that it leaves nothing behind.
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    # On success the stage holds the replaced tree: let it go in the background.
-    discard(stage)
-    return UnpatchResult(
-        tree=target,
-        base=base,
-        applied=[p.entry.name for p in loaded.patches],
-        skipped_private=[e.name for e in loaded.skipped],
-        three_way=three_way,
-        backup=backup,
-        replaced=replaced,
-    )
-
-
-def _current_tree(build_dir: Path, device: str) -> tuple[Path, TreeRecord] | None:
-    """The device's build tree and its record, when there is exactly one that reads."""
-    try:
-        tree = find_tree(build_dir, device)
-        return tree, read_record(tree)
-    except (NotFoundError, UsageError):
-        return None
-
-
-def _choose_base(
-    options: UnpatchOptions,
-    device: DeviceConfig,
-    current: tuple[Path, TreeRecord] | None,
-    reporter: Reporter,
-) -> BaseRef:
-    """--commit-id when given; else the existing tree's base (rebuilding a tree never
-    moves it to another base unasked); else the device's default base."""
-    if options.commit_id is not None:
-        return options.store.resolve_base(device.name, options.commit_id)
-    if current is not None:
-        try:
-            return options.store.resolve_base(device.name, current[1].base_id)
-        except NotFoundError:
-            reporter.warn(
-                f"{current[0]} was made from base {current[1].base_id}, which the store no "
-                "longer has; using the device's default base"
-            )
-    return options.store.resolve_base(device.name, None)
-
-
-def _dirty(target: Path, work: str, device: str) -> DirtyTreeError:
-    return DirtyTreeError(
-        f"the build tree {target} holds work that exists nowhere else:\n  {work}",
-        hint=f"Export it with `patchtool patch --device-type {device}` (commit first, "
-        "or use -m), or pass --force to move the old tree to a backup folder.",
-    )
-
-
-def tree_fingerprint(tree: Path) -> tuple[object, ...]:
-    """What changes when git commits, moves HEAD or a ref in a tree (cheap: stats
-    only). Not the index: `git status` itself may rewrite it."""
-    git_dir = tree / ".git"
-    stats = []
-    for name in ("HEAD", "packed-refs", "logs/HEAD"):
-        try:
-            info = (git_dir / name).stat()
-        except OSError:
-            continue
-        stats.append((name, info.st_size, info.st_mtime_ns, info.st_ino))
-    refs = git_dir / "refs"
-    if refs.is_dir():
-        for path in sorted(refs.rglob("*")):
-            info = path.stat()
-            # Relative: the tree is compared with itself after it moved (the swap).
-            name = str(path.relative_to(git_dir))
-            stats.append((name, info.st_size, info.st_mtime_ns, info.st_ino))
-    return tuple(stats)
-
-
-def existing_work(target: Path, store: Store, device: str, keyring: Keyring | None = None) -> str:
-    """Describe work in an existing tree that the store does not hold ('' if none)."""
-    if not (target.exists() or target.is_symlink()):
-        return ""
-    if target.is_symlink() or not target.is_dir():
-        return f"{target} is not a folder patchtool made"
-    try:
-        record = read_record(target)
-    except NotFoundError:
-        return f"{target} is not a patchtool build tree (no .git/patchtool.json)"
-    locks = git_lock_files(target)
-    if locks:
-        return (
-            "git's lock files are there (a git command runs in the tree, or one was "
-            "killed): " + ", ".join(locks)
-        )
-    git = Git(target)
-    try:
-        base: BaseRef | None = store.resolve_base(device, record.base_id)
-    except PatchtoolError:
-        base = None
-    try:
-        work = tree_work(git, base, record.base_commit, keyring)
-    except PatchtoolError as error:
-        return f"its state could not be read ({error.message})"
-    return work.describe() if work else ""
+from .safety import CORRUPT_HINT, UNSAFE_HINT, TreeJudge, git_refusal, judge_paths, paths_git_reads
+from .store import BaseRef
+from .tree import BASE_REF, BASE_TAG
 
 
 def checkout_base(cache_repository: Path, tree: Path, base: BaseRef, branch: str) -> None:
@@ -377,6 +118,8 @@ def _mbox(patches: Sequence[SeriesPatch]) -> bytes:
 
 
 _FAILED = re.compile(r"^error: patch failed: (?P<path>.+):(?P<line>\d+)$", re.M)
+
+
 _NOT_APPLY = re.compile(
     r"^error: (?P<path>.+): (?P<why>patch does not apply|does not exist in index|"
     r"already exists in (?:index|working directory)|No such file or directory)$",
@@ -472,7 +215,11 @@ def describe_failure(patch: bytes, stderr: str, show_text: bool = True) -> str:
 # How much a failure report shows: a vendor patch refreshed against the wrong
 # base can fail in a hundred hunks, and the first few tell what happened.
 MAX_HUNKS_SHOWN = 10
+
+
 MAX_PATHS_SHOWN = 5
+
+
 CONTEXT_LINES_SHOWN = 5
 
 
@@ -509,7 +256,11 @@ class TrialApply:
 
 
 _REJECTS = re.compile(r"^Applying patch (?P<path>.+) with \d+ rejects?\.\.\.$")
+
+
 _REJECTED = re.compile(r"^Rejected hunk #(?P<number>\d+)\.$")
+
+
 _FILE_PROBLEM = re.compile(
     r"^error: (?P<path>.+): (?P<why>No such file or directory|does not exist in index|"
     r"already exists in (?:index|working directory)|patch does not apply)$"
@@ -522,7 +273,6 @@ def trial_apply(
     """Apply `patch` with `git apply --reject` to a throw-away copy of the files in
     the index of `git`'s tree (never to the tree itself) and report every hunk
     and file that failed. Costs a checkout of the index: for failures only."""
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="patchtool-trial-") as folder:
         copy = Path(folder, "tree")
