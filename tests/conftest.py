@@ -15,6 +15,14 @@ from helpers import REPOSITORY, RealVllm, SyntheticUpstream, make_upstream
 FIXED_DATE = "2025-02-01T12:00:00+00:00"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "cli_in_process: the `upstream` world runs patchtool's CLI in the test's own process "
+        "(helpers.run_cli_in_process), for modules where a real process is not the point",
+    )
+
+
 @pytest.fixture(autouse=True)
 def hermetic_seal(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("home")
@@ -39,10 +47,13 @@ def hermetic_seal(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 
 @pytest.fixture
-def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SyntheticUpstream:
+def upstream(request: pytest.FixtureRequest, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> SyntheticUpstream:  # fmt: skip
     """A small released 'demo 1.0' sdist, a store with device 'devA' on it, and a
-    build folder; the sdist is offered as a local file (no network)."""
+    build folder; the sdist is offered as a local file (no network). Its CLI runs
+    in a subprocess, or in this process where the test is marked `cli_in_process`."""
     world = make_upstream(tmp_path)
+    world.in_process = request.node.get_closest_marker("cli_in_process") is not None
     monkeypatch.setenv("PATCHTOOL_SDIST_PATH", str(world.sdist.parent))
     return world
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -9,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,9 @@ class SyntheticUpstream:
     sdist: Path
     sha256: str
     commit: str
+    # How `cli` and `run` run patchtool: in this process or in a subprocess. The
+    # `upstream` fixture sets it in modules marked `cli_in_process`.
+    in_process: bool = False
 
     @property
     def base_folder(self) -> Path:
@@ -82,8 +87,20 @@ class SyntheticUpstream:
     def tree(self) -> Path:
         return self.build / "devA" / "demo"
 
-    def cli(self, *args: str) -> CliResult:
-        return run_cli("--store", str(self.store), *args)
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
+        """`patchtool --store STORE ARGS...`, in this process or in a subprocess
+        (see `in_process`)."""
+        runner = run_cli_in_process if self.in_process else run_cli
+        return runner("--store", str(self.store), *args, env=env)
+
+    def run(self, command: str, *extra: str, build: Path | None = None,
+            env: dict[str, str] | None = None) -> CliResult:  # fmt: skip
+        """`patchtool --store STORE COMMAND --device-type devA --dir BUILD EXTRA...`:
+        the build folder is `build` or the world's own; `check` takes no --dir."""
+        args = [command, "--device-type", "devA"]
+        if command != "check":
+            args += ["--dir", str(build or self.build)]
+        return self.cli(*args, *extra, env=env)
 
 
 def make_upstream(root: Path) -> SyntheticUpstream:
@@ -127,13 +144,17 @@ class CliResult:
         return self.stdout + self.stderr
 
 
+# Rich renders for this width in both runners: no line of a message is wrapped.
+CLI_ENVIRONMENT = {"COLUMNS": "200"}
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
     """Run the real console entry point in a subprocess (exit codes, stderr and all)."""
     completed = subprocess.run(
         [sys.executable, "-m", "patchtool", *args],
         cwd=cwd,
         capture_output=True,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env={**os.environ, **CLI_ENVIRONMENT, **(env or {})},
         check=False,
     )
     return CliResult(
@@ -141,6 +162,120 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         completed.stdout.decode("utf-8", "replace"),
         completed.stderr.decode("utf-8", "replace"),
     )
+
+
+# A run in this process that reached one of these points would kill or stop pytest.
+_PROCESS_ONLY_VARIABLES = ("PATCHTOOL_KILL_AT", "PATCHTOOL_PAUSE_AT")
+
+
+def run_cli_in_process(*args: str, cwd: Path | None = None,
+                       env: dict[str, str] | None = None) -> CliResult:  # fmt: skip
+    """`patchtool.cli.main(args)` in this process, seen as `run_cli` sees the real one:
+    its stdout and stderr (encoded as a pipe would be, then decoded), and its exit
+    status. `env` is set and `cwd` entered for the run only. It saves a Python start
+    and patchtool's imports per run; use `run_cli` where the process itself is the
+    point (exit through the console script, kill points, locks between processes,
+    signals, what a process inherits)."""
+    from patchtool.cli import main
+
+    changes = {**CLI_ENVIRONMENT, **(env or {})}
+    refused = [name for name in _PROCESS_ONLY_VARIABLES
+               if changes.get(name, os.environ.get(name))]  # fmt: skip
+    if refused:
+        raise AssertionError(f"{', '.join(refused)} needs a process of its own: use run_cli")
+    stdout, stderr = _pipe_like(errors="strict"), _pipe_like(errors="backslashreplace")
+    with (
+        _environment(changes),
+        _working_folder(cwd),
+        _fresh_process_caches(),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit:
+            code = _exit_status(exit.code, stderr)
+    stdout.flush()
+    stderr.flush()
+    return CliResult(code, _written(stdout), _written(stderr))
+
+
+def _pipe_like(errors: str) -> io.TextIOWrapper:
+    """A text stream like Python's own stdout (strict) or stderr (backslashreplace)
+    on a pipe: UTF-8, not a terminal."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors=errors, newline="\n")
+
+
+def _written(stream: io.TextIOWrapper) -> str:
+    buffer = stream.buffer
+    assert isinstance(buffer, io.BytesIO)
+    return buffer.getvalue().decode("utf-8", "replace")
+
+
+def _exit_status(code: object, stderr: io.TextIOWrapper) -> int:
+    """What the interpreter makes of `sys.exit(code)` (None is 0, text is printed
+    and 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    stderr.write(f"{code}\n")
+    return 1
+
+
+@contextlib.contextmanager
+def _environment(changes: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _working_folder(cwd: Path | None) -> Iterator[None]:
+    """contextlib.chdir, which Python 3.10 lacks."""
+    before = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@contextlib.contextmanager
+def _fresh_process_caches() -> Iterator[None]:
+    """What patchtool keeps for the life of a process (pip's settings, read from
+    the environment, and the build tree around the working folder) is read
+    afresh by each run, as a new process would, and not left to the next test."""
+    from patchtool import cli, index
+
+    caches = (index.load_settings, index.pip_default_index, cli._here)
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        yield
+    finally:
+        for cache in caches:
+            cache.cache_clear()
+
+
+def error_lines(result: CliResult | str) -> list[str]:
+    """The error patchtool ended with, as printed: stderr (a run's, or the text)
+    from its `error:` line to the end (the message, any lines it holds, and the
+    `hint:`)."""
+    stderr = result if isinstance(result, str) else result.stderr
+    lines = stderr.splitlines()
+    starts = [number for number, line in enumerate(lines) if line.startswith("error: ")]
+    assert starts, f"no error: line in stderr:\n{stderr}"
+    return lines[starts[0]:]
 
 
 def check_records(stdout: str) -> list[dict[str, Any]]:

@@ -9,28 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CliResult, SyntheticUpstream, check_records, commit_all, snapshot
+from helpers import CliResult, SyntheticUpstream, check_records, commit_all, error_lines, snapshot
 
 from patchtool.check import CHECKS
+
+pytestmark = pytest.mark.cli_in_process
 
 CORPUS = Path(__file__).parent / "corpus"
 GOOD_PATCH = "make-function-3-return-33.patch"
 
 
-def cli(world: SyntheticUpstream, command: str, *extra: str) -> CliResult:
-    return world.cli(command, "--device-type", "devA", "--dir", str(world.build), *extra)
-
-
 def export_change(world: SyntheticUpstream, old: bytes, new: bytes, subject: str,
                   body: str | None = None) -> None:  # fmt: skip
-    assert cli(world, "unpatch", "--force").code == 0
+    assert world.run("unpatch", "--force").code == 0
     core = world.tree / "demo" / "core.py"
     core.write_bytes(core.read_bytes().replace(old, new))
     if body is None:
         commit_all(world.tree, subject)
     else:
         commit_all(world.tree, subject, body)
-    result = cli(world, "patch")
+    result = world.run("patch")
     assert result.code == 0, result.output
 
 
@@ -76,7 +74,10 @@ def test_an_unlisted_patch_file_fails_series(good: SyntheticUpstream) -> None:
     assert failed(records) == {
         "series": [f"stray.patch is in {good.base_folder} but series does not list it"]
     }
-    assert "1 check(s) failed: devA/demo-1.0 series" in result.stderr
+    assert error_lines(result) == [
+        "error: 1 check(s) failed: devA/demo-1.0 series",
+        "hint: Fix what the report above lists and run check again.",
+    ]
 
 
 def test_a_missing_upstream_status_trailer_fails_lint(upstream: SyntheticUpstream) -> None:
@@ -92,9 +93,12 @@ def test_a_bad_status_value_and_a_missing_body_fail_lint(upstream: SyntheticUpst
                   body="Upstream-Status: Accepted")  # fmt: skip
     result, records = check(upstream)
     assert result.code == 7
-    details = failed(records)["lint"]
-    assert "only-a-trailer.patch: has no body that says why the change is needed" in details
-    assert any("Upstream-Status 'Accepted' is not one of" in d for d in details)
+    assert failed(records) == {"lint": [
+        "only-a-trailer.patch: has no body that says why the change is needed",
+        "only-a-trailer.patch: Upstream-Status 'Accepted' is not one of Pending, Submitted "
+        "<where>, Backport [<where>], Denied <why>, Inappropriate <why>, Inactive-Upstream "
+        "<details>",
+    ]}  # fmt: skip
 
 
 def test_trailing_whitespace_and_conflict_markers_fail_lint(upstream: SyntheticUpstream) -> None:
@@ -102,10 +106,12 @@ def test_trailing_whitespace_and_conflict_markers_fail_lint(upstream: SyntheticU
                   "Leave a mess")  # fmt: skip
     result, records = check(upstream)
     assert result.code == 7
-    details = failed(records)["lint"]
-    assert len(details) == 4
-    assert details[0] == "leave-a-mess.patch: line 19: adds trailing whitespace to demo/core.py"
-    assert all("adds a conflict marker to demo/core.py" in d for d in details[1:])
+    assert failed(records) == {"lint": [
+        "leave-a-mess.patch: line 19: adds trailing whitespace to demo/core.py",
+        "leave-a-mess.patch: line 20: adds a conflict marker to demo/core.py",
+        "leave-a-mess.patch: line 21: adds a conflict marker to demo/core.py",
+        "leave-a-mess.patch: line 22: adds a conflict marker to demo/core.py",
+    ]}  # fmt: skip
 
 
 def test_a_stale_store_fails_export(good: SyntheticUpstream) -> None:
@@ -129,8 +135,18 @@ def test_a_series_that_does_not_apply_fails_apply_and_skips_export(good: Synthet
     assert result.code == 4
     problems = failed(records)
     assert set(problems) == {"apply", "export"}
-    where = f"patch {GOOD_PATCH} (series line 2, patch 1 of 1) does not apply"
-    assert where in problems["apply"][0]
+    assert problems["apply"] == [
+        f"patch {GOOD_PATCH} (series line 2, patch 1 of 1) does not apply to demo 1.0 "
+        f"({good.commit[:12]}):",
+        "  demo/core.py: hunk #1 @@ -8,7 +8,7 @@ def function_2(): does not match the base",
+        "      |     return 2",
+        "      | ",
+        "      | def function_3():",
+        "      |     return 300",
+        "      | ",
+        "      | def function_4():",
+        "      |     return 4",
+    ]
     assert problems["export"] == ["not run: the series does not apply"]
 
 
@@ -141,7 +157,10 @@ def test_an_unsafe_patch_fails_safety_first_and_is_never_applied(good: Synthetic
     result, records = check(good)
     assert result.code == 10  # the most serious code wins over lint's 7
     problems = failed(records)
-    assert "path '.git/hooks/pre-commit' points into .git" in problems["safety"][0]
+    assert problems["safety"] == [
+        f"patch {good.base_folder / 'git-hooks.patch'} (series line 3): path "
+        "'.git/hooks/pre-commit' points into .git"
+    ]
     assert problems["apply"] == problems["export"] == [
         "not run: the base or a patch is unsafe or damaged"
     ]
@@ -155,14 +174,23 @@ def test_an_invalid_base_toml_and_a_wrong_commit_fail_config_and_source(
     base_toml.write_text(text.replace("version =", "verison ="))
     result, records = check(good)
     assert result.code == 6
-    assert "unknown key 'verison'; did you mean 'version'?" in failed(records)["config"][0]
+    assert failed(records)["config"] == [
+        f"{base_toml}: unknown key 'verison'; did you mean 'version'?"
+    ]
     base_toml.write_text(text.replace(good.commit, "f" * 40))
     result, records = check(good)
     assert result.code == 6
-    assert f"but base.toml records {'f' * 40}" in failed(records)["source"][0]
+    assert failed(records)["source"] == [
+        f"{base_toml}: the sdist demo-1.0.tar.gz imports as commit {good.commit}, but base.toml "
+        f"records {'f' * 40}"
+    ]
 
 
 def test_an_unknown_device_is_a_usage_error(good: SyntheticUpstream) -> None:
     result = good.cli("check", "--device-type", "devB")
     assert result.code == 3
-    assert "unknown device 'devB'" in result.stderr
+    assert error_lines(result) == [
+        f"error: unknown device 'devB': {good.store / 'devB' / 'device.toml'} does not exist. "
+        "Did you mean 'devA'?",
+        "hint: Known devices: devA.",
+    ]

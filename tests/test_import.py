@@ -9,11 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import SyntheticUpstream, git, snapshot
+from helpers import SyntheticUpstream, error_lines, git, snapshot
 
-
-def run_import(world: SyntheticUpstream, *args: str):  # type: ignore[no-untyped-def]
-    return world.cli("import", "--device-type", "devA", "--dir", str(world.build), *args)
+pytestmark = pytest.mark.cli_in_process
 
 
 def commit_as(tree: Path, subject: str, body: str, name: str, email: str, date: str) -> None:
@@ -27,7 +25,7 @@ def commit_as(tree: Path, subject: str, body: str, name: str, email: str, date: 
 @pytest.fixture
 def outside(upstream: SyntheticUpstream, tmp_path: Path) -> Path:
     """A separate clone of demo 1.0 where 'someone else' writes patches."""
-    assert upstream.cli("unpatch", "--device-type", "devA", "--dir", str(upstream.build)).code == 0
+    assert upstream.run("unpatch").code == 0
     clone = tmp_path / "elsewhere"
     git(tmp_path, "clone", "--quiet", str(upstream.tree), str(clone))
     return clone
@@ -55,7 +53,7 @@ def test_format_patch_files_keep_author_date_and_message(
     out = outside.parent / "fp"
     git(outside, "format-patch", "--quiet", "-o", str(out), "-2")
     files = sorted(str(p) for p in out.iterdir())
-    result = run_import(upstream, *files)
+    result = upstream.run("import", *files)
     assert result.code == 0, result.output
     assert series_names(upstream) == ["core-return-77-from-function-7.patch", "add-a-notice.patch"]
     first = (upstream.base_folder / "core-return-77-from-function-7.patch").read_text()
@@ -69,7 +67,7 @@ def test_format_patch_files_keep_author_date_and_message(
         "Bob Ross|bob@example.invalid|Add a NOTICE",
         "Ada Lovelace|ada@example.invalid|core: return 77 from function_7",
     ]
-    check = upstream.cli("patch", "--device-type", "devA", "--dir", str(upstream.build), "--check")
+    check = upstream.run("patch", "--check")
     assert check.code == 0, check.output
 
 
@@ -83,7 +81,7 @@ def test_one_stdout_mbox_with_120_patches(upstream: SyntheticUpstream, outside: 
     mbox = outside.parent / "all.mbox"
     mbox.write_bytes(subprocess.run(["git", "format-patch", "--stdout", "-120"], cwd=outside,
                                     capture_output=True, check=True).stdout)  # fmt: skip
-    result = run_import(upstream, str(mbox))
+    result = upstream.run("import", str(mbox))
     assert result.code == 0, result.output
     names = series_names(upstream)
     assert len(names) == 120
@@ -106,7 +104,7 @@ def test_plain_diff_ruN_with_p1_takes_author_date_and_message_from_options(
     diff = subprocess.run(["diff", "-ruN", "old", "new"], cwd=tmp_path, capture_output=True).stdout
     assert b"diff --git" not in diff and b"diff -ruN" in diff
     (tmp_path / "change.diff").write_bytes(diff)
-    result = run_import(upstream, "-p", "1", "--author", "Carol <carol@example.invalid>",
+    result = upstream.run("import", "-p", "1", "--author", "Carol <carol@example.invalid>",
                         "--date", "2023-07-08T09:10:11+00:00", "--message",
                         "core: plain diff import", str(tmp_path / "change.diff"))  # fmt: skip
     assert result.code == 0, result.output
@@ -126,10 +124,10 @@ def test_git_diff_with_an_extra_leading_component_and_p2(
                           cwd=outside, capture_output=True, check=True).stdout  # fmt: skip
     assert b"a/vllm/demo/core.py" in diff
     (outside.parent / "deep.diff").write_bytes(diff)
-    wrong = run_import(upstream, "--author", "D <d@example.invalid>", "-m", "deep",
+    wrong = upstream.run("import", "--author", "D <d@example.invalid>", "-m", "deep",
                        str(outside.parent / "deep.diff"))  # fmt: skip
     assert wrong.code != 0 and series_names(upstream) == []
-    result = run_import(upstream, "-p", "2", "--author", "D <d@example.invalid>", "-m",
+    result = upstream.run("import", "-p", "2", "--author", "D <d@example.invalid>", "-m",
                         "core: return 333", str(outside.parent / "deep.diff"))  # fmt: skip
     assert result.code == 0, result.output
     patch = (upstream.base_folder / "core-return-333.patch").read_text()
@@ -150,7 +148,7 @@ def test_quilt_folder_and_series_option(upstream: SyntheticUpstream, tmp_path: P
         " def function_1():\n-    return 1\n+    return 11\n \n"
     )  # fmt: skip
     (quilt / "series").write_text("# quilt series\none.patch\ntwo.diff -p1\n")
-    result = run_import(upstream, "--author", "Fallback <fb@example.invalid>", str(quilt))
+    result = upstream.run("import", "--author", "Fallback <fb@example.invalid>", str(quilt))
     assert result.code == 0, result.output
     assert series_names(upstream) == [
         "readme-say-hello.patch",
@@ -175,7 +173,17 @@ def test_quilt_folder_and_series_option(upstream: SyntheticUpstream, tmp_path: P
         str(quilt / "other-series"),
     )
     assert again.code != 0  # two.diff is already in the series: it no longer applies
-    assert "two.diff" in again.stderr
+    assert error_lines(again) == [
+        "error: other-series:1 two.diff (change 1 of 1) does not apply to demo-1.0 and its series "
+        "(1 hunk(s) in 1 file(s) do not match):",
+        "  demo/core.py (demo.orig/demo/core.py): hunk #1 @@ -4,3 +4,3 @@ does not match the base",
+        "      | def function_1():",
+        "      |     return 1",
+        "      | ",
+        "hint: Refresh the change against this base. Nothing was imported: the build tree "
+        f"{tmp_path / 'b2' / 'devA' / 'demo'} that this import made was removed, and the store "
+        "is unchanged.",
+    ]
 
 
 def test_a_hunk_that_does_not_apply_is_named_and_nothing_is_imported(
@@ -192,19 +200,26 @@ def test_a_hunk_that_does_not_apply_is_named_and_nothing_is_imported(
     mbox.write_text(text.replace("     return 20\n", "     return 2000\n")
                     .replace("-    return 20\n", "-    return 2000\n"))  # fmt: skip
     before = state(upstream)
-    result = run_import(upstream, str(mbox))
+    result = upstream.run("import", str(mbox))
     assert result.code == 4, result.output
-    assert "two.mbox, message 2 of 2 (change 2 of 2) does not apply" in result.stderr
-    assert (
-        "demo/core.py: hunk #1 @@ -59,7 +59,7 @@ def function_19(): does not match the base"
-        in result.stderr
-    )
-    assert "return 2000" in result.stderr
+    assert error_lines(result) == [
+        "error: two.mbox, message 2 of 2 (change 2 of 2) does not apply to demo-1.0 and its series "
+        "(1 hunk(s) in 1 file(s) do not match):",
+        "  demo/core.py: hunk #1 @@ -59,7 +59,7 @@ def function_19(): does not match the base",
+        "      |     return 19",
+        "      | ",
+        "      | def function_20():",
+        "      |     return 2000",
+        "      | ",
+        "hint: Refresh the change against this base, or retry with --3way to let git merge it. "
+        f"Nothing was imported: the build tree {upstream.tree} is as it was, and the store is "
+        "unchanged.",
+    ]
     assert state(upstream) == before
     assert not (upstream.tree / "good.txt").exists()
 
 
-@pytest.mark.parametrize("path, why", [("../escape.txt", "climbs out of the tree"),
+@pytest.mark.parametrize("path, why", [("../escape.txt", "climbs out of the tree with '..'"),
                                        (".git/hooks/post-commit", "points into .git")])  # fmt: skip
 def test_a_hostile_path_is_refused(
     upstream: SyntheticUpstream, outside: Path, path: str, why: str
@@ -212,9 +227,12 @@ def test_a_hostile_path_is_refused(
     hostile = outside.parent / "hostile.diff"
     hostile.write_text(f"--- a/{path}\n+++ b/{path}\n@@ -0,0 +1 @@\n+owned\n")
     before = state(upstream)
-    result = run_import(upstream, "--author", "E <e@example.invalid>", "-m", "evil", str(hostile))
+    result = upstream.run("import", "--author", "E <e@example.invalid>", "-m", "evil", str(hostile))
     assert result.code == 10, result.output
-    assert why in result.stderr and path in result.stderr
+    assert error_lines(result) == [
+        f"error: hostile.diff: path '{path}' {why}",
+        "hint: Nothing was imported.",
+    ]
     assert state(upstream) == before
     assert not (upstream.tree.parent / "escape.txt").exists()
 
@@ -228,7 +246,12 @@ def test_a_new_device_and_base_are_created_and_removed_on_failure(
     patch.write_bytes(subprocess.run(["git", "format-patch", "--stdout", "-1"], cwd=outside,
                                      capture_output=True, check=True).stdout)  # fmt: skip
     unknown = upstream.cli("import", "-d", "devB", "--dir", str(upstream.build), str(patch))
-    assert unknown.code == 3 and "unknown device 'devB'" in unknown.stderr
+    assert unknown.code == 3
+    assert error_lines(unknown) == [
+        f"error: unknown device 'devB': {upstream.store / 'devB' / 'device.toml'} does not exist. "
+        "Did you mean 'devA'?",
+        "hint: Known devices: devA.",
+    ]
     made = upstream.cli("import", "-d", "devB", "--create", "--display-name", "Device B",
                         "--vendor", "Example", "--onto", "demo==1.0", "--dir",
                         str(upstream.build), str(patch))  # fmt: skip
@@ -248,5 +271,14 @@ def test_a_new_device_and_base_are_created_and_removed_on_failure(
                           "--vendor", "Example", "--onto", "demo==1.0", "--author", "F <f@x.invalid>",
                           "-m", "stale", "--dir", str(upstream.build), str(stale))  # fmt: skip
     assert failed.code == 4, failed.output
-    assert "README.md: hunk #1 @@ -1,2 +1,2 @@ does not match" in failed.stderr
+    assert error_lines(failed) == [
+        "error: stale.diff (change 1 of 1) does not apply to demo-1.0 and its series (1 hunk(s) in "
+        "1 file(s) do not match):",
+        "  README.md: hunk #1 @@ -1,2 +1,2 @@ does not match the base",
+        "      | # not demo",
+        "      | ",
+        "hint: Refresh the change against this base. Nothing was imported: the build tree "
+        f"{upstream.build / 'devC' / 'demo'} that this import made was removed, and the store is "
+        "unchanged.",
+    ]
     assert snapshot(upstream.store) == store_before and not (upstream.store / "devC").exists()

@@ -7,15 +7,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from helpers import CliResult, SyntheticUpstream, check_records, commit_all, git, snapshot
 
 from patchtool.lint import MAX_FINDINGS_SHOWN, MESSAGE_ADVICE
 
+pytestmark = pytest.mark.cli_in_process
+
 ADVICE = f"warning: {MESSAGE_ADVICE}"
-
-
-def cli(world: SyntheticUpstream, command: str, *extra: str) -> CliResult:
-    return world.cli(command, "--device-type", "devA", "--dir", str(world.build), *extra)
 
 
 def warnings(result: CliResult) -> list[str]:
@@ -40,9 +39,9 @@ def edit_core(world: SyntheticUpstream, old: str, new: str) -> None:
 def test_patch_m_with_one_line_writes_the_patch_and_says_how_to_fix_it(
     upstream: SyntheticUpstream,
 ) -> None:
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     edit_core(upstream, "return 3\n", "return 33\n")
-    result = cli(upstream, "patch", "-m", "core: one line")
+    result = upstream.run("patch", "-m", "core: one line")
     assert result.code == 0, result.output
     assert (upstream.base_folder / "core-one-line.patch").is_file()
     assert warnings(result) == [
@@ -61,7 +60,7 @@ def test_patch_m_with_one_line_writes_the_patch_and_says_how_to_fix_it(
     # Following the advice clears both.
     git(upstream.tree, "commit", "--quiet", "--amend", "-m", "core: one line", "-m",
         "The device needs 33.", "-m", "Upstream-Status: Pending")  # fmt: skip
-    fixed = cli(upstream, "patch")
+    fixed = upstream.run("patch")
     assert fixed.code == 0, fixed.output
     assert warnings(fixed) == []
     assert upstream.cli("check").code == 0
@@ -70,12 +69,12 @@ def test_patch_m_with_one_line_writes_the_patch_and_says_how_to_fix_it(
 def test_an_earlier_commit_with_bad_lines_is_fixed_by_an_interactive_rebase(
     upstream: SyntheticUpstream,
 ) -> None:
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     edit_core(upstream, "return 3\n", "return 33 \n")
     commit_all(upstream.tree, "core: return 33")
     (upstream.tree / "NOTICE").write_text("notice\n")
     commit_all(upstream.tree, "Add a notice")
-    result = cli(upstream, "patch")
+    result = upstream.run("patch")
     assert result.code == 0, result.output
     first = head(upstream, "HEAD~1")
     assert warnings(result) == [
@@ -96,10 +95,10 @@ def test_an_earlier_commit_with_bad_lines_is_fixed_by_an_interactive_rebase(
 def test_strict_fails_with_exit_7_and_leaves_the_store_byte_identical(
     upstream: SyntheticUpstream,
 ) -> None:
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     before = snapshot(upstream.store)
     edit_core(upstream, "return 3\n", "return 33\n")
-    result = cli(upstream, "patch", "--strict", "-m", "core: one line")
+    result = upstream.run("patch", "--strict", "-m", "core: one line")
     assert result.code == 7, result.output
     assert snapshot(upstream.store) == before
     commit = head(upstream)
@@ -113,11 +112,11 @@ def test_strict_fails_with_exit_7_and_leaves_the_store_byte_identical(
         f"again. Note: {MESSAGE_ADVICE}.",
     ]
     # A second run (nothing left to commit) refuses the same way; a good message passes.
-    assert cli(upstream, "patch", "--strict").code == 7
+    assert upstream.run("patch", "--strict").code == 7
     assert snapshot(upstream.store) == before
     git(upstream.tree, "commit", "--quiet", "--amend", "-m", "core: one line", "-m",
         "The device needs 33.", "-m", "Upstream-Status: Inappropriate [device only]")  # fmt: skip
-    passed = cli(upstream, "patch", "--strict")
+    passed = upstream.run("patch", "--strict")
     assert passed.code == 0, passed.output
     assert (upstream.base_folder / "core-one-line.patch").is_file()
 
@@ -127,13 +126,13 @@ def test_import_of_a_patch_with_a_body_but_no_trailer_warns(
 ) -> None:
     # A message with a body is kept as it is (one without gets a generated body and
     # trailer: test_import_everyday.py), so lint still asks for the trailer.
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     edit_core(upstream, "return 5\n", "return 55\n")
     diff = subprocess.run(["git", "diff"], cwd=upstream.tree, capture_output=True,
                           check=True).stdout  # fmt: skip
     git(upstream.tree, "checkout", "--quiet", "--", ".")
     (tmp_path / "change.diff").write_bytes(diff)
-    result = cli(upstream, "import", "--author", "Ada <ada@example.invalid>", "-m",
+    result = upstream.run("import", "--author", "Ada <ada@example.invalid>", "-m",
                  "core: return 55\n\nThe device needs 55.", str(tmp_path / "change.diff"))  # fmt: skip
     assert result.code == 0, result.output
     assert (upstream.base_folder / "core-return-55.patch").is_file()
@@ -149,12 +148,12 @@ def test_import_of_a_patch_with_a_body_but_no_trailer_warns(
 def test_many_findings_are_capped_per_patch_at_export_and_in_check(
     upstream: SyntheticUpstream,
 ) -> None:
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     extra = MAX_FINDINGS_SHOWN + 4
     spaced = "".join(f"x{i} = {i} \n" for i in range(extra))
     (upstream.tree / "demo" / "spaced.py").write_text(spaced)
     commit_all(upstream.tree, "Add spaced")
-    result = cli(upstream, "patch")
+    result = upstream.run("patch")
     assert result.code == 0, result.output
     # The new file's added lines start at line 16 of the patch file.
     shown = [

@@ -4,6 +4,7 @@ or half-written, and the next run works without manual clean-up."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from helpers import SyntheticUpstream, commit_all, git, run_cli, snapshot
+from helpers import SyntheticUpstream, commit_all, error_lines, git, snapshot
 
 from patchtool.faults import VARIABLE
 
@@ -21,10 +22,8 @@ EXPORT_POINTS = ["export:staged-unchanged", "export:wrote-patch", "export:before
                  "export:after-exchange"]  # fmt: skip
 WHEEL_POINTS = ["build-wheel:built", "build-wheel:moved"]
 
-
-def cli(world: SyntheticUpstream, command: str, *extra: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return run_cli("--store", str(world.store), command, "--device-type", "devA", "--dir",
-                   str(world.build), *extra, env=env)  # fmt: skip
+# Every run here is a process of its own (the `upstream` world's default): killed at
+# a point, or holding a lock another process waits for.
 
 
 def tree_state(tree: Path) -> tuple[dict[str, bytes], str, str]:
@@ -44,10 +43,10 @@ def leftovers(world: SyntheticUpstream) -> list[str]:
 
 
 def exported_world(world: SyntheticUpstream) -> None:
-    assert cli(world, "unpatch").code == 0
+    assert world.run("unpatch").code == 0
     (world.tree / "first.txt").write_text("first\n")
     commit_all(world.tree, "Add first")
-    assert cli(world, "patch").code == 0
+    assert world.run("patch").code == 0
 
 
 @pytest.mark.parametrize("point", UNPATCH_POINTS)
@@ -58,12 +57,12 @@ def test_unpatch_killed_at_any_point_keeps_the_previous_tree(upstream: Synthetic
     # The store moves on: a second patch the old tree does not have.
     (upstream.tree / "second.txt").write_text("second\n")
     commit_all(upstream.tree, "Add second")
-    assert cli(upstream, "patch").code == 0
+    assert upstream.run("patch").code == 0
     git(upstream.tree, "reset", "--quiet", "--hard", "HEAD~1")
     old = tree_state(upstream.tree)
     store = folder_bytes(upstream.store)
 
-    killed = cli(upstream, "unpatch", env={VARIABLE: point})
+    killed = upstream.run("unpatch", env={VARIABLE: point})
     assert killed.code == -9
     assert folder_bytes(upstream.store) == store
     state = tree_state(upstream.tree)
@@ -72,7 +71,7 @@ def test_unpatch_killed_at_any_point_keeps_the_previous_tree(upstream: Synthetic
     else:
         assert state == old
 
-    again = cli(upstream, "unpatch", "--force")
+    again = upstream.run("unpatch", "--force")
     assert again.code == 0, again.output
     assert (upstream.tree / "second.txt").read_text() == "second\n"
     assert leftovers(upstream) == []
@@ -86,24 +85,24 @@ def test_patch_killed_at_any_point_leaves_old_or_new_store(upstream: SyntheticUp
     (upstream.tree / "first.txt").write_text("first, changed\n")
     (upstream.tree / "extra.txt").write_text("extra\n")
     commit_all(upstream.tree, "Change first and add extra")
-    killed = cli(upstream, "patch", env={VARIABLE: point})
+    killed = upstream.run("patch", env={VARIABLE: point})
     assert killed.code == -9
     during = folder_bytes(upstream.base_folder)
-    again = cli(upstream, "patch")
+    again = upstream.run("patch")
     assert again.code == 0, again.output
     after = folder_bytes(upstream.base_folder)
     assert during in (before, after)
     assert during == (after if point == "export:after-exchange" else before)
     assert leftovers(upstream) == []
-    assert cli(upstream, "patch", "--check").code == 0
+    assert upstream.run("patch", "--check").code == 0
 
 
 @pytest.fixture
 def buildable(upstream: SyntheticUpstream) -> SyntheticUpstream:
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     (upstream.tree / "env.sh").write_text("export DEMO_ENV=1\n")
     commit_all(upstream.tree, "Add env.sh")
-    assert cli(upstream, "patch").code == 0
+    assert upstream.run("patch").code == 0
     return upstream
 
 
@@ -113,13 +112,13 @@ def test_build_wheel_killed_leaves_no_partial_wheel(buildable: SyntheticUpstream
     out = buildable.root / "out"
     store = folder_bytes(buildable.store)
     tree = tree_state(buildable.tree)
-    killed = cli(buildable, "build-wheel", "--out", str(out), env={VARIABLE: point})
+    killed = buildable.run("build-wheel", "--out", str(out), env={VARIABLE: point})
     assert killed.code == -9
     wheels = sorted(p.name for p in out.glob("*.whl"))
     assert wheels == ([] if point == "build-wheel:built" else ["demo-1.0-py3-none-any.whl"])
     assert not list(out.glob("*.tmp"))
     assert folder_bytes(buildable.store) == store and tree_state(buildable.tree) == tree
-    again = cli(buildable, "build-wheel", "--out", str(out))
+    again = buildable.run("build-wheel", "--out", str(out))
     assert again.code == 0, again.output
     assert "reusing" not in again.stderr  # the killed run recorded no success
     assert (out / "demo-1.0-py3-none-any.whl.provenance.json").is_file()
@@ -127,22 +126,45 @@ def test_build_wheel_killed_leaves_no_partial_wheel(buildable: SyntheticUpstream
 
 
 def test_second_run_waits_for_the_lock_or_fails_with_no_wait(upstream: SyntheticUpstream) -> None:
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     lock = FileLock(str(upstream.build / "devA" / ".patchtool.lock"))
+    device_dir = upstream.build / "devA"
     with lock:
-        refused = cli(upstream, "patch", "--no-wait")
+        refused = upstream.run("patch", "--no-wait")
         assert refused.code == 9
-        assert "another patchtool run holds the lock" in refused.stderr
+        assert error_lines(refused) == [
+            f"error: another patchtool run holds the lock on {device_dir}",
+            "hint: Wait for it to finish, or run without --no-wait to queue behind it.",
+        ]
         waiting = subprocess.Popen(
             [sys.executable, "-m", "patchtool", "--store", str(upstream.store), "patch",
              "--device-type", "devA", "--dir", str(upstream.build)],
             stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=os.environ.copy(),
         )  # fmt: skip
-        time.sleep(3)
+        # The run says so right before it blocks on the lock.
+        said = read_stderr_until(waiting, b"waiting for another patchtool run")
         assert waiting.poll() is None  # still queued behind the lock
     _, stderr = waiting.communicate(timeout=60)
-    assert waiting.returncode == 0, stderr
-    assert b"waiting for another patchtool run" in stderr
+    assert waiting.returncode == 0, said + stderr
+    assert f"waiting for another patchtool run on {device_dir} to finish".encode() in said
+
+
+def read_stderr_until(process: subprocess.Popen[bytes], text: bytes,
+                      timeout: float = 60) -> bytes:  # fmt: skip
+    """What `process` wrote on stderr up to and including `text` (the rest stays in
+    the pipe for `communicate`); fails if `text` does not come within `timeout` s."""
+    assert process.stderr is not None
+    descriptor = process.stderr.fileno()
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while text not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{text!r} did not come within {timeout} s; stderr so far: {seen!r}"
+        if select.select([descriptor], [], [], left)[0]:
+            chunk = os.read(descriptor, 65536)
+            assert chunk, f"stderr closed before {text!r} (exit {process.wait()}): {seen!r}"
+            seen += chunk
+    return seen
 
 
 def _in_private_mount(world: SyntheticUpstream, script: str) -> subprocess.CompletedProcess[str]:

@@ -12,21 +12,30 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SyntheticUpstream, check_records, commit_all, git, snapshot
+from helpers import SyntheticUpstream, check_records, commit_all, error_lines, git, snapshot
 
 from patchtool.gitops import Git
 
 CORPUS = Path(__file__).parent / "corpus"
+CHECK_FAILED_HINT = "hint: Fix what the report above lists and run check again."
+UNSAFE_HINT = ("hint: Nothing was applied and no build tree was changed. patchtool refuses patches "
+               "that could write outside the tree, into .git or through a symlink: fix or remove "
+               "the patch (and its line in series).")  # fmt: skip
+STALE_SERIES_HINT = (
+    "hint: Keep both: `patchtool unpatch --device-type devA --force` makes a tree of the current "
+    "series and keeps this one in a backup folder, from which you cherry-pick your commits. Or "
+    "pass --force to replace the store's series with this tree's."
+)
 
 
-def cli(world: SyntheticUpstream, command: str, *extra: str, build: Path | None = None,
-        env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]  # fmt: skip
-    from helpers import run_cli
-
-    args = ["--store", str(world.store), command, "--device-type", "devA"]
-    if command != "check":
-        args += ["--dir", str(build or world.build)]
-    return run_cli(*args, *extra, env=env)
+def stale_series_error(world: SyntheticUpstream, tree: Path) -> list[str]:
+    """`patch`'s refusal to export over a series another export changed."""
+    return [
+        f"error: the store's series in {world.base_folder} changed since the build tree {tree} "
+        "last read or wrote it (an export from another build folder, a pull, or an edit); "
+        "exporting now would drop those changes",
+        STALE_SERIES_HINT,
+    ]
 
 
 def outside(world: SyntheticUpstream, home: Path) -> dict[str, bytes]:
@@ -73,9 +82,19 @@ def test_a_hostile_git_url_is_refused_before_git_runs(upstream: SyntheticUpstrea
     folder = git_base(upstream, tmp_path, url)
     before = outside(upstream, hermetic_seal)
     extra = ("--commit-id", "git-base") if command == "unpatch" else ()
-    result = cli(upstream, command, *extra)
+    result = upstream.run(command, *extra)
     assert result.code == 10, result.output
-    assert f"{folder / 'base.toml'}: source.url: git URL {url!r} {problem}" in result.output
+    message = f"{folder / 'base.toml'}: source.url: git URL {url!r} {problem}"
+    if command == "unpatch":
+        assert error_lines(result) == [
+            f"error: {message}",
+            "hint: Use an https://, ssh://, git:// or file:// URL, user@host:path, or a local path.",
+        ]
+    else:
+        assert f"FAIL  devA  git-base  config\n        {message}\n" in result.stdout
+        assert error_lines(result) == [
+            "error: 1 check(s) failed: devA/git-base config", CHECK_FAILED_HINT,
+        ]  # fmt: skip
     assert not marker.exists()
     assert not (upstream.build / "devA" / "demo").exists()
     assert outside(upstream, hermetic_seal) == before
@@ -120,10 +139,19 @@ def test_a_project_that_is_a_path_is_refused_by_check_and_unpatch(upstream: Synt
     base_toml.write_text(base_toml.read_text().replace('project = "demo"',
                                                        f'project = "{project}"'))  # fmt: skip
     before = outside(upstream, hermetic_seal)
-    for command in ("check", "unpatch"):
-        result = cli(upstream, command)
-        assert result.code == 10, result.output
-        assert f"{base_toml}: project {project!r} is not a valid name" in result.output
+    message = f"{base_toml}: project {project!r} is not a valid name"
+    checked = upstream.run("check")
+    assert checked.code == 10, checked.output
+    assert f"FAIL  devA  demo-1.0  config\n        {message}\n" in checked.stdout
+    assert error_lines(checked) == ["error: 1 check(s) failed: devA/demo-1.0 config",
+                                    CHECK_FAILED_HINT]  # fmt: skip
+    result = upstream.run("unpatch")
+    assert result.code == 10, result.output
+    assert error_lines(result) == [
+        f"error: {message}",
+        "hint: A project is 1-100 characters of letters, digits, '.', '_', '+' and '-', starting "
+        "with a letter or digit, and never contains '..'.",
+    ]
     assert not escape.parent.exists()
     assert outside(upstream, hermetic_seal) == before
     assert not (upstream.build / "devA" / "demo").exists()
@@ -139,21 +167,33 @@ def test_a_symlink_in_the_store_is_refused(upstream: SyntheticUpstream, tmp_path
         (upstream.base_folder / "series").write_text("evil.patch\n")
         expected = (f"{upstream.base_folder / 'series'}:1: patch file 'evil.patch' is a symlink "
                     "or not a regular file")  # fmt: skip
+        hint, failed = "hint: The store holds plain files only.", "series"
     elif what == "series":
         (upstream.base_folder / "series").unlink()
         (upstream.base_folder / "series").symlink_to(secret)
         expected = f"{upstream.base_folder / 'series'} is a symlink; the store holds plain files only"
+        hint, failed = "hint: Replace the link by the file itself.", "series"
     else:
         real = tmp_path / "elsewhere"
         shutil.move(upstream.base_folder, real)
         upstream.base_folder.symlink_to(real)
         expected = f"{upstream.base_folder} is a symlink; the store holds plain folders only"
+        hint, failed = "hint: Replace the link by the folder itself.", "config"
     before = outside(upstream, hermetic_seal)
     for command in ("check", "unpatch", "patch"):
-        result = cli(upstream, command)
+        result = upstream.run(command)
         assert result.code == (3 if command == "patch" else 10), result.output
-        if command != "patch":  # patch stops earlier: there is no build tree
-            assert expected in result.output
+        if command == "check":
+            assert expected in result.stdout
+            assert error_lines(result) == [f"error: 1 check(s) failed: devA/demo-1.0 {failed}",
+                                           CHECK_FAILED_HINT]  # fmt: skip
+        elif command == "unpatch":
+            assert error_lines(result) == [f"error: {expected}", hint]
+        else:  # patch stops earlier: there is no build tree
+            assert error_lines(result) == [
+                f"error: no build tree for device 'devA' under {upstream.build / 'devA'}",
+                "hint: Create one with `patchtool unpatch --device-type devA`.",
+            ]
         assert "do not read me" not in result.output
     assert outside(upstream, hermetic_seal) == before
 
@@ -161,9 +201,13 @@ def test_a_symlink_in_the_store_is_refused(upstream: SyntheticUpstream, tmp_path
 def test_a_fifo_in_the_series_is_refused_without_waiting(upstream: SyntheticUpstream) -> None:
     os.mkfifo(upstream.base_folder / "fifo.patch")
     (upstream.base_folder / "series").write_text("fifo.patch\n")
-    result = cli(upstream, "unpatch")
+    result = upstream.run("unpatch")
     assert result.code == 10
-    assert "patch file 'fifo.patch' is a symlink or not a regular file" in result.stderr
+    assert error_lines(result) == [
+        f"error: {upstream.base_folder / 'series'}:1: patch file 'fifo.patch' is a symlink or not "
+        "a regular file",
+        "hint: The store holds plain files only.",
+    ]
 
 
 # --------------------------------------------------------------------------- git's own reading
@@ -175,7 +219,7 @@ def test_rename_old_and_new_are_read_as_git_reads_them_by_check(upstream: Synthe
                     upstream.base_folder / "rename-old-symlink.patch")  # fmt: skip
     (upstream.base_folder / "series").write_text("rename-old-symlink.patch\n")
     before = outside(upstream, hermetic_seal)
-    result = cli(upstream, "check", "--json")
+    result = upstream.run("check", "--json")
     assert result.code == 10, result.output
 
     safety = next(r for r in check_records(result.stdout) if r["check"] == "safety")
@@ -214,11 +258,11 @@ def test_a_git_base_with_a_symlink_out_of_the_tree_is_refused(upstream: Syntheti
     origin, commit = make_origin(tmp_path, links)
     git_base(upstream, tmp_path, str(origin), commit)
     before = outside(upstream, hermetic_seal)
-    result = cli(upstream, "unpatch", "--commit-id", "git-base")
+    result = upstream.run("unpatch", "--commit-id", "git-base")
     assert result.code == 10, result.output
-    assert f"error: base demo 2.0: {problem}" in result.stderr
+    assert error_lines(result) == [f"error: base demo 2.0: {problem}", UNSAFE_HINT]
     assert sorted(p.name for p in (upstream.build / "devA").iterdir()) == [".patchtool.lock"]
-    checked = cli(upstream, "check", "--commit-id", "git-base")
+    checked = upstream.run("check", "--commit-id", "git-base")
     assert checked.code == 10
     assert f"base demo 2.0: {problem}" in checked.stdout
     assert outside(upstream, hermetic_seal) == before
@@ -229,7 +273,7 @@ def test_a_relative_git_path_is_taken_from_the_base_folder(upstream: SyntheticUp
     origin, commit = make_origin(tmp_path, {"docs/readme": "../main.py"})
     folder = git_base(upstream, tmp_path, os.path.relpath(origin, upstream.store / "devA" / "git-base"),
                       commit)  # fmt: skip
-    result = cli(upstream, "unpatch", "--commit-id", "git-base")
+    result = upstream.run("unpatch", "--commit-id", "git-base")
     assert result.code == 0, result.output
     assert os.readlink(upstream.tree / "docs" / "readme") == "../main.py"
     assert (folder / "base.toml").read_text().count("url = \"../") == 1
@@ -245,34 +289,43 @@ def test_a_patch_past_the_devices_limits_is_refused_unread(upstream: SyntheticUp
         handle.truncate(64 << 20)  # sparse: 64 MiB that cost nothing to make
     (upstream.base_folder / "series").write_text("huge.patch\n")
     before = outside(upstream, hermetic_seal)
-    result = cli(upstream, "unpatch")
+    result = upstream.run("unpatch")
     assert result.code == 6
-    assert f"error: {big} is 67108864 bytes, more than the limit of 16777216" in result.stderr
-    checked = cli(upstream, "check")
+    assert error_lines(result) == [
+        f"error: {big} is 67108864 bytes, more than the limit of 16777216",
+        "hint: A patch's limits are set under [limits] in device.toml.",
+    ]
+    checked = upstream.run("check")
     assert checked.code == 6
     assert f"{big} is 67108864 bytes, more than the limit of 16777216" in checked.stdout
     assert outside(upstream, hermetic_seal) == before
 
 
 def test_limits_from_device_toml_bound_hunks_and_files(upstream: SyntheticUpstream) -> None:
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     core = upstream.tree / "demo" / "core.py"
     core.write_bytes(core.read_bytes().replace(b"return 1\n", b"return -1\n")
                      .replace(b"return 20\n", b"return -20\n")
                      .replace(b"return 39\n", b"return -39\n"))  # fmt: skip
     commit_all(upstream.tree, "Negate three functions")
-    assert cli(upstream, "patch").code == 0
+    assert upstream.run("patch").code == 0
     device = upstream.store / "devA" / "device.toml"
     device.write_text(device.read_text() + "\n[limits]\npatch-hunks = 2\n")
-    result = cli(upstream, "unpatch", "--force")
+    result = upstream.run("unpatch", "--force")
     assert result.code == 6
     patch = upstream.base_folder / "negate-three-functions.patch"
-    assert f"error: patch {patch}: 3 hunks, more than the limit of 2" in result.stderr
+    assert error_lines(result) == [
+        f"error: patch {patch}: 3 hunks, more than the limit of 2",
+        "hint: Nothing was applied. Split the patch, or raise patch-hunks under [limits] in the "
+        "device's device.toml if a patch this large is intended.",
+    ]
     device.write_text(device.read_text().replace("patch-hunks = 2", "patch-hunks = 0"))
-    result = cli(upstream, "unpatch", "--force")
+    result = upstream.run("unpatch", "--force")
     assert result.code == 6
-    assert (f"{device}: key limits.'patch-hunks' must be a whole number from 1 to 2147483648, "
-            "not 0") in result.stderr  # fmt: skip
+    assert error_lines(result) == [  # no hint: the message says what to write
+        f"error: {device}: key limits.'patch-hunks' must be a whole number from 1 to 2147483648, "
+        "not 0",
+    ]
 
 
 # --------------------------------------------------------------------------- lost work
@@ -292,7 +345,7 @@ def test_two_exports_from_two_build_folders_never_lose_work(upstream: SyntheticU
     builds = [upstream.root / "b1", upstream.root / "b2"]
     for round_number in range(8):
         for build in builds:
-            made = cli(upstream, "unpatch", "--force", build=build)
+            made = upstream.run("unpatch", "--force", build=build)
             assert made.code == 0, made.output
             tree = build / "devA" / "demo"
             (tree / f"{build.name}-{round_number}.txt").write_text(f"{build.name}\n")
@@ -301,9 +354,9 @@ def test_two_exports_from_two_build_folders_never_lose_work(upstream: SyntheticU
         results = [(run.wait(), run.stderr.read().decode()) for run in runs]  # type: ignore[union-attr]
         codes = sorted(code for code, _ in results)
         assert codes == [0, 7], results
-        winner = builds[[code for code, _ in results].index(0)]
+        winner, loser = builds if results[0][0] == 0 else builds[::-1]
         loser_error = next(err for code, err in results if code == 7)
-        assert "changed since the build tree" in loser_error
+        assert error_lines(loser_error) == stale_series_error(upstream, loser / "devA" / "demo")
         # The store is whole and holds exactly the winner's series.
         names = [line for line in (upstream.base_folder / "series").read_text().splitlines()
                  if not line.startswith("#")]  # fmt: skip
@@ -312,32 +365,24 @@ def test_two_exports_from_two_build_folders_never_lose_work(upstream: SyntheticU
         assert len(names) == len([e for e in expected if e])
         assert sorted(p.name for p in upstream.base_folder.iterdir()) == sorted(
             ["base.toml", "series", *names])  # fmt: skip
-        assert cli(upstream, "patch", "--check", build=winner).code == 0
+        assert upstream.run("patch", "--check", build=winner).code == 0
 
 
 def test_an_export_over_a_changed_series_is_refused_unless_forced(upstream: SyntheticUpstream) -> None:
     first, second = upstream.root / "b1", upstream.root / "b2"
     for build in (first, second):
-        assert cli(upstream, "unpatch", build=build).code == 0
+        assert upstream.run("unpatch", build=build).code == 0
     (first / "devA" / "demo" / "one.txt").write_text("one\n")
     commit_all(first / "devA" / "demo", "Add one")
-    assert cli(upstream, "patch", build=first).code == 0
+    assert upstream.run("patch", build=first).code == 0
     store = {p.name: p.read_bytes() for p in upstream.base_folder.iterdir()}
     (second / "devA" / "demo" / "two.txt").write_text("two\n")
     commit_all(second / "devA" / "demo", "Add two")
-    refused = cli(upstream, "patch", build=second)
+    refused = upstream.run("patch", build=second)
     assert refused.code == 7
-    tree = second / "devA" / "demo"
-    assert refused.stderr.splitlines()[-2:] == [
-        f"error: the store's series in {upstream.base_folder} changed since the build tree "
-        f"{tree} last read or wrote it (an export from another build folder, a pull, or an "
-        "edit); exporting now would drop those changes",
-        "hint: Keep both: `patchtool unpatch --device-type devA --force` makes a tree of the "
-        "current series and keeps this one in a backup folder, from which you cherry-pick "
-        "your commits. Or pass --force to replace the store's series with this tree's.",
-    ]
+    assert error_lines(refused) == stale_series_error(upstream, second / "devA" / "demo")
     assert {p.name: p.read_bytes() for p in upstream.base_folder.iterdir()} == store
-    forced = cli(upstream, "patch", "--force", build=second)
+    forced = upstream.run("patch", "--force", build=second)
     assert forced.code == 0, forced.output
     assert (upstream.base_folder / "series").read_text().split()[-1] == "add-two.patch"
     assert not (upstream.base_folder / "add-one.patch").exists()
@@ -370,14 +415,19 @@ def _resume(run: subprocess.Popen[bytes], pause: Path) -> tuple[int, str]:
 
 def test_a_commit_made_while_unpatch_builds_is_seen_before_the_swap(upstream: SyntheticUpstream,
                                                                     tmp_path: Path) -> None:  # fmt: skip
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     run, pause = _paused_unpatch(upstream, tmp_path, "unpatch:before-swap")
     (upstream.tree / "late.txt").write_text("made while unpatch ran\n")
     commit_all(upstream.tree, "Add late work")
     code, stderr = _resume(run, pause)
     assert code == 5, stderr
-    assert "holds work that exists nowhere else" in stderr
-    assert "Add late work" in stderr
+    late = git(upstream.tree, "rev-parse", "HEAD")[:10]
+    assert error_lines(stderr) == [
+        f"error: the build tree {upstream.tree} holds work that exists nowhere else:",
+        f"  commits not exported to the store: {late} Add late work",
+        "hint: Export it with `patchtool patch --device-type devA` (commit first, or use -m), or "
+        "pass --force to move the old tree to a backup folder.",
+    ]
     assert git(upstream.tree, "log", "-1", "--format=%s").strip() == "Add late work"
     assert [p.name for p in (upstream.build / "devA").iterdir()
             if p.name.startswith(".patchtool-stage")] == []  # fmt: skip
@@ -386,7 +436,7 @@ def test_a_commit_made_while_unpatch_builds_is_seen_before_the_swap(upstream: Sy
 def test_a_commit_made_between_the_check_and_the_swap_goes_to_a_backup(
     upstream: SyntheticUpstream, tmp_path: Path
 ) -> None:
-    assert cli(upstream, "unpatch").code == 0
+    assert upstream.run("unpatch").code == 0
     run, pause = _paused_unpatch(upstream, tmp_path, "unpatch:checked-again")
     (upstream.tree / "late.txt").write_text("made while unpatch swapped\n")
     commit_all(upstream.tree, "Add late work")
