@@ -85,7 +85,7 @@ def test_a_flagscale_tree_becomes_a_device_and_base_that_unpatches(world: World)
         f'[source]\ntype = "git"\nurl = "{world.repository}"\n\n'
         '[origin]\nsource = "FlagScale hardware/Metax_C550/vllm"\n'
         f'commit = "{FS_COMMIT}"\ncontact = "dev@metax-tech.com"\n'
-        'models = ["deepseek_r1", "qwen3"]\ntask = ["inference"]\n'
+        'models = [\n    "deepseek_r1",\n    "qwen3",\n]\ntask = [\n    "inference",\n]\n'
     )
     assert (base / "series").read_text().splitlines()[1:] == [
         "csrc-metax-c550-changes-from-flagscale.patch",
