@@ -24,14 +24,14 @@ from packaging.requirements import Requirement
 
 from patchtool.cli import main
 from patchtool.errors import BuildError
-from patchtool.wheel import (
+from patchtool.buildenv import (
     BuildInterpreter,
-    add_provenance,
     canonical_name,
     check_build_requirements,
     missing_module_error,
     query_interpreter,
 )
+from patchtool.provenance import add_provenance
 
 if sys.version_info >= (3, 11):
     import tomllib

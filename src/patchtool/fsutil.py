@@ -129,15 +129,6 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def ensure_within(root: Path, candidate: Path, what: str) -> Path:
-    """Refuse `candidate` unless it resolves to a path inside `root`."""
-    resolved_root = root.resolve()
-    resolved = candidate.resolve()
-    if resolved != resolved_root and resolved_root not in resolved.parents:
-        raise UnsafeInputError(f"{what} {candidate} lies outside {root}")
-    return resolved
-
-
 def check_build_dir(build_dir: Path, protected: list[Path]) -> Path:
     """Refuse a `--dir` that is the filesystem root, the home folder or a protected folder
     (the repository root, the store): patchtool replaces trees below it."""

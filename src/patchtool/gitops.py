@@ -79,6 +79,12 @@ def tool_identity(date: str) -> dict[str, str]:
     }
 
 
+# The committer of the commits the tool makes while keeping their authors (rebase's
+# picks, import's commits): fixed, so the same input gives the same commit ids.
+TOOL_COMMITTER = {
+    k: v for k, v in tool_identity("1970-01-01T00:00:00Z").items() if "COMMITTER" in k
+}
+
 # The transports a URL from a store file may use (store.GitUrl allows the same
 # schemes): everything else, `ext::` and `fd::` above all, is never allowed.
 ALLOWED_PROTOCOLS = ("https", "ssh", "git", "file")

@@ -48,7 +48,7 @@ from .errors import (
 )
 from .export import lint_rendered, remember_series, warn_lint
 from .fsutil import check_name
-from .gitops import Git, tool_identity, user_identity
+from .gitops import TOOL_COMMITTER, Git, user_identity
 from .privacy import Keyring
 from .rendering import known_plaintexts, render_patches, seal_patches, stored_files
 from .report import Reporter
@@ -68,7 +68,6 @@ from .store import (
 )
 from .tree import TreeLocation, discard, read_record
 
-_COMMITTER = {k: v for k, v in tool_identity("1970-01-01T00:00:00Z").items() if "COMMITTER" in k}
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]+)>\s*$")
 
 
@@ -429,7 +428,7 @@ def dirty_tree_hint(device: str) -> str:
 
 
 def _identity(change: Change, options: ImportOptions, tree: Path) -> dict[str, str]:
-    env = dict(_COMMITTER)
+    env = dict(TOOL_COMMITTER)
     author = change.author
     if author is None and options.author is not None:
         match = _AUTHOR.match(options.author)
@@ -477,7 +476,7 @@ def _import_into(
     else:
         left = f"the build tree {tree} is as it was"
     limits = options.store.device(options.device).limits
-    git = Git(tree, env=_COMMITTER)
+    git = Git(tree, env=TOOL_COMMITTER)
     start = git.text("rev-parse", "HEAD")
     reporter.step(f"importing {len(changes)} change(s) onto {base.base_id} in {tree}")
     done = _Imported()

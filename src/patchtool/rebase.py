@@ -54,7 +54,7 @@ from .errors import (
 )
 from .faults import kill_point
 from .fsutil import atomic_write, check_name, fsync_directory
-from .gitops import Git, tool_identity
+from .gitops import TOOL_COMMITTER, Git
 from .privacy import Keyring, load_series, patch_ids
 from .rendering import render_patches, seal_patches, stored_files
 from .report import Reporter
@@ -95,9 +95,6 @@ REPORT_FILE = "rebase-report.md"
 OLD_BASE_REF = "refs/patchtool/rebase/old-base"
 OLD_TIP_REF = "refs/patchtool/rebase/old-tip"
 NEW_BASE_REF = "refs/patchtool/rebase/new-base"
-# Commits the tool makes keep their author; the committer is the tool, at a
-# fixed date, so the same rebase gives the same commit ids on every machine.
-_COMMITTER = {k: v for k, v in tool_identity("1970-01-01T00:00:00Z").items() if "COMMITTER" in k}
 
 CLEAN, THREE_WAY, BY_HAND, UPSTREAM, SKIPPED = (
     "clean",
@@ -419,7 +416,7 @@ def _start(
             reporter.step(f"checking out {old.label} ({old.commit[:12]})")
             _create_tree(old_repository, tree, old, state)
             kill_point("rebase:tree-created")
-        git = Git(tree, env=_COMMITTER)
+        git = Git(tree, env=TOOL_COMMITTER)
         for repository, commit, ref in (
             (old_repository, old.commit, OLD_BASE_REF),
             (new_repository, new.commit, NEW_BASE_REF),
@@ -499,7 +496,7 @@ def _create_tree(repository: Path, tree: Path, old: BaseRef, state: RebaseState)
 
 
 def _pick_remaining(tree: Path, state: RebaseState, reporter: Reporter) -> None:
-    git = Git(tree, env=_COMMITTER)
+    git = Git(tree, env=TOOL_COMMITTER)
     total = len(state.patches)
     while state.position < total:
         patch = state.patches[state.position]
@@ -585,7 +582,7 @@ def _conflict_error(state: RebaseState, patch: PatchState, tree: Path) -> Confli
 def _continue_current(tree: Path, state: RebaseState, note: str | None, reporter: Reporter) -> None:
     if state.position >= len(state.patches):
         return
-    git = Git(tree, env=_COMMITTER)
+    git = Git(tree, env=TOOL_COMMITTER)
     patch = state.patches[state.position]
     if state.pick_running:
         # patchtool was killed while it picked this patch: whatever the pick left
@@ -659,7 +656,7 @@ def _continue_current(tree: Path, state: RebaseState, note: str | None, reporter
 def _skip_current(tree: Path, state: RebaseState, reporter: Reporter) -> None:
     if state.position >= len(state.patches):
         return
-    git = Git(tree, env=_COMMITTER)
+    git = Git(tree, env=TOOL_COMMITTER)
     patch = state.patches[state.position]
     _undo_pick(git, state)
     patch.outcome = SKIPPED
@@ -766,7 +763,7 @@ def _folder_digest(folder: Path) -> str | None:
 
 
 def _finish(tree: Path, state: RebaseState, reporter: Reporter) -> RebaseResult:
-    git = Git(tree, env=_COMMITTER)
+    git = Git(tree, env=TOOL_COMMITTER)
     new = state.new_base_ref
     staging = _store_staging(new, state)
     shutil.rmtree(staging, ignore_errors=True)  # left by a killed run of this rebase
@@ -992,10 +989,6 @@ def render_report(
         "```",
     ]
     return "\n".join(lines) + "\n"
-
-
-def report_lines(result: RebaseResult) -> list[str]:
-    return [f"{name}: {outcome}" for name, outcome in result.outcomes]
 
 
 __all__ = [
