@@ -22,8 +22,6 @@ from helpers import REPOSITORY, RealVllm, SyntheticUpstream, commit_all
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-from patchtool.cli import main
-from patchtool.errors import BuildError
 from patchtool.buildenv import (
     BuildInterpreter,
     canonical_name,
@@ -31,6 +29,8 @@ from patchtool.buildenv import (
     missing_module_error,
     query_interpreter,
 )
+from patchtool.cli import main
+from patchtool.errors import BuildError
 from patchtool.provenance import add_provenance
 
 if sys.version_info >= (3, 11):

@@ -19,14 +19,14 @@ import click
 import typer
 
 from . import __version__
-from .errors import ExitCode, NotFoundError, PatchtoolError, UsageError
+from .errors import ExitCode, PatchtoolError, UsageError
 from .report import RichReporter
 
 if TYPE_CHECKING:
     from .cache import BaseCache
     from .privacy import Keyring
     from .store import NamedRecipient, Store
-    from .tree import TreeRecord
+    from .whereabouts import Here
 
 app = typer.Typer(
     name="patchtool",
@@ -152,77 +152,23 @@ def _reporter() -> RichReporter:
     return RichReporter(quiet=_globals.quiet)
 
 
-@dataclass(frozen=True)
-class _Here:
-    """The build tree the command runs in (cwd inside it), and what it records."""
-
-    tree: Path
-    record: TreeRecord
-
-
 @functools.lru_cache(maxsize=1)
-def _here() -> _Here | None:
-    from .tree import enclosing_tree, read_record
+def _here() -> Here | None:
+    from .whereabouts import tree_around
 
-    tree = enclosing_tree(Path.cwd())
-    if tree is None:
-        return None
-    try:
-        return _Here(tree, read_record(tree))
-    except NotFoundError:
-        # A damaged record: commands then need -d, --dir and --store, as outside.
-        return None
+    return tree_around(Path.cwd())
 
 
 def _store() -> Store:
-    from .store import find_store
+    from .whereabouts import store_for
 
-    here = _here()
-    if _globals.store is None and here is not None and here.record.store:
-        recorded = Path(here.record.store)
-        if not recorded.is_dir():
-            raise NotFoundError(
-                f"the build tree {here.tree} was made from the store {recorded}, "
-                "which no longer exists",
-                hint="Pass the store with --store.",
-            )
-        return find_store(Path.cwd(), recorded)
-    return find_store(Path.cwd(), _globals.store)
+    return store_for(Path.cwd(), _globals.store, _here())
 
 
 def _build_dir(build_dir: Path | None, store: Store) -> Path:
-    """--dir; else the build folder of the tree we are in; else build/ beside the store."""
-    from .fsutil import check_build_dir
-    from .tree import enclosing_tree
+    from .whereabouts import build_dir_for
 
-    here = _here()
-    if build_dir is None:
-        build_dir = here.tree.parent.parent if here is not None else store.root.parent / "build"
-    else:
-        inside = enclosing_tree(build_dir.resolve())
-        if inside is not None:
-            raise UsageError(
-                f"--dir {build_dir} lies inside the build tree {inside}",
-                hint="Trees do not nest: leave out --dir to use the tree's own build folder "
-                f"({inside.parent.parent}).",
-            )
-    return check_build_dir(build_dir, [store.root, store.root.parent])
-
-
-def _device_name(device: str | None) -> str:
-    """--device-type, else the device of the build tree we are in."""
-    from .fsutil import check_name
-
-    if device is None:
-        here = _here()
-        if here is None:
-            raise UsageError(
-                "no device named and not inside a build tree",
-                hint="Pass --device-type NAME (`patchtool list` shows the devices), or run "
-                "the command from inside a build tree.",
-            )
-        device = here.record.device
-    return check_name("device", device)
+    return build_dir_for(build_dir, store, _here())
 
 
 @dataclass(frozen=True)
@@ -239,7 +185,9 @@ def _device_context(
     """What every per-device command starts with: the device name checked (and,
     unless it is being created, found in the store before the lock creates
     DIR/<device>), the store, and the build folder checked."""
-    name = _device_name(device)
+    from .whereabouts import device_for
+
+    name = device_for(device, _here())
     store = _store()
     if must_exist:
         store.device(name)
@@ -470,29 +418,9 @@ def list_command(
     ] = False,
 ) -> None:
     """Devices and their bases (id, version, commit, patch count)."""
-    from .store import parse_series
+    from .overview import store_listing
 
-    store = _store()
-    records: list[dict[str, Any]] = []
-    for name in store.device_names():
-        device = store.device(name)
-        for base in store.bases(name):
-            entries = parse_series(base).entries
-            count = len(entries)
-            records.append(
-                {
-                    "device": name,
-                    "display_name": device.display_name,
-                    "base": base.base_id,
-                    "project": base.project,
-                    "version": base.version,
-                    "commit": base.commit,
-                    "source": base.source.kind,
-                    "patches": count,
-                    "private": sum(1 for e in entries if e.private),
-                    "command": f"patchtool check -d {name} --commit-id {base.base_id}",
-                }
-            )
+    records = store_listing(_store())
     if as_json:
         _emit_json({"include": records})
         return
@@ -525,44 +453,24 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The build tree's base, applied patches, unexported commits and uncommitted files."""
-    from .gitops import Git
-    from .tree import find_tree, read_record, tree_work
+    from .overview import tree_status
 
     context = _device_context(device, build_dir)
-
-    device = context.device
-    tree = find_tree(context.build_dir, device)
-    record = read_record(tree)
-    git = Git(tree)
-    base = context.store.resolve_base(device, record.base_id)
-    log = git.lines("log", "--reverse", "--format=%h %s", f"{record.base_commit}..HEAD")
-    work = tree_work(git, base, record.base_commit)
-    data = {
-        "tree": str(tree),
-        "device": device,
-        "base": record.base_id,
-        "version": record.version,
-        "base_commit": record.base_commit,
-        "commits": log,
-        "unexported": work.unexported,
-        "uncommitted": work.uncommitted,
-        "other": work.other,
-    }
+    found = tree_status(context.store, context.build_dir, context.device)
     if as_json:
-        _emit_json(data)
+        _emit_json(found.to_json())
         return
-    print(f"tree:       {tree}")
-    print(f"base:       {record.base_id} ({record.project} {record.version}, {record.base_commit})")
-    print(f"commits:    {len(log)}")
-    for line in log:
-        print(f"  {line}")
-    print(f"unexported: {len(data['unexported'])}")
-    for line in data["unexported"]:
-        print(f"  {line}")
-    print(f"uncommitted files: {len(data['uncommitted'])}")
-    for line in data["uncommitted"]:
-        print(f"  {line}")
-    for line in data["other"]:
+    print(f"tree:       {found.tree}")
+    print(f"base:       {found.base} ({found.project} {found.version}, {found.base_commit})")
+    for title, lines in (
+        ("commits:   ", found.commits),
+        ("unexported:", found.unexported),
+        ("uncommitted files:", found.uncommitted),
+    ):
+        print(f"{title} {len(lines)}")
+        for line in lines:
+            print(f"  {line}")
+    for line in found.other:
         print(f"note: {line}")
 
 
