@@ -69,6 +69,7 @@ from .cache import BaseCache, base_ref_name
 from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError
 from .fsutil import sha256_of
 from .gitops import Git
+from .jobs import CacheJob
 from .lint import (
     MESSAGE_ADVICE,
     WHITESPACE_FIX,
@@ -79,7 +80,7 @@ from .lint import (
     recipient_findings,
 )
 from .locks import store_lock
-from .privacy import Keyring, LoadedSeries, load_series
+from .privacy import LoadedSeries, load_series
 from .rendering import stored_files
 from .report import Reporter
 from .safety import TreeJudge, judge_paths, paths_git_reads
@@ -93,7 +94,6 @@ from .store import (
     DeviceConfig,
     PatchSeries,
     PypiSource,
-    Store,
     parse_base,
     parse_series,
 )
@@ -123,18 +123,14 @@ class OfflineViolationError(NetworkError):
     """An offline check tried to reach the network: a bug in patchtool's offline path."""
 
 
-@dataclass(frozen=True)
-class CheckOptions:
-    store: Store
-    cache: BaseCache
+@dataclass(frozen=True, kw_only=True)
+class CheckOptions(CacheJob):
     device: str | None = None
     commit_id: str | None = None
-    archive_paths: tuple[Path, ...] = ()
     offline: bool = False  # never fetch: skip what needs a source that is not local
     # Bases checked at the same time (None: the machine's cores); the report's
     # order is the serial run's whatever this is.
     jobs: int | None = None
-    keyring: Keyring | None = None  # opens private patches
     public_only: bool = False  # leave private patches out instead of needing a key
 
 

@@ -27,6 +27,7 @@ from .errors import (
     UsageError,
 )
 from .gitops import Git, user_identity
+from .jobs import DeviceJob
 from .lint import (
     LintError,
     LintFinding,
@@ -36,7 +37,6 @@ from .lint import (
     whitespace_advice,
 )
 from .privacy import (
-    Keyring,
     patch_ids,
 )
 from .rendering import (
@@ -53,7 +53,6 @@ from .store import (
     BaseRef,
     ExportPlan,
     PatchSeries,
-    Store,
     parse_series,
     plan_export,
     recover_export,
@@ -65,17 +64,13 @@ from .tree import TreeRecord, read_record, uncommitted_files, write_record
 # --------------------------------------------------------------------------- private patches
 
 
-@dataclass(frozen=True)
-class ExportOptions:
-    store: Store
-    build_dir: Path
-    device: str
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions(DeviceJob):
     commit_id: str | None = None
     check: bool = False
     message: str | None = None
     force: bool = False
     strict: bool = False  # fail, writing nothing, if a patch would fail check's lint
-    keyring: Keyring | None = None  # to compare with private patches the record does not know
     reencrypt: bool = False  # encrypt every private patch anew, to today's recipients
     publish: bool = False  # let a private patch's change be exported in clear
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .applying import TrialApply, describe_failure, describe_trial, trial_apply
-from .cache import BaseCache
 from .errors import (
     ConflictError,
     DirtyTreeError,
@@ -49,7 +48,7 @@ from .errors import (
 from .export import lint_rendered, remember_series, warn_lint
 from .fsutil import check_name
 from .gitops import TOOL_COMMITTER, Git, user_identity
-from .privacy import Keyring
+from .jobs import CachedDeviceJob
 from .rendering import known_plaintexts, render_patches, seal_patches, stored_files
 from .report import Reporter
 from .store import (
@@ -58,7 +57,6 @@ from .store import (
     BaseRef,
     NamedRecipient,
     PatchLimits,
-    Store,
     parse_series,
     plan_export,
     render_device,
@@ -87,12 +85,8 @@ class Change:
     source: str = ""
 
 
-@dataclass(frozen=True)
-class ImportOptions:
-    store: Store
-    build_dir: Path
-    device: str
-    cache: BaseCache
+@dataclass(frozen=True, kw_only=True)
+class ImportOptions(CachedDeviceJob):
     inputs: tuple[Path, ...]
     commit_id: str | None = None
     strip: int = 1
@@ -105,7 +99,6 @@ class ImportOptions:
     vendor: str | None = None
     onto: str | None = None
     version_label: str | None = None
-    archive_paths: tuple[Path, ...] = ()
     # git apply's --exclude globs, matched against the stripped paths (`*` also
     # matches `/`): file sections left out of every change.
     excludes: tuple[str, ...] = ()
@@ -113,8 +106,6 @@ class ImportOptions:
     three_way: bool = False
     # Written into a base that --onto creates: where its series came from.
     origin: BaseOrigin | None = None
-    # Opens the base's private patches (the tree is made from its series).
-    keyring: Keyring | None = None
     # Written as [private.recipients] into a device that --create makes.
     recipients: tuple[NamedRecipient, ...] = ()
 

@@ -41,15 +41,15 @@ from pathlib import Path
 
 from .applying import TrialApply, checkout_base, describe_trial, trial_apply
 from .bases import parse_onto, resolve_new_base
-from .cache import BaseCache
 from .errors import ExitCode, NetworkError, NotFoundError, PatchtoolError, UsageError
 from .flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
 from .gitops import Git
 from .importer import ChangeConflict, ImportOptions, import_changes
+from .jobs import CacheJob
 from .locks import device_locks
-from .privacy import PRIVATE_TRAILER, Keyring
+from .privacy import PRIVATE_TRAILER
 from .report import Reporter
-from .store import DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient, Store
+from .store import DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient
 from .tree import STAGE_PREFIX
 
 # Where each backend's history lives (FlagScale names the backends by these folders).
@@ -62,11 +62,9 @@ BACKEND_REPOSITORIES: Mapping[str, str] = {
 REASON_LINES = 12  # lines of a failure's message kept in the summary's details
 
 
-@dataclass(frozen=True)
-class MigrateOptions:
-    store: Store
+@dataclass(frozen=True, kw_only=True)
+class MigrateOptions(CacheJob):
     build_dir: Path
-    cache: BaseCache
     root: Path  # a FlagScale checkout, or its hardware/ folder
     device: str | None = None
     backend: str | None = None
@@ -74,11 +72,9 @@ class MigrateOptions:
     dry_run: bool = False
     three_way: bool = False
     git_urls: Mapping[str, str] = field(default_factory=dict)  # backend -> URL or path
-    archive_paths: tuple[Path, ...] = ()
     wait: bool = True
     # Recipients of the private patches (FlagScale's encrypted files) of a new device.
     recipients: tuple[NamedRecipient, ...] = ()
-    keyring: Keyring | None = None  # opens private patches a base already has
 
 
 @dataclass

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .bases import ensure_base, parse_onto, resolve_new_base
-from .cache import BaseCache, base_ref_name
+from .cache import base_ref_name
 from .errors import (
     ConflictError,
     DirtyTreeError,
@@ -55,7 +55,8 @@ from .errors import (
 from .faults import kill_point
 from .fsutil import atomic_write, check_name, fsync_directory
 from .gitops import TOOL_COMMITTER, Git
-from .privacy import Keyring, load_series, patch_ids
+from .jobs import CachedDeviceJob
+from .privacy import load_series, patch_ids
 from .rendering import render_patches, seal_patches, stored_files
 from .report import Reporter
 from .store import (
@@ -237,19 +238,13 @@ def _check_git_locks(tree: Path) -> None:
 # --------------------------------------------------------------------------- options and results
 
 
-@dataclass(frozen=True)
-class RebaseOptions:
-    store: Store
-    build_dir: Path
-    device: str
-    cache: BaseCache
+@dataclass(frozen=True, kw_only=True)
+class RebaseOptions(CachedDeviceJob):
     onto: str | None = None
     commit_id: str | None = None
     action: str = "start"  # start, continue, skip, abort
     note: str | None = None
     version_label: str | None = None
-    archive_paths: tuple[Path, ...] = ()
-    keyring: Keyring | None = None  # opens the old series' private patches
 
 
 @dataclass(frozen=True)

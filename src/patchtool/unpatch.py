@@ -27,7 +27,6 @@ from pathlib import Path
 
 from .applying import apply_series, checkout_base
 from .bases import ensure_base
-from .cache import BaseCache
 from .errors import (
     DirtyTreeError,
     NotFoundError,
@@ -36,7 +35,8 @@ from .errors import (
 from .faults import kill_point, pause_point
 from .fsutil import exchange_paths
 from .gitops import Git
-from .privacy import Keyring, load_series, patch_ids
+from .jobs import CachedDeviceJob
+from .privacy import load_series, patch_ids
 from .report import Reporter
 from .safety import (
     TreeJudge,
@@ -44,7 +44,6 @@ from .safety import (
 from .store import (
     BaseRef,
     DeviceConfig,
-    Store,
     parse_series,
     series_digest,
 )
@@ -63,17 +62,11 @@ from .tree import (
 )
 
 
-@dataclass(frozen=True)
-class UnpatchOptions:
-    store: Store
-    build_dir: Path
-    device: str
-    cache: BaseCache
+@dataclass(frozen=True, kw_only=True)
+class UnpatchOptions(CachedDeviceJob):
     commit_id: str | None = None
     force: bool = False
     three_way: bool = False
-    archive_paths: tuple[Path, ...] = ()
-    keyring: Keyring | None = None  # opens the series' private patches
     public_only: bool = False  # leave private patches out instead of needing a key
 
 

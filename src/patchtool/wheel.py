@@ -48,10 +48,10 @@ from .errors import BuildError, DirtyTreeError
 from .faults import kill_point
 from .fsutil import atomic_write, sha256_of
 from .gitops import Git
-from .privacy import Keyring
+from .jobs import DeviceJob
 from .provenance import add_provenance, provenance_record, verify_required
 from .report import Reporter
-from .store import DeviceConfig, Store, parse_series
+from .store import DeviceConfig, parse_series
 from .tree import (
     WHEEL_STAGE_PREFIX,
     TreeRecord,
@@ -73,17 +73,13 @@ WORKTREE_NAME = ".patchtool-worktree"
 STATE_NAME = ".patchtool-last-build.json"
 
 
-@dataclass(frozen=True)
-class WheelOptions:
-    store: Store
-    build_dir: Path
-    device: str
+@dataclass(frozen=True, kw_only=True)
+class WheelOptions(DeviceJob):
     tree: Path
     out_dir: Path | None = None
     target_device: str | None = None
     env_args: tuple[str, ...] | None = None
     allow_dirty: bool = False
-    keyring: Keyring | None = None  # to recognise private patches the tree's record does not know
     python: str = sys.executable
 
 
