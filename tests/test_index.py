@@ -24,6 +24,7 @@ import pytest
 import trustme
 from helpers import SyntheticUpstream, git, make_sdist
 
+from patchtool.bases import NewBaseSpec, resolve_new_base
 from patchtool.cache import BaseCache, cache_root
 from patchtool.cli import main
 from patchtool.errors import IntegrityError, NetworkError, NotFoundError, UsageError
@@ -39,7 +40,6 @@ from patchtool.index import (
     pip_default_index,
     redact,
 )
-from patchtool.rebase import NewBaseSpec, resolve_new_base
 from patchtool.report import RecordingReporter
 from patchtool.sdist import obtain_sdist
 from patchtool.store import BaseRef, PypiSource, Store
