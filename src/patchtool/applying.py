@@ -4,7 +4,8 @@ and say exactly why a patch does not apply.
 `checkout_base` makes a tree a local clone of the cached base (objects
 hard-linked or copied), marked with `refs/patchtool/base-commit` and the tag
 `patchtool/base`. `apply_series` gives git the series as one mbox stream on
-standard input (private plaintexts never touch the disk outside the tree),
+standard input (private plaintexts never touch the disk outside the tree; a
+patch that is not a mail goes alone, by its path, as git would read a file),
 then has every commit git made judged (safety.py). A patch that does not apply
 is named with its series line, its file and hunk, and the text git looked for
 (never for a private patch). `trial_apply` applies one change with
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConflictError, IntegrityError, UnsafeInputError
-from .gitops import Git, tool_identity
+from .gitops import Git, GitResult, tool_identity
 from .privacy import LoadedSeries, SeriesPatch, verify_description
 from .report import Reporter
 from .safety import CORRUPT_HINT, UNSAFE_HINT, TreeJudge, git_refusal, judge_paths, paths_git_reads
@@ -89,13 +90,14 @@ def apply_series(
     am = ("am", "--keep-cr", "--committer-date-is-author-date")
     needed: list[str] = []
     if not three_way:
-        result = git.run(*am, "--quiet", "--no-3way", input=_mbox(patches), check=False)
-        if result.returncode != 0:
-            _raise_failure(git, loaded, start, result.stderr)
+        for run in _am_runs(patches):
+            result = _git_am(git, (*am, "--quiet", "--no-3way"), run)
+            if result.returncode != 0:
+                _raise_failure(git, loaded, start, result.stderr)
     else:
         for patch in patches:
             # Not --quiet: the "Falling back to ... 3-way merge" line is what we report.
-            result = git.run(*am, "--3way", input=_mbox([patch]), check=False)
+            result = _git_am(git, (*am, "--3way"), [patch])
             if result.returncode != 0:
                 _raise_failure(git, loaded, start, result.stderr)
             if "3-way merge" in result.stderr or "3-way merge" in result.text:
@@ -106,15 +108,34 @@ def apply_series(
     return needed
 
 
-def _mbox(patches: Sequence[SeriesPatch]) -> bytes:
-    """The patches as one mbox stream, as `git am` would read their files one
-    after another (each starts with its own `From <commit> <date>` line)."""
-    stream = bytearray()
+def _am_runs(patches: Sequence[SeriesPatch]) -> list[list[SeriesPatch]]:
+    """The series as `git am` runs: mails (a `From ` line first, as every
+    format-patch file has) together in one run on standard input; anything else
+    alone, by its path, so that git detects its format as it does for a file
+    (and refuses what is no patch). A private patch is always a mail."""
+    runs: list[list[SeriesPatch]] = []
     for patch in patches:
+        mail = patch.data.startswith(b"From ") or patch.private
+        if mail and runs and _is_mail_run(runs[-1]):
+            runs[-1].append(patch)
+        else:
+            runs.append([patch])
+    return runs
+
+
+def _is_mail_run(run: Sequence[SeriesPatch]) -> bool:
+    return run[0].data.startswith(b"From ") or run[0].private
+
+
+def _git_am(git: Git, am: tuple[str, ...], run: Sequence[SeriesPatch]) -> GitResult:
+    if not _is_mail_run(run):
+        return git.run(*am, "--", str(run[0].path), check=False)
+    stream = bytearray()
+    for patch in run:
         stream += patch.data
         if not patch.data.endswith(b"\n"):
             stream += b"\n"
-    return bytes(stream)
+    return git.run(*am, input=bytes(stream), check=False)
 
 
 _FAILED = re.compile(r"^error: patch failed: (?P<path>.+):(?P<line>\d+)$", re.M)
