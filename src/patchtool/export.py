@@ -17,8 +17,7 @@ in the tree; with `strict` the export fails instead and writes nothing.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import (
@@ -29,18 +28,12 @@ from .errors import (
 from .gitops import Git, user_identity
 from .jobs import DeviceJob
 from .lint import (
-    LintError,
-    LintFinding,
-    capped,
-    lint_patch,
-    message_advice,
-    whitespace_advice,
-)
-from .privacy import (
-    patch_ids,
+    PatchLint,
+    lint_refusal,
+    lint_rendered,
+    warn_lint,
 )
 from .rendering import (
-    RenderedPatch,
     context_leaks,
     known_plaintexts,
     refuse_publishing,
@@ -52,14 +45,13 @@ from .report import Reporter
 from .store import (
     BaseRef,
     ExportPlan,
-    PatchSeries,
     parse_series,
     plan_export,
     recover_export,
     series_digest,
     write_plan,
 )
-from .tree import TreeRecord, read_record, uncommitted_files, write_record
+from .tree import TreeRecord, read_record, remember_series, uncommitted_files
 
 # --------------------------------------------------------------------------- private patches
 
@@ -193,99 +185,4 @@ def _refuse_lost_update(
     )
 
 
-def remember_series(
-    tree: Path,
-    record: TreeRecord,
-    series: PatchSeries,
-    git: Git | None = None,
-    patches: list[RenderedPatch] | None = None,
-) -> None:
-    """Record in the tree which state of the store's series it now matches (and,
-    given the exported patches, the plaintexts of its private ones)."""
-    updated = replace(record, store_digest=series_digest(series))
-    if git is not None and patches is not None:
-        private = [p for p in patches if p.private]
-        updated = replace(
-            updated,
-            private={
-                hashlib.sha256(p.file_data).hexdigest(): hashlib.sha256(p.data).hexdigest()
-                for p in private
-            },
-            private_patch_ids=tuple(i for i in patch_ids(git, [p.data for p in private]) if i),
-        )
-    if updated != record:
-        write_record(tree, updated)
-
-
 # --------------------------------------------------------------------------- lint at export
-
-
-@dataclass(frozen=True)
-class PatchLint:
-    """A rendered patch that check's lint would refuse, and why."""
-
-    patch: RenderedPatch
-    position: int  # 1-based, among the tree's commits after the base
-    findings: tuple[LintFinding, ...]
-
-
-def lint_rendered(patches: list[RenderedPatch]) -> list[PatchLint]:
-    linted = []
-    for position, patch in enumerate(patches, start=1):
-        findings = lint_patch(patch.data, patch.name)
-        if findings:
-            linted.append(PatchLint(patch, position, tuple(findings)))
-    return linted
-
-
-def fix_advice(tree: Path, linted: PatchLint, total: int) -> str:
-    """How to fix one patch's commit in the build tree, then export again."""
-    name, commit = linted.patch.name, linted.patch.commit[:10]
-    lines = not all(f.in_message for f in linted.findings)
-    if linted.position == total:
-        how = (
-            "change the lines, `git add` them and run `git commit --amend`"
-            if lines
-            else "run `git commit --amend`"
-        )
-        where = f"it is the tree's last commit ({commit}): in {tree}, {how}"
-    else:
-        mark = (
-            "`edit` (change the lines, `git add` them, `git commit --amend`, "
-            "`git rebase --continue`)"
-            if lines
-            else "`reword`"
-        )
-        where = (
-            f"it is commit {linted.position} of {total} ({commit}): in {tree}, run "
-            f"`git rebase -i patchtool/base` and mark {commit} {mark}"
-        )
-    return f"{name} would fail `patchtool check`; {where}, then run `patchtool patch` again"
-
-
-def warn_lint(reporter: Reporter, tree: Path, linted: list[PatchLint], total: int) -> None:
-    """One warning per finding (at most lint.MAX_FINDINGS_SHOWN per patch), and how to fix it."""
-    for one in linted:
-        for line in capped(one.findings):
-            reporter.warn(line)
-        reporter.warn(fix_advice(tree, one, total))
-    advice = message_advice(f for one in linted for f in one.findings)
-    if advice is not None:
-        reporter.warn(advice)
-    whitespace = whitespace_advice((f for one in linted for f in one.findings), tree)
-    if whitespace is not None:
-        reporter.warn(whitespace)
-
-
-def lint_refusal(
-    tree: Path, base: BaseRef, linted: list[PatchLint], total: int, committed: str | None
-) -> LintError:
-    findings = [f for one in linted for f in one.findings]
-    kept = f" (the commit -m made, {committed[:10]}, stays in the tree)" if committed else ""
-    advice = message_advice(findings)
-    return LintError(
-        f"{len(linted)} of {total} patch(es) would fail `patchtool check`'s lint; nothing "
-        f"was written to {base.path}{kept}:\n  " + "\n  ".join(capped(findings)),
-        hint="; ".join(fix_advice(tree, one, total) for one in linted)
-        + (f". Note: {advice}." if advice else "."),
-    )

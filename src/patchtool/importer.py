@@ -45,11 +45,11 @@ from .errors import (
     UnsafeInputError,
     UsageError,
 )
-from .export import lint_rendered, remember_series, warn_lint
 from .fsutil import check_name
 from .gitops import TOOL_COMMITTER, Git, user_identity
 from .inputs import AUTHOR, Change, read_changes
 from .jobs import CachedDeviceJob
+from .lint import lint_rendered, warn_lint
 from .rendering import known_plaintexts, render_patches, seal_patches, stored_files
 from .report import Reporter
 from .store import (
@@ -65,7 +65,7 @@ from .store import (
     write_device_file,
     write_plan,
 )
-from .tree import TreeLocation, discard, read_record
+from .tree import TreeLocation, discard, read_record, remember_series
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import PatchtoolError, StaleStoreError
-from .store import PatchLimits, read_store_file
+from .rendering import RenderedPatch
+from .report import Reporter
+from .store import BaseRef, PatchLimits, read_store_file
 
 Rule = Literal[
     "unreadable",
@@ -284,3 +286,74 @@ def _lint_added_lines(change: _LintedFile) -> list[tuple[Rule, str]]:
                 ("conflict-marker", f"line {line}: adds a conflict marker to {change.path}")
             )
     return problems
+
+
+@dataclass(frozen=True)
+class PatchLint:
+    """A rendered patch that check's lint would refuse, and why."""
+
+    patch: RenderedPatch
+    position: int  # 1-based, among the tree's commits after the base
+    findings: tuple[LintFinding, ...]
+
+
+def lint_rendered(patches: list[RenderedPatch]) -> list[PatchLint]:
+    linted = []
+    for position, patch in enumerate(patches, start=1):
+        findings = lint_patch(patch.data, patch.name)
+        if findings:
+            linted.append(PatchLint(patch, position, tuple(findings)))
+    return linted
+
+
+def fix_advice(tree: Path, linted: PatchLint, total: int) -> str:
+    """How to fix one patch's commit in the build tree, then export again."""
+    name, commit = linted.patch.name, linted.patch.commit[:10]
+    lines = not all(f.in_message for f in linted.findings)
+    if linted.position == total:
+        how = (
+            "change the lines, `git add` them and run `git commit --amend`"
+            if lines
+            else "run `git commit --amend`"
+        )
+        where = f"it is the tree's last commit ({commit}): in {tree}, {how}"
+    else:
+        mark = (
+            "`edit` (change the lines, `git add` them, `git commit --amend`, "
+            "`git rebase --continue`)"
+            if lines
+            else "`reword`"
+        )
+        where = (
+            f"it is commit {linted.position} of {total} ({commit}): in {tree}, run "
+            f"`git rebase -i patchtool/base` and mark {commit} {mark}"
+        )
+    return f"{name} would fail `patchtool check`; {where}, then run `patchtool patch` again"
+
+
+def warn_lint(reporter: Reporter, tree: Path, linted: list[PatchLint], total: int) -> None:
+    """One warning per finding (at most lint.MAX_FINDINGS_SHOWN per patch), and how to fix it."""
+    for one in linted:
+        for line in capped(one.findings):
+            reporter.warn(line)
+        reporter.warn(fix_advice(tree, one, total))
+    advice = message_advice(f for one in linted for f in one.findings)
+    if advice is not None:
+        reporter.warn(advice)
+    whitespace = whitespace_advice((f for one in linted for f in one.findings), tree)
+    if whitespace is not None:
+        reporter.warn(whitespace)
+
+
+def lint_refusal(
+    tree: Path, base: BaseRef, linted: list[PatchLint], total: int, committed: str | None
+) -> LintError:
+    findings = [f for one in linted for f in one.findings]
+    kept = f" (the commit -m made, {committed[:10]}, stays in the tree)" if committed else ""
+    advice = message_advice(findings)
+    return LintError(
+        f"{len(linted)} of {total} patch(es) would fail `patchtool check`'s lint; nothing "
+        f"was written to {base.path}{kept}:\n  " + "\n  ".join(capped(findings)),
+        hint="; ".join(fix_advice(tree, one, total) for one in linted)
+        + (f". Note: {advice}." if advice else "."),
+    )

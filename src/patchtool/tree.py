@@ -23,16 +23,16 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import NotFoundError, PatchtoolError, UsageError
 from .fsutil import atomic_write, check_name
 from .gitops import Git
-from .privacy import Keyring
-from .rendering import known_plaintexts, render_patches
+from .privacy import Keyring, patch_ids
+from .rendering import RenderedPatch, known_plaintexts, render_patches
 from .report import Reporter
-from .store import SERIES_FILE, BaseRef, Store
+from .store import SERIES_FILE, BaseRef, PatchSeries, Store, series_digest
 
 METADATA_FILE = "patchtool.json"
 BASE_REF = "refs/patchtool/base-commit"
@@ -374,3 +374,27 @@ def tree_work(
     else:
         work.unexported = unexported_commits(git, base, base_commit, keyring)
     return work
+
+
+def remember_series(
+    tree: Path,
+    record: TreeRecord,
+    series: PatchSeries,
+    git: Git | None = None,
+    patches: list[RenderedPatch] | None = None,
+) -> None:
+    """Record in the tree which state of the store's series it now matches (and,
+    given the exported patches, the plaintexts of its private ones)."""
+    updated = replace(record, store_digest=series_digest(series))
+    if git is not None and patches is not None:
+        private = [p for p in patches if p.private]
+        updated = replace(
+            updated,
+            private={
+                hashlib.sha256(p.file_data).hexdigest(): hashlib.sha256(p.data).hexdigest()
+                for p in private
+            },
+            private_patch_ids=tuple(i for i in patch_ids(git, [p.data for p in private]) if i),
+        )
+    if updated != record:
+        write_record(tree, updated)
