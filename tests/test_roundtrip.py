@@ -167,3 +167,26 @@ def test_unpatch_over_an_exported_tree_replaces_it_without_a_backup(
         ".patchtool.lock", "demo"
     ]
     assert git(upstream.tree, "log", "-1", "--format=%s").strip() == "Return 44"
+
+
+def test_a_damaged_tree_record_is_exit_6_and_unpatch_keeps_the_tree(
+    upstream: SyntheticUpstream,
+) -> None:
+    build = str(upstream.build)
+    assert upstream.cli("unpatch", "-d", "devA", "--dir", build).code == 0
+    record = upstream.tree / ".git" / "patchtool.json"
+    record.write_text("{not json")
+    status = upstream.cli("status", "-d", "devA", "--dir", build)
+    assert status.code == 6, status.output
+    assert status.stderr.splitlines() == [
+        f"error: {record} is damaged: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)",
+        "hint: Recreate the tree with `patchtool unpatch --force` (the tree is kept in "
+        "backups/).",
+    ]
+    refused = upstream.cli("unpatch", "-d", "devA", "--dir", build)
+    assert refused.code == 5, refused.output
+    assert refused.stderr.splitlines()[0] == (
+        f"error: the build tree {upstream.tree} holds work that exists nowhere else:"
+    )
+    assert record.read_text() == "{not json"

@@ -1,8 +1,11 @@
-"""Small file-system helpers: atomic writes and name checks.
+"""Small file-system helpers: atomic writes, the atomic folder exchange, JSON
+records, and name and path checks.
 
-Everything patchtool writes into the store goes through `atomic_write`, so a
-killed run or a full disk leaves either the old file or the new one, never a
-half-written one.
+Every file patchtool writes is written whole or not at all: a single file with
+`atomic_write` (a temporary file renamed over it), a folder's new state with
+`exchange_paths` (built beside it and swapped in with one renameat2). store.py
+uses both for the store; a killed run or a full disk leaves the old state or
+the new one, never a half-written file.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import contextlib
 import ctypes
 import ctypes.util
 import hashlib
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .errors import IntegrityError, UnsafeInputError, UsageError
 
@@ -83,6 +88,20 @@ def check_relative_path(where: str, path: str) -> str:
             f"{where} {path!r} {problem}", hint="Name a file inside the tree, relative to it."
         )
     return path
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object patchtool wrote (a tree's record, a rebase's state). A missing
+    file is FileNotFoundError, for the caller to word; one that is not a JSON
+    object is IntegrityError (exit 6) naming it."""
+    text = path.read_text("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise IntegrityError(f"{path} is damaged: {error}") from error
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{path} is damaged: not a JSON object")
+    return data
 
 
 def atomic_write(path: Path, data: bytes) -> None:

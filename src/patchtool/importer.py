@@ -233,7 +233,7 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
     if tree.is_dir():
         try:
             record = read_record(tree)
-        except NotFoundError:
+        except (NotFoundError, IntegrityError):
             record = None
         if record is not None and record.base_commit == base.commit:
             git = Git(tree)

@@ -53,7 +53,7 @@ from .errors import (
     UsageError,
 )
 from .faults import kill_point
-from .fsutil import atomic_write, check_name, fsync_directory
+from .fsutil import atomic_write, check_name, fsync_directory, read_json_object
 from .gitops import TOOL_COMMITTER, Git
 from .jobs import CachedDeviceJob
 from .privacy import load_series, patch_ids
@@ -184,10 +184,13 @@ def _save_state(tree: Path, state: RebaseState) -> None:
     )
 
 
+_DAMAGED_STATE_HINT = "Finish by hand, or delete it and run `unpatch --force`."
+
+
 def _load_state(tree: Path) -> RebaseState:
     path = _state_path(tree)
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = read_json_object(path)
         data["patches"] = [PatchState(**p) for p in data["patches"]]
         return RebaseState(**data)
     except FileNotFoundError as error:
@@ -195,11 +198,10 @@ def _load_state(tree: Path) -> RebaseState:
             f"no rebase is in progress in {tree}",
             hint="Start one with `patchtool rebase -d DEVICE --onto VERSION`.",
         ) from error
-    except (ValueError, TypeError, KeyError) as error:
-        raise IntegrityError(
-            f"{path} is damaged: {error}",
-            hint="Finish by hand, or delete it and run `unpatch --force`.",
-        ) from error
+    except IntegrityError as error:
+        raise IntegrityError(error.message, hint=_DAMAGED_STATE_HINT) from error
+    except (TypeError, KeyError) as error:
+        raise IntegrityError(f"{path} is damaged: {error}", hint=_DAMAGED_STATE_HINT) from error
 
 
 def rebase_in_progress(tree: Path) -> bool:

@@ -26,8 +26,8 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
-from .errors import NotFoundError, PatchtoolError, UsageError
-from .fsutil import atomic_write, check_name
+from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError
+from .fsutil import atomic_write, check_name, read_json_object
 from .gitops import Git
 from .privacy import Keyring, patch_ids
 from .rendering import RenderedPatch, known_plaintexts, render_patches
@@ -86,10 +86,17 @@ class TreeLocation:
         return self.device_dir / check_name("project", self.project)
 
 
+DAMAGED_RECORD_HINT = (
+    "Recreate the tree with `patchtool unpatch --force` (the tree is kept in backups/)."
+)
+
+
 def read_record(tree: Path) -> TreeRecord:
+    """The tree's record: NotFoundError (exit 3) when it has none, IntegrityError
+    (exit 6) when it is damaged."""
     path = tree / ".git" / METADATA_FILE
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = read_json_object(path)
         values: dict[str, object] = {}
         for key, spec in TreeRecord.__dataclass_fields__.items():
             if key not in data:
@@ -113,10 +120,10 @@ def read_record(tree: Path) -> TreeRecord:
             f"{tree} is not a patchtool build tree ({path} is missing)",
             hint="Create it with `patchtool unpatch`.",
         ) from error
-    except (ValueError, KeyError, TypeError) as error:
-        raise NotFoundError(
-            f"{path} is damaged: {error}", hint="Recreate the tree with unpatch."
-        ) from error
+    except IntegrityError as error:
+        raise IntegrityError(error.message, hint=DAMAGED_RECORD_HINT) from error
+    except (KeyError, TypeError) as error:
+        raise IntegrityError(f"{path} is damaged: {error}", hint=DAMAGED_RECORD_HINT) from error
 
 
 def write_record(tree: Path, record: TreeRecord) -> None:
@@ -315,6 +322,8 @@ def existing_work(target: Path, store: Store, device: str, keyring: Keyring | No
         record = read_record(target)
     except NotFoundError:
         return f"{target} is not a patchtool build tree (no .git/patchtool.json)"
+    except IntegrityError as error:
+        return f"its record cannot be read ({error.message})"
     locks = git_lock_files(target)
     if locks:
         return (
@@ -348,7 +357,7 @@ def unexported_commits(
     }
     try:
         recorded = read_record(git.cwd).private
-    except NotFoundError:
+    except (NotFoundError, IntegrityError):
         recorded = {}
     known = known_plaintexts(base, recorded, keyring)
     plaintexts = {known[d] for d in (hashlib.sha256(b).hexdigest() for b in stored) if d in known}

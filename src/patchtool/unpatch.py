@@ -29,6 +29,7 @@ from .applying import apply_series, checkout_base
 from .bases import ensure_base
 from .errors import (
     DirtyTreeError,
+    IntegrityError,
     NotFoundError,
     UsageError,
 )
@@ -189,7 +190,7 @@ def _current_tree(build_dir: Path, device: str) -> tuple[Path, TreeRecord] | Non
     try:
         tree = find_tree(build_dir, device)
         return tree, read_record(tree)
-    except (NotFoundError, UsageError):
+    except (NotFoundError, IntegrityError, UsageError):
         return None
 
 

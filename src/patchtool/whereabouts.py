@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NotFoundError, UsageError
+from .errors import IntegrityError, NotFoundError, UsageError
 from .fsutil import check_build_dir, check_name
 from .store import Store, find_store
 from .tree import TreeRecord, enclosing_tree, read_record
@@ -33,7 +33,7 @@ def tree_around(folder: Path) -> Here | None:
         return None
     try:
         return Here(tree, read_record(tree))
-    except NotFoundError:
+    except (NotFoundError, IntegrityError):
         # A damaged record: commands then need -d, --dir and --store, as outside.
         return None
 
