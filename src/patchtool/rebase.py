@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .applying import apply_series, checkout_base
 from .bases import ensure_base, parse_onto, resolve_new_base
 from .cache import base_ref_name
 from .errors import (
@@ -56,9 +57,10 @@ from .faults import kill_point
 from .fsutil import atomic_write, check_name, fsync_directory, read_json_object
 from .gitops import TOOL_COMMITTER, Git
 from .jobs import CachedDeviceJob
-from .privacy import load_series, patch_ids
+from .privacy import LoadedSeries, load_series, patch_ids
 from .rendering import render_patches, seal_patches, stored_files
 from .report import Reporter
+from .safety import TreeJudge
 from .store import (
     PRIVATE_SUFFIX,
     BaseRef,
@@ -80,6 +82,7 @@ from .tree import (
     TRASH_PREFIX,
     TreeLocation,
     TreeRecord,
+    existing_work,
     git_lock_files,
     new_stage,
     recover_interrupted,
@@ -334,23 +337,7 @@ def _check_resumable(tree: Path, state: RebaseState) -> None:
 def _start(
     options: RebaseOptions, old: BaseRef, tree: Path, device: DeviceConfig, reporter: Reporter
 ) -> RebaseState:
-    from .applying import apply_series
-    from .safety import TreeJudge
-    from .tree import existing_work
-
-    if rebase_in_progress(tree):
-        raise UsageError(
-            f"a rebase is already in progress in {tree}",
-            hint=f"Go on with `patchtool rebase -d {options.device} --continue`, "
-            "or --skip / --abort.",
-        )
-    work = existing_work(tree, options.store, options.device, options.keyring)
-    if work:
-        raise DirtyTreeError(
-            f"the build tree {tree} holds work that exists nowhere else:\n  {work}",
-            hint=f"Export it with `patchtool patch --device-type {options.device}` first; "
-            "rebase starts from the store's series.",
-        )
+    _refuse_to_start(options, tree)
     spec = parse_onto(options.onto or "", old.project, options.version_label)
     series = parse_series(old)
     # Private patches are read (decrypted) before anything else happens.
@@ -370,7 +357,53 @@ def _start(
     if any(b.commit == new.commit for b in options.store.bases(old.device)):
         raise UsageError(f"device {old.device!r} already has a base at {new.commit[:12]}")
     new_repository = ensure_base(new, options.cache, reporter, options.archive_paths)
+    header = [line.replace(old.version, new.version) for line in series.header]
+    # Written before the tree is touched: whatever happens next, --abort finds
+    # what it needs to put the tree back (or to remove a tree this run made).
+    state = _initial_state(options, old, new, tree, header)
+    _save_state(tree, state)
+    try:
+        if state.tree_existed:
+            _mark_tree(tree, state)
+        kill_point("rebase:state-saved")
+        if not state.tree_existed:
+            reporter.step(f"checking out {old.label} ({old.commit[:12]})")
+            _create_tree(old_repository, tree, old, state)
+            kill_point("rebase:tree-created")
+        commits, subjects = _apply_old_series(
+            tree, old, new, (old_repository, new_repository), loaded, reporter
+        )
+    except BaseException:
+        _restore_tree(tree, state, reporter)
+        raise
+    state.patches = [
+        PatchState(e.name, s, c) for e, s, c in zip(series.entries, subjects, commits, strict=True)
+    ]
+    state.phase = PICKING
+    _save_state(tree, state)
+    return state
 
+
+def _refuse_to_start(options: RebaseOptions, tree: Path) -> None:
+    if rebase_in_progress(tree):
+        raise UsageError(
+            f"a rebase is already in progress in {tree}",
+            hint=f"Go on with `patchtool rebase -d {options.device} --continue`, "
+            "or --skip / --abort.",
+        )
+    work = existing_work(tree, options.store, options.device, options.keyring)
+    if work:
+        raise DirtyTreeError(
+            f"the build tree {tree} holds work that exists nowhere else:\n  {work}",
+            hint=f"Export it with `patchtool patch --device-type {options.device}` first; "
+            "rebase starts from the store's series.",
+        )
+
+
+def _initial_state(
+    options: RebaseOptions, old: BaseRef, new: BaseRef, tree: Path, header: list[str]
+) -> RebaseState:
+    """The state before the tree is touched: what --abort puts back."""
     existed = tree.exists()
     saved_branch = saved_head = saved_record = None
     saved_refs: dict[str, str | None] = {}
@@ -385,10 +418,7 @@ def _start(
     new_data = asdict(new)
     new_data["path"] = str(new.path)
     new_data["source"] = asdict(new.source)
-    header = [line.replace(old.version, new.version) for line in series.header]
-    # Written before the tree is touched: whatever happens next, --abort finds
-    # what it needs to put the tree back (or to remove a tree this run made).
-    state = RebaseState(
+    return RebaseState(
         device=old.device,
         store=str(options.store.root),
         old_base_id=old.base_id,
@@ -404,55 +434,48 @@ def _start(
         rebase_id=secrets.token_hex(8),
         saved_refs=saved_refs,
     )
-    _save_state(tree, state)
+
+
+def _apply_old_series(
+    tree: Path,
+    old: BaseRef,
+    new: BaseRef,
+    repositories: tuple[Path, Path],
+    loaded: LoadedSeries,
+    reporter: Reporter,
+) -> tuple[list[str], list[str]]:
+    """Both bases into the tree, judged; the old series applied on the old base
+    as unpatch applies it; then the new base checked out. Returns the old
+    series' commits and subjects."""
+    git = Git(tree, env=TOOL_COMMITTER)
+    for repository, commit, ref in (
+        (repositories[0], old.commit, OLD_BASE_REF),
+        (repositories[1], new.commit, NEW_BASE_REF),
+    ):
+        git.run("fetch", "--quiet", "--no-tags", str(repository), f"+{base_ref_name(commit)}:{ref}")
+    kill_point("rebase:fetched")
+    # Both bases are judged before either is checked out.
+    judge = TreeJudge(git, old.commit, f"base {old.label}")
+    TreeJudge(git, new.commit, f"base {new.label}")
+    reporter.step(f"applying {len(loaded.patches)} patch(es) of {old.base_id} on {old.label}")
+    git.run("checkout", "--quiet", "--force", "--detach", old.commit)
     try:
-        if existed:
-            _mark_tree(tree, state)
-        kill_point("rebase:state-saved")
-        if not existed:
-            reporter.step(f"checking out {old.label} ({old.commit[:12]})")
-            _create_tree(old_repository, tree, old, state)
-            kill_point("rebase:tree-created")
-        git = Git(tree, env=TOOL_COMMITTER)
-        for repository, commit, ref in (
-            (old_repository, old.commit, OLD_BASE_REF),
-            (new_repository, new.commit, NEW_BASE_REF),
-        ):
-            git.run(
-                "fetch", "--quiet", "--no-tags", str(repository), f"+{base_ref_name(commit)}:{ref}"
-            )
-        kill_point("rebase:fetched")
-        # Both bases are judged before either is checked out; the old series is
-        # applied and judged as unpatch does it (apply.apply_series).
-        judge = TreeJudge(git, old.commit, f"base {old.label}")
-        TreeJudge(git, new.commit, f"base {new.label}")
-        reporter.step(f"applying {len(series.entries)} patch(es) of {old.base_id} on {old.label}")
-        git.run("checkout", "--quiet", "--force", "--detach", old.commit)
-        try:
-            apply_series(tree, loaded, judge, False, reporter)
-        except ConflictError as error:
-            raise ConflictError(
-                f"the series of {old.base_id} does not apply to its own base:\n{error.message}",
-                hint="Fix the store first: "
-                f"`patchtool unpatch -d {old.device} -c {old.base_id}` "
-                "shows which patch fails.",
-            ) from None
-        kill_point("rebase:applied-old-series")
-        git.run("update-ref", OLD_TIP_REF, "HEAD")
-        commits = git.lines("rev-list", "--reverse", f"{old.commit}..HEAD")
-        subjects = [git.text("log", "-1", "--format=%s", c) for c in commits]
-        reporter.step(f"checking out {new.label} ({new.commit[:12]})")
-        git.run("checkout", "--quiet", "--force", "--detach", new.commit)
-        kill_point("rebase:checked-out-new")
-    except BaseException:
-        _restore_tree(tree, state, reporter)
-        raise
-    state.patches = [
-        PatchState(e.name, s, c) for e, s, c in zip(series.entries, subjects, commits, strict=True)
-    ]
-    state.phase = PICKING
-    _save_state(tree, state)
-    return state
+        apply_series(tree, loaded, judge, False, reporter)
+    except ConflictError as error:
+        raise ConflictError(
+            f"the series of {old.base_id} does not apply to its own base:\n{error.message}",
+            hint="Fix the store first: "
+            f"`patchtool unpatch -d {old.device} -c {old.base_id}` "
+            "shows which patch fails.",
+        ) from None
+    kill_point("rebase:applied-old-series")
+    git.run("update-ref", OLD_TIP_REF, "HEAD")
+    commits = git.lines("rev-list", "--reverse", f"{old.commit}..HEAD")
+    subjects = [git.text("log", "-1", "--format=%s", c) for c in commits]
+    reporter.step(f"checking out {new.label} ({new.commit[:12]})")
+    git.run("checkout", "--quiet", "--force", "--detach", new.commit)
+    kill_point("rebase:checked-out-new")
+    return commits, subjects
 
 
 def _moved_refs(device: str) -> tuple[str, ...]:
@@ -470,8 +493,6 @@ def _create_tree(repository: Path, tree: Path, old: BaseRef, state: RebaseState)
     """The old base's tree, made in a staging folder and renamed into place with
     the rebase's mark already in it: a kill leaves no tree or a whole marked one
     (a staging folder left behind is removed by the next run's recovery)."""
-    from .applying import checkout_base
-
     stage = new_stage(tree.parent)
     try:
         staged = stage / tree.name
@@ -807,8 +828,6 @@ def _write_new_base(
 ) -> None:
     """Assemble the new base folder beside its place and rename it in. Its digest is
     in the state before the rename, so a later run knows the folder for its own."""
-    from .safety import TreeJudge
-
     # What the picks and the hand resolutions made is judged before the store sees it.
     commits = git.lines("rev-list", "--reverse", f"{new.commit}..HEAD")
     names = [p.name for p in state.patches if p.new_commit]

@@ -140,32 +140,9 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
                 skipped_private=tuple(e.name for e in loaded.skipped),
             ),
         )
-        backup = None
         pause_point("unpatch:before-swap")
         kill_point("unpatch:before-swap")
-        if target.exists() or target.is_symlink():
-            # Re-verified right before the swap: work made in the tree while this
-            # run built the new one must not be replaced unseen.
-            seen = tree_fingerprint(target)
-            work_to_keep = existing_work(target, options.store, device.name, options.keyring)
-            if work_to_keep and not options.force:
-                raise _dirty(target, work_to_keep, device.name)
-            pause_point("unpatch:checked-again")
-            if work_to_keep:
-                backup = backup_path(location.device_dir, base.project)
-                backup.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(target, backup)
-                os.rename(tree, target)
-            else:
-                exchange_paths(tree, target)
-                # The old tree now sits in the stage. Anything git did in it between
-                # the check and the swap shows in its fingerprint: keep it, then.
-                if tree_fingerprint(tree) != seen:
-                    backup = backup_path(location.device_dir, base.project)
-                    backup.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(tree, backup)
-        else:
-            os.rename(tree, target)
+        backup = _swap_in(tree, target, options, device.name, location)
         replaced = backup is not None or tree.exists()
         kill_point("unpatch:swapped")
     except BaseException:
@@ -183,6 +160,39 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
         backup=backup,
         replaced=replaced,
     )
+
+
+def _swap_in(
+    tree: Path, target: Path, options: UnpatchOptions, device: str, location: TreeLocation
+) -> Path | None:
+    """Put the new tree in place of the old one, atomically; return where the old
+    one was kept, if it had to be (work found in it, or git changed it meanwhile).
+    The old tree, if any, is left in the stage for the caller to discard."""
+    if not (target.exists() or target.is_symlink()):
+        os.rename(tree, target)
+        return None
+    # Re-verified right before the swap: work made in the tree while this run
+    # built the new one must not be replaced unseen.
+    seen = tree_fingerprint(target)
+    work_to_keep = existing_work(target, options.store, device, options.keyring)
+    if work_to_keep and not options.force:
+        raise _dirty(target, work_to_keep, device)
+    pause_point("unpatch:checked-again")
+    if work_to_keep:
+        backup = backup_path(location.device_dir, location.project)
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(target, backup)
+        os.rename(tree, target)
+        return backup
+    exchange_paths(tree, target)
+    # The old tree now sits in the stage. Anything git did in it between the
+    # check and the swap shows in its fingerprint: keep it, then.
+    if tree_fingerprint(tree) != seen:
+        backup = backup_path(location.device_dir, location.project)
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(tree, backup)
+        return backup
+    return None
 
 
 def _current_tree(build_dir: Path, device: str) -> tuple[Path, TreeRecord] | None:
