@@ -329,68 +329,9 @@ def _check_base(
     options: CheckOptions, base: BaseRef, config: DeviceConfig, reporter: Reporter
 ) -> list[CheckRecord]:
     device, base_id = base.device, base.base_id
-    records: list[CheckRecord] = []
-
-    def record(check: str, problems: list[str], code: ExitCode, started: float) -> None:
-        records.append(
-            CheckRecord(
-                device,
-                base_id,
-                check,
-                not problems,
-                tuple(problems),
-                code if problems else ExitCode.OK,
-                duration=time.perf_counter() - started,
-            )
-        )
-
-    repository: Path | None = None
-    not_local: str | None = None
-    started = time.perf_counter()
-    try:
-        archives = options.archive_paths
-        if options.offline:
-            archives = local_source(base, options.cache, options.archive_paths)
-        # The CI gate hashes the base again, whatever an earlier run recorded.
-        repository = ensure_base(base, options.cache, reporter, archives, verify="full")
-        record(
-            "source",
-            _source_problems(base, options.cache, repository),
-            ExitCode.INTEGRITY,
-            started,
-        )
-    except SourceNotLocal as why:
-        not_local = why.reason
-        records.append(CheckRecord(device, base_id, "source", False, (why.reason,), skipped=True))
-    except PatchtoolError as error:
-        records.append(_timed(_failure(device, base_id, "source", error), started))
-
-    series: PatchSeries | None = None
-    loaded: LoadedSeries | None = None
-    started = time.perf_counter()
-    try:
-        series = parse_series(base)
-        listed = set(series.names)
-        unlisted = sorted(
-            p.name
-            for suffix in (PATCH_SUFFIX, PRIVATE_SUFFIX)
-            for p in base.path.glob(f"*{suffix}")
-            if p.name not in listed
-        )
-        problems = [f"{n} is in {base.path} but series does not list it" for n in unlisted]
-        loaded = load_series(
-            series, config.limits, options.keyring, config.recipients, options.public_only
-        )
-        left_out = tuple(
-            f"public part only: left out the private patch {e.name}"
-            for e in (loaded.skipped if loaded else ())
-        )
-        record("series", problems, ExitCode.STALE, started)
-        if left_out:
-            records[-1] = replace(records[-1], details=left_out)
-    except PatchtoolError as error:
-        records.append(_timed(_failure(device, base_id, "series", error), started))
-
+    source, repository = _check_source(options, base, reporter)
+    series_record, series, loaded = _check_series(options, base, config)
+    records = [source, series_record]
     if series is None or loaded is None:
         reason = "series cannot be read" if series is None else "its patches cannot be read"
         records.extend(_skipped(device, base_id, ("safety", "apply", "export"), reason))
@@ -399,10 +340,9 @@ def _check_base(
         else:
             records.append(_lint(base, series, None, config))
         return records
-
     if repository is not None:
         records.extend(_safety_apply_export(base, loaded, repository, config, reporter))
-    elif not_local is not None:
+    elif source.skipped:
         records.extend(
             CheckRecord(
                 device,
@@ -418,9 +358,74 @@ def _check_base(
         records.extend(
             _skipped(device, base_id, ("safety", "apply", "export"), "the base is not available")
         )
-
     records.append(_lint(base, series, loaded, config))
     return records
+
+
+def _check_source(
+    options: CheckOptions, base: BaseRef, reporter: Reporter
+) -> tuple[CheckRecord, Path | None]:
+    """The `source` record, and the cache repository holding the base (None when
+    it is not available, or skipped offline)."""
+    started = time.perf_counter()
+    try:
+        archives = options.archive_paths
+        if options.offline:
+            archives = local_source(base, options.cache, options.archive_paths)
+        # The CI gate hashes the base again, whatever an earlier run recorded.
+        repository = ensure_base(base, options.cache, reporter, archives, verify="full")
+    except SourceNotLocal as why:
+        skipped = CheckRecord(
+            base.device, base.base_id, "source", False, (why.reason,), skipped=True
+        )
+        return skipped, None
+    except PatchtoolError as error:
+        return _timed(_failure(base.device, base.base_id, "source", error), started), None
+    problems = _source_problems(base, options.cache, repository)
+    return _record(base, "source", problems, ExitCode.INTEGRITY, started), repository
+
+
+def _check_series(
+    options: CheckOptions, base: BaseRef, config: DeviceConfig
+) -> tuple[CheckRecord, PatchSeries | None, LoadedSeries | None]:
+    """The `series` record: series lists exactly the folder's patch files, and
+    every patch can be read (private ones decrypted, or left out named)."""
+    started = time.perf_counter()
+    series = None
+    try:
+        series = parse_series(base)
+        listed = set(series.names)
+        unlisted = sorted(
+            p.name
+            for suffix in (PATCH_SUFFIX, PRIVATE_SUFFIX)
+            for p in base.path.glob(f"*{suffix}")
+            if p.name not in listed
+        )
+        loaded = load_series(
+            series, config.limits, options.keyring, config.recipients, options.public_only
+        )
+    except PatchtoolError as error:
+        return _timed(_failure(base.device, base.base_id, "series", error), started), series, None
+    problems = [f"{n} is in {base.path} but series does not list it" for n in unlisted]
+    record = _record(base, "series", problems, ExitCode.STALE, started)
+    left_out = [f"public part only: left out the private patch {e.name}" for e in loaded.skipped]
+    if left_out:
+        record = replace(record, details=(*record.details, *left_out))
+    return record, series, loaded
+
+
+def _record(
+    base: BaseRef, check: str, problems: list[str], code: ExitCode, started: float
+) -> CheckRecord:
+    return CheckRecord(
+        base.device,
+        base.base_id,
+        check,
+        not problems,
+        tuple(problems),
+        code if problems else ExitCode.OK,
+        duration=time.perf_counter() - started,
+    )
 
 
 def _lint(
