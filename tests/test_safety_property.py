@@ -4,7 +4,7 @@ Hypothesis writes one-section patches from git's whole header vocabulary,
 the old and rare spellings included (`rename old`/`rename new`, `copy from`,
 mode lines, several of them, in any order, later ones overriding earlier ones),
 with paths and symlink targets that are safe or hostile. Each patch is run
-through patchtool's pipeline (apply.apply_series with safety.TreeJudge) and,
+through patchtool's pipeline (applying.apply_series with safety.TreeJudge) and,
 separately, through plain `git am` in a scratch clone, whose result on disk is
 then inspected: every symlink resolved by the kernel (os.path.realpath), and a
 folder beside the clone watched for writes.

@@ -20,7 +20,7 @@ it records one `CheckRecord` per check:
              patch must be encrypted to exactly the recipients device.toml names
 
 The tree for `safety`, `apply` and `export` is built in a temporary folder
-with apply.py's pieces; the user's build folder is never read or written. The
+with applying.py's pieces; the user's build folder is never read or written. The
 base cache may be filled (a cold cache fetches, as `unpatch` would), and the
 cached base is always verified object by object. When the series does not
 apply, `safety` judges the paths git reads from every patch instead.

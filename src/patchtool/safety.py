@@ -9,7 +9,7 @@ past the check. So the verdict comes from git:
    every patch of a series as a regular file, not a symlink or a FIFO, and a
    private one decrypted): within the device's limits on bytes, sections and
    hunks (`[limits]` in device.toml). This is a resource limit, not a reading.
-2. git applies the series (apply.py) with `core.protectHFS`/`core.protectNTFS`
+2. git applies the series (applying.py) with `core.protectHFS`/`core.protectNTFS`
    on (gitops pins both on every call), so git itself refuses `.git` in every
    spelling and any write beyond a symlink; `git_refusal` turns such a refusal
    into `UnsafeInputError` naming the patch. The tree it applies into is a
