@@ -43,7 +43,7 @@ def world(upstream: SyntheticUpstream) -> SyntheticUpstream:
     """demo 1.0 with a five-patch series for devA; demo 1.1 beside it as an sdist."""
     make_sdist(upstream.sdist.parent / "demo-1.1.tar.gz", "demo-1.1", demo_11_files(),
                modes={"tools/run.sh": 0o755})  # fmt: skip
-    assert unpatch(upstream).code == 0
+    assert upstream.run("unpatch").code == 0
     tree = upstream.tree
     edit(tree, "demo/core.py", "return 5\n", "return 55\n")
     commit_all(tree, "Change five")
@@ -58,14 +58,6 @@ def world(upstream: SyntheticUpstream) -> SyntheticUpstream:
     exported = upstream.cli("patch", "--device-type", "devA", "--dir", str(upstream.build))
     assert exported.code == 0, exported.output
     return upstream
-
-
-def unpatch(world: SyntheticUpstream, *extra: str):  # type: ignore[no-untyped-def]
-    return world.cli("unpatch", "--device-type", "devA", "--dir", str(world.build), *extra)
-
-
-def rebase(world: SyntheticUpstream, *extra: str):  # type: ignore[no-untyped-def]
-    return world.cli("rebase", "--device-type", "devA", "--dir", str(world.build), *extra)
 
 
 def edit(tree: Path, path: str, old: str, new: str) -> None:
@@ -103,18 +95,18 @@ def resolve_ten(tree: Path) -> None:
 
 def test_each_outcome_conflict_then_continue_and_the_report(world: SyntheticUpstream) -> None:
     old_folder = snapshot(world.base_folder)
-    started = rebase(world, "--onto", "1.1")
+    started = world.run("rebase", "--onto", "1.1")
     assert started.code == 4, started.output
     assert "patch change-ten.patch (3 of 5, 'Change ten') conflicts with demo 1.1" in started.stderr
     assert "demo/core.py: 1 conflict hunk(s) at lines 32-36" in started.stderr
     assert "git add" in started.stderr and "patchtool rebase -d devA --continue" in started.stderr
     assert (world.build / "devA" / ".patchtool-rebase-demo.json").is_file()
     assert not new_folder(world).exists()  # the store is written only at the end
-    half = rebase(world, "--continue")
+    half = world.run("rebase", "--continue")
     assert half.code == 4 and "still has unresolved files: demo/core.py" in half.stderr
 
     resolve_ten(world.tree)
-    done = rebase(world, "--continue", "--note", "kept 100 over upstream's 1010")
+    done = world.run("rebase", "--continue", "--note", "kept 100 over upstream's 1010")
     assert done.code == 0, done.output
     assert done.stdout.strip() == str(new_folder(world))
 
@@ -147,7 +139,7 @@ def test_each_outcome_conflict_then_continue_and_the_report(world: SyntheticUpst
     check = world.cli("patch", "--device-type", "devA", "--dir", str(world.build), "--check")
     assert check.code == 0, check.output
     for version, expected in (("1.0", "return 100\n"), ("1.1", "return 100\n")):
-        rebuilt = unpatch(world, "--commit-id", version)
+        rebuilt = world.run("unpatch", "--commit-id", version)
         assert rebuilt.code == 0, rebuilt.output
         assert expected in (world.tree / "demo" / "core.py").read_text()
     assert "return 29  # upstream 1.1" in (world.tree / "demo" / "core.py").read_text()
@@ -156,20 +148,20 @@ def test_each_outcome_conflict_then_continue_and_the_report(world: SyntheticUpst
 def test_the_report_is_the_same_on_a_second_run(world: SyntheticUpstream, tmp_path: Path) -> None:
     reports = []
     for attempt in range(2):
-        result = rebase(world, "--onto", "1.1")
+        result = world.run("rebase", "--onto", "1.1")
         assert result.code == 4
-        assert rebase(world, "--skip").code == 0
+        assert world.run("rebase", "--skip").code == 0
         reports.append((new_folder(world) / "rebase-report.md").read_bytes())
         import shutil
 
         shutil.move(str(new_folder(world)), str(tmp_path / f"run{attempt}"))
-        assert unpatch(world, "--commit-id", "1.0", "--force").code == 0
+        assert world.run("unpatch", "--commit-id", "1.0", "--force").code == 0
     assert reports[0] == reports[1]
 
 
 def test_skip_drops_the_conflicting_patch(world: SyntheticUpstream) -> None:
-    assert rebase(world, "--onto", "1.1").code == 4
-    skipped = rebase(world, "--skip")
+    assert world.run("rebase", "--onto", "1.1").code == 4
+    skipped = world.run("rebase", "--skip")
     assert skipped.code == 0, skipped.output
     series = (new_folder(world) / "series").read_text()
     assert "change-ten.patch" not in series and "change-thirty.patch" in series
@@ -180,10 +172,10 @@ def test_skip_drops_the_conflicting_patch(world: SyntheticUpstream) -> None:
 
 
 def test_commit_yourself_then_continue(world: SyntheticUpstream) -> None:
-    assert rebase(world, "--onto", "1.1").code == 4
+    assert world.run("rebase", "--onto", "1.1").code == 4
     resolve_ten(world.tree)
     git(world.tree, "-c", "core.editor=true", "commit", "--quiet", "--no-edit")
-    done = rebase(world, "--continue")
+    done = world.run("rebase", "--continue")
     assert done.code == 0, done.output
     report = (new_folder(world) / "rebase-report.md").read_text()
     assert "| 3 | change-ten.patch | resolved by hand | change-ten.patch |" in report
@@ -192,15 +184,15 @@ def test_commit_yourself_then_continue(world: SyntheticUpstream) -> None:
 def test_abort_puts_tree_and_store_back_exactly(world: SyntheticUpstream) -> None:
     tree_before = tree_state(world.tree)
     store_before = snapshot(world.store)
-    assert rebase(world, "--onto", "1.1").code == 4
+    assert world.run("rebase", "--onto", "1.1").code == 4
     edit(world.tree, "demo/core.py", "return 1", "return 7")  # a half-done resolution
-    aborted = rebase(world, "--abort")
+    aborted = world.run("rebase", "--abort")
     assert aborted.code == 0, aborted.output
     assert tree_state(world.tree) == tree_before
     assert snapshot(world.store) == store_before
     assert not (world.build / "devA" / ".patchtool-rebase-demo.json").exists()
     assert not (world.tree / ".git" / "patchtool-rebase-id").exists()
-    again = rebase(world, "--continue")
+    again = world.run("rebase", "--continue")
     assert again.code == 2 and "no rebase is in progress" in again.stderr
 
 
@@ -209,8 +201,8 @@ def test_abort_removes_a_tree_the_rebase_created(world: SyntheticUpstream) -> No
 
     shutil.rmtree(world.tree)
     store_before = snapshot(world.store)
-    assert rebase(world, "--onto", "1.1").code == 4
-    assert rebase(world, "--abort").code == 0
+    assert world.run("rebase", "--onto", "1.1").code == 4
+    assert world.run("rebase", "--abort").code == 0
     assert not world.tree.exists()
     assert snapshot(world.store) == store_before
 
@@ -219,7 +211,7 @@ def test_unexported_work_is_refused_and_nothing_changes(world: SyntheticUpstream
     (world.tree / "local.txt").write_text("mine\n")
     commit_all(world.tree, "Work nobody exported")
     before, store_before = tree_state(world.tree), snapshot(world.store)
-    refused = rebase(world, "--onto", "1.1")
+    refused = world.run("rebase", "--onto", "1.1")
     assert refused.code == 5, refused.output
     assert "Work nobody exported" in refused.stderr
     assert "patchtool patch --device-type devA" in refused.stderr
@@ -230,13 +222,13 @@ def test_an_existing_target_folder_and_a_missing_version_are_refused(
     world: SyntheticUpstream, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     new_folder(world).mkdir()
-    exists = rebase(world, "--onto", "1.1")
+    exists = world.run("rebase", "--onto", "1.1")
     assert exists.code == 2 and "already exists" in exists.stderr
     new_folder(world).rmdir()
     monkeypatch.setenv("PIP_INDEX_URL", (world.root / "empty-index").as_uri())
     monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
     (world.root / "empty-index").mkdir()
-    missing = rebase(world, "--onto", "9.9")
+    missing = world.run("rebase", "--onto", "9.9")
     assert missing.code == 3 and "demo-9.9.tar.gz" in missing.stderr
     assert not (world.store / "devA" / "demo-9.9").exists()
 
@@ -255,24 +247,24 @@ def test_a_git_source_base(world: SyntheticUpstream) -> None:
     git(source, "init", "--quiet")
     commit_all(source, "demo 1.1 from git")
     commit = git(source, "rev-parse", "HEAD").strip()
-    started = rebase(world, "--onto", f"git+{source}@{commit}", "--base-version", "1.1-git")
+    started = world.run("rebase", "--onto", f"git+{source}@{commit}", "--base-version", "1.1-git")
     assert started.code == 4, started.output
-    assert rebase(world, "--skip").code == 0
+    assert world.run("rebase", "--skip").code == 0
     folder = world.store / "devA" / "demo-1.1-git"
     assert f'url = "{source}"' in (folder / "base.toml").read_text()
     assert f'commit = "{commit}"' in (folder / "base.toml").read_text()
-    assert unpatch(world, "--commit-id", "1.1-git").code == 0
+    assert world.run("unpatch", "--commit-id", "1.1-git").code == 0
 
 
 def test_the_check_command_accepts_the_new_base(world: SyntheticUpstream) -> None:
-    assert rebase(world, "--onto", "1.1").code == 4
-    assert rebase(world, "--skip").code == 0
+    assert world.run("rebase", "--onto", "1.1").code == 4
+    assert world.run("rebase", "--skip").code == 0
     result = world.cli("check", "--device-type", "devA")
     assert result.code == 0, result.output
 
 
 def test_bad_flag_combinations_are_usage_errors(world: SyntheticUpstream) -> None:
-    both = rebase(world, "--continue", "--abort")
+    both = world.run("rebase", "--continue", "--abort")
     assert both.code == 2 and "exclude each other" in both.stderr
-    bare = rebase(world)
+    bare = world.run("rebase")
     assert bare.code == 2 and "--onto" in bare.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import DEMO_FILES, SyntheticUpstream, commit_all, git, make_sdist, run_cli, snapshot
-from test_rebase import demo_11_files, edit, rebase, resolve_ten, tree_state, unpatch
+from test_rebase import demo_11_files, edit, resolve_ten, tree_state
 
 from patchtool.faults import VARIABLE
 
@@ -44,7 +44,7 @@ def world(upstream: SyntheticUpstream) -> SyntheticUpstream:
     for version, files in (("1.1", demo_11_files()), ("1.2", demo_12_files())):
         make_sdist(upstream.sdist.parent / f"demo-{version}.tar.gz", f"demo-{version}", files,
                    modes={"tools/run.sh": 0o755})  # fmt: skip
-    assert unpatch(upstream).code == 0
+    assert upstream.run("unpatch").code == 0
     tree = upstream.tree
     for path, old, new, subject in (
         ("demo/core.py", "return 5\n", "return 55\n", "Change five"),
@@ -90,27 +90,27 @@ def messages(stderr: str) -> list[str]:
 def reference_folder(world: SyntheticUpstream, tmp_path: Path, version: str) -> dict[str, bytes]:
     """An unbroken rebase onto `version` (a conflict resolved as test_rebase does);
     its base folder's bytes. Tree and store are put back as they were."""
-    started = rebase(world, "--onto", version)
+    started = world.run("rebase", "--onto", version)
     if started.code == 4:
         resolve_ten(world.tree)
-        started = rebase(world, "--continue", "--note", "kept 100")
+        started = world.run("rebase", "--continue", "--note", "kept 100")
     assert started.code == 0, started.output
     folder = world.store / "devA" / f"demo-{version}"
     result = folder_bytes(folder)
     shutil.move(str(folder), str(tmp_path / f"reference-{version}"))
-    assert unpatch(world, "--commit-id", "1.0", "--force").code == 0
+    assert world.run("unpatch", "--commit-id", "1.0", "--force").code == 0
     return result
 
 
 def assert_aborted_exactly(world: SyntheticUpstream, tree: dict[str, object],
                            store: dict[str, bytes], folder: list[str]) -> None:  # fmt: skip
-    aborted = rebase(world, "--abort")
+    aborted = world.run("rebase", "--abort")
     assert aborted.code == 0, aborted.output
     assert tree_state(world.tree) == tree
     assert snapshot(world.store) == store
     assert device_folder(world) == folder
     assert not (world.tree / ".git" / "patchtool-rebase-id").exists()
-    again = rebase(world, "--continue")
+    again = world.run("rebase", "--continue")
     assert again.code == 2 and "no rebase is in progress" in again.stderr
 
 
@@ -124,7 +124,7 @@ def test_killed_while_starting_abort_restores_and_continue_explains(
     tree, store, folder = tree_state(world.tree), snapshot(world.store), device_folder(world)
     killed(world, point, "--onto", "1.2")
     assert state_file(world).is_file()
-    refused = rebase(world, "--continue")
+    refused = world.run("rebase", "--continue")
     assert refused.code == 2, refused.output
     assert messages(refused.stderr) == [
         "error: the start of the rebase of devA from demo-1.0 onto demo 1.2 was interrupted "
@@ -132,10 +132,10 @@ def test_killed_while_starting_abort_restores_and_continue_explains(
         "hint: Run `patchtool rebase -d devA --abort` (it puts the build tree back as it was), "
         "then start again with `patchtool rebase -d devA -c demo-1.0 --onto 1.2`.",
     ]
-    assert rebase(world, "--skip").code == 2
+    assert world.run("rebase", "--skip").code == 2
     assert_aborted_exactly(world, tree, store, folder)
     # and a new start works
-    assert rebase(world, "--onto", "1.2").code == 0
+    assert world.run("rebase", "--onto", "1.2").code == 0
 
 
 @pytest.mark.parametrize("point", NEW_TREE_POINTS)
@@ -146,8 +146,8 @@ def test_killed_while_starting_without_a_tree_abort_removes_the_tree(
     store, folder = snapshot(world.store), device_folder(world)
     killed(world, point, "--onto", "1.2")
     assert state_file(world).is_file()
-    assert rebase(world, "--continue").code == 2
-    aborted = rebase(world, "--abort")
+    assert world.run("rebase", "--continue").code == 2
+    aborted = world.run("rebase", "--abort")
     assert aborted.code == 0, aborted.output
     assert not world.tree.exists()
     assert snapshot(world.store) == store
@@ -167,7 +167,7 @@ def test_killed_while_picking_or_finishing_abort_and_continue(
     assert_aborted_exactly(world, tree, store, folder)
 
     killed(world, point, "--onto", "1.2")
-    done = rebase(world, "--continue")
+    done = world.run("rebase", "--continue")
     assert done.code == 0, done.output
     assert folder_bytes(world.store / "devA" / "demo-1.2") == reference
     assert git(world.tree, "symbolic-ref", "HEAD") == "refs/heads/devA\n"
@@ -185,11 +185,11 @@ def test_killed_in_the_conflicting_pick(world: SyntheticUpstream, tmp_path: Path
     assert_aborted_exactly(world, tree, store, folder)
 
     killed(world, "rebase:picked:3", "--onto", "1.1")
-    again = rebase(world, "--continue")  # the pick is made again: the same conflict
+    again = world.run("rebase", "--continue")  # the pick is made again: the same conflict
     assert again.code == 4, again.output
     assert "patch change-ten.patch (3 of 5, 'Change ten') conflicts with demo 1.1" in again.stderr
     resolve_ten(world.tree)
-    done = rebase(world, "--continue", "--note", "kept 100")
+    done = world.run("rebase", "--continue", "--note", "kept 100")
     assert done.code == 0, done.output
     assert folder_bytes(world.store / "devA" / "demo-1.1") == reference
 
@@ -198,15 +198,15 @@ def test_killed_while_continuing_after_a_conflict(world: SyntheticUpstream,
                                                   tmp_path: Path) -> None:  # fmt: skip
     reference = reference_folder(world, tmp_path, "1.1")
     tree, store, folder = tree_state(world.tree), snapshot(world.store), device_folder(world)
-    assert rebase(world, "--onto", "1.1").code == 4
+    assert world.run("rebase", "--onto", "1.1").code == 4
     resolve_ten(world.tree)
     killed(world, "rebase:picked", "--continue", "--note", "kept 100")  # at patch 4
     assert_aborted_exactly(world, tree, store, folder)
 
-    assert rebase(world, "--onto", "1.1").code == 4
+    assert world.run("rebase", "--onto", "1.1").code == 4
     resolve_ten(world.tree)
     killed(world, "rebase:picked", "--continue", "--note", "kept 100")
-    done = rebase(world, "--continue")
+    done = world.run("rebase", "--continue")
     assert done.code == 0, done.output
     assert folder_bytes(world.store / "devA" / "demo-1.1") == reference
 
@@ -214,9 +214,9 @@ def test_killed_while_continuing_after_a_conflict(world: SyntheticUpstream,
 def test_a_tree_replaced_during_a_rebase_is_left_alone(world: SyntheticUpstream) -> None:
     store = snapshot(world.store)
     killed(world, "rebase:picked", "--onto", "1.2")
-    assert unpatch(world, "--commit-id", "1.0", "--force").code == 0
+    assert world.run("unpatch", "--commit-id", "1.0", "--force").code == 0
     replaced = tree_state(world.tree)
-    refused = rebase(world, "--continue")
+    refused = world.run("rebase", "--continue")
     assert refused.code == 2, refused.output
     assert messages(refused.stderr) == [
         f"error: the build tree {world.tree} is not the one this rebase worked in: it was "
@@ -224,7 +224,7 @@ def test_a_tree_replaced_during_a_rebase_is_left_alone(world: SyntheticUpstream)
         "hint: Run `patchtool rebase -d devA --abort` to drop the rebase; it leaves that tree "
         "as it is.",
     ]
-    aborted = rebase(world, "--abort")
+    aborted = world.run("rebase", "--abort")
     assert aborted.code == 0, aborted.output
     assert tree_state(world.tree) == replaced
     assert snapshot(world.store) == store
@@ -235,13 +235,13 @@ def test_a_tree_replaced_during_a_rebase_is_left_alone(world: SyntheticUpstream)
 
 
 def test_git_lock_files_are_named_and_left_in_place(world: SyntheticUpstream) -> None:
-    assert rebase(world, "--onto", "1.1").code == 4
+    assert world.run("rebase", "--onto", "1.1").code == 4
     lock = world.tree / ".git" / "index.lock"
     lock.write_bytes(b"")
     state_before = state_file(world).read_bytes()
     files_before = snapshot(world.tree)
     for action in ("--continue", "--skip", "--abort"):
-        refused = rebase(world, action)
+        refused = world.run("rebase", action)
         assert refused.code == 9, refused.output
         assert messages(refused.stderr) == [
             "error: a git command was killed, or is still running, in the build tree "
@@ -251,7 +251,7 @@ def test_git_lock_files_are_named_and_left_in_place(world: SyntheticUpstream) ->
         ]
     ref_lock = world.tree / ".git" / "refs" / "heads" / "devA.lock"
     ref_lock.write_bytes(b"")
-    both = rebase(world, "--abort")
+    both = world.run("rebase", "--abort")
     assert both.code == 9
     assert messages(both.stderr)[1] == (
         "hint: If no git command is running there, delete .git/index.lock, "
@@ -263,13 +263,13 @@ def test_git_lock_files_are_named_and_left_in_place(world: SyntheticUpstream) ->
 
     lock.unlink()
     ref_lock.unlink()
-    assert rebase(world, "--abort").code == 0
+    assert world.run("rebase", "--abort").code == 0
 
 
 def test_a_start_is_refused_while_git_holds_a_lock(world: SyntheticUpstream) -> None:
     tree, store = tree_state(world.tree), snapshot(world.store)
     (world.tree / ".git" / "HEAD.lock").write_bytes(b"")
-    refused = rebase(world, "--onto", "1.2")
+    refused = world.run("rebase", "--onto", "1.2")
     assert refused.code == 9, refused.output
     assert messages(refused.stderr)[0] == (
         "error: a git command was killed, or is still running, in the build tree "

@@ -69,10 +69,13 @@ from .store import (
     GitUrl,
     PypiSource,
     Store,
+    move_base_folder_in,
+    move_base_folder_out,
     parse_series,
     plan_export,
     series_digest,
     write_base_files,
+    write_base_note,
     write_plan,
 )
 from .tree import (
@@ -703,9 +706,7 @@ def _abort(tree: Path, state: RebaseState, reporter: Reporter) -> None:
         # Killed after the new base folder was renamed into the store, before the
         # rebase ended: it holds exactly what this rebase wrote, so it goes.
         reporter.step(f"removing {new.path}, written by this unfinished rebase")
-        os.rename(new.path, staging)
-        fsync_directory(new.path.parent)
-        shutil.rmtree(staging, ignore_errors=True)
+        move_base_folder_out(new.path, staging)
     elif state.folder_digest is not None and new.path.exists():
         reporter.warn(f"{new.path} is not what this rebase wrote; it is left as it is")
     _restore_tree(tree, state, reporter)
@@ -857,8 +858,7 @@ def _write_new_base(
         names_by_commit = {p.commit: p.name for p in patches}
         private_commits = {p.commit for p in private}
         report = render_report(git, state, new, names_by_commit, private_commits)
-        atomic_write(folder / REPORT_FILE, report.encode())
-        fsync_directory(folder)
+        write_base_note(staged, REPORT_FILE, report)
         if new.path.exists():
             raise UsageError(
                 f"the base folder {new.path} appeared during the rebase",
@@ -867,8 +867,7 @@ def _write_new_base(
         state.phase, state.folder_digest = FINISHING, _folder_digest(folder)
         _save_state(tree, state)
         kill_point("rebase:before-store-write")
-        os.rename(folder, new.path)
-        fsync_directory(new.path.parent)
+        move_base_folder_in(folder, new.path)
         kill_point("rebase:store-written")
     finally:
         shutil.rmtree(staging, ignore_errors=True)

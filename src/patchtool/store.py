@@ -638,6 +638,26 @@ def write_device_file(folder: Path, text: str) -> None:
     atomic_write(folder / DEVICE_FILE, text.encode("utf-8"))
 
 
+def write_base_note(base: BaseRef, name: str, text: str) -> None:
+    """A file for readers in a base folder (rebase-report.md); no command reads it."""
+    check_name("file", name)
+    atomic_write(base.path / name, text.encode("utf-8"))
+
+
+def move_base_folder_in(staged: Path, target: Path) -> None:
+    """A base folder assembled aside enters the store in one rename."""
+    fsync_directory(staged)
+    os.rename(staged, target)
+    fsync_directory(target.parent)
+
+
+def move_base_folder_out(folder: Path, aside: Path) -> None:
+    """A base folder leaves the store in one rename, then is removed."""
+    os.rename(folder, aside)
+    fsync_directory(folder.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def write_base_files(base: BaseRef, header: Iterable[str]) -> None:
     """A new base's base.toml and an empty series headed by `header`, in its folder."""
     atomic_write(base.path / BASE_FILE, render_base(base).encode("utf-8"))
