@@ -1,15 +1,13 @@
 """`patch`: the commits after the base in a build tree, back into the store, byte-stable.
 
-Each commit is rendered by `git format-patch` with every option that affects
-its bytes pinned (zero commit ids, full index lines, no diffstat, no version
-signature, no "n/m" numbering, myers diff, rename detection on), so that a
-re-export of unchanged work writes the same bytes on any machine. File names
-come from subjects, not positions: order lives in `series`, and inserting a
-patch renames nothing.
+The commits are rendered as patch files by rendering.py (format-patch with
+every option that affects the bytes pinned; private patches sealed) and
+written by store.py: only the base's folder, and in it only `series` and the
+patch files `series` lists (old or new), as one atomic change.
 
-Only the base's folder is written, and in it only `series` and the patch files
-that `series` lists (old or new); every write is atomic.
-
+Refused: a tree made with --public-only (it would drop the private patches), a
+private change that lost its trailer (it would be published), and an export
+over a series that changed since the tree last read it (a lost update).
 Every exported patch is linted with `check`'s rules (lint.py): after writing,
 each finding is a warning that names the patch and says how to fix its commit
 in the tree; with `strict` the export fails instead and writes nothing.

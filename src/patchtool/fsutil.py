@@ -18,8 +18,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import IntegrityError, UnsafeInputError, UsageError
 
@@ -90,6 +91,9 @@ def check_relative_path(where: str, path: str) -> str:
     return path
 
 
+T = TypeVar("T")
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object patchtool wrote (a tree's record, a rebase's state). A missing
     file is FileNotFoundError, for the caller to word; one that is not a JSON
@@ -102,6 +106,19 @@ def read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise IntegrityError(f"{path} is damaged: not a JSON object")
     return data
+
+
+def read_json_record(path: Path, build: Callable[[dict[str, Any]], T], hint: str) -> T:
+    """A record patchtool wrote, as `build` makes it of the JSON object. A missing
+    file is FileNotFoundError, for the caller to word; a damaged one (not a JSON
+    object, or one `build` cannot use: KeyError, TypeError, ValueError) is
+    IntegrityError (exit 6) naming the file, with `hint`."""
+    try:
+        return build(read_json_object(path))
+    except IntegrityError as error:
+        raise IntegrityError(error.message, hint=hint) from error
+    except (KeyError, TypeError, ValueError) as error:
+        raise IntegrityError(f"{path} is damaged: {error}", hint=hint) from error
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -54,7 +54,7 @@ from .errors import (
     UsageError,
 )
 from .faults import kill_point
-from .fsutil import atomic_write, check_name, fsync_directory, read_json_object
+from .fsutil import atomic_write, check_name, fsync_directory, read_json_record
 from .gitops import TOOL_COMMITTER, Git
 from .jobs import CachedDeviceJob
 from .privacy import LoadedSeries, load_series, patch_ids
@@ -194,20 +194,18 @@ _DAMAGED_STATE_HINT = "Finish by hand, or delete it and run `unpatch --force`."
 
 
 def _load_state(tree: Path) -> RebaseState:
-    path = _state_path(tree)
     try:
-        data = read_json_object(path)
-        data["patches"] = [PatchState(**p) for p in data["patches"]]
-        return RebaseState(**data)
+        return read_json_record(_state_path(tree), _state_from, _DAMAGED_STATE_HINT)
     except FileNotFoundError as error:
         raise UsageError(
             f"no rebase is in progress in {tree}",
             hint="Start one with `patchtool rebase -d DEVICE --onto VERSION`.",
         ) from error
-    except IntegrityError as error:
-        raise IntegrityError(error.message, hint=_DAMAGED_STATE_HINT) from error
-    except (TypeError, KeyError) as error:
-        raise IntegrityError(f"{path} is damaged: {error}", hint=_DAMAGED_STATE_HINT) from error
+
+
+def _state_from(data: dict[str, Any]) -> RebaseState:
+    data["patches"] = [PatchState(**p) for p in data["patches"]]
+    return RebaseState(**data)
 
 
 def rebase_in_progress(tree: Path) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError
-from .fsutil import atomic_write, check_name, read_json_object
+from .fsutil import atomic_write, check_name, read_json_record
 from .gitops import Git
 from .privacy import Keyring, patch_ids
 from .rendering import RenderedPatch, known_plaintexts, render_patches
@@ -96,34 +96,33 @@ def read_record(tree: Path) -> TreeRecord:
     (exit 6) when it is damaged."""
     path = tree / ".git" / METADATA_FILE
     try:
-        data = read_json_object(path)
-        values: dict[str, object] = {}
-        for key, spec in TreeRecord.__dataclass_fields__.items():
-            if key not in data:
-                if spec.default is MISSING and spec.default_factory is MISSING:
-                    raise KeyError(key)
-                continue
-            value = data[key]
-            if key == "private":
-                if not isinstance(value, dict):
-                    raise TypeError("'private' is not an object")
-                values[key] = {str(k): str(v) for k, v in value.items()}
-            elif key in ("private_patch_ids", "skipped_private"):
-                if not isinstance(value, list):
-                    raise TypeError(f"{key!r} is not a list")
-                values[key] = tuple(str(v) for v in value)
-            else:
-                values[key] = str(value)
-        return TreeRecord(**values)  # type: ignore[arg-type]
+        return read_json_record(path, _record_from, DAMAGED_RECORD_HINT)
     except FileNotFoundError as error:
         raise NotFoundError(
             f"{tree} is not a patchtool build tree ({path} is missing)",
             hint="Create it with `patchtool unpatch`.",
         ) from error
-    except IntegrityError as error:
-        raise IntegrityError(error.message, hint=DAMAGED_RECORD_HINT) from error
-    except (KeyError, TypeError) as error:
-        raise IntegrityError(f"{path} is damaged: {error}", hint=DAMAGED_RECORD_HINT) from error
+
+
+def _record_from(data: dict[str, object]) -> TreeRecord:
+    values: dict[str, object] = {}
+    for key, spec in TreeRecord.__dataclass_fields__.items():
+        if key not in data:
+            if spec.default is MISSING and spec.default_factory is MISSING:
+                raise KeyError(key)
+            continue
+        value = data[key]
+        if key == "private":
+            if not isinstance(value, dict):
+                raise TypeError("'private' is not an object")
+            values[key] = {str(k): str(v) for k, v in value.items()}
+        elif key in ("private_patch_ids", "skipped_private"):
+            if not isinstance(value, list):
+                raise TypeError(f"{key!r} is not a list")
+            values[key] = tuple(str(v) for v in value)
+        else:
+            values[key] = str(value)
+    return TreeRecord(**values)  # type: ignore[arg-type]
 
 
 def write_record(tree: Path, record: TreeRecord) -> None:
