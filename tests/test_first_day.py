@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import REPOSITORY, RealVllm, SyntheticUpstream, commit_all
+from helpers import REPOSITORY, RealVllm, SyntheticUpstream, commit_all, run_cli_in_process
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
@@ -29,7 +29,6 @@ from patchtool.buildenv import (
     missing_module_error,
     query_interpreter,
 )
-from patchtool.cli import main
 from patchtool.errors import BuildError
 from patchtool.provenance import add_provenance
 
@@ -266,18 +265,6 @@ SETUP_NEEDS_HELPER = ("import patchtool_first_day_helper\nfrom setuptools import
                       "setup(name='demo', version='1.0')\n")  # fmt: skip
 
 
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`patchtool.cli.main` in this process: exit code, stdout, stderr."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def pyproject_tree(world: SyntheticUpstream, extra: str, setup_py: str | None = None,
                    skip: tuple[str, ...] = ()) -> Path:
     """devA's tree with a pyproject.toml asking for `extra`, exported; the output folder."""
@@ -294,17 +281,18 @@ def pyproject_tree(world: SyntheticUpstream, extra: str, setup_py: str | None = 
     return (world.root / "out").resolve()
 
 
-def build_wheel(world: SyntheticUpstream, capsys: pytest.CaptureFixture[str],
-                out: Path) -> tuple[int, str, str]:
-    return run_main(capsys, "--store", str(world.store), "build-wheel", "-d", "devA",
-                    "--dir", str(world.build), "--out", str(out))  # fmt: skip
+def build_wheel(world: SyntheticUpstream, out: Path) -> tuple[int, str, str]:
+    """`patchtool build-wheel` of devA in this process: exit code, stdout, stderr."""
+    result = run_cli_in_process("--store", str(world.store), "build-wheel", "-d", "devA",
+                                "--dir", str(world.build), "--out", str(out))  # fmt: skip
+    return result.code, result.stdout, result.stderr
 
 
 def test_missing_requirement_stops_the_build_with_exit_8(
-    upstream: SyntheticUpstream, capsys: pytest.CaptureFixture[str]
+    upstream: SyntheticUpstream
 ) -> None:
     out = pyproject_tree(upstream, f"{HELPER}>=1.0")
-    code, stdout, stderr = build_wheel(upstream, capsys, out)
+    code, stdout, stderr = build_wheel(upstream, out)
     python = sys.executable
     assert code == 8
     assert stderr.splitlines()[-2:] == [
@@ -316,11 +304,11 @@ def test_missing_requirement_stops_the_build_with_exit_8(
 
 
 def test_skipped_requirement_is_not_asked_for_and_its_import_error_is_named(
-    upstream: SyntheticUpstream, capsys: pytest.CaptureFixture[str]
+    upstream: SyntheticUpstream
 ) -> None:
     out = pyproject_tree(upstream, f"{HELPER}>=1.0", SETUP_NEEDS_HELPER,
                          skip=("Patchtool_First_Day_Helper",))  # fmt: skip
-    code, stdout, stderr = build_wheel(upstream, capsys, out)
+    code, stdout, stderr = build_wheel(upstream, out)
     python, log = sys.executable, out / "devA-build.log"
     assert code == 8 and stdout == ""
     assert f"not checked, device.toml's [build] skip-build-requires lists them: {HELPER}>=1.0" in stderr
@@ -335,13 +323,13 @@ def test_skipped_requirement_is_not_asked_for_and_its_import_error_is_named(
 
 
 def test_torch_pin_mismatch_is_reported_and_tools_are_recorded(
-    upstream: SyntheticUpstream, capsys: pytest.CaptureFixture[str]
+    upstream: SyntheticUpstream
 ) -> None:
     pytest.importorskip("torch")  # the test's premise: a torch of this environment's own
     torch = importlib.metadata.version("torch")
     assert not Requirement("torch==2.5.1").specifier.contains(torch)  # the test's premise
     out = pyproject_tree(upstream, "wheel")
-    code, stdout, stderr = build_wheel(upstream, capsys, out)
+    code, stdout, stderr = build_wheel(upstream, out)
     assert code == 0, stderr
     assert f"torch {torch} (the tree pins torch==2.5.1; the device's own torch is used)" in (
         stderr.splitlines()

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from helpers import SyntheticUpstream, git, make_sdist
+from helpers import SyntheticUpstream, git, make_sdist, run_cli_in_process
 
 from patchtool.bases import NewBaseSpec, resolve_new_base
 from patchtool.cache import BaseCache, cache_root
-from patchtool.cli import main
 from patchtool.errors import IntegrityError, NetworkError, NotFoundError, UsageError
 from patchtool.index import (
     CREDENTIALS_HINT,
@@ -200,21 +199,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`patchtool.cli.main` in this process: exit code, stdout, stderr."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def unpatch(world: SyntheticUpstream, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    return run_main(capsys, "--store", str(world.store), "unpatch", "--device-type", "devA",
-                    "--dir", str(world.build))  # fmt: skip
+def unpatch(world: SyntheticUpstream) -> tuple[int, str, str]:
+    """`patchtool unpatch` of devA in this process: exit code, stdout, stderr."""
+    result = run_cli_in_process("--store", str(world.store), "unpatch", "--device-type", "devA",
+                                "--dir", str(world.build))  # fmt: skip
+    return result.code, result.stdout, result.stderr
 
 
 # --------------------------------------------------------------------------- redaction
@@ -329,14 +318,14 @@ def test_pip_default_index_is_read_from_its_help_and_only_when_needed() -> None:
 
 
 def test_an_index_behind_basic_auth_takes_the_password_from_the_index_url(
-    upstream: SyntheticUpstream, serve: Serve, capsys: pytest.CaptureFixture[str],
+    upstream: SyntheticUpstream, serve: Serve,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     site = Site({"demo-1.0.tar.gz": upstream.sdist.read_bytes()}, credentials=("alice", PASSWORD))
     port = serve(site.handler())
     monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
     monkeypatch.setenv("PIP_INDEX_URL", f"http://alice:{PASSWORD}@127.0.0.1:{port}/simple")
-    code, out, err = unpatch(upstream, capsys)
+    code, out, err = unpatch(upstream)
     assert code == 0, err
     assert f"downloading demo-1.0.tar.gz from http://alice:****@127.0.0.1:{port}/simple" in err
     assert site.requests == [("/simple/demo/", basic("alice", PASSWORD)),
@@ -346,14 +335,14 @@ def test_an_index_behind_basic_auth_takes_the_password_from_the_index_url(
 
 
 def test_a_wrong_password_is_a_network_error_that_never_shows_it(
-    upstream: SyntheticUpstream, serve: Serve, capsys: pytest.CaptureFixture[str],
+    upstream: SyntheticUpstream, serve: Serve,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     site = Site({"demo-1.0.tar.gz": upstream.sdist.read_bytes()}, credentials=("alice", PASSWORD))
     port = serve(site.handler())
     monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
     monkeypatch.setenv("PIP_INDEX_URL", f"http://alice:wrong-{PASSWORD}@127.0.0.1:{port}/simple")
-    code, out, err = unpatch(upstream, capsys)
+    code, out, err = unpatch(upstream)
     assert code == 11
     assert err.splitlines()[-2:] == [
         f"error: http://127.0.0.1:{port}/simple/demo/: the index refused the credentials of "
@@ -452,13 +441,12 @@ def test_https_index_with_its_ca_in_pip_cert(tls_index: tuple[int, Path, trustme
 
 
 def test_https_index_with_an_unknown_ca_is_a_certificate_failure(
-    tls_index: tuple[int, Path, trustme.CA], upstream: SyntheticUpstream,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tls_index: tuple[int, Path, trustme.CA], upstream: SyntheticUpstream, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     port, _, _ = tls_index
     monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
     monkeypatch.setenv("PIP_INDEX_URL", f"https://127.0.0.1:{port}/simple")
-    code, _, err = unpatch(upstream, capsys)
+    code, _, err = unpatch(upstream)
     assert code == 11
     assert err.splitlines()[-2:] == [
         f"error: cannot reach https://127.0.0.1:{port}/simple/demo/: TLS certificate "
@@ -604,12 +592,11 @@ def test_no_index_with_find_links_folder_and_page(serve: Serve, tiny_sdist: byte
 
 def test_a_file_on_no_index_lists_the_indexes_redacted(serve: Serve, tiny_sdist: bytes,
                                                        upstream: SyntheticUpstream,
-                                                       monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     port = serve(Site({TINY: tiny_sdist}, credentials=("alice", PASSWORD)).handler())
     monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
     monkeypatch.setenv("PIP_INDEX_URL", f"http://alice:{PASSWORD}@127.0.0.1:{port}/simple")
-    code, out, err = unpatch(upstream, capsys)
+    code, out, err = unpatch(upstream)
     assert code == 3
     assert err.splitlines()[-2:] == [
         "error: demo-1.0.tar.gz was not found on any configured package index (searched: "
