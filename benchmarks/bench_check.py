@@ -14,7 +14,6 @@ Usage: python benchmarks/bench_check.py [--devices 10] [--repeat 3]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -28,10 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from helpers import DEMO_FILES, make_sdist, make_upstream  # noqa: E402
-
-from patchtool.sdist import import_sdist  # noqa: E402
-from patchtool.store import PypiSource  # noqa: E402
+from helpers import add_second_base, make_upstream  # noqa: E402
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -41,17 +37,7 @@ def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
 
 def build_store(root: Path, devices: int, env: dict[str, str]) -> Path:
     world = make_upstream(root)
-    sdist = make_sdist(world.sdist.parent / "demo-1.1.tar.gz", "demo-1.1", DEMO_FILES)
-    sha = hashlib.sha256(sdist.read_bytes()).hexdigest()
-    scratch = root / "scratch-1.1.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(scratch)], check=True)
-    commit = import_sdist(sdist, scratch, "demo", "1.1", PypiSource("demo-1.1.tar.gz", sha))
-    second = world.store / "devA" / "demo-1.1"
-    second.mkdir()
-    (second / "base.toml").write_text(
-        f'project = "demo"\nversion = "1.1"\ncommit = "{commit}"\n\n[source]\n'
-        f'type = "pypi"\nfilename = "demo-1.1.tar.gz"\nsha256 = "{sha}"\n')
-    (second / "series").write_text("# demo series\n")
+    add_second_base(world)
     env["PATCHTOOL_SDIST_PATH"] = str(world.sdist.parent)
     for base in ("demo-1.0", "demo-1.1"):
         assert cli("unpatch", "-d", "devA", "--commit-id", base, env=env, cwd=root).returncode == 0

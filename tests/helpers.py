@@ -123,6 +123,38 @@ def make_upstream(root: Path) -> SyntheticUpstream:
     return SyntheticUpstream(root, store, root / "build", sdist, sha, commit)
 
 
+def add_second_base(world: SyntheticUpstream) -> Path:
+    """demo-1.1: a second released sdist (offered beside 1.0) and its base folder."""
+    sdist = make_sdist(world.sdist.parent / "demo-1.1.tar.gz", "demo-1.1", DEMO_FILES)
+    sha = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    scratch = world.root / "scratch-1.1.git"
+    git(world.root, "init", "--quiet", "--bare", str(scratch))
+    commit = import_sdist(sdist, scratch, "demo", "1.1", PypiSource("demo-1.1.tar.gz", sha))
+    folder = world.store / "devA" / "demo-1.1"
+    write_base(folder, "demo", "1.1", commit, sha)
+    (folder / "series").write_text("# demo series\n")
+    return folder
+
+
+def add_git_base(world: SyntheticUpstream, origin: Path) -> str:
+    """devA's base `git-base` (version 2.0.dev0): a git repository made at `origin`
+    with one commit holding main.py; returns that commit."""
+    origin.mkdir()
+    git(origin, "init", "--quiet")
+    (origin / "main.py").write_text("print('upstream')\n")
+    git(origin, "add", ".")
+    git(origin, "commit", "--quiet", "-m", "upstream")
+    commit = git(origin, "rev-parse", "HEAD").strip()
+    folder = world.store / "devA" / "git-base"
+    folder.mkdir()
+    (folder / "base.toml").write_text(
+        f'project = "demo"\nversion = "2.0.dev0"\ncommit = "{commit}"\n\n'
+        f'[source]\ntype = "git"\nurl = "{origin}"\n'
+    )
+    (folder / "series").write_text("")
+    return commit
+
+
 def write_base(folder: Path, project: str, version: str, commit: str, sha: str,
                filename: str | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)

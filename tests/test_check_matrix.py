@@ -4,18 +4,15 @@ what the serial run reports, in the same order, with each check's duration."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import shutil
 from typing import Any
 
 import pytest
-from helpers import DEMO_FILES, SyntheticUpstream, check_records, git, make_sdist, run_cli
+from helpers import SyntheticUpstream, add_second_base, check_records, run_cli
 
 from patchtool.check import CHECKS
-from patchtool.sdist import import_sdist
-from patchtool.store import PypiSource
 
 DEVICES = ("devA", "devB", "devC")
 
@@ -23,18 +20,7 @@ DEVICES = ("devA", "devB", "devC")
 @pytest.fixture
 def many(upstream: SyntheticUpstream) -> SyntheticUpstream:
     """Three devices on demo 1.0 and 1.1; devB's 1.1 series does not apply."""
-    sdist = make_sdist(upstream.sdist.parent / "demo-1.1.tar.gz", "demo-1.1", DEMO_FILES)
-    sha = hashlib.sha256(sdist.read_bytes()).hexdigest()
-    scratch = upstream.root / "scratch-1.1.git"
-    git(upstream.root, "init", "--quiet", "--bare", str(scratch))
-    commit = import_sdist(sdist, scratch, "demo", "1.1", PypiSource("demo-1.1.tar.gz", sha))
-    second = upstream.store / "devA" / "demo-1.1"
-    second.mkdir()
-    (second / "base.toml").write_text(
-        f'project = "demo"\nversion = "1.1"\ncommit = "{commit}"\n\n[source]\n'
-        f'type = "pypi"\nfilename = "demo-1.1.tar.gz"\nsha256 = "{sha}"\n'
-    )
-    (second / "series").write_text("# demo series\n")
+    add_second_base(upstream)
     for device in DEVICES[1:]:
         shutil.copytree(upstream.store / "devA", upstream.store / device)
     stale = upstream.store / "devB" / "demo-1.1"

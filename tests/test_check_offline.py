@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CliResult, SyntheticUpstream, check_records, commit_all, git, run_cli, snapshot
+from helpers import (
+    CliResult,
+    SyntheticUpstream,
+    add_git_base,
+    check_records,
+    commit_all,
+    run_cli,
+    snapshot,
+)
 
 from patchtool.check import CHECKS, OfflineViolationError, forbid_network
 
@@ -183,20 +191,7 @@ def test_offline_still_fails_on_a_real_failure(
 def test_a_git_base_is_skipped_offline_until_the_cache_holds_its_commit(
     good: SyntheticUpstream, index: CountingIndex, tmp_path: Path
 ) -> None:
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    git(origin, "init", "--quiet")
-    (origin / "main.py").write_text("print('upstream')\n")
-    git(origin, "add", ".")
-    git(origin, "commit", "--quiet", "-m", "upstream")
-    commit = git(origin, "rev-parse", "HEAD").strip()
-    folder = good.store / "devA" / "git-base"
-    folder.mkdir()
-    (folder / "base.toml").write_text(
-        f'project = "demo"\nversion = "2.0.dev0"\ncommit = "{commit}"\n\n'
-        f'[source]\ntype = "git"\nurl = "{origin}"\n'
-    )
-    (folder / "series").write_text("")
+    commit = add_git_base(good, tmp_path / "origin")
     cache = tmp_path / "cache"
     args = ("--device-type", "devA", "--commit-id", "git-base")
     offline = run_check(good, index, cache, "--offline", *args)

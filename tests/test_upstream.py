@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from helpers import DEMO_FILES, SyntheticUpstream, git, make_sdist, snapshot, write_base
+from helpers import (
+    DEMO_FILES,
+    SyntheticUpstream,
+    add_git_base,
+    git,
+    make_sdist,
+    snapshot,
+    write_base,
+)
 
 from patchtool.gitops import Git
 from patchtool.index import IndexClient, IndexFile, IndexSettings
@@ -178,20 +186,7 @@ def test_hostile_archive_members_are_refused(tmp_path: Path, member: str, expect
 
 
 def test_git_source_base(tmp_path: Path, upstream: SyntheticUpstream) -> None:
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    git(origin, "init", "--quiet")
-    (origin / "main.py").write_text("print('upstream')\n")
-    git(origin, "add", ".")
-    git(origin, "commit", "--quiet", "-m", "upstream")
-    commit = git(origin, "rev-parse", "HEAD").strip()
-    folder = upstream.store / "devA" / "git-base"
-    folder.mkdir()
-    (folder / "base.toml").write_text(
-        f'project = "demo"\nversion = "2.0.dev0"\ncommit = "{commit}"\n\n'
-        f'[source]\ntype = "git"\nurl = "{origin}"\n'
-    )
-    (folder / "series").write_text("")
+    commit = add_git_base(upstream, tmp_path / "origin")
     result = upstream.cli("unpatch", "--device-type", "devA", "--dir", str(upstream.build),
                           "--commit-id", commit[:9])  # fmt: skip
     assert result.code == 0, result.output

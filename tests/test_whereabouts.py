@@ -4,36 +4,17 @@ that cannot be broken by what they print."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 from helpers import (
-    DEMO_FILES,
     SyntheticUpstream,
+    add_second_base,
     commit_all,
     git,
-    make_sdist,
     run_cli,
     snapshot,
-    write_base,
 )
-
-from patchtool.sdist import import_sdist
-from patchtool.store import PypiSource
-
-
-def add_second_base(world: SyntheticUpstream) -> Path:
-    """demo-1.1: a second released sdist (offered beside 1.0) and its base folder."""
-    sdist = make_sdist(world.sdist.parent / "demo-1.1.tar.gz", "demo-1.1", DEMO_FILES)
-    sha = hashlib.sha256(sdist.read_bytes()).hexdigest()
-    scratch = world.root / "scratch-1.1.git"
-    git(world.root, "init", "--quiet", "--bare", str(scratch))
-    commit = import_sdist(sdist, scratch, "demo", "1.1", PypiSource("demo-1.1.tar.gz", sha))
-    folder = world.store / "devA" / "demo-1.1"
-    write_base(folder, "demo", "1.1", commit, sha)
-    (folder / "series").write_text("# demo series\n")
-    return folder
 
 
 def set_default_base(world: SyntheticUpstream, value: str) -> None:
