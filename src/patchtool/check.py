@@ -432,29 +432,24 @@ def _lint(
     base: BaseRef, series: PatchSeries, loaded: LoadedSeries | None, config: DeviceConfig
 ) -> CheckRecord:
     """lint.py's rules on every patch that can be read (a private one in its
-    plaintext), and every private patch's recipients against device.toml's."""
+    plaintext), and every private patch's recipients against device.toml's. The
+    patches the series check read are linted as read; only when it could not
+    read them (no key) are the files read here."""
     started = time.perf_counter()
-    plaintexts = {p.entry.name: p.data for p in loaded.patches} if loaded else {}
+    read = {p.entry.name: p for p in loaded.patches} if loaded else {}
     names = tuple(r.name for r in config.recipients)
     found: list[LintFinding] = []
     for entry in series.entries:
         path = base.path / entry.name
-        if not entry.private:
+        patch = read.get(entry.name)
+        if patch is not None:
+            found.extend(lint_patch(patch.data, entry.name))
+        elif not entry.private:
             found.extend(lint_file(path, config.limits))
-            continue
-        if entry.name in plaintexts:
-            found.extend(lint_patch(plaintexts[entry.name], entry.name))
-        found.extend(recipient_findings(path, names, config.limits))
-    problems = capped(found)
-    return CheckRecord(
-        base.device,
-        base.base_id,
-        "lint",
-        not problems,
-        tuple(problems),
-        ExitCode.STALE if problems else ExitCode.OK,
-        duration=time.perf_counter() - started,
-    )
+        if entry.private:
+            header = patch.description if patch is not None else None
+            found.extend(recipient_findings(path, names, config.limits, header))
+    return _record(base, "lint", capped(found), ExitCode.STALE, started)
 
 
 # --------------------------------------------------------------------------- offline
@@ -602,18 +597,7 @@ def _safety_apply_export(
         except PatchtoolError as error:
             return [*applied, _timed(_failure(device, base_id, "export", error), started)]
     problems = [f"a fresh export would write: {line}" for line in plan.describe()]
-    return [
-        *applied,
-        CheckRecord(
-            device,
-            base_id,
-            "export",
-            not problems,
-            tuple(problems),
-            ExitCode.STALE if problems else ExitCode.OK,
-            duration=time.perf_counter() - started,
-        ),
-    ]
+    return [*applied, _record(base, "export", problems, ExitCode.STALE, started)]
 
 
 def _judge_paths_only(tree: Path, loaded: LoadedSeries) -> CheckRecord:

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import PatchtoolError, StaleStoreError
+from .privacy import stored_limit
 from .rendering import RenderedPatch
 from .report import Reporter
-from .store import BaseRef, PatchLimits, read_store_file
+from .store import BaseRef, PatchLimits, PrivatePatch, parse_private_patch, read_store_file
 
 Rule = Literal[
     "unreadable",
@@ -91,17 +92,19 @@ def lint_file(path: Path, limits: PatchLimits) -> list[LintFinding]:
 
 
 def recipient_findings(
-    path: Path, recipients: tuple[str, ...], limits: PatchLimits
+    path: Path,
+    recipients: tuple[str, ...],
+    limits: PatchLimits,
+    header: PrivatePatch | None = None,
 ) -> list[LintFinding]:
     """A private patch must be encrypted to exactly the recipients device.toml
-    names: one removed there can still read it, one added cannot (yet)."""
-    from .privacy import stored_limit
-    from .store import parse_private_patch
-
-    try:
-        header = parse_private_patch(path, read_store_file(path, stored_limit(limits)))
-    except PatchtoolError as error:
-        return [LintFinding(path.name, "unreadable", f"cannot be read ({error.message})")]
+    names: one removed there can still read it, one added cannot (yet). `header`
+    is the file's header when it was already read; else the file is read here."""
+    if header is None:
+        try:
+            header = parse_private_patch(path, read_store_file(path, stored_limit(limits)))
+        except PatchtoolError as error:
+            return [LintFinding(path.name, "unreadable", f"cannot be read ({error.message})")]
     stale = [name for name in header.recipients if name not in recipients]
     missing = [name for name in recipients if name not in header.recipients]
     findings = []
