@@ -163,11 +163,13 @@ class LoadedSeries:
     patches: tuple[SeriesPatch, ...]
     skipped: tuple[SeriesEntry, ...] = ()  # private patches left out (public part only)
 
+    def private_pairs(self) -> list[tuple[str, bytes]]:
+        """(stored sha256, plaintext) of every private patch read."""
+        return [(p.stored_sha256, p.data) for p in self.patches if p.private]
+
     def plaintext_digests(self) -> dict[str, str]:
         """stored sha256 -> plaintext sha256, for every private patch read."""
-        return {
-            p.stored_sha256: hashlib.sha256(p.data).hexdigest() for p in self.patches if p.private
-        }
+        return {stored: hashlib.sha256(plain).hexdigest() for stored, plain in self.private_pairs()}
 
 
 def missing_key_error(
@@ -344,6 +346,17 @@ def is_private_message(value: str, commit: str) -> bool:
             hint=f"Write `{PRIVATE_TRAILER}: yes` to keep the patch private.",
         )
     return values[-1] in _TRUE_VALUES
+
+
+def private_record(
+    git: Git, private: Sequence[tuple[str, bytes]]
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """What a build tree's record keeps of its private patches, given as (stored
+    sha256, plaintext): stored sha256 -> plaintext sha256, and the patch-ids of
+    their changes (see tree.TreeRecord)."""
+    digests = {stored: hashlib.sha256(plain).hexdigest() for stored, plain in private}
+    ids = tuple(i for i in patch_ids(git, [plain for _, plain in private]) if i)
+    return digests, ids
 
 
 def patch_ids(git: Git, patches: Sequence[bytes]) -> list[str | None]:

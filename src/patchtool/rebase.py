@@ -57,8 +57,8 @@ from .faults import kill_point
 from .fsutil import atomic_write, check_name, fsync_directory, read_json_record
 from .gitops import TOOL_COMMITTER, Git
 from .jobs import CachedDeviceJob
-from .privacy import LoadedSeries, load_series, patch_ids
-from .rendering import render_patches, seal_patches, stored_files
+from .privacy import LoadedSeries, load_series, private_record
+from .rendering import private_pairs, render_patches, seal_patches, stored_files
 from .report import Reporter
 from .safety import TreeJudge
 from .store import (
@@ -847,14 +847,10 @@ def _write_new_base(
         device = Store(Path(state.store)).device(state.device)
         patches = seal_patches(git, render_patches(git, new.commit), staged, device, {})
         write_plan(plan_export(staged, stored_files(patches)))
-        private = [p for p in patches if p.private]
-        state.private = {
-            hashlib.sha256(p.file_data).hexdigest(): hashlib.sha256(p.data).hexdigest()
-            for p in private
-        }
-        state.private_patch_ids = [i for i in patch_ids(git, [p.data for p in private]) if i]
+        private, ids = private_record(git, private_pairs(patches))
+        state.private, state.private_patch_ids = private, list(ids)
         names_by_commit = {p.commit: p.name for p in patches}
-        private_commits = {p.commit for p in private}
+        private_commits = {p.commit for p in patches if p.private}
         report = render_report(git, state, new, names_by_commit, private_commits)
         write_base_note(staged, REPORT_FILE, report)
         if new.path.exists():

@@ -145,6 +145,11 @@ def render_patches(git: Git, base_commit: str) -> list[RenderedPatch]:
     return rendered
 
 
+def private_pairs(patches: list[RenderedPatch]) -> list[tuple[str, bytes]]:
+    """(stored sha256, plaintext) of every private patch, for privacy.private_record."""
+    return [(hashlib.sha256(p.file_data).hexdigest(), p.data) for p in patches if p.private]
+
+
 def stored_files(patches: list[RenderedPatch]) -> list[tuple[str, bytes]]:
     """The patches as the store holds them: file names and bytes, in order."""
     return [(p.name, p.file_data) for p in patches]

@@ -29,8 +29,8 @@ from pathlib import Path
 from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError
 from .fsutil import atomic_write, check_name, read_json_record
 from .gitops import Git
-from .privacy import Keyring, patch_ids
-from .rendering import RenderedPatch, known_plaintexts, render_patches
+from .privacy import Keyring, private_record
+from .rendering import RenderedPatch, known_plaintexts, private_pairs, render_patches
 from .report import Reporter
 from .store import SERIES_FILE, BaseRef, PatchSeries, Store, series_digest
 
@@ -395,14 +395,7 @@ def remember_series(
     given the exported patches, the plaintexts of its private ones)."""
     updated = replace(record, store_digest=series_digest(series))
     if git is not None and patches is not None:
-        private = [p for p in patches if p.private]
-        updated = replace(
-            updated,
-            private={
-                hashlib.sha256(p.file_data).hexdigest(): hashlib.sha256(p.data).hexdigest()
-                for p in private
-            },
-            private_patch_ids=tuple(i for i in patch_ids(git, [p.data for p in private]) if i),
-        )
+        private, ids = private_record(git, private_pairs(patches))
+        updated = replace(updated, private=private, private_patch_ids=ids)
     if updated != record:
         write_record(tree, updated)

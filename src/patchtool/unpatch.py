@@ -37,7 +37,7 @@ from .faults import kill_point, pause_point
 from .fsutil import exchange_paths
 from .gitops import Git
 from .jobs import CachedDeviceJob
-from .privacy import load_series, patch_ids
+from .privacy import load_series, private_record
 from .report import Reporter
 from .safety import (
     TreeJudge,
@@ -124,7 +124,7 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
         reporter.step(f"applying {len(loaded.patches)} patch(es) from {base.path}")
         three_way = apply_series(tree, loaded, judge, options.three_way, reporter)
         kill_point("unpatch:applied")
-        private = [p.data for p in loaded.patches if p.private]
+        private, private_ids = private_record(Git(tree), loaded.private_pairs())
         write_record(
             tree,
             TreeRecord(
@@ -135,8 +135,8 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
                 base.commit,
                 series_digest(series),
                 str(options.store.root),
-                private=loaded.plaintext_digests(),
-                private_patch_ids=tuple(i for i in patch_ids(Git(tree), private) if i),
+                private=private,
+                private_patch_ids=private_ids,
                 skipped_private=tuple(e.name for e in loaded.skipped),
             ),
         )
