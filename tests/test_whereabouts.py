@@ -4,6 +4,9 @@ that cannot be broken by what they print."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +211,41 @@ def test_rich_markup_in_a_path_is_printed_as_it_is(upstream: SyntheticUpstream) 
     assert result.code == 0, result.output
     assert f"» checking out demo 1.0 ({upstream.commit[:12]})" in result.stderr
     assert result.stdout.strip() == str(build / "devA" / "demo")
+
+
+def test_a_shell_left_in_a_replaced_tree_gets_a_clear_error(
+    upstream: SyntheticUpstream, tmp_path: Path
+) -> None:
+    # unpatch builds the new tree aside and swaps it in whole, so a shell that
+    # ran it from inside the tree is left in a removed folder.
+    assert upstream.cli("unpatch", "--device-type", "devA").code == 0
+    inside = upstream.tree / "demo"
+    script = tmp_path / "session.sh"
+    script.write_text(
+        'cd "$1" && patchtool unpatch >/dev/null 2>&1 && patchtool status; echo "rc=$?"\n'
+        'cd "$PWD" && patchtool status >/dev/null; echo "rc=$?"\n'
+    )
+    done = subprocess.run(
+        ["bash", str(script), str(inside)], capture_output=True, text=True, check=True,
+        env=dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"),
+    )
+    assert done.stderr.splitlines() == [
+        f"error: the working folder no longer exists: {inside}",
+        "hint: A command replaced it (unpatch and rebase swap a build tree in whole): "
+        f"`cd {inside}` enters the new one.",
+    ]
+    assert done.stdout.splitlines() == ["rc=3", "rc=0"]
+
+
+def test_a_removed_working_folder_is_named(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    done = subprocess.run(
+        ["bash", "-c", f'cd {gone} && rmdir {gone} && "$0" -m patchtool list', sys.executable],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 3
+    assert done.stderr.splitlines() == [
+        f"error: the working folder no longer exists: {gone}",
+        "hint: cd into an existing folder and run the command again.",
+    ]

@@ -146,6 +146,9 @@ def _root(
     `patchtool unpatch ... -q` are the same."""
     _globals.store, _globals.cache_dir = store, cache_dir
     _globals.debug, _globals.quiet = debug, quiet
+    from .whereabouts import working_folder
+
+    working_folder()  # a removed working folder is named before any command starts
 
 
 def _reporter() -> RichReporter:
@@ -154,15 +157,15 @@ def _reporter() -> RichReporter:
 
 @functools.lru_cache(maxsize=1)
 def _here() -> Here | None:
-    from .whereabouts import tree_around
+    from .whereabouts import tree_around, working_folder
 
-    return tree_around(Path.cwd())
+    return tree_around(working_folder())
 
 
 def _store() -> Store:
-    from .whereabouts import store_for
+    from .whereabouts import store_for, working_folder
 
-    return store_for(Path.cwd(), _globals.store, _here())
+    return store_for(working_folder(), _globals.store, _here())
 
 
 def _build_dir(build_dir: Path | None, store: Store) -> Path:

@@ -10,6 +10,8 @@ nest.
 
 from __future__ import annotations
 
+import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,28 @@ from .errors import IntegrityError, NotFoundError, UsageError
 from .fsutil import check_build_dir, check_name
 from .store import Store, find_store
 from .tree import TreeRecord, enclosing_tree, read_record
+
+
+def working_folder() -> Path:
+    """The working folder, or a clear error when it no longer exists.
+
+    `unpatch` and `rebase` replace a build tree as a whole (built aside, then
+    swapped in), so a shell that was inside the old tree is left in a removed
+    folder; the next command would otherwise die on os.getcwd()."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        shown = os.environ.get("PWD", "")
+        replaced = bool(shown) and Path(shown).is_dir()
+        raise NotFoundError(
+            "the working folder no longer exists" + (f": {shown}" if shown else ""),
+            hint=(
+                "A command replaced it (unpatch and rebase swap a build tree in whole): "
+                f"`cd {shlex.quote(shown)}` enters the new one."
+                if replaced
+                else "cd into an existing folder and run the command again."
+            ),
+        ) from None
 
 
 @dataclass(frozen=True)
