@@ -11,7 +11,8 @@ A representative subset keeps each version under about two minutes on two
 cores under Triton's interpreter: the largest shape (H=96: three K tiles, so
 SPLIT_K=4 leaves one split without a tile) for the default path, split-K and
 stage configs; the config resolution; SPLIT_K=1 bit-identical to no key; no
-new keys bit-identical to the unpatched base; and the vLLM >= 0.8 paths
+new keys bit-identical to the unpatched base; the default rules (and one
+kernel run with a w2 tile of its own); and the vLLM >= 0.8 paths
 (expert parallelism and block-quantized int8 under split-K), which skip
 themselves on 0.7.x.
 """
@@ -29,15 +30,17 @@ KERNEL_TESTS = Path(__file__).resolve().parent / "test_fused_moe_kernel.py"
 
 SUBSET = ("M12 or test_stage_config_resolution or test_split_k_one_is_upstream_launch"
           " or test_no_new_keys_bit_identical_to_base or test_expert_parallel"
-          " or test_split_k_block_quant_clamps_block_size_k")
+          " or test_split_k_block_quant_clamps_block_size_k"
+          " or test_default_rules or test_default_stage2_matches_reference")
 
 # version -> (passed, deselected by the vllm_08 marker) of SUBSET. 8 M12
-# cases + 3 single tests run everywhere; the 3 expert-parallel cases and the
-# block-quant case need the expert_map / use_int8_w8a8 parameters that
-# fused_experts_impl has from 0.8, and are deselected (not skipped) before it.
+# cases + 3 single tests + the default rules (9 shapes, fp32, one kernel
+# run) run everywhere; the 3 expert-parallel cases and the block-quant case
+# need the expert_map / use_int8_w8a8 parameters that fused_experts_impl has
+# from 0.8, and are deselected (not skipped) before it.
 EXPECTED = {
-    "0.7.3": (11, 4),
-    "0.8.5": (15, 0),
+    "0.7.3": (22, 4),
+    "0.8.5": (26, 0),
 }
 
 

@@ -118,12 +118,67 @@ def check(out, ref, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,H,N,E,topk", SHAPES)
 def test_default_path_matches_reference(fm, M, H, N, E, topk, dtype):
-    # No new keys: upstream's path, including the int64 offsets of the
-    # first patch (which must not change any value).
+    # The tree's defaults (the series' rules for fp16, vLLM's for fp32):
+    # upstream's kernel path, with the int64 offsets of the first patch
+    # (which must not change any value) and no split-K.
     inputs = make_inputs(M, H, N, E, topk, dtype)
     cfg = default_config(fm, M, H, N, E, topk, dtype)
-    assert not {"SPLIT_K", "stage1", "stage2"} & cfg.keys()
+    assert "SPLIT_K" not in cfg
     check(run_patched(fm, inputs, cfg), torch_moe_reference(*inputs), dtype)
+
+
+def _tile(bm, bn, bk, warps, stages):
+    return {"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": bk,
+            "GROUP_SIZE_M": 1, "num_warps": warps, "num_stages": stages}
+
+
+R1_TP8 = (256, 256, 7168, 8)  # E, N (w2.shape[2]), K (hidden), top-k
+MIXTRAL_TP8 = (8, 1792, 4096, 2)
+
+# The series' default rules (fused-moe-choose-default-tiles-...): M ->
+# (w1 tile, w2 tile). BLOCK_SIZE_M by rows per expert (M * topk / E: 16 up
+# to 8, 32 up to 24, 64 up to 48, 128 above), the tile by the GEMM's
+# reduction length (w1: K, w2: N).
+DEFAULT_RULES = [
+    (1, R1_TP8, _tile(16, 32, 256, 4, 3), _tile(16, 128, 64, 4, 3)),
+    (16, R1_TP8, _tile(16, 32, 256, 4, 3), _tile(16, 128, 64, 4, 3)),
+    (32, R1_TP8, _tile(16, 32, 128, 4, 3), _tile(16, 128, 64, 4, 3)),
+    (256, R1_TP8, _tile(16, 32, 128, 4, 3), _tile(16, 128, 64, 4, 3)),
+    (512, R1_TP8, _tile(32, 128, 128, 4, 4), _tile(32, 128, 64, 4, 4)),
+    (1024, R1_TP8, _tile(64, 128, 64, 8, 3), _tile(64, 128, 64, 8, 3)),
+    (4096, R1_TP8, _tile(128, 128, 64, 8, 3), _tile(128, 128, 64, 8, 3)),
+    (1, MIXTRAL_TP8, _tile(16, 32, 256, 4, 3), _tile(16, 32, 256, 4, 3)),
+    (64, MIXTRAL_TP8, _tile(32, 128, 128, 4, 4), _tile(32, 128, 128, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("M,shape,stage1,stage2", DEFAULT_RULES)
+def test_default_rules(fm, M, shape, stage1, stage2):
+    E, N, K, topk = shape
+    cfg = fm.get_default_config(M, E, N, K, topk, None, False)
+    assert fm.get_stage_configs(cfg) == (stage1, stage2)
+    # One alignment serves both GEMMs; the top level is the w1 tile, and
+    # "stage2" appears only when the w2 tile differs.
+    assert set(cfg) - set(stage1) == ({"stage2"} if stage2 != stage1 else
+                                      set())
+
+
+def test_default_rules_leave_fp32_to_upstream(fm):
+    # The tiles are sized for 2-byte elements: fp32 keeps vLLM's default.
+    assert fm.get_default_config(1, 256, 256, 7168, 8, "float32", False) == {
+        "BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64,
+        "GROUP_SIZE_M": 1}
+
+
+def test_default_stage2_matches_reference(fm):
+    # H=640 > 512 and N=32: the w1 GEMM gets the long-reduction tile
+    # (BLOCK_SIZE_N 32, BLOCK_SIZE_K 256) and the w2 GEMM its own
+    # (BLOCK_SIZE_N 128, BLOCK_SIZE_K 64) through "stage2".
+    inputs = make_inputs(1, 640, 32, 8, 2, torch.float16, seed=6)
+    cfg = default_config(fm, 1, 640, 32, 8, 2, torch.float16)
+    assert cfg["BLOCK_SIZE_K"] == 256 and cfg["stage2"]["BLOCK_SIZE_N"] == 128
+    check(run_patched(fm, inputs, cfg), torch_moe_reference(*inputs),
+          torch.float16)
 
 
 @pytest.mark.parametrize("split_k", [2, 4])

@@ -1,0 +1,151 @@
+"""CPU tests of the series' fused-MoE tuner (benchmarks/kernels/moe_series_tuner.py).
+
+What runs here is the tuner's own logic on the patched tree: the search space
+and its pruning, the seeded cap, the finalist pairs and the choice of the
+entry written to the config file. Timing needs a GPU and spreading needs Ray:
+those ran on an H200 (docs/c550-fused-moe-h200.md), not here. The module
+imports Ray only inside tune() and its workers, so it loads without it.
+"""
+import gzip
+import importlib.util
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vllm_loader  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tuner(c550_tree):
+    vllm_loader.load_fused_moe(c550_tree)
+    path = Path(c550_tree) / "benchmarks" / "kernels" / "moe_series_tuner.py"
+    spec = importlib.util.spec_from_file_location("moe_series_tuner", path)
+    module = importlib.util.module_from_spec(spec)
+    had_ray = "ray" in sys.modules
+    spec.loader.exec_module(module)
+    assert ("ray" in sys.modules) == had_ray  # Ray stays out of the import
+    return module
+
+
+def tile(bm, bn, bk, **extra):
+    return dict({"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": bk,
+                 "GROUP_SIZE_M": 1, "num_warps": 4, "num_stages": 3}, **extra)
+
+
+def canon(pairs):
+    return sorted(json.dumps(pair, sort_keys=True) for pair in pairs)
+
+
+def r1_tp8(tuner):
+    return tuner.Shape(256, 8, 256, 7168, torch.bfloat16)
+
+
+def test_shape_is_16_bit_only(tuner):
+    with pytest.raises(ValueError, match=re.escape(
+            "the series search is for 16-bit weights, not torch.float32")):
+        tuner.Shape(8, 2, 64, 128, torch.float32)
+    assert r1_tp8(tuner).gemm("stage1") == (512, 7168)
+    assert r1_tp8(tuner).gemm("stage2") == (7168, 256)
+
+
+def test_decode_space(tuner):
+    # M=1: one row per expert, so BLOCK_SIZE_M 16 only and one row block
+    # (GROUP_SIZE_M 1 only). The w1 GEMM (512 columns) leaves the GPU idle,
+    # so SPLIT_K joins, each split owning at least two K tiles; the w2 GEMM
+    # (7168 columns) fills it and gets none.
+    stage1 = tuner.candidates(r1_tp8(tuner), 1, "stage1", 132)
+    stage2 = tuner.candidates(r1_tp8(tuner), 1, "stage2", 132)
+    assert (len(stage1), len(stage2)) == (122, 56)
+    assert {c["BLOCK_SIZE_M"] for c in stage1 + stage2} == {16}
+    assert {c["GROUP_SIZE_M"] for c in stage1 + stage2} == {1}
+    split = [c for c in stage1 if "SPLIT_K" in c]
+    assert len(split) == 66
+    assert {c["SPLIT_K"] for c in split} == {2, 4, 8, 16}
+    assert all(2 * c["SPLIT_K"] * c["BLOCK_SIZE_K"] <= 7168 for c in split)
+    assert not any("SPLIT_K" in c for c in stage2)
+    # w2 reduces over 256: no BLOCK_SIZE_K beyond it.
+    assert max(c["BLOCK_SIZE_K"] for c in stage2) == 256
+
+
+def test_prefill_space(tuner):
+    configs = tuner.candidates(r1_tp8(tuner), 4096, "stage1", 132)
+    assert len(configs) == 547
+    assert {c["BLOCK_SIZE_M"] for c in configs} == {16, 32, 64, 128, 256}
+    assert {c["GROUP_SIZE_M"] for c in configs} == {1, 16, 64}
+    assert not any("SPLIT_K" in c for c in configs)
+    for c in configs:
+        smem = (c["BLOCK_SIZE_M"] + c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_K"] * 2
+        assert smem * c["num_stages"] <= 200 * 1024, c
+        assert c["BLOCK_SIZE_M"] * c["BLOCK_SIZE_N"] / (32 * c["num_warps"]) <= 256, c
+
+
+def test_cap_is_a_seeded_sample(tuner):
+    items = list(range(100))
+    assert tuner.cap(items, 0, 1) is items
+    assert tuner.cap(items, 200, 1) is items
+    picked = tuner.cap(items, 10, 7)
+    assert len(picked) == 10 == len(set(picked))
+    assert picked == tuner.cap(items, 10, 7)
+    assert picked != tuner.cap(items, 10, 8)
+
+
+def test_finalists_pair_within_one_block_size_m(tuner):
+    a, b, c = tile(16, 32, 256), tile(16, 128, 64), tile(32, 128, 64)
+    d = tile(16, 64, 128, SPLIT_K=4)
+    timed = {"stage1": [(a, 10.0), (b, 12.0), (c, 9.0), (d, 8.0)],
+             "stage2": [(a, 8.0), (b, 5.0)]}
+    pairs = tuner.finalists(timed, 2)
+    # BLOCK_SIZE_M 16: the two fastest of each GEMM, crossed (d and a for
+    # w1, b and a for w2); c has no w2 partner at BLOCK_SIZE_M 32; the two
+    # best plain configs for both GEMMs (b: 17, a: 18) add (b, b).
+    assert canon(pairs) == canon([(d, b), (d, a), (a, b), (a, a), (b, b)])
+
+
+def test_choose_writes_stages_over_the_best_plain_pair(tuner):
+    a, b = tile(16, 32, 256), tile(16, 128, 64)
+    d = tile(16, 64, 128, SPLIT_K=4)
+    pick = tuner.choose([(d, b, 14.0), (b, b, 15.0), (a, a, 16.0), (a, b, 14.5)])
+    # The fastest pair wins; the top level is the best plain config used
+    # for both GEMMs, never a series key (SPLIT_K) that readers without the
+    # series would pass to Triton.
+    assert pick == {"entry": dict(b, stage1=d, stage2=b), "us": 14.0,
+                    "upstream_us": 15.0}
+
+
+def test_choose_writes_a_flat_entry_when_one_config_wins(tuner):
+    a, b = tile(16, 32, 256), tile(16, 128, 64)
+    pick = tuner.choose([(a, a, 10.0), (a, b, 11.0), (b, b, 12.0)])
+    assert pick == {"entry": a, "us": 10.0, "upstream_us": 10.0}
+    with pytest.raises(RuntimeError, match="no config ran for both GEMMs"):
+        tuner.choose([])
+
+
+def test_default_rules_hold_on_the_recorded_h200_searches(c550_tree):
+    # The tree's default rules against every recorded tuner run: R1 TP8 was
+    # searched whole (all 18 batch sizes known), the other two with
+    # --max-configs (a batch size whose default config was not sampled is
+    # unknown). The issue's bounds: 15% for R1 TP8, 25% for the others.
+    root = Path(__file__).resolve().parents[2]
+    path = root / "benchmarks" / "c550_default_rules.py"
+    spec = importlib.util.spec_from_file_location("c550_default_rules", path)
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    fm = vllm_loader.load_fused_moe(c550_tree)
+    found = {}
+    for recording in rules.RECORDINGS:
+        ratios = rules.evaluate(fm, json.loads(gzip.decompress(recording.read_bytes())))
+        known = [r for r in ratios.values() if r is not None]
+        found[recording.name.split(",device_name")[0]] = (len(known), max(known))
+    assert found.keys() == {"E=256,N=256", "E=256,N=512", "E=8,N=1792"}
+    assert found["E=256,N=256"][0] == 18 and found["E=256,N=256"][1] <= 1.15
+    assert found["E=256,N=512"][0] >= 15 and found["E=256,N=512"][1] <= 1.25
+    assert found["E=8,N=1792"][0] >= 12 and found["E=8,N=1792"][1] <= 1.25
