@@ -6,7 +6,8 @@ invoke_fused_moe_kernel, loaded by tests/metax_c550/vllm_loader.py) at
 E=256, top-8, hidden 7168, N=256 per rank (w1 [256, 512, 7168], w2
 [256, 7168, 256]) against a plain torch fp32 reference, for
 M in 1, 4, 16, 64, 256, 1024, 4096 with:
-  * the tree's default config (no new keys: upstream's path),
+  * the tree's default config (the series' rules: a w1 tile, and a w2
+    tile under "stage2" where it differs),
   * SPLIT_K=4 on both stages (M <= 256),
   * stage1/stage2 sub-configs with different BLOCK_SIZE_M and split-K.
 vLLM's compiled ops do not exist here; the loader's pure-torch stand-ins
@@ -101,7 +102,7 @@ def check_shapes(fm):
         x, tw, ti = make_tokens(M, seed=M)
         ref = reference(x, w1, w2, tw, ti)
         default = fm.get_default_config(M, E, N, HIDDEN, TOPK, None, False)
-        cases = [("default (no new keys)", default)]
+        cases = [("tree default", default)]
         if M <= 256:
             cases.append(("SPLIT_K=4", dict(default, SPLIT_K=4)))
         cases.append(("stage1 BM16/SK2, stage2 BM64", dict(
