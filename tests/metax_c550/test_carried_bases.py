@@ -27,20 +27,23 @@ from pathlib import Path
 import pytest
 
 KERNEL_TESTS = Path(__file__).resolve().parent / "test_fused_moe_kernel.py"
+TUNER_TESTS = Path(__file__).resolve().parent / "test_moe_tuner.py"
 
 SUBSET = ("M12 or test_stage_config_resolution or test_split_k_one_is_upstream_launch"
           " or test_no_new_keys_bit_identical_to_base or test_expert_parallel"
           " or test_split_k_block_quant_clamps_block_size_k"
-          " or test_default_rules or test_default_stage2_matches_reference")
+          " or test_default_rules or test_default_stage2_matches_reference"
+          " or test_launch_arguments_bind_to_the_trees_kernel")
 
 # version -> (passed, deselected by the vllm_08 marker) of SUBSET. 8 M12
 # cases + 3 single tests + the default rules (9 shapes, fp32, one kernel
-# run) run everywhere; the 3 expert-parallel cases and the block-quant case
+# run) + from test_moe_tuner.py the tuner's call of invoke_fused_moe_kernel
+# and the rules against the recorded H200 searches run everywhere; the 3 expert-parallel cases and the block-quant case
 # need the expert_map / use_int8_w8a8 parameters that fused_experts_impl has
 # from 0.8, and are deselected (not skipped) before it.
 EXPECTED = {
-    "0.7.3": (22, 4),
-    "0.8.5": (26, 0),
+    "0.7.3": (24, 4),
+    "0.8.5": (28, 0),
 }
 
 
@@ -55,7 +58,8 @@ def test_kernel_tests_pass_on_carried_base(carried_trees, version: str) -> None:
     env = dict(os.environ, PATCHTOOL_C550_TREE=str(tree),
                PATCHTOOL_VLLM_BASE_TREE=str(base), TRITON_INTERPRET="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(KERNEL_TESTS), "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", str(KERNEL_TESTS), str(TUNER_TESTS), "-q",
+         "-p", "no:cacheprovider",
          "-k", SUBSET],
         cwd=KERNEL_TESTS.parent, env=env, capture_output=True, text=True, timeout=900)
     output = proc.stdout + proc.stderr

@@ -8,6 +8,7 @@ imports Ray only inside tune() and its workers, so it loads without it.
 """
 import gzip
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -149,3 +150,35 @@ def test_default_rules_hold_on_the_recorded_h200_searches(c550_tree):
     assert found["E=256,N=256"][0] == 18 and found["E=256,N=256"][1] <= 1.15
     assert found["E=256,N=512"][0] >= 15 and found["E=256,N=512"][1] <= 1.25
     assert found["E=8,N=1792"][0] >= 12 and found["E=8,N=1792"][1] <= 1.25
+
+
+def test_launch_arguments_bind_to_the_trees_kernel(tuner, c550_tree):
+    # invoke_fused_moe_kernel's parameters moved between releases (0.8
+    # dropped topk_ids and added use_int8_w8a8 and per_channel_quant): the
+    # tuner calls it by name, with what this tree's signature has. A
+    # positional call broke on 0.8.5 ("got multiple values for argument
+    # 'compute_type'"), found on the H200.
+    fm = vllm_loader.load_fused_moe(c550_tree)
+    invoke = fm.invoke_fused_moe_kernel
+    values = dict(A="A", B="B", C="C", topk_weights="w", topk_ids="ids",
+                  sorted_token_ids="sorted", expert_ids="experts",
+                  num_tokens_post_padded="padded", mul_routed_weight=True,
+                  top_k=1, config={}, compute_type="bf16")
+    arguments = tuner.launch_arguments(invoke, **values)
+    bound = inspect.signature(invoke).bind(**arguments).arguments
+    params = inspect.signature(invoke).parameters
+    assert bound["sorted_token_ids"] == "sorted" and bound["compute_type"] == "bf16"
+    assert ("topk_ids" in bound) == ("topk_ids" in params)
+    quantised = {"A_scale", "B_scale", "B_zp", "block_shape"}
+    flags = {"use_fp8_w8a8", "use_int8_w8a8", "use_int8_w8a16", "use_int4_w4a16",
+             "per_channel_quant"}
+    assert {name: bound[name] for name in quantised & bound.keys()} == dict.fromkeys(
+        quantised & params.keys())
+    assert {name: bound[name] for name in flags & bound.keys()} == dict.fromkeys(
+        flags & params.keys(), False)
+
+    def later_release(A, B, needs_this):
+        pass
+
+    with pytest.raises(TypeError, match="needs arguments the tuner does not know: needs_this"):
+        tuner.launch_arguments(later_release, A=1, B=2)
