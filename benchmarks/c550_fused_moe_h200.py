@@ -38,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "metax_c550"))
 import vllm_loader  # noqa: E402
+from c550_fused_moe_table import upstream_default  # noqa: E402  (beside this file)
 
 E, TOPK, HIDDEN, N = 256, 8, 7168, 256
 MS = [1, 4, 16, 64, 256, 1024, 4096]
@@ -65,17 +66,6 @@ def setup(fm, M, seed=1234):
     tw, ti = torch.topk(torch.rand(M, E, device="cuda", generator=g), TOPK)
     return dict(x=x, w1=w1, w2=w2, tw=(tw / tw.sum(-1, keepdim=True)).float(),
                 ti=ti.to(torch.int32))
-
-
-def upstream_default(M):
-    """vLLM 0.7.2's get_default_config for bf16, which both trees used when
-    this comparison was made (the series' own defaults came later, see
-    c550_fused_moe_table.py): the same config on both sides."""
-    if M <= E:
-        return {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64,
-                "GROUP_SIZE_M": 1}
-    return {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32,
-            "GROUP_SIZE_M": 8}
 
 
 def stage_fn(fm, d, stage, cfg):
@@ -128,7 +118,9 @@ def worker(tree, out_path, sweep):
     res["triton"] = triton.__version__
     for M in MS:
         d = setup(fm, M)
-        cfg = upstream_default(M)
+        # vLLM 0.7.2's own default, which both trees used when this
+        # comparison was made: the same config on both sides.
+        cfg = upstream_default(M, E)
         t1 = time_us(stage_fn(fm, d, 1, cfg))
         t2 = time_us(stage_fn(fm, d, 2, cfg))
         res["default"][M] = {"cfg": cfg, "t1": t1, "t2": t2}

@@ -73,7 +73,7 @@ def main() -> int:
 
     torch.set_default_device("cuda")
     shape = mst.Shape(args.experts, args.topk, args.intermediate,
-                      args.hidden, torch.bfloat16, False, False)
+                      args.hidden, torch.bfloat16)
     weights = mst.make_weights(shape, seed=0)
     flush = torch.empty(args.flush_mib * 2**20 // 4,
                         dtype=torch.float32).uniform_()
