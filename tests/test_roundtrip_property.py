@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from helpers import git, make_upstream, snapshot
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from patchtool.cache import BaseCache
@@ -54,14 +54,17 @@ def apply_operation(tree: Path, operation: tuple[str, str | None, object]) -> No
         path.unlink()
     elif kind == "rename" and (path.is_file() or path.is_symlink()) and argument != name:
         target = tree / str(argument)
+        # Move a link but keep it pointing at the same file: a relative link
+        # moved as-is to another folder could point out of the tree, which
+        # unpatch rightly refuses. A link moved onto the file it points at
+        # would point at itself (a loop, refused too): not an edit to make.
+        pointed = (path.parent / os.readlink(path)).resolve() if path.is_symlink() else None
+        if pointed == target.resolve():
+            return
         if target.exists() or target.is_symlink():
             target.unlink()
         target.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            # Move the link but keep it pointing at the same file: a relative
-            # link moved as-is to another folder could point out of the tree,
-            # which unpatch rightly refuses.
-            pointed = (path.parent / os.readlink(path)).resolve()
+        if pointed is not None:
             path.unlink()
             os.symlink(os.path.relpath(pointed, target.parent), target)
         else:
@@ -84,8 +87,13 @@ def commit(tree: Path) -> None:
         git(tree, "commit", "--quiet", "-m", f"Change number {count}", "-m", "Why: a test.")
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: CI runs the same 30 sequences every time (a new random draw on
+# each run made a landing depend on luck); the @example pins a sequence a
+# random draw found that broke the generator (a link renamed onto its target).
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=st.lists(OPERATIONS, min_size=1, max_size=14))
+@example(operations=[("symlink", "dir/b.txt", "a.txt"), ("rename", "dir/b.txt", "a.txt")])
 def test_any_edit_sequence_round_trips(operations: list[tuple[str, str | None, object]]) -> None:
     root = Path(tempfile.mkdtemp(prefix="patchtool-property-"))
     try:
