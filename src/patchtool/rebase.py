@@ -347,7 +347,12 @@ def _start(
     if folder.exists():
         raise UsageError(
             f"the base folder {folder} already exists",
-            hint="Rebase onto another version, or remove that folder first.",
+            hint=(
+                "Rebase onto another version. To carry new patches onto this base, build its "
+                f"tree elsewhere first (`patchtool unpatch -d {old.device} -c {spec.version} "
+                "--dir OTHER`) so that its conflict resolutions stay at hand, then remove the "
+                "folder and rebase again (docs/rebase.md, 'Adding patches below a carried base')."
+            ),
         )
     old_repository = ensure_base(old, options.cache, reporter, options.archive_paths)
     new = resolve_new_base(
