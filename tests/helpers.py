@@ -145,14 +145,33 @@ def add_git_base(world: SyntheticUpstream, origin: Path) -> str:
     git(origin, "add", ".")
     git(origin, "commit", "--quiet", "-m", "upstream")
     commit = git(origin, "rev-parse", "HEAD").strip()
+    write_git_base(world, str(origin), commit, version="2.0.dev0")
+    return commit
+
+
+def write_git_base(world: SyntheticUpstream, url: str, commit: str, version: str = "2.0") -> Path:
+    """devA's base folder `git-base` (empty series) whose source is git at `url`, written
+    into base.toml as given: the trust-boundary tests pass hostile ones."""
     folder = world.store / "devA" / "git-base"
     folder.mkdir()
     (folder / "base.toml").write_text(
-        f'project = "demo"\nversion = "2.0.dev0"\ncommit = "{commit}"\n\n'
-        f'[source]\ntype = "git"\nurl = "{origin}"\n'
+        f'project = "demo"\nversion = "{version}"\ncommit = "{commit}"\n\n'
+        f'[source]\ntype = "git"\nurl = "{url}"\n'
     )
     (folder / "series").write_text("")
-    return commit
+    return folder
+
+
+# A mail patch whose hunk (demo/core.py, function_20) does not apply to the synthetic
+# upstream: its context line says `return 2000`.
+NON_APPLYING_PATCH = (
+    "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+    "From: A <a@example.invalid>\nDate: Sat, 1 Feb 2025 12:00:00 +0000\n"
+    "Subject: [PATCH] Change twenty\n\nWhy.\n---\n"
+    "diff --git a/demo/core.py b/demo/core.py\n--- a/demo/core.py\n+++ b/demo/core.py\n"
+    "@@ -58,3 +58,3 @@ def function_19():\n"
+    " def function_20():\n-    return 2000\n+    return 20\n \n"
+)
 
 
 def write_base(folder: Path, project: str, version: str, commit: str, sha: str,

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from helpers import CliResult, SyntheticUpstream, commit_all, error_lines, snapshot, write_base
+from helpers import (
+    NON_APPLYING_PATCH,
+    CliResult,
+    SyntheticUpstream,
+    commit_all,
+    error_lines,
+    snapshot,
+    write_base,
+)
 
 from patchtool.errors import ExitCode
 
@@ -71,14 +79,7 @@ def test_3_not_found_an_unknown_device(upstream: SyntheticUpstream, hermetic_sea
 
 def test_4_conflict_a_patch_that_does_not_apply(upstream: SyntheticUpstream,
                                                 hermetic_seal: Path) -> None:  # fmt: skip
-    (upstream.base_folder / "bad.patch").write_text(
-        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
-        "From: A <a@example.invalid>\nDate: Sat, 1 Feb 2025 12:00:00 +0000\n"
-        "Subject: [PATCH] Change twenty\n\nWhy.\n---\n"
-        "diff --git a/demo/core.py b/demo/core.py\n--- a/demo/core.py\n+++ b/demo/core.py\n"
-        "@@ -58,3 +58,3 @@ def function_19():\n"
-        " def function_20():\n-    return 2000\n+    return 20\n \n"
-    )  # fmt: skip
+    (upstream.base_folder / "bad.patch").write_text(NON_APPLYING_PATCH)
     (upstream.base_folder / "series").write_text("# demo series\nbad.patch\n")
     result = upstream.run("unpatch")
     assert_golden(ExitCode.CONFLICT, result, upstream, hermetic_seal)

@@ -12,7 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SyntheticUpstream, check_records, commit_all, error_lines, git, snapshot
+from helpers import (
+    SyntheticUpstream,
+    check_records,
+    commit_all,
+    error_lines,
+    git,
+    snapshot,
+    write_git_base,
+)
 
 from patchtool.gitops import Git
 
@@ -48,17 +56,6 @@ def outside(world: SyntheticUpstream, home: Path) -> dict[str, bytes]:
     return state
 
 
-def git_base(world: SyntheticUpstream, tmp_path: Path, url: str, commit: str = "a" * 40) -> Path:
-    folder = world.store / "devA" / "git-base"
-    folder.mkdir()
-    (folder / "base.toml").write_text(
-        f'project = "demo"\nversion = "2.0"\ncommit = "{commit}"\n\n'
-        f'[source]\ntype = "git"\nurl = "{url}"\n'
-    )
-    (folder / "series").write_text("")
-    return folder
-
-
 # --------------------------------------------------------------------------- command execution
 
 
@@ -79,7 +76,7 @@ def test_a_hostile_git_url_is_refused_before_git_runs(upstream: SyntheticUpstrea
                                                       problem: str) -> None:  # fmt: skip
     marker = tmp_path / "pwned"
     url = url.format(marker=marker)
-    folder = git_base(upstream, tmp_path, url)
+    folder = write_git_base(upstream, url, "a" * 40)
     before = outside(upstream, hermetic_seal)
     extra = ("--commit-id", "git-base") if command == "unpatch" else ()
     result = upstream.run(command, *extra)
@@ -256,7 +253,7 @@ def test_a_git_base_with_a_symlink_out_of_the_tree_is_refused(upstream: Syntheti
                                                               links: dict[str, str],
                                                               problem: str) -> None:  # fmt: skip
     origin, commit = make_origin(tmp_path, links)
-    git_base(upstream, tmp_path, str(origin), commit)
+    write_git_base(upstream, str(origin), commit)
     before = outside(upstream, hermetic_seal)
     result = upstream.run("unpatch", "--commit-id", "git-base")
     assert result.code == 10, result.output
@@ -271,7 +268,7 @@ def test_a_git_base_with_a_symlink_out_of_the_tree_is_refused(upstream: Syntheti
 def test_a_relative_git_path_is_taken_from_the_base_folder(upstream: SyntheticUpstream,
                                                            tmp_path: Path) -> None:  # fmt: skip
     origin, commit = make_origin(tmp_path, {"docs/readme": "../main.py"})
-    folder = git_base(upstream, tmp_path, os.path.relpath(origin, upstream.store / "devA" / "git-base"),
+    folder = write_git_base(upstream, os.path.relpath(origin, upstream.store / "devA" / "git-base"),
                       commit)  # fmt: skip
     result = upstream.run("unpatch", "--commit-id", "git-base")
     assert result.code == 0, result.output

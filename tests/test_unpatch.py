@@ -6,7 +6,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import SyntheticUpstream, commit_all, error_lines, git, snapshot, write_base
+from helpers import (
+    NON_APPLYING_PATCH,
+    SyntheticUpstream,
+    commit_all,
+    error_lines,
+    git,
+    snapshot,
+    write_base,
+)
 
 pytestmark = pytest.mark.cli_in_process
 
@@ -85,14 +93,7 @@ def test_conflicting_patch_names_patch_file_and_hunk_and_keeps_old_tree(
     export_one_change(upstream, "demo/core.py", "return 3\n", "return 33\n", "Change three")
     before = snapshot(upstream.tree)
     head = git(upstream.tree, "rev-parse", "HEAD")
-    add_patch(upstream, "bad.patch", (
-        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
-        "From: A <a@example.invalid>\nDate: Sat, 1 Feb 2025 12:00:00 +0000\n"
-        "Subject: [PATCH] Change twenty\n\nWhy.\n---\n"
-        "diff --git a/demo/core.py b/demo/core.py\n--- a/demo/core.py\n+++ b/demo/core.py\n"
-        "@@ -58,3 +58,3 @@ def function_19():\n"
-        " def function_20():\n-    return 2000\n+    return 20\n \n"
-    ))
+    add_patch(upstream, "bad.patch", NON_APPLYING_PATCH)
     result = upstream.run("unpatch")
     assert result.code == 4, result.output
     assert error_lines(result) == [
