@@ -44,11 +44,6 @@ def upstream_default(M: int, E: int) -> dict:
             "GROUP_SIZE_M": 8}
 
 
-def stages(config: dict) -> tuple[dict, dict]:
-    top = {k: v for k, v in config.items() if k not in ("stage1", "stage2")}
-    return config.get("stage1", top), config.get("stage2", top)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tree", required=True)
@@ -83,7 +78,7 @@ def main() -> int:
                  json.loads(Path(args.tuned).read_text()).items()}
 
     def time_entry(b1, b2, config):
-        c1, c2 = stages(config)
+        c1, c2 = fm.get_stage_configs(config)
         b1.run(c1)
         b2.run(c2)
         return mst.time_graph(lambda: (b1.run(c1), b2.run(c2)), flush,

@@ -25,14 +25,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vllm_loader  # noqa: E402
 
 
+def load_script(path):
+    """A script that is no package's module (the tree's benchmarks, ours)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def tuner(c550_tree):
     vllm_loader.load_fused_moe(c550_tree)
-    path = Path(c550_tree) / "benchmarks" / "kernels" / "moe_series_tuner.py"
-    spec = importlib.util.spec_from_file_location("moe_series_tuner", path)
-    module = importlib.util.module_from_spec(spec)
     had_ray = "ray" in sys.modules
-    spec.loader.exec_module(module)
+    module = load_script(Path(c550_tree) / "benchmarks" / "kernels" / "moe_series_tuner.py")
     assert ("ray" in sys.modules) == had_ray  # Ray stays out of the import
     return module
 
@@ -135,11 +140,7 @@ def test_default_rules_hold_on_the_recorded_h200_searches(c550_tree):
     # searched whole (all 18 batch sizes known), the other two with
     # --max-configs (a batch size whose default config was not sampled is
     # unknown). The issue's bounds: 15% for R1 TP8, 25% for the others.
-    root = Path(__file__).resolve().parents[2]
-    path = root / "benchmarks" / "c550_default_rules.py"
-    spec = importlib.util.spec_from_file_location("c550_default_rules", path)
-    rules = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rules)
+    rules = load_script(Path(__file__).resolve().parents[2] / "benchmarks" / "c550_default_rules.py")
     fm = vllm_loader.load_fused_moe(c550_tree)
     found = {}
     for recording in rules.RECORDINGS:
