@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -146,9 +147,14 @@ def _root(
     `patchtool unpatch ... -q` are the same."""
     _globals.store, _globals.cache_dir = store, cache_dir
     _globals.debug, _globals.quiet = debug, quiet
-    from .whereabouts import working_folder
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        # A removed working folder is named before any command starts; the
+        # message lives in whereabouts, imported only on this path.
+        from .whereabouts import working_folder
 
-    working_folder()  # a removed working folder is named before any command starts
+        working_folder()
 
 
 def _reporter() -> RichReporter:
