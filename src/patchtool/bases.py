@@ -1,14 +1,16 @@
 """Bases into the cache: the store's (`ensure_base`) and new ones (`resolve_new_base`).
 
-`ensure_base` makes sure the cache repository holds a base's commit, intact:
-an sdist base is found and imported by sdist.py, a git base fetched here
-(`fetch_git_commit`), and either is verified by cache.py before it is used.
+`ensure_base` makes sure the cache holds a base's commit, proven and intact:
+an sdist base's commit is the one its import key names, or is imported afresh
+by sdist.py and compared; a git base is fetched here (`fetch_git_commit`) into
+its source's own repository; either is verified by cache.py before it is used.
 
 `resolve_new_base` is for the commands that create a base (rebase --onto,
 import --onto, import --flagscale): `--onto` names a released version or a git
 commit (`parse_onto`); a release is found on the index or locally, its hash
 taken from the index's listing, or from a download when the index lists none,
-and imported once (a warm cache finds the earlier import by its message).
+and imported once (a warm cache finds the earlier import by its import key,
+never by a message: cache.py says why).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from .cache import (
     Verification,
     base_ref_name,
     locked_cache_repository,
+    read_refs,
     recorded_as_verified,
+    release_key_name,
     verify_and_record,
 )
 from .errors import IntegrityError, NetworkError, NotFoundError, UsageError
@@ -31,7 +35,7 @@ from .fsutil import check_name, sha256_of
 from .gitops import Git, run_plain
 from .index import IndexClient, redact, remove_partial_downloads
 from .report import Reporter
-from .sdist import import_message, import_sdist, local_sdists, obtain_sdist
+from .sdist import import_sdist, local_sdists, obtain_sdist
 from .store import BaseRef, GitSource, GitUrl, PypiSource, Store
 
 
@@ -42,49 +46,79 @@ def ensure_base(
     archive_paths: tuple[Path, ...] = (),
     verify: Verification = "recorded",
 ) -> Path:
-    """Make sure the cache repository holds `base.commit`, intact; return that repository.
+    """Make sure the cache holds `base.commit`, proven and intact, under a base ref;
+    return the repository that holds it (`BaseCache.repository_for`).
+
+    A released sdist's commit is proven, never assumed: its import key must name
+    `base.commit`, and where there is no key (a cold cache, one an older patchtool
+    made) the sdist is obtained (hash-checked) and imported, and the result
+    compared. That the commit's object exists proves nothing, since a git base's
+    fetch can bring any object with any message. A git base is its commit id:
+    fetched when missing. Either way the base ref is written when missing.
 
     `verify="recorded"` trusts an earlier verification of the same commit while
     the object files are unchanged; `verify="full"` hashes every object again.
     """
-    repository = cache.repository(base.project)
-    with locked_cache_repository(cache, base.project) as git:
-        if git.rev_parse(base.commit) is None:
-            _fill_base(base, cache, reporter, archive_paths, repository)
+    repository = cache.repository_for(base)
+    base_ref = base_ref_name(base.commit)
+    with locked_cache_repository(repository) as git:
+        if isinstance(base.source, PypiSource):
+            key = release_key_name(base.source.sha256)
+            refs = read_refs(git, key, base_ref)
+            commit = refs.get(key) or _import(base, cache, reporter, archive_paths, repository)
+            if commit != base.commit:
+                raise IntegrityError(
+                    f"{base.path / 'base.toml'}: the sdist {base.source.filename} imports as "
+                    f"commit {commit}, but base.toml records {base.commit}",
+                    hint="The sdist matched its sha256, so base.toml's commit is wrong or "
+                    "was written by an incompatible patchtool; fix the commit line.",
+                )
+        else:
+            refs = read_refs(git, base_ref)
+            if refs.get(base_ref) != base.commit and git.rev_parse(base.commit) is None:
+                fetch_git_commit(base, repository, reporter)
+        if refs.get(base_ref) != base.commit:
+            git.run("update-ref", base_ref, base.commit)
         if verify == "full" or not recorded_as_verified(repository, base.commit):
             reporter.step(f"verifying {base.label} ({base.commit[:12]}) in the cache")
             verify_and_record(repository, base.commit, reporter)
         return repository
 
 
-def _fill_base(
+def held_in_cache(base: BaseRef, cache: BaseCache) -> bool:
+    """Whether `ensure_base` can prove `base` from what the cache holds, with no sdist
+    and no network: an sdist base's import key exists (it names base.commit or
+    ensure_base refuses), a git base's commit is in its source's repository."""
+    repository = cache.repository_for(base)
+    if not (repository / "HEAD").is_file():
+        return False
+    git = Git(repository)
+    if isinstance(base.source, PypiSource):
+        return bool(read_refs(git, release_key_name(base.source.sha256)))
+    return git.rev_parse(base.commit) is not None
+
+
+def _import(
     base: BaseRef,
     cache: BaseCache,
     reporter: Reporter,
     archive_paths: tuple[Path, ...],
     repository: Path,
-) -> None:
-    """Import or fetch `base.commit` into the cache repository (the caller holds its lock)."""
-    if isinstance(base.source, PypiSource):
-        archive = obtain_sdist(base, cache, reporter, archive_paths)
-        reporter.step(f"importing {archive.name} into the cache")
-        commit = import_sdist(archive, repository, base.project, base.version, base.source)
-        if commit != base.commit:
-            raise IntegrityError(
-                f"{base.path / 'base.toml'}: the sdist {base.source.filename} imports as "
-                f"commit {commit}, but base.toml records {base.commit}",
-                hint="The sdist matched its sha256, so base.toml's commit is wrong or "
-                "was written by an incompatible patchtool; fix the commit line.",
-            )
-    else:
-        fetch_git_commit(base, repository, reporter)
+) -> str:
+    """Obtain the base's sdist (hash-checked) and import it into `repository`, which
+    records its import key; return the commit (the caller holds the lock)."""
+    assert isinstance(base.source, PypiSource)
+    archive = obtain_sdist(base, cache, reporter, archive_paths)
+    reporter.step(f"importing {archive.name} into the cache")
+    return import_sdist(archive, repository, base.project, base.version, base.source)
 
 
 # --------------------------------------------------------------------------- git bases
 
 
 def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> None:
-    """Fetch `base.commit` from the base's git source. The URL is a parsed
+    """Fetch `base.commit` from the base's git source into its source's own cache
+    repository (never the one sdists are imported into). The URL is a parsed
     `GitUrl` (no option, no remote helper, an allowed scheme), is passed after
     `--`, and git runs with `protocol.allow` pinned to the same schemes."""
     assert isinstance(base.source, GitSource)
@@ -110,13 +144,11 @@ def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> Non
             )
         except Exception as error:
             raise NetworkError(f"cannot fetch from {redact(url)}: {redact(str(error))}") from error
-    git = Git(repository)
-    if git.rev_parse(base.commit) is None:
+    if Git(repository).rev_parse(base.commit) is None:
         raise NotFoundError(
             f"commit {base.commit} is not in {redact(url)}",
             hint=f"Check source.url and commit in {base.path / 'base.toml'}.",
         )
-    git.run("update-ref", base_ref_name(base.commit), base.commit)
 
 
 # --------------------------------------------------------------------------- new bases
@@ -217,7 +249,8 @@ def _locate_sdist(
         reporter.step(f"found {filename} on {found.origin} (sha256 {found.sha256[:12]})")
         return PypiSource(filename, found.sha256)
     reporter.step(f"{found.origin} lists no hash for {filename}: downloading it")
-    with locked_cache_repository(cache, spec.project):
+    # The download is staged under the lock of the repository it will be imported into.
+    with locked_cache_repository(cache.release_repository(spec.project)):
         staging = cache.root / "sdists" / ".unverified"
         staging.mkdir(parents=True, exist_ok=True)
         # A killed run's half-written file; the lock rules out a live download.
@@ -232,19 +265,11 @@ def _locate_sdist(
 def _import_released(
     base: BaseRef, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
 ) -> str:
-    """Import the sdist into the cache (once: a warm cache finds the earlier import
-    by its deterministic message) and return its commit."""
+    """The commit of the base's sdist: the one its import key names (a warm cache),
+    else a fresh import of the hash-checked sdist."""
     assert isinstance(base.source, PypiSource)
-    repository = cache.repository(base.project)
-    expected = import_message(base.project, base.version, base.source)
-    with locked_cache_repository(cache, base.project) as git:
-        listing = git.run(
-            "for-each-ref", "--format=%(objectname)%00%(contents)%00", "refs/patchtool/bases/"
-        ).text
-        fields = listing.split("\0")
-        for index in range(0, len(fields) - 1, 2):
-            if fields[index + 1].strip() == expected.strip():
-                return fields[index].strip()
-        archive = obtain_sdist(base, cache, reporter, archive_paths)
-        reporter.step(f"importing {archive.name} into the cache")
-        return import_sdist(archive, repository, base.project, base.version, base.source)
+    repository = cache.repository_for(base)
+    key = release_key_name(base.source.sha256)
+    with locked_cache_repository(repository) as git:
+        found = read_refs(git, key).get(key)
+        return found or _import(base, cache, reporter, archive_paths, repository)

@@ -2,8 +2,33 @@
 filled from a released sdist (sdist.py) or fetched from git, and verified.
 
     <cache>/sdists/<sha256>/<file>     downloaded sdists, checked by hash
-    <cache>/repos/<project>.git        one bare repository per project
+    <cache>/repos/<project>.git        a project's sdist imports, and nothing fetched
     <cache>/repos/<project>.lock       its lock (concurrent runs fill it in turn)
+    <cache>/sources/<key>.git          one bare repository per git source: its fetches
+    <cache>/sources/<key>.lock         its lock
+
+`BaseCache.repository_for` is the one place that says which repository holds
+a base; every command asks it (through `bases.ensure_base`, which returns it).
+
+Why two kinds of repository: a git base's objects and refs come from whoever
+wrote its URL, and a hostile store can point a git base at a repository of its
+own, holding a commit whose message and author are exactly what the sdist
+importer writes. The commit of a released sdist is therefore never found by
+anything a fetch can bring (a message, a tree, a ref from the remote): it is
+looked up under a key that only the importer writes, `refs/patchtool/sdist/
+<sha256>` in the project's repository (`release_key_name`), after it built that
+commit from those hash-checked bytes, and fetches never go into that
+repository at all. A git source's repository is keyed by a hash of its
+normalised location (`git_source_key`), so one source's fetch cannot place
+refs or objects where another source's, or an sdist's, lookup reads.
+
+A cache written by an older patchtool (one `<project>.git` holding imports and
+fetches, imports found by their message) keeps working: its repository holds
+no import keys, so every sdist base in it is imported again from its cached
+sdist (no network when `<cache>/sdists/` has the file) and compared with
+base.toml before it is used; git bases are fetched again into their own
+repositories. What earlier fetches left in the old repository is never looked
+up. The import is deterministic, so an old cache gives the same commit ids.
 
 The cache lives under the user's cache directory; PATCHTOOL_CACHE_DIR or
 `--cache-dir` move it. With the cache warm no network is touched.
@@ -17,14 +42,14 @@ fingerprint of the object files (path, size, mtime, inode), so a warm cache
 pays for the full check once per state of its object files; `check` always
 verifies in full.
 
-A `git` base is fetched from the recorded URL or path (`fetch_git_commit`).
+A `git` base is fetched from the recorded URL or path (`bases.fetch_git_commit`).
 """
-
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +60,7 @@ from .errors import IntegrityError
 from .fsutil import atomic_write
 from .gitops import Git
 from .report import Reporter
-from .store import PypiSource
+from .store import BaseRef, GitSource, PypiSource
 
 CACHE_ENVIRONMENT_VARIABLE = "PATCHTOOL_CACHE_DIR"
 VERIFIED_RECORD = "patchtool-verified.json"  # in each cache repository
@@ -58,33 +83,78 @@ def cache_root(explicit: Path | None = None) -> Path:
 
 @dataclass(frozen=True)
 class BaseCache:
-    """`<root>/sdists/<sha256>/<file>` and `<root>/repos/<project>.git`."""
+    """`<root>/sdists/<sha256>/<file>`, `<root>/repos/<project>.git` (sdist imports)
+    and `<root>/sources/<key>.git` (one per git source); see the module's docstring."""
 
     root: Path
 
-    def repository(self, project: str) -> Path:
+    def repository_for(self, base: BaseRef) -> Path:
+        """The repository that holds `base`: its project's import repository for a
+        released sdist, its source's own repository for a git base."""
+        if isinstance(base.source, PypiSource):
+            return self.release_repository(base.project)
+        key = git_source_key(base.source, base.path)
+        return self.root / "sources" / f"{key}.git"
+
+    def release_repository(self, project: str) -> Path:
+        """Where `project`'s sdists are imported (use `repository_for` for a base)."""
         return self.root / "repos" / f"{project}.git"
 
     def sdist_path(self, source: PypiSource) -> Path:
         return self.root / "sdists" / source.sha256 / source.filename
 
-    def lock_path(self, project: str) -> Path:
-        return self.root / "repos" / f"{project}.lock"
+
+def git_source_key(source: GitSource, base_folder: Path) -> str:
+    """The name of a git source's cache repository: a hash of the location git is
+    given (a local path made absolute and real, a URL without its password), so
+    that every base naming that source shares one repository and no other."""
+    location = source.url.location(base_folder)
+    if source.url.kind == "path":
+        location = os.path.realpath(location)
+    elif source.url.kind == "url":
+        scheme, separator, rest = location.partition("://")
+        host, slash, path = rest.partition("/")
+        user, at, address = host.rpartition("@")
+        if at:  # the password is no part of which repository it is
+            host = f"{user.partition(':')[0]}@{address}"
+        location = f"{scheme.lower()}{separator}{host}{slash}{path}".rstrip("/")
+    return hashlib.sha256(location.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def base_ref_name(commit: str) -> str:
     return f"refs/patchtool/bases/{commit}"
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def release_key_name(sha256: str) -> str:
+    """The import key of the sdist with this sha256: the ref naming the commit the
+    importer built from exactly those bytes (sdist.import_sdist writes it; nothing
+    else may)."""
+    if not _SHA256.fullmatch(sha256):
+        raise IntegrityError(f"sha256 {sha256[:80]!r} is not 64 lower-case hex digits")
+    return f"refs/patchtool/sdist/{sha256}"
+
+
+def read_refs(git: Git, *names: str) -> dict[str, str]:
+    """The commits the refs `names` point at (one git call; absent refs left out)."""
+    if not names:
+        return {}
+    listing = git.run("for-each-ref", "--format=%(refname) %(objectname)", *names).text
+    found = dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
+    return {name: found[name] for name in names if name in found}
+
+
 @contextmanager
-def locked_cache_repository(cache: BaseCache, project: str) -> Iterator[Git]:
-    """The project's bare cache repository (created if missing), held under the
-    cache lock so that concurrent runs never import into it at the same time."""
+def locked_cache_repository(repository: Path) -> Iterator[Git]:
+    """A bare cache repository (created if missing), held under its lock
+    (`<repository minus .git>.lock`) so that concurrent runs never fill it at the
+    same time."""
     from filelock import FileLock
 
-    repository = cache.repository(project)
     repository.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache.lock_path(project))):
+    with FileLock(str(repository.with_suffix(".lock"))):
         if not (repository / "HEAD").exists():
             Git(repository.parent).run("init", "--quiet", "--bare", str(repository))
         yield Git(repository)
@@ -189,7 +259,7 @@ def _last_line(stderr: str) -> str:
 
 
 def _damaged(repository: Path, what: str) -> IntegrityError:
-    root = repository.parent.parent  # <root>/repos/<project>.git, see BaseCache
+    root = repository.parent.parent  # <root>/repos/<project>.git or <root>/sources/<key>.git
     return IntegrityError(
         f"the cache repository {repository} is damaged: {what}",
         hint=f"Remove it (`rm -rf {repository}`) or the whole cache ({root}, set by "

@@ -31,8 +31,9 @@ and given to git on standard input; their lines never appear in a report
 are left out (named in the `series` record) and `export` is not run.
 
 Offline (`CheckOptions.offline`), a base is checked against its source only
-when that source is local: its commit is already in the cache repository, or
-its sdist is in the cache or given locally (--sdist, PATCHTOOL_SDIST_PATH; not
+when that source is local: the cache proves it by itself (an sdist base's
+import key, a git base's commit in its source's repository), or its sdist is
+in the cache or given locally (--sdist, PATCHTOOL_SDIST_PATH; not
 pip's find-links, which only the index client reads). Otherwise its `source`,
 `safety`, `apply` and `export` records are *skipped* (a reason, no failure),
 while `config`, `series` and `lint` run as always. That decision is made here,
@@ -64,7 +65,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .bases import ensure_base
+from .bases import ensure_base, held_in_cache
 from .cache import BaseCache, base_ref_name
 from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError
 from .fsutil import sha256_of
@@ -467,11 +468,11 @@ def local_source(
     base: BaseRef, cache: BaseCache, archive_paths: tuple[Path, ...]
 ) -> tuple[Path, ...]:
     """Offline: what to hand `ensure_base` so that it needs no network, or raise
-    SourceNotLocal. `()` when the cache repository holds the commit (ensure_base
-    then only verifies); else exactly one existing sdist file, which obtain_sdist
-    uses or refuses (a sha256 mismatch, a file gone) without looking further."""
-    repository = cache.repository(base.project)
-    if (repository / "HEAD").is_file() and Git(repository).rev_parse(base.commit) is not None:
+    SourceNotLocal. `()` when the cache can prove the base by itself (bases.held_in_cache:
+    ensure_base then compares and verifies); else exactly one existing sdist file,
+    which obtain_sdist uses or refuses (a sha256 mismatch, a file gone) without
+    looking further, and which ensure_base imports and compares."""
+    if held_in_cache(base, cache):
         return ()
     if not isinstance(base.source, PypiSource):
         raise SourceNotLocal(
@@ -527,19 +528,14 @@ def _refuse_network(event: str, args: tuple[Any, ...]) -> None:
 
 
 def _source_problems(base: BaseRef, cache: BaseCache, repository: Path) -> list[str]:
-    """With a warm cache ensure_base trusts the commit it holds; look again."""
+    """What ensure_base's proof leaves to look at: the base ref it (re)wrote is
+    there, and a cached sdist still matches its hash. (The commit is proven by
+    ensure_base alone, the way a fresh cache would prove it: never by a message.)"""
     problems = []
     git = Git(repository)
     if git.rev_parse(base_ref_name(base.commit)) != base.commit:
         problems.append(f"the cache holds no base ref for {base.commit}")
     if isinstance(base.source, PypiSource):
-        message = git.run("show", "-s", "--format=%B", base.commit, check=False).text
-        expected = f"sha256 {base.source.sha256}"
-        if expected not in message.splitlines():
-            problems.append(
-                f"commit {base.commit[:12]} was not imported from an sdist with the recorded "
-                f"sha256 {base.source.sha256}"
-            )
         cached = cache.sdist_path(base.source)
         if cached.is_file() and sha256_of(cached) != base.source.sha256:
             problems.append(f"the cached {cached} does not match the recorded sha256")

@@ -40,7 +40,7 @@ from email.header import Header
 from pathlib import Path
 
 from .applying import TrialApply, checkout_base, describe_trial, trial_apply
-from .bases import parse_onto, resolve_new_base
+from .bases import ensure_base, parse_onto, resolve_new_base
 from .errors import ExitCode, NetworkError, NotFoundError, PatchtoolError, UsageError
 from .flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
 from .gitops import Git
@@ -326,9 +326,10 @@ def _try_each_group(
         reporter,
         options.archive_paths,
     )
+    repository = ensure_base(base, options.cache, reporter, options.archive_paths)
     tree = scratch / "trial" / base.project
     tree.parent.mkdir(parents=True)
-    checkout_base(options.cache.repository(base.project), tree, base, "trial")
+    checkout_base(repository, tree, base, "trial")
     git = Git(tree)
     failures = []
     for number, group in enumerate(found.groups, 1):

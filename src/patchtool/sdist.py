@@ -6,7 +6,9 @@ or in a local file or folder for air-gapped sites (--sdist,
 PATCHTOOL_SDIST_PATH). It is checked against the sha256 in base.toml before
 anything reads it, then imported into the cache's bare repository as one
 deterministic commit (fixed author, committer, date and message, file modes
-kept), so that the same sdist gives the same commit id on every machine.
+kept), so that the same sdist gives the same commit id on every machine. The
+import is recorded under a key only the importer writes,
+`refs/patchtool/sdist/<sha256>` (cache.py); the message is never read back.
 Archives with absolute or climbing member names, links out of the tree, hard
 links or device files are refused.
 """
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import BaseCache, base_ref_name
+from .cache import BaseCache, base_ref_name, release_key_name
 from .errors import IntegrityError, NotFoundError, UnsafeInputError
 from .fsutil import sha256_of
 from .gitops import Git, tool_identity
@@ -44,7 +46,9 @@ def import_message(project: str, version: str, source: PypiSource) -> str:
 def import_sdist(
     archive: Path, repository: Path, project: str, version: str, source: PypiSource
 ) -> str:
-    """Import an sdist as one deterministic commit; return its id."""
+    """Import an sdist as one deterministic commit; return its id. Its import key
+    (cache.release_key_name) then names that commit: the cache finds an import by
+    that key only."""
     members = list(_safe_members(archive))
     newest = max((m.mtime for m in members), default=0)
     date = f"{int(newest)} +0000"
@@ -76,8 +80,19 @@ def import_sdist(
     git = Git(repository)
     git.run("fast-import", "--quiet", "--done", "--force", input=stream.getvalue())
     commit = git.text("rev-parse", "refs/patchtool/import")
-    git.run("update-ref", base_ref_name(commit), commit)
     git.run("update-ref", "-d", "refs/patchtool/import")
+    # The import key says "these bytes import as this commit": it is written only
+    # for bytes that are the release's, and it is the only way a later run finds
+    # an import (cache.py says why no message or fetched ref may serve).
+    actual = sha256_of(archive)
+    if actual != source.sha256:
+        raise IntegrityError(
+            f"{archive}: sha256 {actual} differs from {source.sha256}, the release it was "
+            "imported as",
+            hint="Nothing was recorded in the cache; use the exact released file.",
+        )
+    git.run("update-ref", release_key_name(source.sha256), commit)
+    git.run("update-ref", base_ref_name(commit), commit)
     return commit
 
 
