@@ -27,7 +27,6 @@ from .cache import (
     locked_cache_repository,
     read_refs,
     recorded_as_verified,
-    release_key_name,
     verify_and_record,
 )
 from .errors import IntegrityError, NetworkError, NotFoundError, UsageError
@@ -35,7 +34,7 @@ from .fsutil import check_name, sha256_of
 from .gitops import Git, run_plain
 from .index import IndexClient, redact, remove_partial_downloads
 from .report import Reporter
-from .sdist import import_sdist, local_sdists, obtain_sdist
+from .sdist import import_key, import_sdist, local_sdists, obtain_sdist
 from .store import BaseRef, GitSource, GitUrl, PypiSource, Store
 
 
@@ -63,7 +62,7 @@ def ensure_base(
     base_ref = base_ref_name(base.commit)
     with locked_cache_repository(repository) as git:
         if isinstance(base.source, PypiSource):
-            key = release_key_name(base.source.sha256)
+            key = import_key(base.project, base.version, base.source)
             refs = read_refs(git, key, base_ref)
             commit = refs.get(key) or _import(base, cache, reporter, archive_paths, repository)
             if commit != base.commit:
@@ -94,7 +93,7 @@ def held_in_cache(base: BaseRef, cache: BaseCache) -> bool:
         return False
     git = Git(repository)
     if isinstance(base.source, PypiSource):
-        return bool(read_refs(git, release_key_name(base.source.sha256)))
+        return bool(read_refs(git, import_key(base.project, base.version, base.source)))
     return git.rev_parse(base.commit) is not None
 
 
@@ -269,7 +268,7 @@ def _import_released(
     else a fresh import of the hash-checked sdist."""
     assert isinstance(base.source, PypiSource)
     repository = cache.repository_for(base)
-    key = release_key_name(base.source.sha256)
+    key = import_key(base.project, base.version, base.source)
     with locked_cache_repository(repository) as git:
         found = read_refs(git, key).get(key)
         return found or _import(base, cache, reporter, archive_paths, repository)

@@ -15,12 +15,13 @@ wrote its URL, and a hostile store can point a git base at a repository of its
 own, holding a commit whose message and author are exactly what the sdist
 importer writes. The commit of a released sdist is therefore never found by
 anything a fetch can bring (a message, a tree, a ref from the remote): it is
-looked up under a key that only the importer writes, `refs/patchtool/sdist/
-<sha256>` in the project's repository (`release_key_name`), after it built that
-commit from those hash-checked bytes, and fetches never go into that
-repository at all. A git source's repository is keyed by a hash of its
-normalised location (`git_source_key`), so one source's fetch cannot place
-refs or objects where another source's, or an sdist's, lookup reads.
+looked up under a key that only the importer writes (`sdist.import_key`,
+`refs/patchtool/sdist/<sha256>/<digest of what else fixes the commit>` in the
+project's repository) after it built that commit from those hash-checked
+bytes, and fetches never go into that repository at all. A git source's
+repository is keyed by a hash of its normalised location (`git_source_key`),
+so one source's fetch cannot place refs or objects where another source's, or
+an sdist's, lookup reads.
 
 A cache written by an older patchtool (one `<project>.git` holding imports and
 fetches, imports found by their message) keeps working: its repository holds
@@ -44,12 +45,12 @@ verifies in full.
 
 A `git` base is fetched from the recorded URL or path (`bases.fetch_git_commit`).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,18 +124,6 @@ def git_source_key(source: GitSource, base_folder: Path) -> str:
 
 def base_ref_name(commit: str) -> str:
     return f"refs/patchtool/bases/{commit}"
-
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def release_key_name(sha256: str) -> str:
-    """The import key of the sdist with this sha256: the ref naming the commit the
-    importer built from exactly those bytes (sdist.import_sdist writes it; nothing
-    else may)."""
-    if not _SHA256.fullmatch(sha256):
-        raise IntegrityError(f"sha256 {sha256[:80]!r} is not 64 lower-case hex digits")
-    return f"refs/patchtool/sdist/{sha256}"
 
 
 def read_refs(git: Git, *names: str) -> dict[str, str]:

@@ -7,14 +7,15 @@ PATCHTOOL_SDIST_PATH). It is checked against the sha256 in base.toml before
 anything reads it, then imported into the cache's bare repository as one
 deterministic commit (fixed author, committer, date and message, file modes
 kept), so that the same sdist gives the same commit id on every machine. The
-import is recorded under a key only the importer writes,
-`refs/patchtool/sdist/<sha256>` (cache.py); the message is never read back.
+import is recorded under a key only the importer writes (`import_key`; cache.py
+says why); the message is never read back.
 Archives with absolute or climbing member names, links out of the tree, hard
 links or device files are refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import posixpath
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import BaseCache, base_ref_name, release_key_name
+from .cache import BaseCache, base_ref_name
 from .errors import IntegrityError, NotFoundError, UnsafeInputError
 from .fsutil import sha256_of
 from .gitops import Git, tool_identity
@@ -40,6 +41,20 @@ def import_message(project: str, version: str, source: PypiSource) -> str:
     return f"Import {project} {version} from {source.filename}\n\nsha256 {source.sha256}\n"
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def import_key(project: str, version: str, source: PypiSource) -> str:
+    """The ref naming the commit that `import_sdist` built from exactly these bytes
+    (the sha256) for this project, version and file name (which its message holds:
+    the same bytes under another version label are another commit). Only
+    `import_sdist` writes it, after the import; nothing a fetch brings can."""
+    if not _SHA256.fullmatch(source.sha256):
+        raise IntegrityError(f"sha256 {source.sha256[:80]!r} is not 64 lower-case hex digits")
+    message = import_message(project, version, source).encode("utf-8", "surrogateescape")
+    return f"refs/patchtool/sdist/{source.sha256}/{hashlib.sha256(message).hexdigest()[:32]}"
+
+
 # --------------------------------------------------------------------------- sdist import
 
 
@@ -47,8 +62,8 @@ def import_sdist(
     archive: Path, repository: Path, project: str, version: str, source: PypiSource
 ) -> str:
     """Import an sdist as one deterministic commit; return its id. Its import key
-    (cache.release_key_name) then names that commit: the cache finds an import by
-    that key only."""
+    (`import_key`) then names that commit: the cache finds an import by that key
+    only."""
     members = list(_safe_members(archive))
     newest = max((m.mtime for m in members), default=0)
     date = f"{int(newest)} +0000"
@@ -91,7 +106,7 @@ def import_sdist(
             "imported as",
             hint="Nothing was recorded in the cache; use the exact released file.",
         )
-    git.run("update-ref", release_key_name(source.sha256), commit)
+    git.run("update-ref", import_key(project, version, source), commit)
     git.run("update-ref", base_ref_name(commit), commit)
     return commit
 
