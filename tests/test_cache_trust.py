@@ -357,29 +357,32 @@ def test_the_release_imported_under_another_version_label_leaves_the_release_alo
 def test_an_already_fetched_commit_gets_its_base_ref_and_passes_check(
     upstream: SyntheticUpstream, tmp_path: Path
 ) -> None:
-    """Issue 22, defect 3: a git base whose commit came into the cache with another
-    base's fetch (its parent) got no base ref, and check failed for it."""
+    """Issue 22, defect 3: a second device imported onto a commit that was already in
+    the cache (here it came with devA's fetch of its child) got no base ref, and
+    check failed for it ("the cache holds no base ref")."""
     origin = tmp_path / "origin"
     first = add_git_base(upstream, origin)
     (origin / "main.py").write_text("print('upstream, later')\n")
     git(origin, "commit", "--quiet", "-am", "later")
     later = git(origin, "rev-parse", "HEAD").strip()
     (upstream.store / "devA" / "git-base" / "base.toml").write_text(
-        f'project = "demo"\nversion = "2.0.dev1"\ncommit = "{later}"\n\n'
+        f'project = "vllm"\nversion = "2.0.dev1"\ncommit = "{later}"\n\n'
         f'[source]\ntype = "git"\nurl = "{origin}"\n'
-    )
+    )  # a new device's git base is vllm's (parse_onto): the same project
     assert upstream.run("check", "--commit-id", "git-base").code == 0  # fetches later and first
-    second = upstream.store / "devA" / "git-base-first"
-    second.mkdir()
-    (second / "base.toml").write_text(
-        f'project = "demo"\nversion = "2.0.dev0"\ncommit = "{first}"\n\n'
-        f'[source]\ntype = "git"\nurl = "{origin}"\n'
-    )
-    (second / "series").write_text("")
-    checked = upstream.run("check")
+    change = tmp_path / "note.diff"
+    change.write_text("--- /dev/null\n+++ b/NOTE\n@@ -0,0 +1 @@\n+devB\n")
+    imported = upstream.cli(
+        "import", "-d", "devB", "--create", "--display-name", "Device B", "--vendor", "Example",
+        "--onto", f"git+{origin}@{first}", "--base-version", "2.0.dev0",
+        "--author", "B <b@example.invalid>", "-m", "Add the note", "--dir", str(upstream.build),
+        str(change),
+    )  # fmt: skip
+    assert imported.code == 0, imported.output
+    checked = upstream.cli("check", "--device-type", "devB")
     assert checked.code == 0, checked.output
-    assert upstream.run("unpatch", "--commit-id", "git-base-first").code == 0
-    assert git(upstream.tree, "rev-parse", "HEAD").strip() == first
+    assert "ok    devB  vllm-2.0.dev0  source" in checked.stdout
+    assert git(upstream.build / "devB" / "vllm", "rev-parse", "patchtool/base").strip() == first
 
 
 def test_a_rebase_from_a_release_onto_a_git_base_and_back(
