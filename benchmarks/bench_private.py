@@ -88,7 +88,7 @@ def plain_git_am(root: Path, cache: Path, store: Path, env: dict[str, str]) -> f
     """`git clone` of the cached base and `git am` of the public series' files."""
     from patchtool.cache import BaseCache
 
-    repository = BaseCache(cache).repository("vllm")
+    repository = BaseCache(cache).release_repository("vllm")
     base = (store / DEVICE / "vllm-0.7.2" / "base.toml").read_text()
     commit = base.split('commit = "')[1].split('"')[0]
     series = (store / DEVICE / "vllm-0.7.2" / "series").read_text().splitlines()
