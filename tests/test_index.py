@@ -29,14 +29,13 @@ from patchtool.cache import BaseCache, cache_root
 from patchtool.errors import IntegrityError, NetworkError, NotFoundError, UsageError
 from patchtool.index import (
     CREDENTIALS_HINT,
+    PIP_DEFAULT_INDEX,
     TLS_HINT,
     IndexClient,
     IndexFile,
     IndexSettings,
     load_settings,
-    parse_default_index,
     parse_pip_config,
-    pip_default_index,
     redact,
 )
 from patchtool.report import RecordingReporter
@@ -59,10 +58,8 @@ def pip_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name)
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     load_settings.cache_clear()
-    pip_default_index.cache_clear()
     yield
     load_settings.cache_clear()
-    pip_default_index.cache_clear()
 
 
 def basic(user: str, password: str) -> str:
@@ -298,19 +295,12 @@ def test_settings_come_from_pip_itself(tmp_path: Path, monkeypatch: pytest.Monke
     assert load_settings() is settings  # asked once
 
 
-def test_pip_default_index_is_read_from_its_help_and_only_when_needed() -> None:
-    wrapped = ("  -i, --index-url <url>     Base URL of the Python Package Index (default\n"
-               "                            https://index.example.invalid/simple). This should\n")  # fmt: skip
-    assert parse_default_index(wrapped) == "https://index.example.invalid/simple"
-    assert parse_default_index("usage: pip download") is None
+def test_pip_default_index_is_pips_documented_default_and_only_a_fallback() -> None:
+    assert PIP_DEFAULT_INDEX == "https://pypi.org/simple"
     configured = IndexClient(IndexSettings(index_url="https://one.invalid/simple",
                                            extra_index_urls=("https://two.invalid/simple",)))  # fmt: skip
     assert configured.indexes() == ("https://one.invalid/simple", "https://two.invalid/simple")
-    assert pip_default_index.cache_info().misses == 0
-    default = IndexClient(IndexSettings()).indexes()
-    assert len(default) == 1 and default[0].startswith("https://") and default[0].endswith("/simple")
-    assert IndexClient(IndexSettings()).indexes() == default
-    assert pip_default_index.cache_info().misses == 1
+    assert IndexClient(IndexSettings()).indexes() == (PIP_DEFAULT_INDEX,)
     assert IndexClient(IndexSettings(no_index=True)).indexes() == ()
 
 

@@ -11,8 +11,8 @@ in .netrc (sent only to the scheme, host and port they belong to, never across a
 redirect to another host), `cert`, `client-cert`, `trusted-host`, `proxy` and
 `timeout`. Plain http is used only for trusted hosts and this machine, as pip
 does. pip itself is never imported: its internals change without notice, so its
-public command line gives the settings and, when none is configured, its
-default index.
+public command line gives the settings (run isolated, see children.py); when
+none names an index, pip's documented default is used.
 
 No message built here holds a password: every URL and every exception text goes
 through `redact` (and the known secrets are masked) before it reaches an error.
@@ -37,7 +37,6 @@ import os
 import posixpath
 import re
 import ssl
-import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -48,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from . import __version__
+from . import __version__, children
 from .errors import IntegrityError, NetworkError, NotFoundError, UsageError
 from .fsutil import new_file_mode
 from .report import NullReporter, Reporter
@@ -215,40 +214,36 @@ def load_settings() -> IndexSettings:
     listing = _run_pip("config", "list")
     if listing is None:
         raise UsageError(
-            f"`{sys.executable} -m pip config list` failed, so pip's index settings are unknown",
+            f"`{sys.executable} -I -m pip config list` failed, so pip's index settings are "
+            "unknown",
             hint="patchtool reads pip's settings through pip: install pip in this environment "
             "or fix the configuration it complains about; or pass the sdist with --sdist PATH.",
         )
     return parse_pip_config(listing)
 
 
-# optparse wraps the help text: whitespace is joined before this matches.
-_DEFAULT_INDEX = re.compile(r"Base URL of the Python Package Index \(default (\S+?)\)")
-
-
-def parse_default_index(help_text: str) -> str | None:
-    """pip's default index, from the text of `pip download --help`."""
-    match = _DEFAULT_INDEX.search(" ".join(help_text.split()))
-    return match.group(1) if match else None
-
-
-@functools.lru_cache(maxsize=1)
-def pip_default_index() -> str | None:
-    """The index pip uses when none is configured, as its public command line says."""
-    return parse_default_index(_run_pip("download", "--help") or "")
+# pip's documented default index (`pip install --help`: "Base URL of the Python
+# Package Index (default https://pypi.org/simple)"), used when pip's settings
+# name none. A constant, not asked of pip: one child process less per run.
+PIP_DEFAULT_INDEX = "https://pypi.org/simple"
 
 
 def _run_pip(*args: str) -> str | None:
+    """`pip ARGS` in this interpreter, isolated (`-I`: no pip.py of the working
+    folder, no PYTHON* variable adds code) and from the neutral folder. It
+    inherits the rest of the environment: the PIP_* variables, HOME and the XDG
+    folders are where the user's pip settings live, and those are what it reads."""
     try:
-        completed = subprocess.run(
-            [sys.executable, "-m", "pip", *args],
+        completed = children.run(
+            children.python_command("-m", "pip", *args),
+            cwd=children.NEUTRAL_FOLDER,
+            env=children.environment(),
             capture_output=True,
             text=True,
             check=False,
-            stdin=subprocess.DEVNULL,
             timeout=120,
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, children.TimeoutExpired):
         return None
     return completed.stdout if completed.returncode == 0 else None
 
@@ -449,7 +444,7 @@ class IndexClient:
         """The indexes to search, in pip's order (URLs as configured: show them redacted)."""
         if self.settings.no_index:
             return ()
-        primary = self.settings.index_url or pip_default_index()
+        primary = self.settings.index_url or PIP_DEFAULT_INDEX
         urls = ([primary] if primary else []) + list(self.settings.extra_index_urls)
         return tuple(dict.fromkeys(urls))
 
