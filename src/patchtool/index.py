@@ -58,6 +58,11 @@ PART_SUFFIX = ".part"
 # Where a key is looked up, highest precedence first (pip's PIP_* environment is `:env:`).
 SECTIONS = (":env:", "download", "install", "global")
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+# What a page or a redirect from an index on the network may lead to: a file:
+# link there would make the run use a local file the index chose (issue 19).
+# Only what the user configured (find-links folders and files, --sdist,
+# PATCHTOOL_SDIST_PATH, a file:// index URL) is ever read locally.
+REMOTE_SCHEMES = ("http", "https")
 _ACCEPT_PAGE = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 _USER_AGENT = f"patchtool/{__version__}"
 _BLOCK = 1 << 20
@@ -410,6 +415,40 @@ class _RequestGuard(urllib.request.BaseHandler):
     https_request = http_request
 
 
+class _RedirectGuard(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to http or https. urllib's own handler would follow
+    one to ftp:// too (through a proxy from ftp_proxy) and answers one to file:
+    with a bare HTTP error; this says what happened."""
+
+    def http_error_302(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+    ) -> Any:
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            target = urllib.parse.urljoin(req.full_url, location)
+            scheme = urllib.parse.urlsplit(target).scheme
+            if scheme not in REMOTE_SCHEMES:
+                fp.close()
+                raise NetworkError(
+                    f"{redact(req.full_url)}: redirects to a {_shown_scheme(scheme)} URL; "
+                    "patchtool follows redirects to http and https only",
+                    hint=GENERAL_HINT,
+                )
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _shown_scheme(scheme: str) -> str:
+    """A URL scheme from the network, as a message shows it (bounded)."""
+    return f"{scheme[:20]}:" if scheme else "scheme-less"
+
+
 class _TlsHandler(urllib.request.HTTPSHandler):
     """HTTPS with a TLS context chosen per request: verified, or not for a trusted host.
     The target is read from the full URL, which is the index's even through a proxy."""
@@ -520,8 +559,20 @@ class IndexClient:
         if fetched is None:
             return None
         body, content_type, base_url = fetched
+        remote = urllib.parse.urlsplit(base_url).scheme in REMOTE_SCHEMES
+        warned = False
         try:
             for name, url, listed in _files_on_page(body, content_type, base_url):
+                scheme = urllib.parse.urlsplit(url).scheme
+                if remote and scheme not in REMOTE_SCHEMES:
+                    if name == filename and not warned:
+                        warned = True
+                        self._reporter.warn(
+                            f"skipped {filename} on {redact(page)}: it links to a "
+                            f"{_shown_scheme(scheme)} URL, and a page from the network may "
+                            "only link to http and https"
+                        )
+                    continue
                 found = IndexFile(url, listed, redact(origin))
                 # A file:// index may list a file that is not there: not found, then.
                 if name == filename and (found.local_path is None or found.local_path.is_file()):
@@ -678,7 +729,7 @@ class IndexClient:
                 urllib.request.HTTPHandler(),
                 _TlsHandler(self._context_for),
                 urllib.request.HTTPDefaultErrorHandler(),
-                urllib.request.HTTPRedirectHandler(),
+                _RedirectGuard(),
                 urllib.request.HTTPErrorProcessor(),
                 _RequestGuard(self._prepare),
             ):
