@@ -33,12 +33,14 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    DEMO_FILES,
     REPOSITORY,
     CliResult,
     SyntheticUpstream,
     add_git_base,
     commit_all,
     git,
+    make_sdist,
     run_cli,
 )
 
@@ -395,3 +397,59 @@ def test_no_module_but_children_starts_a_process() -> None:
                 found.append(f"{path.name}: os.{node.attr}")
     assert found == []
     assert sys.executable  # children.python_command needs to know this interpreter
+
+
+# --------------------------------------------------------------------------- also found on the way
+# (issue 19, "Also found": not child isolation, kept here to keep the merge clean)
+
+README_NOTE = "Vendor note: runs on devA.\n"
+
+
+def demo_11(world: SyntheticUpstream, readme_note: bool = False) -> Path:
+    """demo 1.1's sdist beside 1.0's: the same files, a new version (and, if asked,
+    the vendor's README note shipped upstream)."""
+    files = dict(DEMO_FILES)
+    files["demo/__init__.py"] = b"VERSION = '1.1'\n"
+    if readme_note:
+        files["README.md"] = b"# demo\n\nA small upstream project for tests.\n" + README_NOTE.encode()
+    return make_sdist(world.sdist.parent / "demo-1.1.tar.gz", "demo-1.1", files,
+                      modes={"tools/run.sh": 0o755})  # fmt: skip
+
+
+def test_rebase_of_an_empty_series_is_an_empty_series_with_a_report(
+    upstream: SyntheticUpstream,
+) -> None:
+    """`rebase` of a base whose series is empty exited 1 (git range-diff: need two
+    commit ranges)."""
+    demo_11(upstream)
+    assert upstream.run("unpatch").code == 0
+    result = upstream.run("rebase", "--onto", "1.1")
+    assert result.code == 0, result.output
+    folder = upstream.store / "devA" / "demo-1.1"
+    assert result.stdout.strip() == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["base.toml", "rebase-report.md", "series"]
+    assert (folder / "series").read_text() == "# demo series\n"
+    report = (folder / "rebase-report.md").read_text()
+    assert "- patches: 0: no patches\n" in report
+    assert report.endswith("```\n(no patches on either side)\n```\n")
+    assert upstream.cli("check", "--device-type", "devA").code == 0
+
+
+def test_rebase_where_every_patch_is_upstream_lists_them_in_the_report(
+    upstream: SyntheticUpstream,
+) -> None:
+    """A variant: the old series has a patch, the new one none (1.1 ships it), so the
+    new side of the range-diff is empty."""
+    demo_11(upstream, readme_note=True)
+    assert upstream.run("unpatch").code == 0
+    readme = upstream.tree / "README.md"
+    readme.write_text(readme.read_text() + README_NOTE)
+    commit_all(upstream.tree, "Add a vendor note to the README")
+    assert upstream.run("patch").code == 0
+    result = upstream.run("rebase", "--onto", "1.1")
+    assert result.code == 0, result.output
+    folder = upstream.store / "devA" / "demo-1.1"
+    assert (folder / "series").read_text() == "# demo series\n"
+    report = (folder / "rebase-report.md").read_text()
+    assert "| 1 | add-a-vendor-note-to-the-readme.patch | dropped as upstream | - |" in report
+    assert "```\n1 < - Add a vendor note to the README\n```\n" in report
