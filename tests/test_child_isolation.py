@@ -453,3 +453,53 @@ def test_rebase_where_every_patch_is_upstream_lists_them_in_the_report(
     report = (folder / "rebase-report.md").read_text()
     assert "| 1 | add-a-vendor-note-to-the-readme.patch | dropped as upstream | - |" in report
     assert "```\n1 < - Add a vendor note to the README\n```\n" in report
+
+
+@pytest.fixture
+def cold(upstream: SyntheticUpstream, tmp_path: Path) -> dict[str, str]:
+    """A run with an empty cache and no PATCHTOOL_SDIST_PATH: --sdist is all there is."""
+    return {"PATCHTOOL_CACHE_DIR": str(tmp_path / "cold-cache"), "PATCHTOOL_SDIST_PATH": ""}
+
+
+def test_sdist_may_name_several_files(upstream: SyntheticUpstream, cold: dict[str, str]) -> None:
+    """Two `--sdist FILE` arguments failed ("expected a file named ...") unless the
+    first was the one wanted; each is a candidate when it has the wanted name."""
+    newer = demo_11(upstream)
+    result = upstream.run("unpatch", "--sdist", str(newer), "--sdist", str(upstream.sdist),
+                          env=cold)  # fmt: skip
+    assert result.code == 0, result.output
+    assert f"using local sdist {upstream.sdist}" in result.stderr
+    # rebase from another cold cache needs both: the old base's sdist and the new one's
+    colder = {**cold, "PATCHTOOL_CACHE_DIR": str(upstream.root / "another-cold-cache")}
+    rebased = upstream.run("rebase", "--onto", "1.1", "--sdist", str(upstream.sdist),
+                           "--sdist", str(newer), env=colder)  # fmt: skip
+    assert rebased.code == 0, rebased.output
+    assert (upstream.store / "devA" / "demo-1.1" / "base.toml").is_file()
+
+
+def test_sdist_files_none_of_which_is_wanted_are_named(upstream: SyntheticUpstream,
+                                                       cold: dict[str, str]) -> None:  # fmt: skip
+    newer, other = demo_11(upstream), upstream.root / "other.tar.gz"
+    other.write_bytes(upstream.sdist.read_bytes())
+    result = upstream.run("unpatch", "--sdist", str(newer), "--sdist", str(other),
+                          "--sdist", str(upstream.root / "scratch.git"), env=cold)  # fmt: skip
+    assert result.code == 3, result.output
+    assert result.stderr.splitlines()[-2:] == [
+        f"error: demo-1.0.tar.gz is not among the files given with --sdist ({newer}, {other})",
+        "hint: Pass the file named demo-1.0.tar.gz (or a folder holding it) with --sdist too; "
+        "--sdist may be given once for each sdist the run needs.",
+    ]
+    assert not upstream.tree.exists()
+
+
+def test_a_file_of_another_name_in_patchtool_sdist_path_is_only_not_a_candidate(
+    upstream: SyntheticUpstream, cold: dict[str, str]
+) -> None:
+    """A variant: PATCHTOOL_SDIST_PATH is a standing setting; a file there named for
+    another version leaves the lookup to pip's find-links."""
+    newer = demo_11(upstream)
+    env = {**cold, "PATCHTOOL_SDIST_PATH": str(newer), "PIP_CONFIG_FILE": os.devnull,
+           "PIP_FIND_LINKS": str(upstream.sdist.parent), "PIP_NO_INDEX": "1"}  # fmt: skip
+    result = upstream.run("unpatch", env=env)
+    assert result.code == 0, result.output
+    assert f"using local sdist {upstream.sdist}" in result.stderr
