@@ -44,6 +44,7 @@ from helpers import (
     run_cli,
 )
 
+from patchtool import children
 from patchtool.gitops import user_identity
 from patchtool.tree import TRASH_PREFIX
 
@@ -397,6 +398,31 @@ def test_no_module_but_children_starts_a_process() -> None:
                 found.append(f"{path.name}: os.{node.attr}")
     assert found == []
     assert sys.executable  # children.python_command needs to know this interpreter
+
+
+def test_the_environment_a_child_gets() -> None:
+    caller = {
+        "HOME": "/home/user", "PIP_INDEX_URL": "https://mirror.invalid/simple",
+        "PYTHONPATH": ".", "PYTHONSTARTUP": "/x.py", "PYTHONHOME": "/x", "PYTHONWARNINGS": "x",
+        "BASH_ENV": "/x.sh", "ENV": "/x.sh", "BASH_FUNC_git%%": "() { :; }", "SHELLOPTS": "xtrace",
+        "BASHOPTS": "extdebug", "PS4": "$(x)", "CDPATH": ".", "GLOBIGNORE": "*",
+        "PATH": f".::bin{os.pathsep}/usr/bin{os.pathsep}/bin{os.pathsep}",
+        "LD_LIBRARY_PATH": ":lib",
+    }  # fmt: skip
+    assert children.environment(caller) == {
+        "HOME": "/home/user", "PIP_INDEX_URL": "https://mirror.invalid/simple",
+        "PATH": f"/usr/bin{os.pathsep}/bin",
+    }  # fmt: skip
+    assert children.environment({"PATH": "bin"}) == {"PATH": os.defpath}
+    assert children.python_command("-m", "pip") == [sys.executable, "-I", "-m", "pip"]
+
+
+def test_a_child_never_reads_the_terminal() -> None:
+    for options in ({}, {"input": None}):
+        completed = children.run(["readlink", "/proc/self/fd/0"],
+                                 cwd=children.NEUTRAL_FOLDER, env=children.environment(),
+                                 capture_output=True, text=True, **options)  # fmt: skip
+        assert completed.stdout.strip() == os.devnull
 
 
 # --------------------------------------------------------------------------- also found on the way

@@ -114,7 +114,8 @@ def run(
 ) -> subprocess.CompletedProcess[Any]:
     """`subprocess.run` with an explicit working folder and environment. stdin is
     /dev/null unless `options` give input or stdin: no child reads the terminal."""
-    if "input" not in options:
+    if options.get("input") is None:
+        options.pop("input", None)
         options.setdefault("stdin", DEVNULL)
     return subprocess.run(list(command), cwd=cwd, env=dict(env), **options)
 
