@@ -529,3 +529,41 @@ def test_a_file_of_another_name_in_patchtool_sdist_path_is_only_not_a_candidate(
     result = upstream.run("unpatch", env=env)
     assert result.code == 0, result.output
     assert f"using local sdist {upstream.sdist}" in result.stderr
+
+
+def vendor_mail(number: int) -> str:
+    """A mail patch changing function_<number> of demo/core.py, with a scissors line."""
+    line = 2 + 3 * number
+    return (
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        "From: A Vendor <vendor@example.invalid>\nDate: Sat, 1 Feb 2025 12:00:00 +0000\n"
+        f"Subject: [PATCH] Change {number}\n\nWhy it changes.\n-- >8 --\nKept below the line.\n\n"
+        "Upstream-Status: Inappropriate [test]\n---\n"
+        "diff --git a/demo/core.py b/demo/core.py\n--- a/demo/core.py\n+++ b/demo/core.py\n"
+        f"@@ -{line},3 +{line},3 @@ def function_{number - 1}():\n def function_{number}():\n"
+        f"-    return {number}\n+    return {number}{number}\n \n"
+    )
+
+
+def test_an_mbox_is_read_by_a_git_that_sees_no_repository_of_the_input(
+    upstream: SyntheticUpstream, tmp_path: Path
+) -> None:
+    """A variant for git's working folder: import read an mbox with git working in
+    the mbox's folder, so a .git there (a vendor tree's) had its config read:
+    `mailinfo.scissors` cut the message, a broken line stopped the import."""
+    assert upstream.run("unpatch").code == 0
+    inputs = tmp_path / "vendor"
+    (inputs / ".git" / "objects").mkdir(parents=True)
+    (inputs / ".git" / "refs").mkdir()
+    (inputs / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (inputs / ".git" / "config").write_text("[mailinfo]\n\tscissors = true\n")
+    (inputs / "five.patch").write_text(vendor_mail(5))
+    imported = upstream.run("import", str(inputs / "five.patch"))
+    assert imported.code == 0, imported.output
+    body = git(upstream.tree, "log", "-1", "--format=%B")
+    assert "Why it changes." in body and "Kept below the line." in body
+    (inputs / ".git" / "config").write_text("[core\nbroken")
+    (inputs / "seven.patch").write_text(vendor_mail(7))
+    again = upstream.run("import", str(inputs / "seven.patch"))
+    assert again.code == 0, again.output
+    assert "return 77" in (upstream.tree / "demo" / "core.py").read_text()
