@@ -308,7 +308,7 @@ def _fresh_process_caches() -> Iterator[None]:
     afresh by each run, as a new process would, and not left to the next test."""
     from patchtool import cli, index
 
-    caches = (index.load_settings, index.pip_default_index, cli._here)
+    caches = (index.load_settings, cli._here)
     for cache in caches:
         cache.cache_clear()
     try:

@@ -29,14 +29,14 @@ from patchtool.cache import BaseCache, cache_root
 from patchtool.errors import IntegrityError, NetworkError, NotFoundError, UsageError
 from patchtool.index import (
     CREDENTIALS_HINT,
+    JSON_TYPE,
+    PIP_DEFAULT_INDEX,
     TLS_HINT,
     IndexClient,
     IndexFile,
     IndexSettings,
     load_settings,
-    parse_default_index,
     parse_pip_config,
-    pip_default_index,
     redact,
 )
 from patchtool.report import RecordingReporter
@@ -59,10 +59,8 @@ def pip_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name)
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     load_settings.cache_clear()
-    pip_default_index.cache_clear()
     yield
     load_settings.cache_clear()
-    pip_default_index.cache_clear()
 
 
 def basic(user: str, password: str) -> str:
@@ -80,6 +78,7 @@ class Site:
     redirects: dict[str, str] = field(default_factory=dict)
     status: int | None = None  # answer every request with this status
     truncate: bool = False  # announce more bytes of a file than are sent
+    pages: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # path: (body, type), as is
     requests: list[tuple[str, str | None]] = field(default_factory=list)
 
     def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
@@ -91,6 +90,8 @@ class Site:
                 site.requests.append((self.path, authorization))
                 if site.status is not None:
                     self.answer(site.status, b"broken", "text/plain")
+                elif self.path in site.pages:
+                    self.answer(200, *site.pages[self.path])
                 elif self.path in site.redirects:
                     self.answer(302, b"", "text/plain", Location=site.redirects[self.path])
                 elif site.credentials and authorization != basic(*site.credentials):
@@ -298,19 +299,12 @@ def test_settings_come_from_pip_itself(tmp_path: Path, monkeypatch: pytest.Monke
     assert load_settings() is settings  # asked once
 
 
-def test_pip_default_index_is_read_from_its_help_and_only_when_needed() -> None:
-    wrapped = ("  -i, --index-url <url>     Base URL of the Python Package Index (default\n"
-               "                            https://index.example.invalid/simple). This should\n")  # fmt: skip
-    assert parse_default_index(wrapped) == "https://index.example.invalid/simple"
-    assert parse_default_index("usage: pip download") is None
+def test_pip_default_index_is_pips_documented_default_and_only_a_fallback() -> None:
+    assert PIP_DEFAULT_INDEX == "https://pypi.org/simple"
     configured = IndexClient(IndexSettings(index_url="https://one.invalid/simple",
                                            extra_index_urls=("https://two.invalid/simple",)))  # fmt: skip
     assert configured.indexes() == ("https://one.invalid/simple", "https://two.invalid/simple")
-    assert pip_default_index.cache_info().misses == 0
-    default = IndexClient(IndexSettings()).indexes()
-    assert len(default) == 1 and default[0].startswith("https://") and default[0].endswith("/simple")
-    assert IndexClient(IndexSettings()).indexes() == default
-    assert pip_default_index.cache_info().misses == 1
+    assert IndexClient(IndexSettings()).indexes() == (PIP_DEFAULT_INDEX,)
     assert IndexClient(IndexSettings(no_index=True)).indexes() == ()
 
 
@@ -692,3 +686,102 @@ def test_rebase_downloads_an_unhashed_sdist_into_the_cache(serve: Serve, upstrea
     assert site.requests == [("/simple/demo/", None), ("/files/demo-1.1.tar.gz", None)]
     assert ("step", f"http://127.0.0.1:{port}/simple lists no hash for demo-1.1.tar.gz: "
             "downloading it") in reporter.lines  # fmt: skip
+
+
+# --------------------------------------------------------------------------- links to local files
+
+PASSWD_PAGE = b'<html><body><a href="file:///etc/passwd">demo-9.9.9.tar.gz</a></body></html>'
+
+
+def skipped_link(page: str, filename: str, scheme: str) -> str:
+    return (f"skipped {filename} on {page}: it links to a {scheme}: URL, and a page from the "
+            "network may only link to http and https")  # fmt: skip
+
+
+def test_a_remote_index_page_never_names_a_local_file(serve: Serve, upstream: SyntheticUpstream,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """issue 19 §7: `<a href="file:///etc/passwd">demo-9.9.9.tar.gz</a>` on an http index
+    made `rebase --onto 9.9.9` print `using local sdist /etc/passwd` and import it."""
+    assert unpatch(upstream)[0] == 0
+    site = Site({}, pages={"/simple/demo/": (PASSWD_PAGE, "text/html")})
+    port = serve(site.handler())
+    monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{port}/simple")
+    result = run_cli_in_process("--store", str(upstream.store), "rebase", "--device-type", "devA",
+                                "--dir", str(upstream.build), "--onto", "9.9.9")  # fmt: skip
+    assert result.code == 3, result.output
+    assert "using local sdist" not in result.stderr and "/etc/passwd" not in result.stderr
+    assert result.stderr.splitlines()[-3:] == [
+        "warning: " + skipped_link(f"http://127.0.0.1:{port}/simple/demo/",
+                                   "demo-9.9.9.tar.gz", "file"),
+        "error: demo-9.9.9.tar.gz was not found on any configured package index (searched: "
+        f"http://127.0.0.1:{port}/simple)",
+        "hint: Check the version, `pip config list`, or pass the file with --sdist PATH.",
+    ]
+    assert site.requests == [("/simple/demo/", None)]
+    assert not (upstream.store / "devA" / "demo-9.9.9").exists()
+    sdists = BaseCache(cache_root()).root / "sdists"
+    assert [p.name for p in sdists.rglob("*") if p.is_file()] == ["demo-1.0.tar.gz"]
+
+
+@pytest.mark.parametrize("link", ["file:///etc/passwd", "file:demo-2.0.tar.gz",
+                                  "ftp://127.0.0.1/demo-2.0.tar.gz", "data:,not-an-sdist"])  # fmt: skip
+def test_a_find_links_page_over_http_may_only_link_to_http(
+    serve: Serve, tiny_sdist: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str
+) -> None:
+    """A find-links *page* on the network, as HTML and as PEP 691 JSON, listing the
+    file at another scheme (a relative-looking `file:` would be the working folder's
+    file): skipped with a warning, and the next place that has the file is used."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / TINY).write_bytes(b"the working folder's file")
+    good = serve(Site({TINY: tiny_sdist}, html=True).handler())
+    html = f'<a href="{link}">{TINY}</a><a href="{link}">other.tar.gz</a>'.encode()
+    listing = json.dumps({"meta": {"api-version": "1.0"}, "name": "demo",
+                          "files": [{"filename": TINY, "url": link, "hashes": {}}]}).encode()  # fmt: skip
+    port = serve(Site({}, pages={"/links.html": (html, "text/html"),
+                                 "/links.json": (listing, JSON_TYPE)}).handler())  # fmt: skip
+    scheme = link.partition(":")[0]
+    for page in (f"http://127.0.0.1:{port}/links.html", f"http://127.0.0.1:{port}/links.json"):
+        reporter = RecordingReporter()
+        settings = IndexSettings(find_links=(page,), index_url=f"http://127.0.0.1:{good}/simple")
+        found = IndexClient(settings, reporter).find("demo", TINY)
+        assert found == IndexFile(f"http://127.0.0.1:{good}/files/{TINY}", None,
+                                  f"http://127.0.0.1:{good}/simple")  # fmt: skip
+        assert found.local_path is None
+        assert reporter.lines == [("warn", skipped_link(page, TINY, scheme))]
+
+
+def test_a_local_find_links_page_may_name_local_files(tmp_path: Path, tiny_sdist: bytes) -> None:
+    """What the user configured may be local: a find-links file on this machine
+    listing a file: URL is followed."""
+    (tmp_path / TINY).write_bytes(tiny_sdist)
+    page = tmp_path / "links.html"
+    page.write_text(f'<a href="{(tmp_path / TINY).as_uri()}">{TINY}</a>')
+    found = IndexClient(IndexSettings(no_index=True, find_links=(str(page),))).find("demo", TINY)
+    assert found is not None and found.local_path == tmp_path / TINY
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1:9/demo-2.0.tar.gz", "file:///etc/passwd"])
+def test_a_redirect_leads_only_to_http_or_https(serve: Serve, tmp_path: Path, target: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """urllib follows a redirect to ftp:// by default (through ftp_proxy, if set)."""
+    proxy = Proxy()
+    monkeypatch.setenv("ftp_proxy", f"http://127.0.0.1:{serve(proxy.handler())}")
+    site = Site({}, redirects={"/simple/demo/": target, f"/files/{TINY}": target})
+    port = serve(site.handler())
+    client = IndexClient(IndexSettings(index_url=f"http://127.0.0.1:{port}/simple"))
+    scheme = target.partition(":")[0]
+    with pytest.raises(NetworkError) as page:
+        client.find("demo", TINY)
+    assert page.value.message == (
+        f"http://127.0.0.1:{port}/simple/demo/: redirects to a {scheme}: URL; patchtool "
+        "follows redirects to http and https only"
+    )
+    with pytest.raises(NetworkError) as download:
+        client.download(f"http://127.0.0.1:{port}/files/{TINY}", tmp_path / TINY, None)
+    assert download.value.message == (
+        f"http://127.0.0.1:{port}/files/{TINY}: redirects to a {scheme}: URL; patchtool "
+        "follows redirects to http and https only"
+    )
+    assert proxy.seen == []
+    assert not (tmp_path / TINY).exists()

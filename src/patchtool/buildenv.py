@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import children
 from .errors import BuildError
 from .gitops import Git
 
@@ -69,7 +69,8 @@ _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)
 # sys.path (the first NAME-*.dist-info or NAME*.egg-info in sys.path order, its
 # Version header) and imports it only for a name that search leaves open, or when
 # sys.path holds something else (a zip archive, an .egg). `python -c` puts the
-# working folder first on sys.path, where a stray json.py would be imported.
+# working folder first on sys.path, where a stray json.py would be imported: it is
+# an empty folder (children.empty_folder), and the entry is dropped all the same.
 _INTERPRETER_PROGRAM = """
 import sys
 if sys.path and sys.path[0] == "":
@@ -178,17 +179,22 @@ def query_interpreter(
     python: str, names: Sequence[str], env: dict[str, str] | None = None
 ) -> BuildInterpreter:
     """Ask `python` for its marker environment and the versions of `names` (and of
-    torch and pip), in one subprocess (about 30 ms)."""
+    torch and pip), in one subprocess (about 30 ms). `env` is the build's own
+    environment (env.sh's); without it, `children.environment()`."""
     asked = sorted({*names, "torch", "pip"})
     try:
-        completed = subprocess.run(
-            [python, "-c", _INTERPRETER_PROGRAM, *asked],
-            capture_output=True,
-            text=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
+        # Not isolated (-I): it must see what the build will, env.sh's PYTHONPATH
+        # included. The caller's PYTHON* never reach it (env.sh ran without them),
+        # and its working folder is empty, so nothing planted there is imported.
+        with children.empty_folder() as folder:
+            completed = children.run(
+                [python, "-c", _INTERPRETER_PROGRAM, *asked],
+                cwd=folder,
+                env=children.environment() if env is None else env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
     except OSError as error:
         raise BuildError(f"cannot run the build interpreter {python}: {error}") from None
     try:

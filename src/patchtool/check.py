@@ -485,8 +485,9 @@ def local_source(
     if cached.is_file() and sha256_of(cached) == base.source.sha256:
         return (cached,)
     # --sdist and PATCHTOOL_SDIST_PATH, as online (a --sdist path that does not
-    # exist or names another file raises here). pip's find-links are left out:
-    # they are read by the index client, which offline never reaches.
+    # exist raises here, and so do --sdist files none of which is this one). pip's
+    # find-links are left out: they are read by the index client, which offline
+    # never reaches.
     local = next(local_sdists(filename, archive_paths), None)
     if local is not None:
         return (local,)

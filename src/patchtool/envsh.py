@@ -7,6 +7,9 @@ isolates only what keeps a build repeatable and the user's settings untouched:
   throw-away folder, and git's system config is turned off
   (`sandbox_environment`);
 - its working folder is the build tree, and its stdin is /dev/null;
+- the caller's PYTHON* variables and shell start-up hooks (BASH_ENV, exported
+  functions, ...) are removed and PATH keeps its absolute entries only
+  (children.py), so what env.sh exports is the build's only PYTHON* setting;
 - bash runs `--noprofile --norc` as the leader of its own process group (a new
   session), and that group is ended (SIGTERM, then SIGKILL) when env.sh returns,
   fails or runs past `env-timeout` seconds (device.toml, default 300; exit 8).
@@ -28,7 +31,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from . import children
 from .errors import BuildError, NotFoundError
 
 _MARKER = b"\0--patchtool-env-sh-sourced--\0"
@@ -155,11 +158,14 @@ def _run_in_own_group(
     """Run `command` as the leader of a new session; its exit status, or None when it
     ran past `timeout` seconds. The whole group is ended before this returns, even
     when the wait is interrupted (Ctrl-C cannot reach a process in another session)."""
-    process = subprocess.Popen(
+    # The working folder is the build tree: env.sh is the tree's and is written for it.
+    # The environment is the one given less the caller's shell start-up hooks and
+    # PYTHON* (children.py): bash would source BASH_ENV before env.sh, and a python
+    # that env.sh starts would take the caller's PYTHONPATH.
+    process = children.start(
         command,
         cwd=cwd,
-        env=dict(environment),
-        stdin=subprocess.DEVNULL,
+        env=children.environment(environment),
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
@@ -168,7 +174,7 @@ def _run_in_own_group(
         # Wait on bash itself, not on its output: a background child may keep
         # the files open long after env.sh returned.
         return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except children.TimeoutExpired:
         return None
     finally:
         # With start_new_session the group's id is bash's pid. The kernel keeps

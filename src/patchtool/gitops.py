@@ -8,6 +8,12 @@ patchtool writes), and git's stderr is kept and shown when a call fails.
 The tool's own commits use `TOOL_IDENTITY`, passed by environment: nothing is
 ever written into anyone's git config.
 
+Every call starts through children.py, with the explicit working folder it is
+given and the environment `isolated_environment` makes from
+`children.environment()` (no PYTHON* variables, no shell start-up hooks, only
+absolute PATH entries), so a `git` that a patch put into a build tree is never
+the one that runs.
+
 GitPython was measured for this role and left out: importing it costs about
 0.25 s, a quarter of a whole warm `unpatch`, and every operation patchtool
 needs is one git command.
@@ -16,11 +22,11 @@ needs is one git command.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import children
 from .errors import GitError, NotFoundError
 
 TOOL_NAME = "patchtool"
@@ -49,8 +55,14 @@ _LEAKY_VARIABLES = (
 )
 
 
+def _without_leaky_variables() -> dict[str, str]:
+    """This process's environment as a child may have it (children.py), less the
+    variables that would point git at another repository or configuration."""
+    return {k: v for k, v in children.environment().items() if k not in _LEAKY_VARIABLES}
+
+
 def isolated_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _LEAKY_VARIABLES}
+    env = _without_leaky_variables()
     env.update(
         {
             "GIT_CONFIG_NOSYSTEM": "1",
@@ -177,12 +189,13 @@ class Git:
     ) -> GitResult:
         call_env = self.env if env is None else {**self.env, **env}
         try:
-            completed = subprocess.run(
+            # Inherits nothing of the user's git configuration (isolated_environment):
+            # what patchtool writes must not depend on it.
+            completed = children.run(
                 ["git", *_PINNED_CONFIG, *args],
                 cwd=self.cwd,
                 env=call_env,
                 input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
                 capture_output=True,
                 check=False,
             )
@@ -230,13 +243,14 @@ def user_identity(cwd: Path) -> dict[str, str] | None:
         for prefix in ("GIT_AUTHOR_", "GIT_COMMITTER_"):
             if prefix + variable in os.environ:
                 names[prefix + variable] = os.environ[prefix + variable]
-        completed = subprocess.run(
+        # Reads the user's own git config (global and the tree's): that is the point.
+        completed = children.run(
             ["git", "config", "--get", key],
             cwd=cwd,
+            env=_without_leaky_variables(),
             capture_output=True,
             text=True,
             check=False,
-            stdin=subprocess.DEVNULL,
         )
         value = completed.stdout.strip()
         if value:
@@ -260,7 +274,9 @@ def run_plain(args: Sequence[str], cwd: Path) -> GitResult:
     credential helpers or proxies for `git fetch` from their mirror). The allowed
     transports and the `.git` spellings are still pinned: those are not the
     user's to widen for a URL that came from a store file."""
-    completed = subprocess.run(
+    # Keeps the user's git config (credential helpers, proxies, insteadOf for
+    # their mirror); the environment is still children.environment()'s.
+    completed = children.run(
         [
             "git",
             *PROTOCOL_CONFIG,
@@ -273,11 +289,7 @@ def run_plain(args: Sequence[str], cwd: Path) -> GitResult:
         cwd=cwd,
         capture_output=True,
         check=False,
-        stdin=subprocess.DEVNULL,
-        env={
-            **{k: v for k, v in os.environ.items() if k not in _LEAKY_VARIABLES},
-            "GIT_TERMINAL_PROMPT": "0",
-        },
+        env={**_without_leaky_variables(), "GIT_TERMINAL_PROMPT": "0"},
     )
     result = GitResult(
         completed.returncode, completed.stdout, completed.stderr.decode("utf-8", "replace")

@@ -11,8 +11,8 @@ in .netrc (sent only to the scheme, host and port they belong to, never across a
 redirect to another host), `cert`, `client-cert`, `trusted-host`, `proxy` and
 `timeout`. Plain http is used only for trusted hosts and this machine, as pip
 does. pip itself is never imported: its internals change without notice, so its
-public command line gives the settings and, when none is configured, its
-default index.
+public command line gives the settings (run isolated, see children.py); when
+none names an index, pip's documented default is used.
 
 No message built here holds a password: every URL and every exception text goes
 through `redact` (and the known secrets are masked) before it reaches an error.
@@ -37,7 +37,6 @@ import os
 import posixpath
 import re
 import ssl
-import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -48,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from . import __version__
+from . import __version__, children
 from .errors import IntegrityError, NetworkError, NotFoundError, UsageError
 from .fsutil import new_file_mode
 from .report import NullReporter, Reporter
@@ -59,6 +58,11 @@ PART_SUFFIX = ".part"
 # Where a key is looked up, highest precedence first (pip's PIP_* environment is `:env:`).
 SECTIONS = (":env:", "download", "install", "global")
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+# What a page or a redirect from an index on the network may lead to: a file:
+# link there would make the run use a local file the index chose (issue 19).
+# Only what the user configured (find-links folders and files, --sdist,
+# PATCHTOOL_SDIST_PATH, a file:// index URL) is ever read locally.
+REMOTE_SCHEMES = ("http", "https")
 _ACCEPT_PAGE = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 _USER_AGENT = f"patchtool/{__version__}"
 _BLOCK = 1 << 20
@@ -215,40 +219,36 @@ def load_settings() -> IndexSettings:
     listing = _run_pip("config", "list")
     if listing is None:
         raise UsageError(
-            f"`{sys.executable} -m pip config list` failed, so pip's index settings are unknown",
+            f"`{sys.executable} -I -m pip config list` failed, so pip's index settings are "
+            "unknown",
             hint="patchtool reads pip's settings through pip: install pip in this environment "
             "or fix the configuration it complains about; or pass the sdist with --sdist PATH.",
         )
     return parse_pip_config(listing)
 
 
-# optparse wraps the help text: whitespace is joined before this matches.
-_DEFAULT_INDEX = re.compile(r"Base URL of the Python Package Index \(default (\S+?)\)")
-
-
-def parse_default_index(help_text: str) -> str | None:
-    """pip's default index, from the text of `pip download --help`."""
-    match = _DEFAULT_INDEX.search(" ".join(help_text.split()))
-    return match.group(1) if match else None
-
-
-@functools.lru_cache(maxsize=1)
-def pip_default_index() -> str | None:
-    """The index pip uses when none is configured, as its public command line says."""
-    return parse_default_index(_run_pip("download", "--help") or "")
+# pip's documented default index (`pip install --help`: "Base URL of the Python
+# Package Index (default https://pypi.org/simple)"), used when pip's settings
+# name none. A constant, not asked of pip: one child process less per run.
+PIP_DEFAULT_INDEX = "https://pypi.org/simple"
 
 
 def _run_pip(*args: str) -> str | None:
+    """`pip ARGS` in this interpreter, isolated (`-I`: no pip.py of the working
+    folder, no PYTHON* variable adds code) and from the neutral folder. It
+    inherits the rest of the environment: the PIP_* variables, HOME and the XDG
+    folders are where the user's pip settings live, and those are what it reads."""
     try:
-        completed = subprocess.run(
-            [sys.executable, "-m", "pip", *args],
+        completed = children.run(
+            children.python_command("-m", "pip", *args),
+            cwd=children.NEUTRAL_FOLDER,
+            env=children.environment(),
             capture_output=True,
             text=True,
             check=False,
-            stdin=subprocess.DEVNULL,
             timeout=120,
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, children.TimeoutExpired):
         return None
     return completed.stdout if completed.returncode == 0 else None
 
@@ -415,6 +415,40 @@ class _RequestGuard(urllib.request.BaseHandler):
     https_request = http_request
 
 
+class _RedirectGuard(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to http or https. urllib's own handler would follow
+    one to ftp:// too (through a proxy from ftp_proxy) and answers one to file:
+    with a bare HTTP error; this says what happened."""
+
+    def http_error_302(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+    ) -> Any:
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            target = urllib.parse.urljoin(req.full_url, location)
+            scheme = urllib.parse.urlsplit(target).scheme
+            if scheme not in REMOTE_SCHEMES:
+                fp.close()
+                raise NetworkError(
+                    f"{redact(req.full_url)}: redirects to a {_shown_scheme(scheme)} URL; "
+                    "patchtool follows redirects to http and https only",
+                    hint=GENERAL_HINT,
+                )
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _shown_scheme(scheme: str) -> str:
+    """A URL scheme from the network, as a message shows it (bounded)."""
+    return f"{scheme[:20]}:" if scheme else "scheme-less"
+
+
 class _TlsHandler(urllib.request.HTTPSHandler):
     """HTTPS with a TLS context chosen per request: verified, or not for a trusted host.
     The target is read from the full URL, which is the index's even through a proxy."""
@@ -449,7 +483,7 @@ class IndexClient:
         """The indexes to search, in pip's order (URLs as configured: show them redacted)."""
         if self.settings.no_index:
             return ()
-        primary = self.settings.index_url or pip_default_index()
+        primary = self.settings.index_url or PIP_DEFAULT_INDEX
         urls = ([primary] if primary else []) + list(self.settings.extra_index_urls)
         return tuple(dict.fromkeys(urls))
 
@@ -525,8 +559,20 @@ class IndexClient:
         if fetched is None:
             return None
         body, content_type, base_url = fetched
+        remote = urllib.parse.urlsplit(base_url).scheme in REMOTE_SCHEMES
+        warned = False
         try:
             for name, url, listed in _files_on_page(body, content_type, base_url):
+                scheme = urllib.parse.urlsplit(url).scheme
+                if remote and scheme not in REMOTE_SCHEMES:
+                    if name == filename and not warned:
+                        warned = True
+                        self._reporter.warn(
+                            f"skipped {filename} on {redact(page)}: it links to a "
+                            f"{_shown_scheme(scheme)} URL, and a page from the network may "
+                            "only link to http and https"
+                        )
+                    continue
                 found = IndexFile(url, listed, redact(origin))
                 # A file:// index may list a file that is not there: not found, then.
                 if name == filename and (found.local_path is None or found.local_path.is_file()):
@@ -683,7 +729,7 @@ class IndexClient:
                 urllib.request.HTTPHandler(),
                 _TlsHandler(self._context_for),
                 urllib.request.HTTPDefaultErrorHandler(),
-                urllib.request.HTTPRedirectHandler(),
+                _RedirectGuard(),
                 urllib.request.HTTPErrorProcessor(),
                 _RequestGuard(self._prepare),
             ):

@@ -127,8 +127,11 @@ def _read_file(
 
 
 def _read_mbox(path: Path, origin: str, strip: int, source: str) -> list[Change]:
-    git = Git(path.parent)
     with tempfile.TemporaryDirectory(prefix="patchtool-mbox-") as folder:
+        # git works in this empty folder and looks for no repository above it: the
+        # input's own folder may hold a .git whose config (mailinfo.scissors,
+        # i18n.commitEncoding, a broken line) would change or stop the reading.
+        git = Git(Path(folder), env={"GIT_CEILING_DIRECTORIES": str(Path(folder).parent)})
         count = int(
             git.text("mailsplit", "-b", "--keep-cr", f"-o{folder}", str(path.resolve())) or 0
         )

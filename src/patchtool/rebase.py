@@ -915,7 +915,17 @@ def range_diff(
     """`git range-diff` of old vs new series, commit ids left out (they change on
     every rebase and would make the report differ for no reason). The pairs
     whose old or new patch (1-based positions in `private`) is private show
-    their header line only: the report goes into the store, in clear."""
+    their header line only: the report goes into the store, in clear. A side with
+    no patches is listed here: git range-diff refuses an empty range."""
+    old_subjects = _subjects(git, f"{old_base}..{old_tip}")
+    new_subjects = _subjects(git, f"{new_base}..{new_tip}")
+    if not old_subjects or not new_subjects:
+        width = len(str(max(len(old_subjects), len(new_subjects), 1)))
+        dash = "-".rjust(width)
+        return "\n".join(
+            [f"{n:>{width}} < {dash} {s}" for n, s in enumerate(old_subjects, start=1)]
+            + [f"{dash} > {n:>{width}} {s}" for n, s in enumerate(new_subjects, start=1)]
+        )
     out = git.run(
         "range-diff", "--no-color", f"{old_base}..{old_tip}", f"{new_base}..{new_tip}"
     ).text
@@ -934,6 +944,12 @@ def range_diff(
         elif not hiding:
             lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def _subjects(git: Git, revisions: str) -> list[str]:
+    """The subjects of the commits of `revisions`, oldest first."""
+    listing = git.run("log", "--reverse", "--format=%s%x00", revisions).text
+    return [subject.strip("\n") for subject in listing.split("\0")[:-1]]
 
 
 def render_report(

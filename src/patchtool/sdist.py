@@ -243,22 +243,37 @@ def obtain_sdist(
 
 
 def local_sdists(filename: str, archive_paths: tuple[Path, ...]) -> Iterator[Path]:
-    """`filename` in the --sdist paths and PATCHTOOL_SDIST_PATH (files or folders), in
-    that order; pip's find-links are the index client's."""
+    """`filename` in the --sdist paths and PATCHTOOL_SDIST_PATH, in that order; pip's
+    find-links are the index client's.
+
+    Each path is a folder, whose file of that name is a candidate, or a file, which
+    is a candidate when it has that name: --sdist may be given once per base a run
+    needs (`rebase` needs the old base's sdist and the new one's). A --sdist path
+    that does not exist is NotFoundError; so is a lookup that finds no candidate when
+    --sdist named files (those were meant for this run; the index is not asked).
+    PATCHTOOL_SDIST_PATH is a standing setting: its files of other names are only
+    not candidates."""
     paths = list(archive_paths)
     from_environment = os.environ.get(ARCHIVE_ENVIRONMENT_VARIABLE)
     if from_environment:
         paths.extend(Path(p) for p in from_environment.split(os.pathsep) if p)
+    named: list[Path] = []
     for path in paths:
         if path.is_dir():
             candidate = path / filename
             if candidate.is_file():
                 yield candidate
         elif path.is_file():
-            if path.name != filename:
-                raise IntegrityError(
-                    f"{path}: expected a file named {filename}",
-                )
-            yield path
+            if path.name == filename:
+                yield path
+            elif path in archive_paths and path not in named:
+                named.append(path)
         elif archive_paths and path in archive_paths:
             raise NotFoundError(f"sdist path {path} does not exist")
+    if named:
+        raise NotFoundError(
+            f"{filename} is not among the files given with --sdist "
+            f"({', '.join(str(path) for path in named)})",
+            hint=f"Pass the file named {filename} (or a folder holding it) with --sdist too; "
+            "--sdist may be given once for each sdist the run needs.",
+        )

@@ -21,11 +21,11 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
+from . import children
 from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError
 from .fsutil import atomic_write, check_name, read_json_record
 from .gitops import Git
@@ -263,11 +263,15 @@ def discard(folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         return
     try:
-        subprocess.Popen(
+        # Needs nothing of the caller: the neutral folder (it outlives this run and
+        # must hold no folder of the user's) and an environment whose PATH has no
+        # relative entry, so an `rm` in the working folder or the tree never runs.
+        children.start(
             ["rm", "-rf", "--", str(trash)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            cwd=children.NEUTRAL_FOLDER,
+            env=children.environment(),
+            stdout=children.DEVNULL,
+            stderr=children.DEVNULL,
             start_new_session=True,
         )
     except OSError:

@@ -27,13 +27,13 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import children
 from .buildenv import (
     FRONT_END,
     build_log_error,
@@ -232,9 +232,16 @@ def _source_env(
 def _run_build(
     python: str, worktree: Path, staging: Path, environment: dict[str, str], log_path: Path
 ) -> int:
-    """`python -m build --wheel --no-isolation` into `staging`, logged; its status."""
-    with log_path.open("wb") as log:
-        completed = subprocess.run(
+    """`python -m build --wheel --no-isolation` into `staging`, logged; its status.
+
+    The build runs the tree's setup.py by design (build-wheel builds the tree the
+    user chose) and takes env.sh's exports, PYTHONPATH included, so the interpreter
+    is not isolated (-I). The caller's own PYTHON* variables never reach it (env.sh
+    was sourced without them), and the front end starts in an empty folder, so its
+    `-m build` finds no build.py of the tree or the working folder; the backend runs
+    in the worktree, as PEP 517 says."""
+    with log_path.open("wb") as log, children.empty_folder() as folder:
+        completed = children.run(
             [
                 python,
                 "-m",
@@ -246,11 +253,10 @@ def _run_build(
                 str(staging),
                 str(worktree),
             ],
-            cwd=worktree,
+            cwd=folder,
             env=environment,
             stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stderr=children.STDOUT,
             check=False,
         )
     return completed.returncode
