@@ -30,13 +30,13 @@ from patchtool.errors import IntegrityError, NetworkError, NotFoundError, UsageE
 from patchtool.index import (
     CREDENTIALS_HINT,
     JSON_TYPE,
-    PIP_DEFAULT_INDEX,
     TLS_HINT,
     IndexClient,
     IndexFile,
     IndexSettings,
     load_settings,
     parse_pip_config,
+    pip_default_index,
     redact,
 )
 from patchtool.report import RecordingReporter
@@ -299,12 +299,14 @@ def test_settings_come_from_pip_itself(tmp_path: Path, monkeypatch: pytest.Monke
     assert load_settings() is settings  # asked once
 
 
-def test_pip_default_index_is_pips_documented_default_and_only_a_fallback() -> None:
-    assert PIP_DEFAULT_INDEX == "https://pypi.org/simple"
+def test_pip_default_index_is_pips_own_and_only_a_fallback() -> None:
+    from pip._internal.models.index import PyPI
+
+    assert pip_default_index() == PyPI.simple_url
     configured = IndexClient(IndexSettings(index_url="https://one.invalid/simple",
                                            extra_index_urls=("https://two.invalid/simple",)))  # fmt: skip
     assert configured.indexes() == ("https://one.invalid/simple", "https://two.invalid/simple")
-    assert IndexClient(IndexSettings()).indexes() == (PIP_DEFAULT_INDEX,)
+    assert IndexClient(IndexSettings()).indexes() == (PyPI.simple_url,)
     assert IndexClient(IndexSettings(no_index=True)).indexes() == ()
 
 

@@ -227,10 +227,18 @@ def load_settings() -> IndexSettings:
     return parse_pip_config(listing)
 
 
-# pip's documented default index (`pip install --help`: "Base URL of the Python
-# Package Index (default https://pypi.org/simple)"), used when pip's settings
-# name none. A constant, not asked of pip: one child process less per run.
-PIP_DEFAULT_INDEX = "https://pypi.org/simple"
+@functools.lru_cache(maxsize=1)
+def pip_default_index() -> str | None:
+    """The index pip uses when its settings name none: pip's own constant, read from
+    the pip of this interpreter (the one `_run_pip` asks for the settings). Read in
+    this process, not asked of a child (one process less per run), and not written
+    into patchtool, which names no index of its own."""
+    try:
+        from pip._internal.models.index import PyPI
+    except ImportError:  # no pip here: _run_pip fails first and says so
+        return None
+    url = getattr(PyPI, "simple_url", None)
+    return url if isinstance(url, str) else None
 
 
 def _run_pip(*args: str) -> str | None:
@@ -483,7 +491,7 @@ class IndexClient:
         """The indexes to search, in pip's order (URLs as configured: show them redacted)."""
         if self.settings.no_index:
             return ()
-        primary = self.settings.index_url or PIP_DEFAULT_INDEX
+        primary = self.settings.index_url or pip_default_index()
         urls = ([primary] if primary else []) + list(self.settings.extra_index_urls)
         return tuple(dict.fromkeys(urls))
 
