@@ -26,7 +26,7 @@ from .cache import (
     recorded_as_verified,
     verify_and_record,
 )
-from .errors import IntegrityError, NetworkError, NotFoundError, UsageError
+from .errors import IntegrityError, NetworkError, NotFoundError, UsageError, quoted
 from .fsutil import check_name, sha256_of
 from .gitops import Git, run_plain
 from .index import IndexClient, redact, remove_partial_downloads
@@ -143,7 +143,7 @@ def parse_onto(text: str, project: str | None, version_label: str | None = None)
         url, _, commit = text[4:].rpartition("@")
         if not url or not re.fullmatch(r"[0-9a-f]{40}", commit):
             raise UsageError(
-                f"--onto {text!r}: a git source is git+<url-or-path>@<full 40-digit commit>",
+                f"--onto {quoted(text)}: a git source is git+<url-or-path>@<full 40-digit commit>",
                 hint="Give the full commit id, not a branch or a short id: the base must not move.",
             )
         version = version_label or commit[:12]
@@ -157,7 +157,8 @@ def parse_onto(text: str, project: str | None, version_label: str | None = None)
         name, version = project, text
     if name.strip() != project:
         raise UsageError(
-            f"--onto {text!r} names project {name.strip()!r}, but the base is {project!r}"
+            f"--onto {quoted(text)} names project {quoted(name.strip())}, "
+            f"but the base is {quoted(project)}"
         )
     version = version.strip()
     check_name("version", version)

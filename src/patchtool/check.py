@@ -66,7 +66,7 @@ from typing import Any
 
 from .bases import ensure_base
 from .cache import BaseCache, base_ref_name
-from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError
+from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError, quoted
 from .fsutil import sha256_of
 from .gitops import Git
 from .jobs import CacheJob
@@ -521,7 +521,7 @@ def _refuse_network(event: str, args: tuple[Any, ...]) -> None:
     if event in _NETWORK_EVENTS and _OFFLINE.get():
         target = args[1] if event == "socket.connect" else args[0]
         raise OfflineViolationError(
-            f"check --offline tried to open a network connection ({event} {target!r})",
+            f"check --offline tried to open a network connection ({event} {quoted(target)})",
             hint="This is a bug in patchtool; run again with --debug and report it.",
         )
 

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError
+from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError, quoted
 from .fsutil import check_name, path_problem
 
 if TYPE_CHECKING:
@@ -245,7 +245,8 @@ def read_flagscale(
         if backend is not None and not matched_backend:
             available = sorted({b for name in devices for b in _backends_of(hardware, name)})
             raise NotFoundError(
-                f"no backend {backend!r} under {', '.join(f'{HARDWARE}/{d}' for d in devices)}",
+                f"no backend {quoted(backend)} under "
+                f"{', '.join(f'{HARDWARE}/{d}' for d in devices)}",
                 hint=f"Backends there: {', '.join(available) or 'none'}."
                 + _did_you_mean(backend, available),
             )
@@ -434,7 +435,7 @@ def _select_devices(hardware: _Folder, wanted: str | None) -> list[str]:
         ]
     if len(exact) != 1:
         raise NotFoundError(
-            f"no device {wanted!r} in {hardware.shown}/",
+            f"no device {quoted(wanted)} in {hardware.shown}/",
             hint=f"Devices there: {', '.join(devices) or 'none'}." + _did_you_mean(wanted, devices),
         )
     return [check_name("FlagScale device folder", exact[0])]
@@ -651,13 +652,13 @@ def _release_version(value: str | None, backend: str, source: str, notes: list[s
         normalized = str(Version(value))
     except InvalidVersion:
         notes.append(
-            f"{backend} version {value!r} in {DIFF_YAML} is not a release (a branch?); "
+            f"{backend} version {quoted(value)} in {DIFF_YAML} is not a release (a branch?); "
             "the base must be a commit"
         )
         return None
     check_name(f"{source}: {backend} version", normalized)
     if normalized != value:
-        notes.append(f"{backend} version {value!r} in {DIFF_YAML} is read as {normalized}")
+        notes.append(f"{backend} version {quoted(value)} in {DIFF_YAML} is read as {normalized}")
     return normalized
 
 
@@ -667,7 +668,7 @@ def _author_from_contact(contact: str | None, notes: list[str]) -> str:
             f"author from {DIFF_YAML}'s contact, an address only: the name is its local part"
         )
         return f"{contact.split('@', 1)[0]} <{contact}>"
-    why = "names no contact" if contact is None else f"contact {contact!r} is not an address"
+    why = "names no contact" if contact is None else f"contact {quoted(contact)} is not an address"
     notes.append(f"{DIFF_YAML} {why}: the author is the placeholder {PLACEHOLDER_AUTHOR}")
     return PLACEHOLDER_AUTHOR
 
@@ -680,7 +681,7 @@ def _parse_diff_yaml(data: bytes, source: str) -> _DiffInfo:
     for name in table:
         if name not in _DIFF_KEYS:
             raise IntegrityError(
-                f"{source}: unknown key {name!r}" + _did_you_mean(name, list(_DIFF_KEYS)),
+                f"{source}: unknown key {quoted(name)}" + _did_you_mean(name, list(_DIFF_KEYS)),
                 hint=f"{DIFF_YAML} holds {', '.join(_DIFF_KEYS)}.",
             )
     commit = table.get("commit")
@@ -823,7 +824,7 @@ def _string_keys(value: dict[object, object], source: str, key: str) -> dict[str
     for name in value:
         if not isinstance(name, str):
             raise IntegrityError(
-                f"{source}: {key or 'the file'} has a key {name!r} that is not text"
+                f"{source}: {key or 'the file'} has a key {quoted(name)} that is not text"
             )
     return {str(name): item for name, item in value.items()}
 
@@ -840,7 +841,7 @@ def _string(value: object, source: str, key: str) -> str:
     if not isinstance(value, str):
         kind = "a number" if isinstance(value, (int, float)) else type(value).__name__
         raise IntegrityError(
-            f"{source}: {key} is {kind} ({value!r}), not text",
+            f"{source}: {key} is {kind} ({quoted(value)}), not text",
             hint="Quote the value in the YAML file (a version such as 0.10 reads as a number).",
         )
     return value
@@ -859,7 +860,7 @@ def _line(value: str, source: str, key: str) -> str:
     if problem is None and len(value) > TEXT_LIMIT:
         problem = f"is longer than {TEXT_LIMIT} characters"
     if problem is not None:
-        raise IntegrityError(f"{source}: {key} {value[:40]!r} {problem}")
+        raise IntegrityError(f"{source}: {key} {quoted(value, 40)} {problem}")
     return value
 
 
@@ -874,7 +875,7 @@ def _text_problem(value: str) -> str | None:
 def _full_commit(value: object, source: str, key: str) -> str:
     if not isinstance(value, str) or not _FULL_COMMIT.match(value):
         raise IntegrityError(
-            f"{source}: {key} {value!r} is not a full 40-digit commit id",
+            f"{source}: {key} {quoted(value)} is not a full 40-digit commit id",
             hint="FlagScale records full commit ids; a short one is ambiguous.",
         )
     return value.lower()
@@ -882,7 +883,7 @@ def _full_commit(value: object, source: str, key: str) -> str:
 
 def _did_you_mean(value: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(value, choices, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    return f" Did you mean {quoted(close[0])}?" if close else ""
 
 
 # --------------------------------------------------------------------------- per-file patches
@@ -910,7 +911,8 @@ def _per_file(folder: _Folder, key: _Key | None, skipped: list[str]) -> list[Fil
         section = sections[0]
         if expected not in (section.new, section.old):
             raise IntegrityError(
-                f"{source}: its diff is for {section.path!r}, not {expected!r} as its place says",
+                f"{source}: its diff is for {quoted(section.path)}, not {quoted(expected)} "
+                "as its place says",
                 hint="A per-file patch lies at <path>.patch for the file it changes.",
             )
         files.append(FilePatch(section.path, section.text, source))
@@ -956,7 +958,7 @@ def _name_text(name: str, shown: str) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise IntegrityError(f"{shown!r}: a file name that is not UTF-8") from error
+        raise IntegrityError(f"{quoted(shown)}: a file name that is not UTF-8") from error
 
 
 def _refuse_duplicates(files: list[FilePatch]) -> None:
@@ -1032,7 +1034,7 @@ def _read_legacy(
     notes.append("legacy patches name no vLLM version or commit: choose the base with --commit-id")
     origin = f"the legacy squashed patch {folder.shown}/{read or plain}"
     if subject:
-        origin += f" (FlagScale base {commit_folder}, message {subject!r})"
+        origin += f" (FlagScale base {commit_folder}, message {quoted(subject)})"
     return _build_set(
         flagscale_device=flagscale_device,
         backend=LEGACY_BACKEND,
@@ -1318,7 +1320,7 @@ def _parse_header(header: list[bytes], source: str, line_number: int) -> _Names:
             if line.startswith(prefix):
                 key = _SYNONYMS.get(prefix, prefix)
                 if key in fields and key in _NAME_FIELDS:
-                    raise IntegrityError(f"{where}: two {key.decode().strip()!r} lines")
+                    raise IntegrityError(f"{where}: two {quoted(key.decode().strip())} lines")
                 fields[key] = line[len(prefix) :].rstrip(b"\n")
                 break
     created = b"new file mode " in fields
@@ -1346,9 +1348,13 @@ def _parse_header(header: list[bytes], source: str, line_number: int) -> _Names:
         (_unquote(moved_to, where) if moved_to else None, new),
     ):
         if name is not None and name != agrees:
-            raise IntegrityError(f"{where}: the header names {agrees!r} here and {name!r} there")
+            raise IntegrityError(
+                f"{where}: the header names {quoted(agrees)} here and {quoted(name)} there"
+            )
     if old != new and moved_from is None:
-        raise IntegrityError(f"{where}: names two files ({old!r}, {new!r}) without a rename")
+        raise IntegrityError(
+            f"{where}: names two files ({quoted(old)}, {quoted(new)}) without a rename"
+        )
     if (created and fields.get(b"--- ", b"/dev/null") != b"/dev/null") or (
         deleted and fields.get(b"+++ ", b"/dev/null") != b"/dev/null"
     ):
@@ -1374,7 +1380,7 @@ def _side_name(value: bytes | None, prefix: str, where: str) -> str | None:
 def _strip_prefix(name: str, prefix: str, where: str) -> str:
     if not name.startswith(prefix):
         raise IntegrityError(
-            f"{where}: the name {name!r} lacks git's {prefix} prefix",
+            f"{where}: the name {quoted(name)} lacks git's {prefix} prefix",
             hint="FlagScale's patches are `git diff` output, read with -p1.",
         )
     return name[len(prefix) :]
@@ -1423,7 +1429,7 @@ def _unquote(raw: bytes, where: str) -> str:
     """A name as git wrote it (C-quoted when it holds special bytes), as text."""
     if raw.startswith(b'"'):
         if len(raw) < 2 or not raw.endswith(b'"') or _quoted_end(raw) != len(raw):
-            raise IntegrityError(f"{where}: a badly quoted name {raw!r}")
+            raise IntegrityError(f"{where}: a badly quoted name {quoted(raw)}")
         out = bytearray()
         index = 1
         while index < len(raw) - 1:
@@ -1440,12 +1446,12 @@ def _unquote(raw: bytes, where: str) -> str:
                 out.append(int(raw[index + 1 : index + 4], 8))
                 index += 4
             else:
-                raise IntegrityError(f"{where}: a badly quoted name {raw!r}")
+                raise IntegrityError(f"{where}: a badly quoted name {quoted(raw)}")
         raw = bytes(out)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise IntegrityError(f"{where}: the name {raw!r} is not UTF-8") from error
+        raise IntegrityError(f"{where}: the name {quoted(raw)} is not UTF-8") from error
 
 
 def _quote(name: str) -> bytes:
@@ -1469,7 +1475,7 @@ def _safe_path(name: str, where: str) -> str:
     problem = path_problem(name) or _text_problem(name)
     if problem is not None:
         raise UnsafeInputError(
-            f"{where}: the path {name!r} {problem}",
+            f"{where}: the path {quoted(name)} {problem}",
             hint="A patch may only change files inside the backend's tree.",
         )
     return name

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import IntegrityError, UnsafeInputError, UsageError
+from .errors import IntegrityError, UnsafeInputError, UsageError, quoted
 
 # Device names and base ids become folder names: keep them to a portable set.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
@@ -31,7 +31,7 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 def check_name(kind: str, value: str) -> str:
     if not _NAME_PATTERN.match(value) or value in (".", "..") or ".." in value:
         raise UnsafeInputError(
-            f"{kind} {value!r} is not a valid name",
+            f"{kind} {quoted(value)} is not a valid name",
             hint=f"A {kind} is 1-100 characters of letters, digits, '.', '_', '+' and '-', "
             "starting with a letter or digit, and never contains '..'.",
         )
@@ -86,7 +86,7 @@ def check_relative_path(where: str, path: str) -> str:
     problem = path_problem(path)
     if problem is not None:
         raise UnsafeInputError(
-            f"{where} {path!r} {problem}", hint="Name a file inside the tree, relative to it."
+            f"{where} {quoted(path)} {problem}", hint="Name a file inside the tree, relative to it."
         )
     return path
 

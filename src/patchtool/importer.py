@@ -44,6 +44,7 @@ from .errors import (
     PatchtoolError,
     UnsafeInputError,
     UsageError,
+    quoted,
 )
 from .fsutil import check_name
 from .gitops import TOOL_COMMITTER, Git, user_identity
@@ -278,7 +279,7 @@ def _identity(change: Change, options: ImportOptions, tree: Path) -> dict[str, s
     if author is None and options.author is not None:
         match = AUTHOR.match(options.author)
         if not match:
-            raise UsageError(f"--author {options.author!r} is not 'Name <email>'")
+            raise UsageError(f"--author {quoted(options.author)} is not 'Name <email>'")
         author = (match["name"], match["email"])
     if author is None:
         mine = user_identity(tree)
@@ -524,7 +525,7 @@ def _refuse_unsafe(change: Change, stderr: str) -> None:
     refusal = git_refusal(stderr)
     if refusal is not None:
         raise UnsafeInputError(
-            f"{change.origin}: path {refusal[0]!r} {refusal[1]}", hint="Nothing was imported."
+            f"{change.origin}: path {quoted(refusal[0])} {refusal[1]}", hint="Nothing was imported."
         )
 
 

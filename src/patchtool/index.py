@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from . import __version__
-from .errors import IntegrityError, NetworkError, NotFoundError, UsageError
+from .errors import IntegrityError, NetworkError, NotFoundError, UsageError, quoted
 from .fsutil import new_file_mode
 from .report import NullReporter, Reporter
 
@@ -189,7 +189,7 @@ def _boolean(key: str, value: str) -> bool:
     if value.strip().lower() in _FALSE:
         return False
     raise UsageError(
-        f"pip's setting {key}={value!r} is not a yes/no value",
+        f"pip's setting {key}={quoted(value)} is not a yes/no value",
         hint="Fix it with `pip config set` or in the PIP_* environment; "
         "`pip config list` shows where it is set.",
     )
@@ -202,7 +202,7 @@ def _seconds(key: str, value: str) -> float:
         seconds = -1.0
     if seconds <= 0:
         raise UsageError(
-            f"pip's setting {key}={value!r} is not a number of seconds",
+            f"pip's setting {key}={quoted(value)} is not a number of seconds",
             hint="Fix it with `pip config set` or in the PIP_* environment; "
             "`pip config list` shows where it is set.",
         )
@@ -279,7 +279,7 @@ class _Credential:
 
     def describe(self) -> str:
         if self.password or self.source != "pip's settings":
-            return f"the credentials of user {self.username!r} from {self.source}"
+            return f"the credentials of user {quoted(self.username)} from {self.source}"
         return f"the token from {self.source}"  # a token given alone is a secret itself
 
     def secrets(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NotFoundError, UsageError
+from .errors import NotFoundError, UsageError, quoted
 from .gitops import Git
 
 AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]+)>\s*$")
@@ -82,10 +82,10 @@ def _read_quilt(series: Path, default_strip: int) -> list[Change]:
             if re.fullmatch(r"-p\d+", option):
                 strip = int(option[2:])
             else:
-                raise UsageError(f"{series}:{number}: unknown quilt option {option!r}")
+                raise UsageError(f"{series}:{number}: unknown quilt option {quoted(option)}")
         patch = series.parent / words[0]
         if not patch.is_file():
-            raise NotFoundError(f"{series}:{number}: patch {words[0]!r} does not exist")
+            raise NotFoundError(f"{series}:{number}: patch {quoted(words[0])} does not exist")
         changes.extend(
             _read_file(
                 patch,

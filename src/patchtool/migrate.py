@@ -41,7 +41,7 @@ from pathlib import Path
 
 from .applying import TrialApply, checkout_base, describe_trial, trial_apply
 from .bases import parse_onto, resolve_new_base
-from .errors import ExitCode, NetworkError, NotFoundError, PatchtoolError, UsageError
+from .errors import ExitCode, NetworkError, NotFoundError, PatchtoolError, UsageError, quoted
 from .flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
 from .gitops import Git
 from .importer import ChangeConflict, ImportOptions, import_changes
@@ -115,7 +115,7 @@ def migrate(options: MigrateOptions, reporter: Reporter) -> MigrateResult:
         GitUrl(url)  # refused here, before anything is read, if it is not a safe address
         if name not in BACKEND_REPOSITORIES:
             known = ", ".join(BACKEND_REPOSITORIES)
-            raise UsageError(f"--git-url {name}=…: unknown backend {name!r} (known: {known})")
+            raise UsageError(f"--git-url {name}=…: unknown backend {quoted(name)} (known: {known})")
     sets = read_flagscale(options.root, options.device, options.backend, options.private_key)
     if not sets:
         raise NotFoundError(
@@ -415,6 +415,6 @@ def _nothing_reason(found: BackendSet) -> str:
 
 
 def _filter_text(device: str | None, backend: str | None) -> str:
-    parts = [f"device {device!r}" if device else "any device"]
-    parts.append(f"backend {backend!r}" if backend else "any backend")
+    parts = [f"device {quoted(device)}" if device else "any device"]
+    parts.append(f"backend {quoted(backend)}" if backend else "any backend")
     return " and ".join(parts)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import IntegrityError, NotFoundError, UsageError
+from .errors import IntegrityError, NotFoundError, UsageError, quoted
 from .safety import check_size
 from .store import (
     NamedRecipient,
@@ -250,8 +250,8 @@ def decrypt_patch(
         ]
         if mine:
             raise IntegrityError(
-                f"{path}: cannot be decrypted, although it names {mine[0]!r} (whose key is in "
-                f"{keyring.source}) as a recipient: the file was changed",
+                f"{path}: cannot be decrypted, although it names {quoted(mine[0])} "
+                f"(whose key is in {keyring.source}) as a recipient: the file was changed",
                 hint=TAMPER_HINT,
             ) from None
         raise MissingKeyError(

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import IntegrityError, UnsafeInputError
+from .errors import IntegrityError, UnsafeInputError, quoted
 from .fsutil import folds_to, path_problem
 from .gitops import Git
 from .store import DEVICE_FILE, GitUrl, PatchLimits
@@ -196,18 +196,18 @@ class TreeJudge:
     def _judge_entry(self, subject: str, path: str, mode: str) -> None:
         problem = path_problem(path)
         if problem is not None:
-            raise unsafe(subject, f"path {path!r} {problem}")
+            raise unsafe(subject, f"path {quoted(path)} {problem}")
         if mode not in _KNOWN_MODES:
-            raise unsafe(subject, f"path {path!r} has the unknown mode {mode}")
+            raise unsafe(subject, f"path {quoted(path)} has the unknown mode {mode}")
         name = path.rsplit("/", 1)[-1]
         if mode == SYMLINK_MODE and any(folds_to(name, n) for n in _NO_SYMLINK_NAMES):
-            raise unsafe(subject, f"path {path!r} is a symlink, which git must not follow")
+            raise unsafe(subject, f"path {quoted(path)} is a symlink, which git must not follow")
 
     def _judge_links(self, subject: str, links: dict[str, str]) -> None:
         for link in sorted(links):
             problem = self._link_problem(link)
             if problem is not None:
-                raise unsafe(subject, f"symlink {link!r} -> {links[link]!r} {problem}")
+                raise unsafe(subject, f"symlink {quoted(link)} -> {quoted(links[link])} {problem}")
 
     def _link_problem(self, link: str) -> str | None:
         """Follow the link as the kernel would, through the tree's other links."""
@@ -239,7 +239,10 @@ class TreeJudge:
             if hops > _MAX_LINK_HOPS:
                 return "goes through too many symlinks (a loop)"
             if next_target.startswith("/"):
-                return f"passes through the symlink {through!r}, which points to an absolute path"
+                return (
+                    f"passes through the symlink {quoted(through)}, "
+                    "which points to an absolute path"
+                )
             folder.pop()
             pending = next_target.split("/") + pending
         return None
@@ -255,18 +258,18 @@ class TreeJudge:
             if section != "submodule" or "." not in rest:
                 continue
             module, _, field = rest.rpartition(".")
-            where = f".gitmodules: submodule {module!r}"
+            where = f".gitmodules: submodule {quoted(module)}"
             if path_problem(module) is not None:
                 raise unsafe(subject, f"{where} has a name that is not a safe path")
             if field == "path" and path_problem(value) is not None:
-                raise unsafe(subject, f"{where}: path {value!r} {path_problem(value)}")
+                raise unsafe(subject, f"{where}: path {quoted(value)} {path_problem(value)}")
             if field == "url":
                 try:
                     GitUrl(value)
                 except UnsafeInputError as error:
                     raise unsafe(subject, f"{where}: {error.message}") from None
             if field == "update" and value.startswith("!"):
-                raise unsafe(subject, f"{where}: update runs a command ({value!r})")
+                raise unsafe(subject, f"{where}: update runs a command ({quoted(value)})")
 
 
 def _decode(raw: bytes) -> str:
@@ -359,7 +362,7 @@ def judge_paths(subject: str, paths: Iterable[str]) -> None:
     for path in paths:
         problem = path_problem(path)
         if problem is not None:
-            raise unsafe(subject, f"path {path!r} {problem}")
+            raise unsafe(subject, f"path {quoted(path)} {problem}")
 
 
 def first_error(stderr: str) -> str:

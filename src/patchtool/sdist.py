@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import BaseCache, base_ref_name
-from .errors import IntegrityError, NotFoundError, UnsafeInputError
+from .errors import IntegrityError, NotFoundError, UnsafeInputError, quoted
 from .fsutil import sha256_of
 from .gitops import Git, tool_identity
 from .index import IndexClient, remove_partial_downloads
@@ -110,41 +110,42 @@ def _safe_members(archive: Path) -> Iterator[_Member]:
         for info in infos:
             name = info.name
             if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-                raise UnsafeInputError(f"{archive}: member {name!r} has an absolute path")
+                raise UnsafeInputError(f"{archive}: member {quoted(name)} has an absolute path")
             parts = [p for p in name.split("/") if p not in ("", ".")]
             if ".." in parts:
-                raise UnsafeInputError(f"{archive}: member {name!r} climbs out with '..'")
+                raise UnsafeInputError(f"{archive}: member {quoted(name)} climbs out with '..'")
             if not parts:
                 continue
             if top is None:
                 top = parts[0]
             elif parts[0] != top:
                 raise UnsafeInputError(
-                    f"{archive}: member {name!r} is outside the top folder {top!r}"
+                    f"{archive}: member {quoted(name)} is outside the top folder {quoted(top)}"
                 )
             relative = parts[1:]
             if info.isdir() or not relative:
                 continue
             if ".git" in relative:
-                raise UnsafeInputError(f"{archive}: member {name!r} is inside a .git folder")
+                raise UnsafeInputError(f"{archive}: member {quoted(name)} is inside a .git folder")
             path = "/".join(relative)
             if info.ischr() or info.isblk() or info.isfifo() or info.isdev():
-                raise UnsafeInputError(f"{archive}: member {name!r} is a device or fifo")
+                raise UnsafeInputError(f"{archive}: member {quoted(name)} is a device or fifo")
             if info.islnk():
                 raise UnsafeInputError(
-                    f"{archive}: member {name!r} is a hard link",
+                    f"{archive}: member {quoted(name)} is a hard link",
                     hint="sdists hold plain files and symlinks only.",
                 )
             if info.issym():
                 target = posixpath.normpath(posixpath.join(posixpath.dirname(path), info.linkname))
                 if info.linkname.startswith("/") or target == ".." or target.startswith("../"):
                     raise UnsafeInputError(
-                        f"{archive}: symlink {name!r} points outside the tree ({info.linkname!r})"
+                        f"{archive}: symlink {quoted(name)} points outside the tree "
+                        f"({quoted(info.linkname)})"
                     )
             elif not info.isfile():
-                raise UnsafeInputError(f"{archive}: member {name!r} is not a regular file")
+                raise UnsafeInputError(f"{archive}: member {quoted(name)} is not a regular file")
             if path in seen:
-                raise UnsafeInputError(f"{archive}: member {name!r} appears twice")
+                raise UnsafeInputError(f"{archive}: member {quoted(name)} appears twice")
             seen.add(path)
             yield _Member(path, info.mode, float(info.mtime), info.linkname, info)
 

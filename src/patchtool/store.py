@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError
+from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError, quoted
 from .faults import kill_point
 from .fsutil import (
     atomic_write,
@@ -146,7 +146,7 @@ class GitUrl(str):
         problem = _git_url_problem(value)
         if problem is not None:
             raise UnsafeInputError(
-                f"git URL {value!r} {problem}",
+                f"git URL {quoted(value)} {problem}",
                 hint="Use an https://, ssh://, git:// or file:// URL, user@host:path, "
                 "or a local path.",
             )
@@ -181,7 +181,7 @@ def _git_url_problem(value: str) -> str | None:
         parsed = urllib.parse.urlsplit(value)
         scheme = parsed.scheme.lower()
         if scheme not in GitUrl.SCHEMES:
-            return f"uses the scheme {scheme!r}; allowed: https, ssh, git, file"
+            return f"uses the scheme {quoted(scheme)}; allowed: https, ssh, git, file"
         netloc = parsed.netloc.rsplit("@", 1)
         if any(part.startswith("-") for part in netloc):
             return "has a host or user that starts with '-'"
@@ -301,21 +301,22 @@ def _check_keys(path: Path, table: Mapping[str, Any], allowed: set[str], where: 
     for key in table:
         if key not in allowed:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            suggestion = f"; did you mean {close[0]!r}?" if close else ""
+            suggestion = f"; did you mean {quoted(close[0])}?" if close else ""
             valid = ", ".join(sorted(allowed))
             raise IntegrityError(
-                f"{path}: unknown key {where}{key!r}{suggestion}",
+                f"{path}: unknown key {where}{quoted(key)}{suggestion}",
                 hint=f"Valid keys here: {valid}.",
             )
 
 
 def _require(path: Path, table: Mapping[str, Any], key: str, kind: type, where: str = "") -> Any:
     if key not in table:
-        raise IntegrityError(f"{path}: missing key {where}{key!r}")
+        raise IntegrityError(f"{path}: missing key {where}{quoted(key)}")
     value = table[key]
     if not isinstance(value, kind):
         raise IntegrityError(
-            f"{path}: key {where}{key!r} must be a {kind.__name__}, not {type(value).__name__}"
+            f"{path}: key {where}{quoted(key)} must be a {kind.__name__}, "
+            f"not {type(value).__name__}"
         )
     return value
 
@@ -323,7 +324,7 @@ def _require(path: Path, table: Mapping[str, Any], key: str, kind: type, where: 
 def _string_list(path: Path, table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     value = table.get(key, [])
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise IntegrityError(f"{path}: key {where}{key!r} must be a list of strings")
+        raise IntegrityError(f"{path}: key {where}{quoted(key)} must be a list of strings")
     return tuple(value)
 
 
@@ -333,14 +334,15 @@ def _project_names(path: Path, table: Mapping[str, Any], key: str, where: str) -
     names = _string_list(path, table, key, where)
     if len(names) > _SKIP_BUILD_REQUIRES_LIMIT:
         raise IntegrityError(
-            f"{path}: key {where}{key!r} lists {len(names)} names; "
+            f"{path}: key {where}{quoted(key)} lists {len(names)} names; "
             f"at most {_SKIP_BUILD_REQUIRES_LIMIT} are allowed"
         )
     canonical: list[str] = []
     for name in names:
         if not _PROJECT_NAME.match(name):
             raise IntegrityError(
-                f"{path}: key {where}{key!r} holds {name!r}, which is not a project name",
+                f"{path}: key {where}{quoted(key)} holds {quoted(name)}, "
+                "which is not a project name",
                 hint="Give names as in pyproject.toml's [build-system] requires, "
                 'without versions, e.g. "cmake".',
             )
@@ -362,7 +364,8 @@ def _bounded_int(
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise IntegrityError(
-            f"{path}: key {where}{key!r} must be a whole number from {low} to {high}, not {value!r}"
+            f"{path}: key {where}{quoted(key)} must be a whole number from {low} to {high}, "
+            f"not {quoted(value)}"
         )
     return value
 
@@ -521,7 +524,9 @@ def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
     _check_keys(path, data, _BASE_KEYS, "")
     commit = _require(path, data, "commit", str)
     if not _FULL_COMMIT.match(commit):
-        raise IntegrityError(f"{path}: commit {commit!r} is not a full 40-digit lower-case id")
+        raise IntegrityError(
+            f"{path}: commit {quoted(commit)} is not a full 40-digit lower-case id"
+        )
     source_table = _require(path, data, "source", dict)
     kind = _require(path, source_table, "type", str, "source.")
     source: PypiSource | GitSource
@@ -543,8 +548,8 @@ def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
             raise UnsafeInputError(f"{path}: source.url: {error.message}", error.hint) from None
     else:
         close = difflib.get_close_matches(kind, ["pypi", "git"], n=1)
-        suggestion = f"; did you mean {close[0]!r}?" if close else ""
-        raise IntegrityError(f"{path}: unknown source.type {kind!r}{suggestion}")
+        suggestion = f"; did you mean {quoted(close[0])}?" if close else ""
+        raise IntegrityError(f"{path}: unknown source.type {quoted(kind)}{suggestion}")
     return BaseRef(
         device=_safe(path, "device", device),
         base_id=_safe(path, "base folder", base_id),
@@ -565,7 +570,7 @@ def _parse_origin(path: Path, table: object) -> BaseOrigin:
     def text(value: str, key: str) -> str:
         if len(value) > _ORIGIN_TEXT_LIMIT or any(ord(c) < 32 and c not in "\n\t" for c in value):
             raise IntegrityError(
-                f"{path}: key origin.{key!r} must be text of at most "
+                f"{path}: key origin.{quoted(key)} must be text of at most "
                 f"{_ORIGIN_TEXT_LIMIT} characters without control characters"
             )
         return value
@@ -692,24 +697,24 @@ def parse_series(base: BaseRef) -> PatchSeries:
         name = stripped.split("#", 1)[0].strip()
         if not _PATCH_NAME.match(name) or ".." in name:
             raise UnsafeInputError(
-                f"{path}:{number}: {name!r} is not a plain patch file name",
+                f"{path}:{number}: {quoted(name)} is not a plain patch file name",
                 hint="series lists file names in its own folder, one a line: letters, "
                 "digits and . _ + @ , = -, not starting with '.' or '-'.",
             )
         if name in seen:
             raise IntegrityError(
-                f"{path}:{number}: {name!r} is listed twice (first on line {seen[name]})"
+                f"{path}:{number}: {quoted(name)} is listed twice (first on line {seen[name]})"
             )
         seen[name] = number
         patch_path = base.path / name
         if patch_path.is_symlink() or (patch_path.exists() and not patch_path.is_file()):
             raise UnsafeInputError(
-                f"{path}:{number}: patch file {name!r} is a symlink or not a regular file",
+                f"{path}:{number}: patch file {quoted(name)} is a symlink or not a regular file",
                 hint="The store holds plain files only.",
             )
         if not patch_path.is_file():
             raise NotFoundError(
-                f"{path}:{number}: patch file {name!r} is missing from {base.path}",
+                f"{path}:{number}: patch file {quoted(name)} is missing from {base.path}",
                 hint="Restore the file, or remove its line from series.",
             )
         entries.append(SeriesEntry(name=name, line=number))
@@ -840,9 +845,9 @@ class Store:
         if not (path.is_file() or path.is_symlink()):
             known = self.device_names()
             close = difflib.get_close_matches(name, known, n=1)
-            suggestion = f" Did you mean {close[0]!r}?" if close else ""
+            suggestion = f" Did you mean {quoted(close[0])}?" if close else ""
             raise NotFoundError(
-                f"unknown device {name!r}: {path} does not exist.{suggestion}",
+                f"unknown device {quoted(name)}: {path} does not exist.{suggestion}",
                 hint="Known devices: " + (", ".join(known) if known else "none") + ".",
             )
         return parse_device(path, name)
@@ -865,7 +870,7 @@ class Store:
         listing = ", ".join(f"{b.base_id} ({b.commit[:12]}, {b.version})" for b in bases)
         if not bases:
             raise NotFoundError(
-                f"device {device!r} has no bases under {self.root / device}",
+                f"device {quoted(device)} has no bases under {self.root / device}",
                 hint="Create one with a base.toml and a series file.",
             )
         if selector is None:
@@ -875,8 +880,8 @@ class Store:
                 return self.resolve_base(device, config.default_base)
             except NotFoundError as error:
                 raise IntegrityError(
-                    f"{config.path}: default-base {config.default_base!r} names no base of "
-                    f"{device!r}",
+                    f"{config.path}: default-base {quoted(config.default_base)} names no base of "
+                    f"{quoted(device)}",
                     hint=error.hint,
                 ) from error
         wanted = selector.strip()
@@ -890,12 +895,12 @@ class Store:
             return matches[0]
         if not matches:
             raise NotFoundError(
-                f"device {device!r} has no base matching {selector!r}",
+                f"device {quoted(device)} has no base matching {quoted(selector)}",
                 hint=f"Bases of {device}: {listing}. Give a full id, a unique prefix of "
                 "7+ hex digits, a folder name or a version.",
             )
         raise UsageError(
-            f"{selector!r} is ambiguous for device {device!r}: it matches "
+            f"{quoted(selector)} is ambiguous for device {quoted(device)}: it matches "
             + ", ".join(b.base_id for b in matches),
             hint=f"Bases of {device}: {listing}. Give more digits.",
         )

@@ -26,7 +26,7 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
-from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError
+from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError, quoted
 from .fsutil import atomic_write, check_name, read_json_record
 from .gitops import Git
 from .privacy import Keyring, private_record
@@ -118,7 +118,7 @@ def _record_from(data: dict[str, object]) -> TreeRecord:
             values[key] = {str(k): str(v) for k, v in value.items()}
         elif key in ("private_patch_ids", "skipped_private"):
             if not isinstance(value, list):
-                raise TypeError(f"{key!r} is not a list")
+                raise TypeError(f"{quoted(key)} is not a list")
             values[key] = tuple(str(v) for v in value)
         else:
             values[key] = str(value)
@@ -172,7 +172,7 @@ def find_tree(build_dir: Path, device: str) -> Path:
     )
     if not trees:
         raise NotFoundError(
-            f"no build tree for device {device!r} under {device_dir}",
+            f"no build tree for device {quoted(device)} under {device_dir}",
             hint=f"Create one with `patchtool unpatch --device-type {device}`.",
         )
     if len(trees) > 1:
