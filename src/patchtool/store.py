@@ -27,7 +27,6 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 import sys
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -44,6 +43,9 @@ from .fsutil import (
     exchange_paths,
     fsync_directory,
     new_file_mode,
+    open_regular,
+    read_regular_file,
+    sha256_of,
 )
 
 if sys.version_info >= (3, 11):
@@ -82,16 +84,69 @@ class BuildSettings:
     skip_build_requires: tuple[str, ...] = ()
 
 
+_MIB = 1 << 20
+_GIB = 1 << 30
+
+
+def _limit(default: int, ceiling: int) -> Any:
+    """A field of PatchLimits: its default, and the ceiling no device.toml can raise it past."""
+    return field(default=default, metadata={"ceiling": ceiling})
+
+
 @dataclass(frozen=True)
 class PatchLimits:
-    """How large one patch of the device's series may be before it is refused
-    unread (exit 6). The defaults hold the largest real vendor patch seen (about
-    2 MB touching about 400 files) several times over; `[limits]` in device.toml
-    changes them."""
+    """How much of each input a device's commands read, inflate, download or
+    unpack before they refuse it unread (exit 6). Each is checked before the
+    bytes are produced: a patch's size before git reads it, a binary hunk's
+    declared size before git inflates it, an sdist member's declared size
+    before it is read, a page or download as it streams in.
 
-    patch_bytes: int = 16 << 20
-    patch_files: int = 2000
-    patch_hunks: int = 20000
+    `[limits]` in device.toml raises or lowers them, each up to its ceiling
+    (`ceiling`): a store arrives by pull request, and a value above the ceiling
+    is an error, so a hostile store cannot lift its own bounds. Where no device
+    is known (a new device's first import) the defaults apply. The defaults hold
+    the real inputs several times over: the largest vendor patch seen is about
+    2 MB touching about 400 files, the C550 series 12 patches, vLLM 0.8.5's
+    sdist 7.3 MB (24 MB unpacked, 2694 members, none over 1 MB)."""
+
+    # One patch, as git reads it.
+    patch_bytes: int = _limit(16 * _MIB, 256 * _MIB)
+    patch_files: int = _limit(2000, 100_000)
+    patch_hunks: int = _limit(20_000, 1_000_000)
+    # `GIT binary patch` data, inflated: one hunk (a literal's size, a delta's
+    # size and the size of its result), all hunks of a patch, of a series.
+    binary_hunk_bytes: int = _limit(64 * _MIB, 1 * _GIB)
+    binary_patch_bytes: int = _limit(256 * _MIB, 2 * _GIB)
+    binary_series_bytes: int = _limit(1 * _GIB, 8 * _GIB)
+    # Patches one series lists.
+    series_patches: int = _limit(1000, 10_000)
+    # A released sdist, unpacked: all members, one member, how many members.
+    sdist_bytes: int = _limit(256 * _MIB, 4 * _GIB)
+    sdist_member_bytes: int = _limit(64 * _MIB, 1 * _GIB)
+    sdist_members: int = _limit(50_000, 1_000_000)
+    # What the package index sends: one page of its simple API, one download.
+    index_page_bytes: int = _limit(32 * _MIB, 512 * _MIB)
+    download_bytes: int = _limit(256 * _MIB, 4 * _GIB)
+
+    @staticmethod
+    def ceiling(key: str) -> int:
+        """The most `[limits]` may set `key` (a field name) to."""
+        return int(_LIMIT_FIELDS[key].metadata["ceiling"])
+
+
+_LIMIT_FIELDS = {f.name: f for f in fields(PatchLimits)}
+DEFAULT_LIMITS = PatchLimits()
+LIMITS_HINT = "A patch's limits are set under [limits] in device.toml."
+
+
+def limit_hint(key: str, what: str) -> str:
+    """The hint of an input refused by the limit `key` (a device.toml key):
+    `what` says what to do instead of raising it."""
+    return (
+        f"{what}, or raise {key} under [limits] in the device's {DEVICE_FILE} "
+        f"(at most {PatchLimits.ceiling(key.replace('-', '_'))}) if an input this large "
+        "is intended."
+    )
 
 
 @dataclass(frozen=True)
@@ -373,31 +428,14 @@ def _bounded_int(
 def read_store_file(path: Path, limit: int = _SMALL_FILE_LIMIT) -> bytes:
     """The bytes of a file of the store, which arrives by pull request: a regular
     file, not a symlink (it could point anywhere on the machine), not a FIFO (a
-    read would hang CI), and at most `limit` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError as error:
-        raise NotFoundError(f"{path} does not exist") from error
-    except OSError as error:
-        if path.is_symlink():
-            raise UnsafeInputError(
-                f"{path} is a symlink; the store holds plain files only",
-                hint="Replace the link by the file itself.",
-            ) from error
-        raise IntegrityError(f"{path} cannot be read: {error.strerror or error}") from error
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeInputError(f"{path} is not a regular file")
-        if info.st_size > limit:
-            raise IntegrityError(
-                f"{path} is {info.st_size} bytes, more than the limit of {limit}",
-                hint="A patch's limits are set under [limits] in device.toml.",
-            )
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise IntegrityError(f"{path} grew past the limit of {limit} bytes while read")
-    return data
+    read would hang CI), and at most `limit` bytes (fsutil.read_regular_file)."""
+    return read_regular_file(
+        path,
+        limit,
+        link_note="the store holds plain files only",
+        link_hint="Replace the link by the file itself.",
+        limit_hint=LIMITS_HINT,
+    )
 
 
 def _store_folder(path: Path) -> Path:
@@ -439,22 +477,7 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
     )
     for required in (build.env_script, *build.required_files):
         check_relative_path(f"{path}: path", required)
-    limits_table = _table(path, data, "limits")
-    _check_keys(path, limits_table, _LIMIT_KEYS, "limits.")
-    limits = PatchLimits(
-        **{
-            key.replace("-", "_"): _bounded_int(
-                path,
-                limits_table,
-                key,
-                "limits.",
-                getattr(PatchLimits(), key.replace("-", "_")),
-                1,
-                1 << 31,
-            )
-            for key in sorted(_LIMIT_KEYS)
-        }
-    )
+    limits = _parse_limits(path, _table(path, data, "limits"))
     return DeviceConfig(
         recipients=_parse_recipients(path, _table(path, data, "private")),
         name=check_name("device", name),
@@ -469,6 +492,24 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
             else None
         ),
     )
+
+
+def _parse_limits(path: Path, table: Mapping[str, Any]) -> PatchLimits:
+    """[limits]: each key a whole number from 1 to its ceiling."""
+    _check_keys(path, table, _LIMIT_KEYS, "limits.")
+    values = {}
+    for name, limit_field in _LIMIT_FIELDS.items():
+        key, ceiling = _key(name), PatchLimits.ceiling(name)
+        value = table.get(key, limit_field.default)
+        if isinstance(value, int) and not isinstance(value, bool) and value > ceiling:
+            raise IntegrityError(
+                f"{path}: limits.{key} = {value} is above its ceiling of {ceiling}",
+                hint="The ceilings bound what a store, which may come with a pull request, "
+                "can ask of the machine that reads it; no device.toml can raise them. "
+                "Split the input instead.",
+            )
+        values[name] = _bounded_int(path, table, key, "limits.", value, 1, ceiling)
+    return PatchLimits(**values)
 
 
 def _parse_recipients(path: Path, private: Mapping[str, Any]) -> tuple[NamedRecipient, ...]:
@@ -672,7 +713,10 @@ def write_base_files(base: BaseRef, header: Iterable[str]) -> None:
 # --------------------------------------------------------------------------- series
 
 
-def parse_series(base: BaseRef) -> PatchSeries:
+def parse_series(base: BaseRef, limits: PatchLimits | None = None) -> PatchSeries:
+    """The base folder's series. At most `limits.series_patches` patches (the
+    device's limits: read from its device.toml when not given), counted before
+    any patch file is looked at."""
     path = base.path / SERIES_FILE
     try:
         raw = read_store_file(path)
@@ -685,6 +729,8 @@ def parse_series(base: BaseRef) -> PatchSeries:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise IntegrityError(f"{path}: not UTF-8 text ({error})") from error
+    listed = sum(1 for line in text.splitlines() if line.strip()[:1] not in ("", "#"))
+    check_series_length(path, listed, limits or device_limits(base))
     header: list[str] = []
     entries: list[SeriesEntry] = []
     seen: dict[str, int] = {}
@@ -729,13 +775,42 @@ def render_series(header: Iterable[str], names: Iterable[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 
+def check_series_length(path: Path, count: int, limits: PatchLimits) -> None:
+    """Refuse a series of more than `series-patches` patches (exit 6)."""
+    if count > limits.series_patches:
+        raise IntegrityError(
+            f"{path}: {count} patches, more than the limit of {limits.series_patches}",
+            hint=limit_hint("series-patches", "Nothing was read. Squash related patches"),
+        )
+
+
+def device_limits(base: BaseRef) -> PatchLimits:
+    """The limits of the base's device (its device.toml beside the base folder);
+    the defaults where there is none yet."""
+    device_file = base.path.parent / DEVICE_FILE
+    if not (device_file.exists() or device_file.is_symlink()):
+        return DEFAULT_LIMITS
+    return parse_device(device_file, base.device).limits
+
+
 def series_digest(series: PatchSeries) -> str:
     """A hash over the patch names and bytes, in order: the series' identity."""
     digest = hashlib.sha256()
     for path in series.paths():
         digest.update(path.name.encode("utf-8") + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(sha256_of(path, follow_symlinks=False)))
     return digest.hexdigest()
+
+
+def holds_bytes(path: Path, data: bytes) -> bool:
+    """Whether the store file `path` (a plain file, never followed) holds exactly
+    `data`; it is read no further than that tells."""
+    with open_regular(
+        path,
+        link_note="the store holds plain files only",
+        link_hint="Replace the link by the file itself.",
+    ) as (handle, size):
+        return size == len(data) and handle.read(len(data) + 1) == data
 
 
 # --------------------------------------------------------------------------- private patches
@@ -968,17 +1043,18 @@ def plan_export(base: BaseRef, files: Iterable[tuple[str, bytes]]) -> ExportPlan
     series = parse_series(base)
     wanted = dict(files)
     series_bytes = render_series(series.header, list(wanted))
+    check_series_length(base.path / SERIES_FILE, len(wanted), device_limits(base))
     plan = ExportPlan(base=base, files=wanted, series=series_bytes)
     for name, data in wanted.items():
         path = base.path / name
-        if not path.exists():
+        if not (path.exists() or path.is_symlink()):
             plan.new.append(name)
-        elif path.read_bytes() != data:
+        elif not holds_bytes(path, data):
             plan.changed.append(name)
         else:
             plan.unchanged.append(name)
     plan.removed = [n for n in series.names if n not in wanted]
-    plan.series_changed = (base.path / SERIES_FILE).read_bytes() != series_bytes
+    plan.series_changed = not holds_bytes(base.path / SERIES_FILE, series_bytes)
     return plan
 
 
