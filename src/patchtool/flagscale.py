@@ -25,7 +25,8 @@ The tree is untrusted input. Everything it holds is parsed here, once, into froz
 dataclasses whose values are already safe: names are single path components, commits
 are full 40-digit ids, every path a patch names lies inside the backend's root. Files and
 folders are opened through their parent folder's descriptor without following symlinks,
-and read up to a size limit; YAML is read with `yaml.safe_load` only.
+and read up to a size limit (fsutil.read_regular_file); YAML is read with PyYAML's
+safe loader, anchors and aliases refused.
 
 Each backend's changes become one series, one patch per component (the first path
 component, or the first two under the backend's own package folder, e.g.
@@ -43,18 +44,19 @@ import email.parser
 import email.policy
 import email.utils
 import errno
+import functools
 import importlib
 import os
 import re
 import stat
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError, quoted
-from .fsutil import check_name, path_problem
+from .fsutil import check_name, path_problem, read_regular_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -347,28 +349,16 @@ class _Folder:
         return _Folder(fd, self.child(name))
 
     def read(self, name: str, limit: int) -> bytes:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(name, flags, dir_fd=self.fd)
-        except FileNotFoundError as error:
-            raise NotFoundError(f"{self.child(name)} does not exist") from error
-        except OSError as error:
-            raise self._refusal(name, error, "file") from error
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise UnsafeInputError(
-                    f"{self.child(name)} is not a regular file",
-                    hint="FlagScale's hardware folder holds plain files and folders only.",
-                )
-            if info.st_size > limit:
-                raise IntegrityError(
-                    f"{self.child(name)} is {info.st_size} bytes, more than the limit of {limit}"
-                )
-            data = handle.read(limit + 1)
-        if len(data) > limit:
-            raise IntegrityError(f"{self.child(name)} grew past the limit of {limit} bytes")
-        return data
+        return read_regular_file(
+            Path(name),
+            limit,
+            dir_fd=self.fd,
+            name=self.child(name),
+            link_note="patchtool reads plain files and folders only",
+            link_hint="A link in the hardware folder could point anywhere on this machine: "
+            "replace it by what it points to.",
+            kind_hint="FlagScale's hardware folder holds plain files and folders only.",
+        )
 
     def _refusal(self, name: str, error: OSError, wanted: str) -> Exception:
         try:
@@ -798,18 +788,61 @@ def _read_history(hardware: _Folder) -> _History:
 
 
 def _load_yaml(data: bytes, source: str) -> object:
-    # PyYAML ships without type information: use it through this one typed call.
+    """A YAML file of the tree, read with PyYAML's safe loader and without anchors
+    and aliases: an alias repeats a node without its bytes, so a file of a few
+    hundred bytes nests aliases into billions of values (FlagScale's files have
+    no use for them)."""
     yaml = importlib.import_module("yaml")
-    safe_load: Callable[[str], object] = yaml.safe_load
     yaml_error: type[Exception] = yaml.YAMLError
     text = _text_of(data, source, decrypted=False, diff=False).decode("utf-8")
     try:
-        return safe_load(text)
+        loader = _no_alias_loader()(text)
+        try:
+            loaded: object = loader.get_single_data()
+        finally:
+            loader.dispose()
+        return loaded
+    except _AliasRefused as refused:
+        raise IntegrityError(
+            f"{source}: line {refused.line}: {refused.what}; patchtool reads YAML without "
+            "anchors and aliases",
+            hint="Write the value out where it is used: an alias can make a small file "
+            "expand without bound.",
+        ) from None
     except yaml_error as error:
         detail = str(error).splitlines()
         raise IntegrityError(f"{source}: not valid YAML: {' '.join(detail[:2])}") from error
     except RecursionError as error:
         raise IntegrityError(f"{source}: YAML nested too deeply") from error
+    except ValueError as error:  # an integer of more digits than Python converts
+        raise IntegrityError(f"{source}: not valid YAML: {quoted(str(error), 80)}") from error
+
+
+class _AliasRefused(Exception):
+    def __init__(self, line: int, what: str) -> None:
+        super().__init__(what)
+        self.line = line
+        self.what = what
+
+
+@functools.cache
+def _no_alias_loader() -> Any:
+    """PyYAML's SafeLoader with a composer that refuses an alias (`*name`) or an
+    anchor (`&name`) where it meets one, before any node is built from it."""
+    yaml: Any = importlib.import_module("yaml")  # PyYAML ships without type information
+
+    class NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event: Any = self.peek_event()
+            if isinstance(event, yaml.AliasEvent):
+                name = quoted("*" + event.anchor, 40)
+                raise _AliasRefused(event.start_mark.line + 1, f"the alias {name}")
+            if getattr(event, "anchor", None) is not None:
+                name = quoted("&" + event.anchor, 40)
+                raise _AliasRefused(event.start_mark.line + 1, f"the anchor {name}")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def _mapping(value: object, source: str, key: str) -> dict[object, object]:
@@ -1679,15 +1712,14 @@ class _Key:
 def _load_private_key(path: Path) -> _Key:
     if path.is_dir():
         path = path / KEY_FILE
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(KEY_LIMIT + 1)
-    except FileNotFoundError as error:
-        raise NotFoundError(f"private key {path} does not exist") from error
-    except OSError as error:
-        raise UsageError(f"private key {path} cannot be read: {error.strerror or error}") from error
-    if len(data) > KEY_LIMIT:
-        raise UsageError(f"private key {path} is larger than {KEY_LIMIT} bytes: not a key")
+    # Named by the user (a link of theirs is followed), read as every named file is.
+    data = read_regular_file(
+        path,
+        KEY_LIMIT,
+        follow_symlinks=True,
+        name=f"private key {path}",
+        limit_hint="A PEM private key is a few KiB: name the key file itself.",
+    )
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
