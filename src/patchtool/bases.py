@@ -32,7 +32,15 @@ from .gitops import Git, run_plain
 from .index import IndexClient, redact, remove_partial_downloads
 from .report import Reporter
 from .sdist import import_message, import_sdist, local_sdists, obtain_sdist
-from .store import BaseRef, GitSource, GitUrl, PypiSource, Store
+from .store import (
+    DEFAULT_LIMITS,
+    BaseRef,
+    GitSource,
+    GitUrl,
+    PatchLimits,
+    PypiSource,
+    Store,
+)
 
 
 def ensure_base(
@@ -41,16 +49,18 @@ def ensure_base(
     reporter: Reporter,
     archive_paths: tuple[Path, ...] = (),
     verify: Verification = "recorded",
+    limits: PatchLimits = DEFAULT_LIMITS,
 ) -> Path:
     """Make sure the cache repository holds `base.commit`, intact; return that repository.
 
     `verify="recorded"` trusts an earlier verification of the same commit while
     the object files are unchanged; `verify="full"` hashes every object again.
+    `limits` (the device's) bound the download and the sdist's unpacking.
     """
     repository = cache.repository(base.project)
     with locked_cache_repository(cache, base.project) as git:
         if git.rev_parse(base.commit) is None:
-            _fill_base(base, cache, reporter, archive_paths, repository)
+            _fill_base(base, cache, reporter, archive_paths, repository, limits)
         if verify == "full" or not recorded_as_verified(repository, base.commit):
             reporter.step(f"verifying {base.label} ({base.commit[:12]}) in the cache")
             verify_and_record(repository, base.commit, reporter)
@@ -63,12 +73,13 @@ def _fill_base(
     reporter: Reporter,
     archive_paths: tuple[Path, ...],
     repository: Path,
+    limits: PatchLimits,
 ) -> None:
     """Import or fetch `base.commit` into the cache repository (the caller holds its lock)."""
     if isinstance(base.source, PypiSource):
-        archive = obtain_sdist(base, cache, reporter, archive_paths)
+        archive = obtain_sdist(base, cache, reporter, archive_paths, limits)
         reporter.step(f"importing {archive.name} into the cache")
-        commit = import_sdist(archive, repository, base.project, base.version, base.source)
+        commit = import_sdist(archive, repository, base.project, base.version, base.source, limits)
         if commit != base.commit:
             raise IntegrityError(
                 f"{base.path / 'base.toml'}: the sdist {base.source.filename} imports as "
@@ -172,9 +183,11 @@ def resolve_new_base(
     cache: BaseCache,
     reporter: Reporter,
     archive_paths: tuple[Path, ...] = (),
+    limits: PatchLimits = DEFAULT_LIMITS,
 ) -> BaseRef:
     """The new base with its exact commit, held in the cache repository; its folder
-    (`BaseRef.path`) is where it will live in the store, not yet created."""
+    (`BaseRef.path`) is where it will live in the store, not yet created. `limits`
+    are the device's (the defaults for a device that has none yet)."""
     base_id = check_name("base id", f"{spec.project}-{spec.version}")
     folder = store.root / device / base_id
     if spec.git_url is not None:
@@ -188,16 +201,20 @@ def resolve_new_base(
             GitSource(GitUrl(spec.git_url)),
             folder,
         )
-        ensure_base(base, cache, reporter, archive_paths)
+        ensure_base(base, cache, reporter, archive_paths, limits=limits)
         return base
-    source = _locate_sdist(spec, cache, reporter, archive_paths)
+    source = _locate_sdist(spec, cache, reporter, archive_paths, limits)
     provisional = BaseRef(device, base_id, spec.project, spec.version, "0" * 40, source, folder)
-    commit = _import_released(provisional, cache, reporter, archive_paths)
+    commit = _import_released(provisional, cache, reporter, archive_paths, limits)
     return BaseRef(device, base_id, spec.project, spec.version, commit, source, folder)
 
 
 def _locate_sdist(
-    spec: NewBaseSpec, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+    spec: NewBaseSpec,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...],
+    limits: PatchLimits,
 ) -> PypiSource:
     """The sdist's name and sha256: a local copy (air-gapped sites, pip's find-links)
     first, else the index's listed hash, else the hash of a download into the cache."""
@@ -205,7 +222,7 @@ def _locate_sdist(
     for candidate in local_sdists(filename, archive_paths):
         reporter.step(f"using local sdist {candidate}")
         return PypiSource(filename, sha256_of(candidate))
-    client = IndexClient(reporter=reporter)
+    client = IndexClient(reporter=reporter, limits=limits)
     found = client.locate(
         spec.project,
         filename,
@@ -223,7 +240,7 @@ def _locate_sdist(
         staging.mkdir(parents=True, exist_ok=True)
         # A killed run's half-written file; the lock rules out a live download.
         remove_partial_downloads(staging, filename)
-        sha = client.download(found.url, staging / filename, None)
+        sha = client.download(found.url, staging / filename, None, expected_size=found.size)
         target = cache.sdist_path(PypiSource(filename, sha))
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / filename, target)
@@ -231,7 +248,11 @@ def _locate_sdist(
 
 
 def _import_released(
-    base: BaseRef, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+    base: BaseRef,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...],
+    limits: PatchLimits,
 ) -> str:
     """Import the sdist into the cache (once: a warm cache finds the earlier import
     by its deterministic message) and return its commit."""
@@ -246,6 +267,6 @@ def _import_released(
         for index in range(0, len(fields) - 1, 2):
             if fields[index + 1].strip() == expected.strip():
                 return fields[index].strip()
-        archive = obtain_sdist(base, cache, reporter, archive_paths)
+        archive = obtain_sdist(base, cache, reporter, archive_paths, limits)
         reporter.step(f"importing {archive.name} into the cache")
-        return import_sdist(archive, repository, base.project, base.version, base.source)
+        return import_sdist(archive, repository, base.project, base.version, base.source, limits)

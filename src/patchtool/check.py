@@ -329,7 +329,7 @@ def _check_base(
     options: CheckOptions, base: BaseRef, config: DeviceConfig, reporter: Reporter
 ) -> list[CheckRecord]:
     device, base_id = base.device, base.base_id
-    source, repository = _check_source(options, base, reporter)
+    source, repository = _check_source(options, base, config, reporter)
     series_record, series, loaded = _check_series(options, base, config)
     records = [source, series_record]
     if series is None or loaded is None:
@@ -363,7 +363,7 @@ def _check_base(
 
 
 def _check_source(
-    options: CheckOptions, base: BaseRef, reporter: Reporter
+    options: CheckOptions, base: BaseRef, config: DeviceConfig, reporter: Reporter
 ) -> tuple[CheckRecord, Path | None]:
     """The `source` record, and the cache repository holding the base (None when
     it is not available, or skipped offline)."""
@@ -373,7 +373,9 @@ def _check_source(
         if options.offline:
             archives = local_source(base, options.cache, options.archive_paths)
         # The CI gate hashes the base again, whatever an earlier run recorded.
-        repository = ensure_base(base, options.cache, reporter, archives, verify="full")
+        repository = ensure_base(
+            base, options.cache, reporter, archives, verify="full", limits=config.limits
+        )
     except SourceNotLocal as why:
         skipped = CheckRecord(
             base.device, base.base_id, "source", False, (why.reason,), skipped=True
@@ -393,7 +395,7 @@ def _check_series(
     started = time.perf_counter()
     series = None
     try:
-        series = parse_series(base)
+        series = parse_series(base, config.limits)
         listed = set(series.names)
         unlisted = sorted(
             p.name

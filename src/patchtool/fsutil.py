@@ -210,13 +210,21 @@ def exchange_paths(source: Path, target: Path) -> None:
     os.rename(aside, source)
 
 
-def sha256_of(path: Path, *, follow_symlinks: bool = True, limit: int | None = None) -> str:
+def sha256_of(
+    path: Path,
+    *,
+    follow_symlinks: bool = True,
+    limit: int | None = None,
+    limit_hint: str | None = None,
+) -> str:
     """The file's sha256, read in 1 MiB blocks: a regular file (`open_regular`),
     at most `limit` bytes if one is given."""
     digest = hashlib.sha256()
     with open_regular(path, follow_symlinks=follow_symlinks) as (handle, size):
         if limit is not None and size > limit:
-            raise IntegrityError(f"{path} is {size} bytes, more than the limit of {limit}")
+            raise IntegrityError(
+                f"{path} is {size} bytes, more than the limit of {limit}", hint=limit_hint
+            )
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -341,7 +341,7 @@ def _start(
 ) -> RebaseState:
     _refuse_to_start(options, tree)
     spec = parse_onto(options.onto or "", old.project, options.version_label)
-    series = parse_series(old)
+    series = parse_series(old, device.limits)
     # Private patches are read (decrypted) before anything else happens.
     loaded = load_series(series, device.limits, options.keyring, device.recipients)
     folder = options.store.root / old.device / f"{spec.project}-{spec.version}"
@@ -355,15 +355,25 @@ def _start(
                 "folder and rebase again (docs/rebase.md, 'Adding patches below a carried base')."
             ),
         )
-    old_repository = ensure_base(old, options.cache, reporter, options.archive_paths)
+    old_repository = ensure_base(
+        old, options.cache, reporter, options.archive_paths, limits=device.limits
+    )
     new = resolve_new_base(
-        spec, options.store, old.device, options.cache, reporter, options.archive_paths
+        spec,
+        options.store,
+        old.device,
+        options.cache,
+        reporter,
+        options.archive_paths,
+        limits=device.limits,
     )
     if new.commit == old.commit:
         raise UsageError(f"{new.label} is the same commit as {old.base_id} ({old.commit[:12]})")
     if any(b.commit == new.commit for b in options.store.bases(old.device)):
         raise UsageError(f"device {quoted(old.device)} already has a base at {new.commit[:12]}")
-    new_repository = ensure_base(new, options.cache, reporter, options.archive_paths)
+    new_repository = ensure_base(
+        new, options.cache, reporter, options.archive_paths, limits=device.limits
+    )
     header = [line.replace(old.version, new.version) for line in series.header]
     # Written before the tree is touched: whatever happens next, --abort finds
     # what it needs to put the tree back (or to remove a tree this run made).

@@ -128,6 +128,12 @@ class PatchLimits:
     index_page_bytes: int = _limit(32 * _MIB, 512 * _MIB)
     download_bytes: int = _limit(256 * _MIB, 4 * _GIB)
 
+    @property
+    def tree_file_bytes(self) -> int:
+        """The largest file a tree made within these limits can hold (a patch's
+        text, a binary hunk's result, an sdist member)."""
+        return max(self.patch_bytes, self.binary_hunk_bytes, self.sdist_member_bytes)
+
     @staticmethod
     def ceiling(key: str) -> int:
         """The most `[limits]` may set `key` (a field name) to."""
@@ -780,7 +786,7 @@ def check_series_length(path: Path, count: int, limits: PatchLimits) -> None:
     if count > limits.series_patches:
         raise IntegrityError(
             f"{path}: {count} patches, more than the limit of {limits.series_patches}",
-            hint=limit_hint("series-patches", "Nothing was read. Squash related patches"),
+            hint=limit_hint("series-patches", "Squash related patches"),
         )
 
 
@@ -800,6 +806,21 @@ def series_digest(series: PatchSeries) -> str:
         digest.update(path.name.encode("utf-8") + b"\0")
         digest.update(bytes.fromhex(sha256_of(path, follow_symlinks=False)))
     return digest.hexdigest()
+
+
+def folder_file_bytes(folder: Path, limit: int, leave_out: Iterable[str] = ()) -> set[bytes]:
+    """The bytes of each plain file of a base folder (but `leave_out`), to compare
+    with patches: links, anything but a regular file and files larger than
+    `limit` are left out unread (none of them can be a patch of its series)."""
+    found: set[bytes] = set()
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if entry.name in leave_out or not entry.is_file() or entry.is_symlink():
+            continue
+        try:
+            found.add(read_store_file(entry, limit))
+        except (IntegrityError, NotFoundError, UnsafeInputError):
+            continue
+    return found
 
 
 def holds_bytes(path: Path, data: bytes) -> bool:

@@ -29,10 +29,18 @@ from pathlib import Path
 from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError, quoted
 from .fsutil import atomic_write, check_name, read_json_record
 from .gitops import Git
-from .privacy import Keyring, private_record
+from .privacy import Keyring, private_record, stored_limit
 from .rendering import RenderedPatch, known_plaintexts, private_pairs, render_patches
 from .report import Reporter
-from .store import SERIES_FILE, BaseRef, PatchSeries, Store, series_digest
+from .store import (
+    SERIES_FILE,
+    BaseRef,
+    PatchSeries,
+    Store,
+    device_limits,
+    folder_file_bytes,
+    series_digest,
+)
 
 METADATA_FILE = "patchtool.json"
 BASE_REF = "refs/patchtool/base-commit"
@@ -349,11 +357,8 @@ def unexported_commits(
     knows it)."""
     # Any file of the base folder counts: a damaged series must not make
     # exported work look unexported (or the reverse).
-    stored = {
-        f.read_bytes()
-        for f in (base.path.iterdir() if base.path.is_dir() else [])
-        if f.is_file() and f.name not in (SERIES_FILE, "base.toml")
-    }
+    limit = stored_limit(device_limits(base))
+    stored = folder_file_bytes(base.path, limit, leave_out=(SERIES_FILE, "base.toml"))
     try:
         recorded = read_record(git.cwd).private
     except (NotFoundError, IntegrityError):
