@@ -49,7 +49,8 @@ from .jobs import CacheJob
 from .locks import device_locks
 from .privacy import PRIVATE_TRAILER
 from .report import Reporter
-from .store import DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient
+from .safety import check_size
+from .store import DEFAULT_LIMITS, DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient
 from .tree import STAGE_PREFIX
 
 # Where each backend's history lives (FlagScale names the backends by these folders).
@@ -333,7 +334,11 @@ def _try_each_group(
     failures = []
     for number, group in enumerate(found.groups, 1):
         patch = scratch / f"group-{number:04d}.diff"
-        patch.write_bytes(group.diff())
+        diff = group.diff()
+        # Bounded before git reads it, as every patch is (the device may not exist
+        # yet: the defaults apply); the import itself checks each change again.
+        check_size(f"{found.source} ({group.component})", diff, DEFAULT_LIMITS)
+        patch.write_bytes(diff)
         if git.run("apply", "-p1", "--index", "--", str(patch), check=False).returncode != 0:
             failures.append((number, trial_apply(git, patch, 1)))
     return failures
