@@ -8,7 +8,11 @@ past the check. So the verdict comes from git:
 1. `check_size` bounds a patch before git reads it (privacy.load_series reads
    every patch of a series as a regular file, not a symlink or a FIFO, and a
    private one decrypted): within the device's limits on bytes, sections and
-   hunks (`[limits]` in device.toml). This is a resource limit, not a reading.
+   hunks, and on what its `GIT binary patch` hunks declare they inflate to
+   (`[limits]` in device.toml); a mail that git would decode before reading
+   (a transfer encoding, format=flowed, MIME parts) is refused, as what git
+   reads would not be what was measured. This is a resource limit, not a
+   reading: what the patch does is still for git to say.
 2. git applies the series (applying.py) with `core.protectHFS`/`core.protectNTFS`
    on (gitops pins both on every call), so git itself refuses `.git` in every
    spelling and any write beyond a symlink; `git_refusal` turns such a refusal
@@ -151,6 +155,9 @@ _HUNK_HEAD = re.compile(rb"(literal|delta) ([^\n]*)")
 _STRTOUL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]*)")
 _ULONG = 1 << 64
 _DELTA_HEADER = 32  # inflated bytes that hold both varints of a delta's header
+# The data lines read for a delta's header: far more than git ever needs; a delta
+# whose header is not in them is refused as unreadable.
+_DELTA_LINES = 4096
 
 
 @dataclass(frozen=True)
@@ -171,27 +178,36 @@ class BinaryHunk:
 def binary_hunks(data: bytes) -> Iterator[BinaryHunk]:
     """Every binary hunk git could read from `data`, with its declared sizes, read
     without inflating more than a delta's header (`result` is None for a delta
-    whose header cannot be read)."""
-    if b"GIT binary patch" not in data:
-        return
-    lines = data.split(b"\n")
-    number = 0
-    while number < len(lines):
-        number += 1
-        if lines[number - 1].rstrip(b"\r") != b"GIT binary patch":
-            continue
-        while number < len(lines) and (head := _HUNK_HEAD.match(lines[number])):
-            first = number
-            number += 1
-            while number < len(lines) and lines[number]:  # up to the empty line
-                number += 1
-            body = lines[first + 1 : number]
-            number += 1
+    whose header cannot be read). Each line is looked at once."""
+    counted, lines = 0, 1  # line numbers, counted once through the data
+    for start in _BINARY_START.finditer(data):
+        position = start.end() + 1
+        while position < len(data):
+            end = _line_end(data, position)
+            head = _HUNK_HEAD.match(data, position, end)
+            if head is None:
+                break
+            first = position
+            body: list[bytes] = []
+            position = end + 1
+            while position < len(data) and data[position : position + 1] != b"\n":
+                end = _line_end(data, position)
+                if len(body) < _DELTA_LINES:
+                    body.append(data[position:end])
+                position = end + 1
+            position += 1  # the empty line that ends the hunk
+            lines += data.count(b"\n", counted, first)
+            counted = first
             size = _strtoul(head[2])
             if head[1] == b"literal":
-                yield BinaryHunk(first + 1, "literal", size)
+                yield BinaryHunk(lines, "literal", size)
             else:
-                yield BinaryHunk(first + 1, "delta", size, _delta_result_size(body))
+                yield BinaryHunk(lines, "delta", size, _delta_result_size(body))
+
+
+def _line_end(data: bytes, position: int) -> int:
+    end = data.find(b"\n", position)
+    return len(data) if end < 0 else end
 
 
 def _strtoul(text: bytes) -> int:
@@ -262,13 +278,16 @@ def _check_mail_encoding(subject: str, data: bytes) -> None:
     reads the patch in it (a transfer encoding, format=flowed, MIME parts):
     then git would read another text than the one these limits measured. git
     reads headers at the start of every mail: the start of the data and, as
-    `git mailsplit` splits an mbox, every line that starts with "From "."""
+    `git mailsplit` splits an mbox, every line that starts with "From ". Each
+    line is looked at once, whatever the data holds."""
     starts = [len(data) - len(data.lstrip())]
     starts += [match.start() for match in _MAIL_START.finditer(data) if match.start()]
+    examined = 0  # the headers before this offset were read already
     for start in starts:
-        for line, header in _mail_headers(data, start):
-            name, _, value = header.partition(b":")
-            name, value = name.strip().lower(), value.lower()
+        if start < examined:
+            continue
+        headers, examined = _content_headers(data, start)
+        for position, name, value in headers:
             encoded = b"=?" in value  # git decodes RFC 2047 words before it looks
             if (
                 name == b"content-transfer-encoding"
@@ -277,38 +296,49 @@ def _check_mail_encoding(subject: str, data: bytes) -> None:
                 name == b"content-type"
                 and (encoded or b"format=flowed" in value or b"boundary=" in value)
             ):
+                line = data.count(b"\n", 0, position) + 1
+                shown = data[position:].split(b"\n", 1)[0].rstrip().decode("utf-8", "replace")
                 raise IntegrityError(
-                    f"{subject}: line {line}: the mail header "
-                    f"{quoted(header.decode('utf-8', 'replace'), 80)} makes git decode or "
-                    "reflow the patch before it reads it",
+                    f"{subject}: line {line}: the mail header {quoted(shown, 80)} makes git "
+                    "decode or reflow the patch before it reads it",
                     hint="Nothing was applied. Patches are bounded by the text git reads: "
                     "export the patch again with `patchtool patch` (git format-patch writes "
                     "it as it is).",
                 )
 
 
-def _mail_headers(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:
-    """(line number, unfolded header) for each header of the mail at `start`, as
-    `git mailinfo` reads them: up to the first line that is empty or no header."""
-    line = data.count(b"\n", 0, start) + 1
+_CONTENT_HEADERS = (b"content-type", b"content-transfer-encoding")
+
+
+def _content_headers(data: bytes, start: int) -> tuple[list[tuple[int, bytes, bytes]], int]:
+    """The Content-Type and Content-Transfer-Encoding headers of the mail at
+    `start` as `git mailinfo` reads its header block (up to the first line that
+    is empty or no header; folded lines joined): (offset, name in lower case,
+    value in lower case) each; and the offset where the block ends."""
+    found: list[tuple[int, bytes, bytes]] = []
+    parts: list[bytes] = []  # the header being read, when it is one of those
     position = start
-    current: tuple[int, bytes] | None = None
     while position < len(data):
         end = data.find(b"\n", position)
         end = len(data) if end < 0 else end
         text = data[position:end].rstrip()
-        if current is not None and data[position : position + 1] in (b" ", b"\t"):
-            current = (current[0], current[1] + b" " + text.strip())  # a folded line
+        if data[position : position + 1] in (b" ", b"\t") and position > start:
+            if parts:
+                parts.append(text.strip())  # a folded line
         else:
-            if current is not None:
-                yield current
-                current = None
+            if parts:
+                found[-1] = (found[-1][0], found[-1][1], b" ".join(parts).lower())
+                parts = []
             if not text or not _MAIL_HEADER.match(text):
-                return
-            current = (line, text)
-        position, line = end + 1, line + 1
-    if current is not None:
-        yield current
+                return found, position
+            name, _, value = text.partition(b":")
+            if name.strip().lower() in _CONTENT_HEADERS:
+                found.append((position, name.strip().lower(), b""))
+                parts = [value]
+        position = end + 1
+    if parts:
+        found[-1] = (found[-1][0], found[-1][1], b" ".join(parts).lower())
+    return found, position
 
 
 # --------------------------------------------------------------------------- git's refusals

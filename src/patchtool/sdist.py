@@ -8,7 +8,8 @@ anything reads it, then imported into the cache's bare repository as one
 deterministic commit (fixed author, committer, date and message, file modes
 kept), so that the same sdist gives the same commit id on every machine.
 Archives with absolute or climbing member names, links out of the tree, hard
-links or device files are refused.
+links or device files are refused, and so are archives past the device's limits
+(members, their declared sizes, the decompressed stream), before they unpack.
 """
 
 from __future__ import annotations
