@@ -320,7 +320,7 @@ def test_limits_from_device_toml_bound_hunks_and_files(upstream: SyntheticUpstre
     result = upstream.run("unpatch", "--force")
     assert result.code == 6
     assert error_lines(result) == [  # no hint: the message says what to write
-        f"error: {device}: key limits.'patch-hunks' must be a whole number from 1 to 2147483648, "
+        f"error: {device}: key limits.'patch-hunks' must be a whole number from 1 to 1000000, "
         "not 0",
     ]
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConflictError, IntegrityError, UnsafeInputError
+from .errors import ConflictError, IntegrityError, UnsafeInputError, quoted
 from .gitops import Git, GitResult, tool_identity
 from .privacy import LoadedSeries, SeriesPatch, verify_description
 from .report import Reporter
@@ -162,7 +162,7 @@ def _raise_failure(git: Git, loaded: LoadedSeries, start: str, am_stderr: str) -
     refusal = git_refusal(am_stderr + "\n" + check.stderr)
     if refusal is not None:
         path, why = refusal
-        raise UnsafeInputError(f"{where}: path {path!r} {why}", hint=UNSAFE_HINT)
+        raise UnsafeInputError(f"{where}: path {quoted(path)} {why}", hint=UNSAFE_HINT)
     if "Patch is empty" in am_stderr:
         raise IntegrityError(f"{where}: is an empty patch: it changes no file", hint=CORRUPT_HINT)
     if "Patch format detection failed" in am_stderr:

@@ -29,13 +29,21 @@ from .cache import (
     recorded_as_verified,
     verify_and_record,
 )
-from .errors import IntegrityError, NetworkError, NotFoundError, UsageError
+from .errors import IntegrityError, NetworkError, NotFoundError, UsageError, quoted
 from .fsutil import check_name, sha256_of
 from .gitops import Git, run_plain
 from .index import IndexClient, redact, remove_partial_downloads
 from .report import Reporter
 from .sdist import import_key, import_sdist, local_sdists, obtain_sdist
-from .store import BaseRef, GitSource, GitUrl, PypiSource, Store
+from .store import (
+    DEFAULT_LIMITS,
+    BaseRef,
+    GitSource,
+    GitUrl,
+    PatchLimits,
+    PypiSource,
+    Store,
+)
 
 
 def ensure_base(
@@ -44,6 +52,7 @@ def ensure_base(
     reporter: Reporter,
     archive_paths: tuple[Path, ...] = (),
     verify: Verification = "recorded",
+    limits: PatchLimits = DEFAULT_LIMITS,
 ) -> Path:
     """Make sure the cache holds `base.commit`, proven and intact, under a base ref;
     return the repository that holds it (`BaseCache.repository_for`).
@@ -57,6 +66,7 @@ def ensure_base(
 
     `verify="recorded"` trusts an earlier verification of the same commit while
     the object files are unchanged; `verify="full"` hashes every object again.
+    `limits` (the device's) bound the download and the sdist's unpacking.
     """
     repository = cache.repository_for(base)
     base_ref = base_ref_name(base.commit)
@@ -64,7 +74,9 @@ def ensure_base(
         if isinstance(base.source, PypiSource):
             key = import_key(base.project, base.version, base.source)
             refs = read_refs(git, key, base_ref)
-            commit = refs.get(key) or _import(base, cache, reporter, archive_paths, repository)
+            commit = refs.get(key) or _import(
+                base, cache, reporter, archive_paths, repository, limits
+            )
             if commit != base.commit:
                 raise IntegrityError(
                     f"{base.path / 'base.toml'}: the sdist {base.source.filename} imports as "
@@ -103,13 +115,16 @@ def _import(
     reporter: Reporter,
     archive_paths: tuple[Path, ...],
     repository: Path,
+    limits: PatchLimits,
 ) -> str:
     """Obtain the base's sdist (hash-checked) and import it into `repository`, which
     records its import key; return the commit (the caller holds the lock)."""
     assert isinstance(base.source, PypiSource)
-    archive = obtain_sdist(base, cache, reporter, archive_paths)
+    archive = obtain_sdist(base, cache, reporter, archive_paths, limits)
     reporter.step(f"importing {archive.name} into the cache")
-    return import_sdist(archive, repository, base.project, base.version, base.source)
+    return import_sdist(
+        archive, repository, base.project, base.version, base.source, limits
+    )
 
 
 # --------------------------------------------------------------------------- git bases
@@ -174,7 +189,7 @@ def parse_onto(text: str, project: str | None, version_label: str | None = None)
         url, _, commit = text[4:].rpartition("@")
         if not url or not re.fullmatch(r"[0-9a-f]{40}", commit):
             raise UsageError(
-                f"--onto {text!r}: a git source is git+<url-or-path>@<full 40-digit commit>",
+                f"--onto {quoted(text)}: a git source is git+<url-or-path>@<full 40-digit commit>",
                 hint="Give the full commit id, not a branch or a short id: the base must not move.",
             )
         version = version_label or commit[:12]
@@ -188,7 +203,8 @@ def parse_onto(text: str, project: str | None, version_label: str | None = None)
         name, version = project, text
     if name.strip() != project:
         raise UsageError(
-            f"--onto {text!r} names project {name.strip()!r}, but the base is {project!r}"
+            f"--onto {quoted(text)} names project {quoted(name.strip())}, "
+            f"but the base is {quoted(project)}"
         )
     version = version.strip()
     check_name("version", version)
@@ -202,9 +218,11 @@ def resolve_new_base(
     cache: BaseCache,
     reporter: Reporter,
     archive_paths: tuple[Path, ...] = (),
+    limits: PatchLimits = DEFAULT_LIMITS,
 ) -> BaseRef:
     """The new base with its exact commit, held in the cache repository; its folder
-    (`BaseRef.path`) is where it will live in the store, not yet created."""
+    (`BaseRef.path`) is where it will live in the store, not yet created. `limits`
+    are the device's (the defaults for a device that has none yet)."""
     base_id = check_name("base id", f"{spec.project}-{spec.version}")
     folder = store.root / device / base_id
     if spec.git_url is not None:
@@ -218,16 +236,20 @@ def resolve_new_base(
             GitSource(GitUrl(spec.git_url)),
             folder,
         )
-        ensure_base(base, cache, reporter, archive_paths)
+        ensure_base(base, cache, reporter, archive_paths, limits=limits)
         return base
-    source = _locate_sdist(spec, cache, reporter, archive_paths)
+    source = _locate_sdist(spec, cache, reporter, archive_paths, limits)
     provisional = BaseRef(device, base_id, spec.project, spec.version, "0" * 40, source, folder)
-    commit = _import_released(provisional, cache, reporter, archive_paths)
+    commit = _import_released(provisional, cache, reporter, archive_paths, limits)
     return BaseRef(device, base_id, spec.project, spec.version, commit, source, folder)
 
 
 def _locate_sdist(
-    spec: NewBaseSpec, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+    spec: NewBaseSpec,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...],
+    limits: PatchLimits,
 ) -> PypiSource:
     """The sdist's name and sha256: a local copy (air-gapped sites, pip's find-links)
     first, else the index's listed hash, else the hash of a download into the cache."""
@@ -235,7 +257,7 @@ def _locate_sdist(
     for candidate in local_sdists(filename, archive_paths):
         reporter.step(f"using local sdist {candidate}")
         return PypiSource(filename, sha256_of(candidate))
-    client = IndexClient(reporter=reporter)
+    client = IndexClient(reporter=reporter, limits=limits)
     found = client.locate(
         spec.project,
         filename,
@@ -254,7 +276,7 @@ def _locate_sdist(
         staging.mkdir(parents=True, exist_ok=True)
         # A killed run's half-written file; the lock rules out a live download.
         remove_partial_downloads(staging, filename)
-        sha = client.download(found.url, staging / filename, None)
+        sha = client.download(found.url, staging / filename, None, expected_size=found.size)
         target = cache.sdist_path(PypiSource(filename, sha))
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / filename, target)
@@ -262,7 +284,11 @@ def _locate_sdist(
 
 
 def _import_released(
-    base: BaseRef, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+    base: BaseRef,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...],
+    limits: PatchLimits,
 ) -> str:
     """The commit of the base's sdist: the one its import key names (a warm cache),
     else a fresh import of the hash-checked sdist."""
@@ -271,4 +297,4 @@ def _import_released(
     key = import_key(base.project, base.version, base.source)
     with locked_cache_repository(repository) as git:
         found = read_refs(git, key).get(key)
-        return found or _import(base, cache, reporter, archive_paths, repository)
+        return found or _import(base, cache, reporter, archive_paths, repository, limits)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import children
-from .errors import BuildError
+from .errors import BuildError, quoted
 from .gitops import Git
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ def check_build_requirements(
             requirement = Requirement(text)
         except InvalidRequirement as error:
             raise BuildError(
-                f"{source}: [build-system] requires holds {text!r}, which is not a "
+                f"{source}: [build-system] requires holds {quoted(text)}, which is not a "
                 f"requirement: {error}",
                 hint="Fix the entry in the series that changes pyproject.toml.",
             ) from None

@@ -67,7 +67,7 @@ from typing import Any
 
 from .bases import ensure_base, held_in_cache
 from .cache import BaseCache, base_ref_name
-from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError
+from .errors import ConflictError, ExitCode, NetworkError, PatchtoolError, quoted
 from .fsutil import sha256_of
 from .gitops import Git
 from .jobs import CacheJob
@@ -330,7 +330,7 @@ def _check_base(
     options: CheckOptions, base: BaseRef, config: DeviceConfig, reporter: Reporter
 ) -> list[CheckRecord]:
     device, base_id = base.device, base.base_id
-    source, repository = _check_source(options, base, reporter)
+    source, repository = _check_source(options, base, config, reporter)
     series_record, series, loaded = _check_series(options, base, config)
     records = [source, series_record]
     if series is None or loaded is None:
@@ -364,7 +364,7 @@ def _check_base(
 
 
 def _check_source(
-    options: CheckOptions, base: BaseRef, reporter: Reporter
+    options: CheckOptions, base: BaseRef, config: DeviceConfig, reporter: Reporter
 ) -> tuple[CheckRecord, Path | None]:
     """The `source` record, and the cache repository holding the base (None when
     it is not available, or skipped offline)."""
@@ -374,7 +374,9 @@ def _check_source(
         if options.offline:
             archives = local_source(base, options.cache, options.archive_paths)
         # The CI gate hashes the base again, whatever an earlier run recorded.
-        repository = ensure_base(base, options.cache, reporter, archives, verify="full")
+        repository = ensure_base(
+            base, options.cache, reporter, archives, verify="full", limits=config.limits
+        )
     except SourceNotLocal as why:
         skipped = CheckRecord(
             base.device, base.base_id, "source", False, (why.reason,), skipped=True
@@ -394,7 +396,7 @@ def _check_series(
     started = time.perf_counter()
     series = None
     try:
-        series = parse_series(base)
+        series = parse_series(base, config.limits)
         listed = set(series.names)
         unlisted = sorted(
             p.name
@@ -523,7 +525,7 @@ def _refuse_network(event: str, args: tuple[Any, ...]) -> None:
     if event in _NETWORK_EVENTS and _OFFLINE.get():
         target = args[1] if event == "socket.connect" else args[0]
         raise OfflineViolationError(
-            f"check --offline tried to open a network connection ({event} {target!r})",
+            f"check --offline tried to open a network connection ({event} {quoted(target)})",
             hint="This is a bug in patchtool; run again with --debug and report it.",
         )
 

@@ -20,7 +20,7 @@ import click
 import typer
 
 from . import __version__
-from .errors import ExitCode, PatchtoolError, UsageError
+from .errors import ExitCode, PatchtoolError, UsageError, quoted
 from .report import RichReporter
 
 if TYPE_CHECKING:
@@ -857,7 +857,9 @@ def _import_flagscale(
     for item in git_urls:
         name, separator, url = item.partition("=")
         if not separator or not name or not url:
-            raise UsageError(f"--git-url {item!r}: give BACKEND=URL, e.g. vllm=/srv/mirror/vllm")
+            raise UsageError(
+                f"--git-url {quoted(item)}: give BACKEND=URL, e.g. vllm=/srv/mirror/vllm"
+            )
         urls[name] = url
     store = _store()
     options = MigrateOptions(
@@ -903,7 +905,7 @@ def _recipients(items: tuple[str, ...]) -> tuple[NamedRecipient, ...]:
     for item in items:
         name, separator, key = item.partition("=")
         if not separator:
-            raise UsageError(f"--recipient {item!r}: give NAME=KEY, e.g. ci=age1...")
+            raise UsageError(f"--recipient {quoted(item)}: give NAME=KEY, e.g. ci=age1...")
         found.append(named_recipient(name, key, f"--recipient {name}"))
     return tuple(found)
 

@@ -7,6 +7,7 @@ are part of the public interface (the README lists them): never renumber.
 
 from __future__ import annotations
 
+import reprlib
 from enum import IntEnum
 
 
@@ -90,3 +91,49 @@ class GitError(PatchtoolError):
         self.git_args = args
         self.returncode = returncode
         self.stderr = stderr
+
+
+# --------------------------------------------------------------------------- quoting input
+
+QUOTED_LIMIT = 200  # characters of a value an error message quotes
+
+
+def quoted(value: object, limit: int = QUOTED_LIMIT) -> str:
+    """`value` as an error message quotes it: its repr, cut to about `limit`
+    characters with the length of what was left out. Every message that quotes
+    input goes through here, never through `repr` or `!r`: input decides how
+    long a repr is, and a YAML alias bomb's repr alone is gigabytes."""
+    if isinstance(value, str | bytes):
+        if len(value) <= limit:
+            return repr(value)
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{value[:limit]!r}… ({len(value) - limit} more {unit})"
+    text = _ShortRepr(limit).repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr (a few items of each container, a few levels deep),
+    with texts, bytes and integers bounded as well."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxarray = self.maxdeque = 6
+        self.maxdict = self.maxset = self.maxfrozenset = 6
+        self.maxstring = self.maxother = limit
+        self.limit = limit
+
+    # Only items of containers come here: each gets a few characters.
+    def repr_str(self, x: str, level: int) -> str:
+        return quoted(x, min(self.limit, 40))
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return quoted(x, min(self.limit, 40))
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # repr itself refuses integers of 4300 digits and more
+            return f"<an integer of {x.bit_length()} bits>"
+        return repr(x)

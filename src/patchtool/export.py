@@ -22,6 +22,7 @@ from .errors import (
     DirtyTreeError,
     StaleStoreError,
     UsageError,
+    quoted,
 )
 from .gitops import Git, user_identity
 from .jobs import DeviceJob
@@ -112,7 +113,7 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
                 hint="Set them with `git config --global user.name/user.email` (or GIT_AUTHOR_* "
                 "variables) and run again.",
             )
-        reporter.step(f"committing {len(dirty)} changed file(s) as {options.message!r}")
+        reporter.step(f"committing {len(dirty)} changed file(s) as {quoted(options.message)}")
         git.run("add", "--all")
         git.run("commit", "--quiet", "--no-verify", "-m", options.message, env=identity)
         committed = git.text("rev-parse", "HEAD")

@@ -25,7 +25,8 @@ The tree is untrusted input. Everything it holds is parsed here, once, into froz
 dataclasses whose values are already safe: names are single path components, commits
 are full 40-digit ids, every path a patch names lies inside the backend's root. Files and
 folders are opened through their parent folder's descriptor without following symlinks,
-and read up to a size limit; YAML is read with `yaml.safe_load` only.
+and read up to a size limit (fsutil.read_regular_file); YAML is read with PyYAML's
+safe loader, anchors and aliases refused.
 
 Each backend's changes become one series, one patch per component (the first path
 component, or the first two under the backend's own package folder, e.g.
@@ -43,18 +44,19 @@ import email.parser
 import email.policy
 import email.utils
 import errno
+import functools
 import importlib
 import os
 import re
 import stat
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError
-from .fsutil import check_name, path_problem
+from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError, quoted
+from .fsutil import check_name, path_problem, read_regular_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -245,7 +247,8 @@ def read_flagscale(
         if backend is not None and not matched_backend:
             available = sorted({b for name in devices for b in _backends_of(hardware, name)})
             raise NotFoundError(
-                f"no backend {backend!r} under {', '.join(f'{HARDWARE}/{d}' for d in devices)}",
+                f"no backend {quoted(backend)} under "
+                f"{', '.join(f'{HARDWARE}/{d}' for d in devices)}",
                 hint=f"Backends there: {', '.join(available) or 'none'}."
                 + _did_you_mean(backend, available),
             )
@@ -346,28 +349,16 @@ class _Folder:
         return _Folder(fd, self.child(name))
 
     def read(self, name: str, limit: int) -> bytes:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(name, flags, dir_fd=self.fd)
-        except FileNotFoundError as error:
-            raise NotFoundError(f"{self.child(name)} does not exist") from error
-        except OSError as error:
-            raise self._refusal(name, error, "file") from error
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise UnsafeInputError(
-                    f"{self.child(name)} is not a regular file",
-                    hint="FlagScale's hardware folder holds plain files and folders only.",
-                )
-            if info.st_size > limit:
-                raise IntegrityError(
-                    f"{self.child(name)} is {info.st_size} bytes, more than the limit of {limit}"
-                )
-            data = handle.read(limit + 1)
-        if len(data) > limit:
-            raise IntegrityError(f"{self.child(name)} grew past the limit of {limit} bytes")
-        return data
+        return read_regular_file(
+            Path(name),
+            limit,
+            dir_fd=self.fd,
+            name=self.child(name),
+            link_note="patchtool reads plain files and folders only",
+            link_hint="A link in the hardware folder could point anywhere on this machine: "
+            "replace it by what it points to.",
+            kind_hint="FlagScale's hardware folder holds plain files and folders only.",
+        )
 
     def _refusal(self, name: str, error: OSError, wanted: str) -> Exception:
         try:
@@ -434,7 +425,7 @@ def _select_devices(hardware: _Folder, wanted: str | None) -> list[str]:
         ]
     if len(exact) != 1:
         raise NotFoundError(
-            f"no device {wanted!r} in {hardware.shown}/",
+            f"no device {quoted(wanted)} in {hardware.shown}/",
             hint=f"Devices there: {', '.join(devices) or 'none'}." + _did_you_mean(wanted, devices),
         )
     return [check_name("FlagScale device folder", exact[0])]
@@ -651,13 +642,13 @@ def _release_version(value: str | None, backend: str, source: str, notes: list[s
         normalized = str(Version(value))
     except InvalidVersion:
         notes.append(
-            f"{backend} version {value!r} in {DIFF_YAML} is not a release (a branch?); "
+            f"{backend} version {quoted(value)} in {DIFF_YAML} is not a release (a branch?); "
             "the base must be a commit"
         )
         return None
     check_name(f"{source}: {backend} version", normalized)
     if normalized != value:
-        notes.append(f"{backend} version {value!r} in {DIFF_YAML} is read as {normalized}")
+        notes.append(f"{backend} version {quoted(value)} in {DIFF_YAML} is read as {normalized}")
     return normalized
 
 
@@ -667,7 +658,7 @@ def _author_from_contact(contact: str | None, notes: list[str]) -> str:
             f"author from {DIFF_YAML}'s contact, an address only: the name is its local part"
         )
         return f"{contact.split('@', 1)[0]} <{contact}>"
-    why = "names no contact" if contact is None else f"contact {contact!r} is not an address"
+    why = "names no contact" if contact is None else f"contact {quoted(contact)} is not an address"
     notes.append(f"{DIFF_YAML} {why}: the author is the placeholder {PLACEHOLDER_AUTHOR}")
     return PLACEHOLDER_AUTHOR
 
@@ -680,7 +671,7 @@ def _parse_diff_yaml(data: bytes, source: str) -> _DiffInfo:
     for name in table:
         if name not in _DIFF_KEYS:
             raise IntegrityError(
-                f"{source}: unknown key {name!r}" + _did_you_mean(name, list(_DIFF_KEYS)),
+                f"{source}: unknown key {quoted(name)}" + _did_you_mean(name, list(_DIFF_KEYS)),
                 hint=f"{DIFF_YAML} holds {', '.join(_DIFF_KEYS)}.",
             )
     commit = table.get("commit")
@@ -797,18 +788,61 @@ def _read_history(hardware: _Folder) -> _History:
 
 
 def _load_yaml(data: bytes, source: str) -> object:
-    # PyYAML ships without type information: use it through this one typed call.
+    """A YAML file of the tree, read with PyYAML's safe loader and without anchors
+    and aliases: an alias repeats a node without its bytes, so a file of a few
+    hundred bytes nests aliases into billions of values (FlagScale's files have
+    no use for them)."""
     yaml = importlib.import_module("yaml")
-    safe_load: Callable[[str], object] = yaml.safe_load
     yaml_error: type[Exception] = yaml.YAMLError
     text = _text_of(data, source, decrypted=False, diff=False).decode("utf-8")
     try:
-        return safe_load(text)
+        loader = _no_alias_loader()(text)
+        try:
+            loaded: object = loader.get_single_data()
+        finally:
+            loader.dispose()
+        return loaded
+    except _AliasRefused as refused:
+        raise IntegrityError(
+            f"{source}: line {refused.line}: {refused.what}; patchtool reads YAML without "
+            "anchors and aliases",
+            hint="Write the value out where it is used: an alias can make a small file "
+            "expand without bound.",
+        ) from None
     except yaml_error as error:
         detail = str(error).splitlines()
         raise IntegrityError(f"{source}: not valid YAML: {' '.join(detail[:2])}") from error
     except RecursionError as error:
         raise IntegrityError(f"{source}: YAML nested too deeply") from error
+    except ValueError as error:  # an integer of more digits than Python converts
+        raise IntegrityError(f"{source}: not valid YAML: {quoted(str(error), 80)}") from error
+
+
+class _AliasRefused(Exception):
+    def __init__(self, line: int, what: str) -> None:
+        super().__init__(what)
+        self.line = line
+        self.what = what
+
+
+@functools.cache
+def _no_alias_loader() -> Any:
+    """PyYAML's SafeLoader with a composer that refuses an alias (`*name`) or an
+    anchor (`&name`) where it meets one, before any node is built from it."""
+    yaml: Any = importlib.import_module("yaml")  # PyYAML ships without type information
+
+    class NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event: Any = self.peek_event()
+            if isinstance(event, yaml.AliasEvent):
+                name = quoted("*" + event.anchor, 40)
+                raise _AliasRefused(event.start_mark.line + 1, f"the alias {name}")
+            if getattr(event, "anchor", None) is not None:
+                name = quoted("&" + event.anchor, 40)
+                raise _AliasRefused(event.start_mark.line + 1, f"the anchor {name}")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def _mapping(value: object, source: str, key: str) -> dict[object, object]:
@@ -823,7 +857,7 @@ def _string_keys(value: dict[object, object], source: str, key: str) -> dict[str
     for name in value:
         if not isinstance(name, str):
             raise IntegrityError(
-                f"{source}: {key or 'the file'} has a key {name!r} that is not text"
+                f"{source}: {key or 'the file'} has a key {quoted(name)} that is not text"
             )
     return {str(name): item for name, item in value.items()}
 
@@ -840,7 +874,7 @@ def _string(value: object, source: str, key: str) -> str:
     if not isinstance(value, str):
         kind = "a number" if isinstance(value, (int, float)) else type(value).__name__
         raise IntegrityError(
-            f"{source}: {key} is {kind} ({value!r}), not text",
+            f"{source}: {key} is {kind} ({quoted(value)}), not text",
             hint="Quote the value in the YAML file (a version such as 0.10 reads as a number).",
         )
     return value
@@ -859,7 +893,7 @@ def _line(value: str, source: str, key: str) -> str:
     if problem is None and len(value) > TEXT_LIMIT:
         problem = f"is longer than {TEXT_LIMIT} characters"
     if problem is not None:
-        raise IntegrityError(f"{source}: {key} {value[:40]!r} {problem}")
+        raise IntegrityError(f"{source}: {key} {quoted(value, 40)} {problem}")
     return value
 
 
@@ -874,7 +908,7 @@ def _text_problem(value: str) -> str | None:
 def _full_commit(value: object, source: str, key: str) -> str:
     if not isinstance(value, str) or not _FULL_COMMIT.match(value):
         raise IntegrityError(
-            f"{source}: {key} {value!r} is not a full 40-digit commit id",
+            f"{source}: {key} {quoted(value)} is not a full 40-digit commit id",
             hint="FlagScale records full commit ids; a short one is ambiguous.",
         )
     return value.lower()
@@ -882,7 +916,7 @@ def _full_commit(value: object, source: str, key: str) -> str:
 
 def _did_you_mean(value: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(value, choices, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    return f" Did you mean {quoted(close[0])}?" if close else ""
 
 
 # --------------------------------------------------------------------------- per-file patches
@@ -910,7 +944,8 @@ def _per_file(folder: _Folder, key: _Key | None, skipped: list[str]) -> list[Fil
         section = sections[0]
         if expected not in (section.new, section.old):
             raise IntegrityError(
-                f"{source}: its diff is for {section.path!r}, not {expected!r} as its place says",
+                f"{source}: its diff is for {quoted(section.path)}, not {quoted(expected)} "
+                "as its place says",
                 hint="A per-file patch lies at <path>.patch for the file it changes.",
             )
         files.append(FilePatch(section.path, section.text, source))
@@ -956,7 +991,7 @@ def _name_text(name: str, shown: str) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise IntegrityError(f"{shown!r}: a file name that is not UTF-8") from error
+        raise IntegrityError(f"{quoted(shown)}: a file name that is not UTF-8") from error
 
 
 def _refuse_duplicates(files: list[FilePatch]) -> None:
@@ -1032,7 +1067,7 @@ def _read_legacy(
     notes.append("legacy patches name no vLLM version or commit: choose the base with --commit-id")
     origin = f"the legacy squashed patch {folder.shown}/{read or plain}"
     if subject:
-        origin += f" (FlagScale base {commit_folder}, message {subject!r})"
+        origin += f" (FlagScale base {commit_folder}, message {quoted(subject)})"
     return _build_set(
         flagscale_device=flagscale_device,
         backend=LEGACY_BACKEND,
@@ -1318,7 +1353,7 @@ def _parse_header(header: list[bytes], source: str, line_number: int) -> _Names:
             if line.startswith(prefix):
                 key = _SYNONYMS.get(prefix, prefix)
                 if key in fields and key in _NAME_FIELDS:
-                    raise IntegrityError(f"{where}: two {key.decode().strip()!r} lines")
+                    raise IntegrityError(f"{where}: two {quoted(key.decode().strip())} lines")
                 fields[key] = line[len(prefix) :].rstrip(b"\n")
                 break
     created = b"new file mode " in fields
@@ -1346,9 +1381,13 @@ def _parse_header(header: list[bytes], source: str, line_number: int) -> _Names:
         (_unquote(moved_to, where) if moved_to else None, new),
     ):
         if name is not None and name != agrees:
-            raise IntegrityError(f"{where}: the header names {agrees!r} here and {name!r} there")
+            raise IntegrityError(
+                f"{where}: the header names {quoted(agrees)} here and {quoted(name)} there"
+            )
     if old != new and moved_from is None:
-        raise IntegrityError(f"{where}: names two files ({old!r}, {new!r}) without a rename")
+        raise IntegrityError(
+            f"{where}: names two files ({quoted(old)}, {quoted(new)}) without a rename"
+        )
     if (created and fields.get(b"--- ", b"/dev/null") != b"/dev/null") or (
         deleted and fields.get(b"+++ ", b"/dev/null") != b"/dev/null"
     ):
@@ -1374,7 +1413,7 @@ def _side_name(value: bytes | None, prefix: str, where: str) -> str | None:
 def _strip_prefix(name: str, prefix: str, where: str) -> str:
     if not name.startswith(prefix):
         raise IntegrityError(
-            f"{where}: the name {name!r} lacks git's {prefix} prefix",
+            f"{where}: the name {quoted(name)} lacks git's {prefix} prefix",
             hint="FlagScale's patches are `git diff` output, read with -p1.",
         )
     return name[len(prefix) :]
@@ -1423,7 +1462,7 @@ def _unquote(raw: bytes, where: str) -> str:
     """A name as git wrote it (C-quoted when it holds special bytes), as text."""
     if raw.startswith(b'"'):
         if len(raw) < 2 or not raw.endswith(b'"') or _quoted_end(raw) != len(raw):
-            raise IntegrityError(f"{where}: a badly quoted name {raw!r}")
+            raise IntegrityError(f"{where}: a badly quoted name {quoted(raw)}")
         out = bytearray()
         index = 1
         while index < len(raw) - 1:
@@ -1440,12 +1479,12 @@ def _unquote(raw: bytes, where: str) -> str:
                 out.append(int(raw[index + 1 : index + 4], 8))
                 index += 4
             else:
-                raise IntegrityError(f"{where}: a badly quoted name {raw!r}")
+                raise IntegrityError(f"{where}: a badly quoted name {quoted(raw)}")
         raw = bytes(out)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise IntegrityError(f"{where}: the name {raw!r} is not UTF-8") from error
+        raise IntegrityError(f"{where}: the name {quoted(raw)} is not UTF-8") from error
 
 
 def _quote(name: str) -> bytes:
@@ -1469,7 +1508,7 @@ def _safe_path(name: str, where: str) -> str:
     problem = path_problem(name) or _text_problem(name)
     if problem is not None:
         raise UnsafeInputError(
-            f"{where}: the path {name!r} {problem}",
+            f"{where}: the path {quoted(name)} {problem}",
             hint="A patch may only change files inside the backend's tree.",
         )
     return name
@@ -1673,15 +1712,14 @@ class _Key:
 def _load_private_key(path: Path) -> _Key:
     if path.is_dir():
         path = path / KEY_FILE
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(KEY_LIMIT + 1)
-    except FileNotFoundError as error:
-        raise NotFoundError(f"private key {path} does not exist") from error
-    except OSError as error:
-        raise UsageError(f"private key {path} cannot be read: {error.strerror or error}") from error
-    if len(data) > KEY_LIMIT:
-        raise UsageError(f"private key {path} is larger than {KEY_LIMIT} bytes: not a key")
+    # Named by the user (a link of theirs is followed), read as every named file is.
+    data = read_regular_file(
+        path,
+        KEY_LIMIT,
+        follow_symlinks=True,
+        name=f"private key {path}",
+        limit_hint="A PEM private key is a few KiB: name the key file itself.",
+    )
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key

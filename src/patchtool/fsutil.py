@@ -1,5 +1,6 @@
 """Small file-system helpers: atomic writes, the atomic folder exchange, JSON
-records, and name and path checks.
+records, name and path checks, and the one bounded reader of files that input
+names (`read_regular_file`, `open_regular`).
 
 Every file patchtool writes is written whole or not at all: a single file with
 `atomic_write` (a temporary file renamed over it), a folder's new state with
@@ -17,12 +18,13 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
-from .errors import IntegrityError, UnsafeInputError, UsageError
+from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError, quoted
 
 # Device names and base ids become folder names: keep them to a portable set.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
@@ -31,7 +33,7 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 def check_name(kind: str, value: str) -> str:
     if not _NAME_PATTERN.match(value) or value in (".", "..") or ".." in value:
         raise UnsafeInputError(
-            f"{kind} {value!r} is not a valid name",
+            f"{kind} {quoted(value)} is not a valid name",
             hint=f"A {kind} is 1-100 characters of letters, digits, '.', '_', '+' and '-', "
             "starting with a letter or digit, and never contains '..'.",
         )
@@ -86,7 +88,7 @@ def check_relative_path(where: str, path: str) -> str:
     problem = path_problem(path)
     if problem is not None:
         raise UnsafeInputError(
-            f"{where} {path!r} {problem}", hint="Name a file inside the tree, relative to it."
+            f"{where} {quoted(path)} {problem}", hint="Name a file inside the tree, relative to it."
         )
     return path
 
@@ -208,10 +210,115 @@ def exchange_paths(source: Path, target: Path) -> None:
     os.rename(aside, source)
 
 
-def sha256_of(path: Path) -> str:
-    """The file's sha256, read in 1 MiB blocks."""
+def sha256_of(
+    path: Path,
+    *,
+    follow_symlinks: bool = True,
+    limit: int | None = None,
+    limit_hint: str | None = None,
+) -> str:
+    """The file's sha256, read in 1 MiB blocks: a regular file (`open_regular`),
+    at most `limit` bytes if one is given."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_regular(path, follow_symlinks=follow_symlinks) as (handle, size):
+        if limit is not None and size > limit:
+            raise IntegrityError(
+                f"{path} is {size} bytes, more than the limit of {limit}", hint=limit_hint
+            )
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- bounded reading
+
+
+@contextlib.contextmanager
+def open_regular(
+    path: Path,
+    *,
+    follow_symlinks: bool = False,
+    dir_fd: int | None = None,
+    name: str | None = None,
+    link_note: str = "",
+    link_hint: str | None = None,
+    kind_hint: str | None = None,
+) -> Iterator[tuple[BinaryIO, int]]:
+    """A file that input names, opened for reading, with its size: a regular
+    file, or refused before a byte is read. The open never blocks (O_NONBLOCK:
+    a FIFO opens at once and is then refused, as are devices such as /dev/zero
+    and sockets), and, unless `follow_symlinks`, a symlink is refused rather
+    than followed (O_NOFOLLOW: it could point anywhere on the machine). Files
+    the user names on the command line or in settings may be links
+    (`follow_symlinks`); files a store, a patch or a tree names may not.
+
+    `path` is taken relative to `dir_fd` when one is given. `name` is how
+    messages call the file (default: the path); `link_note` says after "is a
+    symlink; " why links are refused here. NotFoundError (exit 3) for a missing
+    file, UnsafeInputError (exit 10) for a link or not a regular file,
+    IntegrityError (exit 6) for one that cannot be read."""
+    shown = name if name is not None else str(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except FileNotFoundError as error:
+        raise NotFoundError(f"{shown} does not exist") from error
+    except OSError as error:
+        try:
+            info: os.stat_result | None = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            info = None
+        if info is not None and stat.S_ISLNK(info.st_mode) and not follow_symlinks:
+            note = f"; {link_note}" if link_note else ""
+            raise UnsafeInputError(f"{shown} is a symlink{note}", hint=link_hint) from error
+        if info is not None and not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
+            raise UnsafeInputError(f"{shown} is not a regular file", hint=kind_hint) from error
+        raise IntegrityError(f"{shown} cannot be read: {error.strerror or error}") from error
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeInputError(f"{shown} is not a regular file", hint=kind_hint)
+        yield handle, info.st_size
+
+
+def read_regular_file(
+    path: Path,
+    limit: int,
+    *,
+    follow_symlinks: bool = False,
+    dir_fd: int | None = None,
+    name: str | None = None,
+    link_note: str = "",
+    link_hint: str | None = None,
+    kind_hint: str | None = None,
+    limit_hint: str | None = None,
+) -> bytes:
+    """The bytes of a file that input names, at most `limit` of them: opened as
+    `open_regular` opens it, refused by its size before it is read (exit 6, with
+    `limit_hint`), and never read past `limit` (a file that grows while it is
+    read is refused too). The one way patchtool reads such a file."""
+    shown = name if name is not None else str(path)
+    with open_regular(
+        path,
+        follow_symlinks=follow_symlinks,
+        dir_fd=dir_fd,
+        name=name,
+        link_note=link_note,
+        link_hint=link_hint,
+        kind_hint=kind_hint,
+    ) as (handle, size):
+        if size > limit:
+            raise IntegrityError(
+                f"{shown} is {size} bytes, more than the limit of {limit}", hint=limit_hint
+            )
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise IntegrityError(f"{shown} cannot be read: {error.strerror or error}") from error
+    if len(data) > limit:
+        raise IntegrityError(
+            f"{shown} grew past the limit of {limit} bytes while read", hint=limit_hint
+        )
+    return data

@@ -44,20 +44,24 @@ from .errors import (
     PatchtoolError,
     UnsafeInputError,
     UsageError,
+    quoted,
 )
 from .fsutil import check_name
 from .gitops import TOOL_COMMITTER, Git, user_identity
 from .inputs import AUTHOR, Change, read_changes
 from .jobs import CachedDeviceJob
 from .lint import lint_rendered, warn_lint
+from .privacy import stored_limit
 from .rendering import known_plaintexts, render_patches, seal_patches, stored_files
 from .report import Reporter
 from .store import (
+    DEFAULT_LIMITS,
     DEVICE_FILE,
     BaseOrigin,
     BaseRef,
     NamedRecipient,
     PatchLimits,
+    folder_file_bytes,
     parse_series,
     plan_export,
     render_device,
@@ -160,7 +164,12 @@ def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimit
 
 def import_changes(options: ImportOptions, reporter: Reporter) -> ImportResult:
     """Import every change, or none (the caller holds the device lock)."""
-    changes = read_changes(options.inputs, options.strip, options.series_file)
+    # The device's limits bound what is read; a device this run creates has the defaults.
+    device_file = options.store.root / check_name("device", options.device) / DEVICE_FILE
+    limits = options.store.device(options.device).limits if device_file.is_file() else None
+    changes = read_changes(
+        options.inputs, options.strip, options.series_file, limits or DEFAULT_LIMITS
+    )
     created: list[Path] = []
     try:
         base = _device_and_base(options, created, reporter)
@@ -198,7 +207,7 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
             render_device(options.display_name, options.vendor, options.recipients),
         )
         reporter.step(f"created device {options.device}")
-    store.device(options.device)
+    limits = store.device(options.device).limits
     if options.onto is None:
         return store.resolve_base(options.device, options.commit_id)
     from .bases import parse_onto, resolve_new_base
@@ -207,7 +216,7 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
     project = bases[-1].project if bases else None
     spec = parse_onto(options.onto, project, options.version_label)
     new = resolve_new_base(
-        spec, store, options.device, options.cache, reporter, options.archive_paths
+        spec, store, options.device, options.cache, reporter, options.archive_paths, limits=limits
     )
     if new.path.exists():
         raise UsageError(
@@ -278,7 +287,7 @@ def _identity(change: Change, options: ImportOptions, tree: Path) -> dict[str, s
     if author is None and options.author is not None:
         match = AUTHOR.match(options.author)
         if not match:
-            raise UsageError(f"--author {options.author!r} is not 'Name <email>'")
+            raise UsageError(f"--author {quoted(options.author)} is not 'Name <email>'")
         author = (match["name"], match["email"])
     if author is None:
         mine = user_identity(tree)
@@ -372,7 +381,7 @@ def _import_into(
             device = options.store.device(options.device)
             known = known_plaintexts(base, read_record(tree).private, options.keyring)
             patches = seal_patches(git, render_patches(git, base.commit), base, device, known)
-            stored = {p.read_bytes() for p in base.path.iterdir() if p.is_file()}
+            stored = folder_file_bytes(base.path, stored_limit(device.limits))
             fresh = [p for p in patches if p.file_data not in stored]
             by_commit = {p.commit: p.name for p in patches}
             done.three_way = [
@@ -524,7 +533,7 @@ def _refuse_unsafe(change: Change, stderr: str) -> None:
     refusal = git_refusal(stderr)
     if refusal is not None:
         raise UnsafeInputError(
-            f"{change.origin}: path {refusal[0]!r} {refusal[1]}", hint="Nothing was imported."
+            f"{change.origin}: path {quoted(refusal[0])} {refusal[1]}", hint="Nothing was imported."
         )
 
 

@@ -48,9 +48,10 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from . import __version__, children
-from .errors import IntegrityError, NetworkError, NotFoundError, UsageError
-from .fsutil import new_file_mode
+from .errors import IntegrityError, NetworkError, NotFoundError, UsageError, quoted
+from .fsutil import new_file_mode, open_regular, read_regular_file
 from .report import NullReporter, Reporter
+from .store import DEFAULT_LIMITS, PatchLimits, limit_hint
 
 DEFAULT_TIMEOUT = 60.0  # seconds, when pip's settings name none
 MASK = "****"
@@ -193,7 +194,7 @@ def _boolean(key: str, value: str) -> bool:
     if value.strip().lower() in _FALSE:
         return False
     raise UsageError(
-        f"pip's setting {key}={value!r} is not a yes/no value",
+        f"pip's setting {key}={quoted(value)} is not a yes/no value",
         hint="Fix it with `pip config set` or in the PIP_* environment; "
         "`pip config list` shows where it is set.",
     )
@@ -206,7 +207,7 @@ def _seconds(key: str, value: str) -> float:
         seconds = -1.0
     if seconds <= 0:
         raise UsageError(
-            f"pip's setting {key}={value!r} is not a number of seconds",
+            f"pip's setting {key}={quoted(value)} is not a number of seconds",
             hint="Fix it with `pip config set` or in the PIP_* environment; "
             "`pip config list` shows where it is set.",
         )
@@ -287,7 +288,7 @@ class _Credential:
 
     def describe(self) -> str:
         if self.password or self.source != "pip's settings":
-            return f"the credentials of user {self.username!r} from {self.source}"
+            return f"the credentials of user {quoted(self.username)} from {self.source}"
         return f"the token from {self.source}"  # a token given alone is a secret itself
 
     def secrets(self) -> tuple[str, ...]:
@@ -360,11 +361,18 @@ def _listed_sha256(value: object) -> str | None:
     return None
 
 
+def _listed_size(value: object) -> int | None:
+    """A listed size (PEP 700's `size`), if it is one."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
 def _files_on_page(
     body: bytes, content_type: str, base_url: str
-) -> Iterator[tuple[str, str, str | None]]:
-    """(file name, URL, listed sha256) for each file a PEP 691 or PEP 503 page lists.
-    Raises ValueError for a JSON page that is not valid."""
+) -> Iterator[tuple[str, str, str | None, int | None]]:
+    """(file name, URL, listed sha256, listed size) for each file a PEP 691 or PEP
+    503 page lists. Raises ValueError for a JSON page that is not valid."""
     if "json" in content_type:
         data = json.loads(body)
         files = data.get("files") if isinstance(data, dict) else None
@@ -375,7 +383,8 @@ def _files_on_page(
                 hashes = entry.get("hashes")
                 listed = _listed_sha256(hashes.get("sha256")) if isinstance(hashes, dict) else None
                 url = urllib.parse.urljoin(base_url, entry["url"])
-                yield str(entry.get("filename", "")), url.split("#", 1)[0], listed
+                size = _listed_size(entry.get("size"))
+                yield str(entry.get("filename", "")), url.split("#", 1)[0], listed, size
         return
     parser = _AnchorParser()
     parser.feed(body.decode("utf-8", "replace"))
@@ -385,9 +394,9 @@ def _files_on_page(
         name = urllib.parse.unquote(posixpath.basename(urllib.parse.urlsplit(address).path))
         algorithm, _, value = fragment.partition("=")
         listed = _listed_sha256(value) if algorithm == "sha256" else None
-        yield name, address, listed
+        yield name, address, listed, None
         if text != name:
-            yield text, address, listed
+            yield text, address, listed, None
 
 
 # --------------------------------------------------------------------------- the client
@@ -401,6 +410,7 @@ class IndexFile:
     url: str
     sha256: str | None
     origin: str
+    size: int | None = None  # as the index lists it (PEP 700), if it does
 
     @property
     def local_path(self) -> Path | None:
@@ -473,9 +483,17 @@ class _TlsHandler(urllib.request.HTTPSHandler):
 class IndexClient:
     """Finds files on the indexes and find-links of pip's settings and downloads them."""
 
-    def __init__(self, settings: IndexSettings | None = None, reporter: Reporter | None = None):
+    def __init__(
+        self,
+        settings: IndexSettings | None = None,
+        reporter: Reporter | None = None,
+        limits: PatchLimits = DEFAULT_LIMITS,
+    ):
         self._given = settings
         self._reporter: Reporter = reporter or NullReporter()
+        # index-page-bytes bounds a page, download-bytes a download (the device's,
+        # or the defaults where no device is known).
+        self.limits = limits
         self._director: urllib.request.OpenerDirector | None = None
         self._contexts: dict[bool, ssl.SSLContext] = {}
         self._url_credentials: dict[Origin, _Credential] = {}
@@ -570,7 +588,7 @@ class IndexClient:
         remote = urllib.parse.urlsplit(base_url).scheme in REMOTE_SCHEMES
         warned = False
         try:
-            for name, url, listed in _files_on_page(body, content_type, base_url):
+            for name, url, listed, size in _files_on_page(body, content_type, base_url):
                 scheme = urllib.parse.urlsplit(url).scheme
                 if remote and scheme not in REMOTE_SCHEMES:
                     if name == filename and not warned:
@@ -581,7 +599,7 @@ class IndexClient:
                             "only link to http and https"
                         )
                     continue
-                found = IndexFile(url, listed, redact(origin))
+                found = IndexFile(url, listed, redact(origin), size)
                 # A file:// index may list a file that is not there: not found, then.
                 if name == filename and (found.local_path is None or found.local_path.is_file()):
                     return found
@@ -593,29 +611,57 @@ class IndexClient:
         return None
 
     def _fetch_page(self, url: str) -> tuple[bytes, str, str] | None:
-        """(body, content type, URL after redirects); None where there is no such page."""
+        """(body, content type, URL after redirects); None where there is no such page.
+        A page larger than index-page-bytes is refused (exit 6) as soon as that is
+        known (its Content-Length, its file size, or the bytes read so far), never
+        held whole."""
+        limit = self.limits.index_page_bytes
+        hint = limit_hint("index-page-bytes", "Check that the URL is a package index")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme == "file":
             path = Path(urllib.request.url2pathname(parts.path))
             if path.is_dir():
                 path = path / "index.html"
             try:
-                return path.read_bytes(), "", url
-            except FileNotFoundError:
+                # Configured by the user: a link of theirs is followed.
+                return (
+                    read_regular_file(path, limit, follow_symlinks=True, limit_hint=hint),
+                    "",
+                    url,
+                )
+            except NotFoundError:
                 return None
-            except OSError as error:
-                raise NetworkError(
-                    f"{path} cannot be read: {error.strerror or error}", hint=GENERAL_HINT
-                ) from None
         response = self._open(url, _ACCEPT_PAGE, missing_ok=True)
         if response is None:
             return None
         with response:
-            try:
-                body = response.read()
-            except (OSError, http.client.HTTPException) as error:
-                raise self._broken_off(url, error) from None
-            return body, response.headers.get("Content-Type", ""), response.geturl()
+            announced = _content_length(response)
+            if announced is not None and announced > limit:
+                raise IntegrityError(
+                    self._scrub(
+                        f"{redact(url)}: the index's page is {announced} bytes, more than the "
+                        f"limit of {limit}"
+                    ),
+                    hint=hint,
+                )
+            body = bytearray()
+            while True:
+                try:
+                    block = response.read(min(_BLOCK, limit + 1 - len(body)))
+                except (OSError, http.client.HTTPException) as error:
+                    raise self._broken_off(url, error) from None
+                if not block:
+                    break
+                body += block
+                if len(body) > limit:
+                    raise IntegrityError(
+                        self._scrub(
+                            f"{redact(url)}: the index's page is more than the limit of "
+                            f"{limit} bytes; it was not read further"
+                        ),
+                        hint=hint,
+                    )
+            return bytes(body), response.headers.get("Content-Type", ""), response.geturl()
 
     # ----------------------------------------------------------------- downloading
 
@@ -625,6 +671,7 @@ class IndexClient:
         target: Path,
         expected_sha256: str | None,
         recorded_in: Path | None = None,
+        expected_size: int | None = None,
     ) -> str:
         """Stream `url` into `target` and return the file's sha256.
 
@@ -632,15 +679,34 @@ class IndexClient:
         when complete and, if `expected_sha256` is given, matching it (IntegrityError
         otherwise, naming the origin and `recorded_in`). The `.part` file is removed on
         every failure, an interrupt included.
+
+        At most download-bytes are written (exit 6 past them): a file the index lists
+        (`expected_size`) or announces (Content-Length, a local file's size) as larger
+        is refused before a byte is read, and one that goes on past that ceiling, or
+        past the size the index lists, is cut off and removed.
         """
         shown = redact(url)
+        ceiling = self.limits.download_bytes
+        hint = limit_hint("download-bytes", "Nothing was kept. Check the index or mirror you use")
+        if expected_size is not None and expected_size > ceiling:
+            raise IntegrityError(
+                f"{shown}: the index lists it at {expected_size} bytes, more than the limit "
+                f"of {ceiling}",
+                hint=hint,
+            )
         fd, temporary = tempfile.mkstemp(
             dir=target.parent, prefix=f".{target.name}.", suffix=PART_SUFFIX
         )
         try:
             os.fchmod(fd, new_file_mode())
             digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, self._stream(url) as response:
+            written = 0
+            with os.fdopen(fd, "wb") as out, self._stream(url) as (response, announced):
+                if announced is not None and announced > ceiling:
+                    raise IntegrityError(
+                        f"{shown}: {announced} bytes, more than the limit of {ceiling}",
+                        hint=hint,
+                    )
                 while True:
                     try:
                         block = response.read(_BLOCK)
@@ -652,6 +718,19 @@ class IndexClient:
                         if missing:
                             raise self._broken_off(url, f"{missing} bytes missing") from None
                         break
+                    written += len(block)
+                    if written > ceiling:
+                        raise IntegrityError(
+                            f"{shown}: more than the limit of {ceiling} bytes; the download "
+                            "was stopped",
+                            hint=hint,
+                        )
+                    if expected_size is not None and written > expected_size:
+                        raise IntegrityError(
+                            f"{shown}: more than the {expected_size} bytes the index lists; "
+                            "the download was stopped",
+                            hint="Nothing was kept. Check the index or mirror you use.",
+                        )
                     digest.update(block)
                     out.write(block)
                 out.flush()
@@ -678,24 +757,22 @@ class IndexClient:
             raise
 
     @contextlib.contextmanager
-    def _stream(self, url: str) -> Iterator[IO[bytes]]:
+    def _stream(self, url: str) -> Iterator[tuple[IO[bytes], int | None]]:
+        """The body of `url` and the size it announces (None: not announced)."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme == "file":
             path = Path(urllib.request.url2pathname(parts.path))
-            try:
-                handle = path.open("rb")
-            except FileNotFoundError:
-                raise NotFoundError(f"{path} does not exist", hint=NOT_FOUND_HINT) from None
-            except OSError as error:
-                raise NetworkError(
-                    f"{path} cannot be read: {error.strerror or error}", hint=GENERAL_HINT
-                ) from None
-            with handle:
-                yield handle
+            with contextlib.ExitStack() as stack:
+                try:
+                    # Configured by the user: a link of theirs is followed.
+                    handle, size = stack.enter_context(open_regular(path, follow_symlinks=True))
+                except NotFoundError:
+                    raise NotFoundError(f"{path} does not exist", hint=NOT_FOUND_HINT) from None
+                yield handle, size
             return
         response = self._open(url, "*/*", missing_ok=False)
         with response:
-            yield response
+            yield response, _content_length(response)
 
     # ----------------------------------------------------------------- transport
 
@@ -924,6 +1001,14 @@ class IndexClient:
             self._scrub(f"the download of {redact(url)} broke off: {_describe(error)}"),
             hint=GENERAL_HINT,
         )
+
+
+def _content_length(response: Any) -> int | None:
+    """The Content-Length a response announces, if it announces one."""
+    value = (response.headers.get("Content-Length") or "").strip()
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if len(value) <= 20 else 1 << 64
 
 
 def _describe(reason: object) -> str:

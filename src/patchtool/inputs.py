@@ -12,8 +12,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NotFoundError, UsageError
+from .errors import NotFoundError, UsageError, quoted
+from .fsutil import check_relative_path, read_regular_file
 from .gitops import Git
+from .store import DEFAULT_LIMITS, PatchLimits, check_series_length, limit_hint
 
 AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]+)>\s*$")
 
@@ -34,10 +36,20 @@ class Change:
     source: str = ""
 
 
-def read_changes(inputs: tuple[Path, ...], strip: int, series_file: Path | None) -> list[Change]:
+def read_changes(
+    inputs: tuple[Path, ...],
+    strip: int,
+    series_file: Path | None,
+    limits: PatchLimits = DEFAULT_LIMITS,
+) -> list[Change]:
+    """The changes the inputs hold, in order. Every file is read once, through
+    fsutil.read_regular_file: the files named on the command line as the user
+    names them (links followed), a patch a quilt series names as input names it
+    (a plain file in the series' folder or below it, never a link); each at
+    most patch-bytes, and at most series-patches changes in all."""
     changes: list[Change] = []
     if series_file is not None:
-        changes.extend(_read_quilt(series_file, strip))
+        changes.extend(_read_quilt(series_file, strip, limits))
     for path in inputs:
         if path.is_dir():
             series = path / "series"
@@ -48,14 +60,25 @@ def read_changes(inputs: tuple[Path, ...], strip: int, series_file: Path | None)
                     f"{path} is a folder without a quilt series file",
                     hint="Name the series file with --series FILE.",
                 )
-            changes.extend(_read_quilt(series, strip))
-        elif path.is_file():
-            changes.extend(_read_file(path, path.name, strip, source=_shown(path)))
+            changes.extend(_read_quilt(series, strip, limits))
         else:
-            raise NotFoundError(f"input {path} does not exist")
+            data = read_regular_file(
+                path,
+                limits.patch_bytes,
+                follow_symlinks=True,
+                name=f"input {path}",
+                limit_hint=_PATCH_HINT,
+            )
+            changes.extend(_read_file(path, data, path.name, strip, limits, source=_shown(path)))
+        if len(changes) > limits.series_patches:
+            check_series_length(path, len(changes), limits)
     if not changes:
         raise UsageError("nothing to import: give patch files, mbox files or a quilt folder")
     return changes
+
+
+_PATCH_HINT = limit_hint("patch-bytes", "Nothing was imported. Split the file")
+_SERIES_LIMIT = 1 << 20  # a quilt series file: one name a line
 
 
 def _shown(path: Path) -> str:
@@ -66,14 +89,17 @@ def _shown(path: Path) -> str:
     return path.as_posix()
 
 
-def _read_quilt(series: Path, default_strip: int) -> list[Change]:
-    if not series.is_file():
-        raise NotFoundError(f"quilt series file {series} does not exist")
+def _read_quilt(series: Path, default_strip: int, limits: PatchLimits) -> list[Change]:
+    text = read_regular_file(
+        series, _SERIES_LIMIT, follow_symlinks=True, name=f"quilt series file {series}"
+    ).decode("utf-8")
     shown = _shown(series)
     if series.is_absolute() or ".." in series.parts:
         shown = f"{series.parent.name}/{series.name}"
+    listed = [line for line in text.splitlines() if line.split("#", 1)[0].split()]
+    check_series_length(series, len(listed), limits)
     changes = []
-    for number, line in enumerate(series.read_text("utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         words = line.split("#", 1)[0].split()
         if not words:
             continue
@@ -82,15 +108,27 @@ def _read_quilt(series: Path, default_strip: int) -> list[Change]:
             if re.fullmatch(r"-p\d+", option):
                 strip = int(option[2:])
             else:
-                raise UsageError(f"{series}:{number}: unknown quilt option {option!r}")
+                raise UsageError(f"{series}:{number}: unknown quilt option {quoted(option)}")
+        # A name the series gives: a file in its folder or below, as quilt has them.
+        check_relative_path(f"{series}:{number}: patch", words[0])
         patch = series.parent / words[0]
-        if not patch.is_file():
-            raise NotFoundError(f"{series}:{number}: patch {words[0]!r} does not exist")
+        if not (patch.exists() or patch.is_symlink()):
+            raise NotFoundError(f"{series}:{number}: patch {quoted(words[0])} does not exist")
+        data = read_regular_file(
+            patch,
+            limits.patch_bytes,
+            name=f"{series}:{number}: patch {quoted(words[0])}",
+            link_note="a quilt series names plain files only",
+            link_hint="Replace the link by the file itself.",
+            limit_hint=_PATCH_HINT,
+        )
         changes.extend(
             _read_file(
                 patch,
+                data,
                 f"{series.name}:{number} {words[0]}",
                 strip,
+                limits,
                 fallback_subject=patch.stem,
                 source=f"{words[0]}, line {number} of the quilt series {shown}",
             )
@@ -107,11 +145,16 @@ def _looks_like_mail(data: bytes) -> bool:
 
 
 def _read_file(
-    path: Path, origin: str, strip: int, fallback_subject: str | None = None, source: str = ""
+    path: Path,
+    data: bytes,
+    origin: str,
+    strip: int,
+    limits: PatchLimits,
+    fallback_subject: str | None = None,
+    source: str = "",
 ) -> list[Change]:
-    data = path.read_bytes()
     if _looks_like_mail(data):
-        return _read_mbox(path, origin, strip, source or origin)
+        return _read_mbox(path, data, origin, strip, limits, source or origin)
     first_diff = re.search(rb"^(diff |--- |Index: )", data, re.M)
     description = (
         data[: first_diff.start()].decode("utf-8", "replace").strip() if first_diff else ""
@@ -126,15 +169,19 @@ def _read_file(
     return [Change(origin, data, strip, message=message, source=source or origin)]
 
 
-def _read_mbox(path: Path, origin: str, strip: int, source: str) -> list[Change]:
+def _read_mbox(
+    path: Path, data: bytes, origin: str, strip: int, limits: PatchLimits, source: str
+) -> list[Change]:
+    """The mails of an mbox, split by git from the bytes that were read (on its
+    standard input: git never opens the file itself); at most series-patches."""
     with tempfile.TemporaryDirectory(prefix="patchtool-mbox-") as folder:
         # git works in this empty folder and looks for no repository above it: the
         # input's own folder may hold a .git whose config (mailinfo.scissors,
         # i18n.commitEncoding, a broken line) would change or stop the reading.
         git = Git(Path(folder), env={"GIT_CEILING_DIRECTORIES": str(Path(folder).parent)})
-        count = int(
-            git.text("mailsplit", "-b", "--keep-cr", f"-o{folder}", str(path.resolve())) or 0
-        )
+        split = git.run("mailsplit", "-b", "--keep-cr", f"-o{folder}", input=data)
+        count = int(split.text.strip() or 0)
+        check_series_length(path, count, limits)
         changes = []
         for number in range(1, count + 1):
             mail = Path(folder, f"{number:04d}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import PatchtoolError, StaleStoreError
+from .errors import PatchtoolError, StaleStoreError, quoted
 from .privacy import stored_limit
 from .rendering import RenderedPatch
 from .report import Reporter
@@ -262,7 +262,7 @@ def _lint_message(message: str) -> list[tuple[Rule, str]]:
         problems.append(
             (
                 "upstream-status",
-                f"Upstream-Status {statuses[0]!r} is not one of {UPSTREAM_STATUS_VALUES}",
+                f"Upstream-Status {quoted(statuses[0])} is not one of {UPSTREAM_STATUS_VALUES}",
             )
         )
     return problems

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from .applying import TrialApply, checkout_base, describe_trial, trial_apply
 from .bases import ensure_base, parse_onto, resolve_new_base
-from .errors import ExitCode, NetworkError, NotFoundError, PatchtoolError, UsageError
+from .errors import ExitCode, NetworkError, NotFoundError, PatchtoolError, UsageError, quoted
 from .flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
 from .gitops import Git
 from .importer import ChangeConflict, ImportOptions, import_changes
@@ -49,7 +49,8 @@ from .jobs import CacheJob
 from .locks import device_locks
 from .privacy import PRIVATE_TRAILER
 from .report import Reporter
-from .store import DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient
+from .safety import check_size
+from .store import DEFAULT_LIMITS, DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient
 from .tree import STAGE_PREFIX
 
 # Where each backend's history lives (FlagScale names the backends by these folders).
@@ -115,7 +116,7 @@ def migrate(options: MigrateOptions, reporter: Reporter) -> MigrateResult:
         GitUrl(url)  # refused here, before anything is read, if it is not a safe address
         if name not in BACKEND_REPOSITORIES:
             known = ", ".join(BACKEND_REPOSITORIES)
-            raise UsageError(f"--git-url {name}=…: unknown backend {name!r} (known: {known})")
+            raise UsageError(f"--git-url {name}=…: unknown backend {quoted(name)} (known: {known})")
     sets = read_flagscale(options.root, options.device, options.backend, options.private_key)
     if not sets:
         raise NotFoundError(
@@ -334,7 +335,11 @@ def _try_each_group(
     failures = []
     for number, group in enumerate(found.groups, 1):
         patch = scratch / f"group-{number:04d}.diff"
-        patch.write_bytes(group.diff())
+        diff = group.diff()
+        # Bounded before git reads it, as every patch is (the device may not exist
+        # yet: the defaults apply); the import itself checks each change again.
+        check_size(f"{found.source} ({group.component})", diff, DEFAULT_LIMITS)
+        patch.write_bytes(diff)
         if git.run("apply", "-p1", "--index", "--", str(patch), check=False).returncode != 0:
             failures.append((number, trial_apply(git, patch, 1)))
     return failures
@@ -416,6 +421,6 @@ def _nothing_reason(found: BackendSet) -> str:
 
 
 def _filter_text(device: str | None, backend: str | None) -> str:
-    parts = [f"device {device!r}" if device else "any device"]
-    parts.append(f"backend {backend!r}" if backend else "any backend")
+    parts = [f"device {quoted(device)}" if device else "any device"]
+    parts.append(f"backend {quoted(backend)}" if backend else "any backend")
     return " and ".join(parts)

@@ -37,9 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import IntegrityError, NotFoundError, UsageError
-from .safety import check_size
+from .errors import IntegrityError, NotFoundError, UsageError, quoted
+from .fsutil import read_regular_file
+from .safety import check_series_binary, check_size
 from .store import (
+    SERIES_FILE,
     NamedRecipient,
     PatchLimits,
     PatchSeries,
@@ -85,16 +87,16 @@ def load_keyring(path: Path) -> Keyring:
     import pyrage
 
     try:
-        data = path.read_bytes()[: _IDENTITY_LIMIT + 1]
-    except FileNotFoundError as error:
+        # Named by the user (a link of theirs is followed), but still a regular
+        # file read within a bound: a FIFO would hang, /dev/zero never end.
+        data = read_regular_file(
+            path, _IDENTITY_LIMIT, follow_symlinks=True, name=f"identity file {path}"
+        )
+    except NotFoundError as error:
         raise NotFoundError(
-            f"identity file {path} does not exist",
+            error.message,
             hint=f"Name your age identity file with --identity or {IDENTITY_ENV}.",
         ) from error
-    except OSError as error:
-        raise UsageError(f"identity file {path} cannot be read: {error.strerror}") from error
-    if len(data) > _IDENTITY_LIMIT:
-        raise UsageError(f"identity file {path} is larger than {_IDENTITY_LIMIT} bytes")
     text = data.decode("utf-8", "replace")
     if "-----BEGIN OPENSSH PRIVATE KEY-----" in text:
         try:
@@ -204,20 +206,23 @@ def load_series(
             )
         skipped = tuple(private)
     patches = []
+    binary = 0  # what the series' binary hunks inflate to, together
     for entry in series.entries:
         if entry in skipped:
             continue
         path = series.base.path / entry.name
         if not entry.private:
             data = read_store_file(path, limits.patch_bytes)
-            check_size(f"patch {path}", data, limits)
+            binary += check_size(f"patch {path}", data, limits).binary
+            check_series_binary(f"{series.base.path / SERIES_FILE}", binary, limits)
             patches.append(SeriesPatch(entry, path, data, hashlib.sha256(data).hexdigest()))
             continue
         assert keyring is not None
         stored = read_store_file(path, stored_limit(limits))
         description = parse_private_patch(path, stored)
         plaintext = decrypt_patch(path, description, keyring, recipients)
-        check_size(f"patch {path}", plaintext, limits)
+        binary += check_size(f"patch {path}", plaintext, limits).binary
+        check_series_binary(f"{series.base.path / SERIES_FILE}", binary, limits)
         patches.append(
             SeriesPatch(entry, path, plaintext, hashlib.sha256(stored).hexdigest(), description)
         )
@@ -250,8 +255,8 @@ def decrypt_patch(
         ]
         if mine:
             raise IntegrityError(
-                f"{path}: cannot be decrypted, although it names {mine[0]!r} (whose key is in "
-                f"{keyring.source}) as a recipient: the file was changed",
+                f"{path}: cannot be decrypted, although it names {quoted(mine[0])} "
+                f"(whose key is in {keyring.source}) as a recipient: the file was changed",
                 hint=TAMPER_HINT,
             ) from None
         raise MissingKeyError(

@@ -26,6 +26,7 @@ from typing import BinaryIO
 from . import __version__
 from .buildenv import BuildInterpreter, HeadFacts
 from .errors import BuildError
+from .fsutil import sha256_of
 from .store import BaseRef, DeviceConfig, PatchSeries, PypiSource, series_digest
 from .tree import TreeRecord
 
@@ -96,7 +97,7 @@ def verify_required(wheel: Path, required: tuple[str, ...]) -> None:
 def _patch_entry(path: Path, private: bool, left_out: bool) -> dict[str, object]:
     """A patch as the provenance names it: a private one by the hash of its
     stored (encrypted) file only, neither its name nor its subject."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_of(path, follow_symlinks=False)  # a store file: never through a link
     if not private:
         return {"name": path.name, "sha256": digest}
     return {"private": True, "sha256": digest, **({"applied": False} if left_out else {})}

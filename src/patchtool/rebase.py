@@ -52,6 +52,7 @@ from .errors import (
     IntegrityError,
     LockedError,
     UsageError,
+    quoted,
 )
 from .faults import kill_point
 from .fsutil import atomic_write, check_name, fsync_directory, read_json_record
@@ -303,7 +304,7 @@ def _find_rebasing_tree(build_dir: Path, device: str) -> Path:
     )
     if not states:
         raise UsageError(
-            f"no rebase is in progress for device {device!r} under {device_dir}",
+            f"no rebase is in progress for device {quoted(device)} under {device_dir}",
             hint=f"Start one with `patchtool rebase -d {device} --onto VERSION`.",
         )
     project = states[0].name[len(STATE_PREFIX) : -len(STATE_SUFFIX)]
@@ -340,7 +341,7 @@ def _start(
 ) -> RebaseState:
     _refuse_to_start(options, tree)
     spec = parse_onto(options.onto or "", old.project, options.version_label)
-    series = parse_series(old)
+    series = parse_series(old, device.limits)
     # Private patches are read (decrypted) before anything else happens.
     loaded = load_series(series, device.limits, options.keyring, device.recipients)
     folder = options.store.root / old.device / f"{spec.project}-{spec.version}"
@@ -354,15 +355,25 @@ def _start(
                 "folder and rebase again (docs/rebase.md, 'Adding patches below a carried base')."
             ),
         )
-    old_repository = ensure_base(old, options.cache, reporter, options.archive_paths)
+    old_repository = ensure_base(
+        old, options.cache, reporter, options.archive_paths, limits=device.limits
+    )
     new = resolve_new_base(
-        spec, options.store, old.device, options.cache, reporter, options.archive_paths
+        spec,
+        options.store,
+        old.device,
+        options.cache,
+        reporter,
+        options.archive_paths,
+        limits=device.limits,
     )
     if new.commit == old.commit:
         raise UsageError(f"{new.label} is the same commit as {old.base_id} ({old.commit[:12]})")
     if any(b.commit == new.commit for b in options.store.bases(old.device)):
-        raise UsageError(f"device {old.device!r} already has a base at {new.commit[:12]}")
-    new_repository = ensure_base(new, options.cache, reporter, options.archive_paths)
+        raise UsageError(f"device {quoted(old.device)} already has a base at {new.commit[:12]}")
+    new_repository = ensure_base(
+        new, options.cache, reporter, options.archive_paths, limits=device.limits
+    )
     header = [line.replace(old.version, new.version) for line in series.header]
     # Written before the tree is touched: whatever happens next, --abort finds
     # what it needs to put the tree back (or to remove a tree this run made).
@@ -593,7 +604,7 @@ def _conflict_error(state: RebaseState, patch: PatchState, tree: Path) -> Confli
     number = state.position + 1
     device = state.device
     return ConflictError(
-        f"patch {patch.name} ({number} of {len(state.patches)}, {patch.subject!r}) conflicts "
+        f"patch {patch.name} ({number} of {len(state.patches)}, {quoted(patch.subject)}) conflicts "
         f"with {state.new_base['project']} {state.new_base['version']} in {tree}:\n  "
         + "\n  ".join(patch.conflicts),
         hint=f"Resolve the conflicts in {tree}, `git add` the files, then run "

@@ -33,6 +33,7 @@ from .privacy import (
     patch_ids,
     plaintext_subject,
     seal,
+    stored_limit,
 )
 from .safety import paths_git_reads
 from .store import (
@@ -197,7 +198,10 @@ def seal_patches(
         stored_path = base.path / patch.name
         data: bytes | None = None
         if not reencrypt and stored_path.is_file() and not stored_path.is_symlink():
-            stored = stored_path.read_bytes()
+            try:
+                stored = read_store_file(stored_path, stored_limit(device.limits))
+            except PatchtoolError:
+                stored = b""  # not one of ours to keep: it is encrypted again
             if known.get(hashlib.sha256(stored).hexdigest()) == plain:
                 data = stored
         if data is None:

@@ -8,7 +8,11 @@ past the check. So the verdict comes from git:
 1. `check_size` bounds a patch before git reads it (privacy.load_series reads
    every patch of a series as a regular file, not a symlink or a FIFO, and a
    private one decrypted): within the device's limits on bytes, sections and
-   hunks (`[limits]` in device.toml). This is a resource limit, not a reading.
+   hunks, and on what its `GIT binary patch` hunks declare they inflate to
+   (`[limits]` in device.toml); a mail that git would decode before reading
+   (a transfer encoding, format=flowed, MIME parts) is refused, as what git
+   reads would not be what was measured. This is a resource limit, not a
+   reading: what the patch does is still for git to say.
 2. git applies the series (applying.py) with `core.protectHFS`/`core.protectNTFS`
    on (gitops pins both on every call), so git itself refuses `.git` in every
    spelling and any write beyond a symlink; `git_refusal` turns such a refusal
@@ -30,14 +34,17 @@ Unsafe input is `UnsafeInputError` (exit 10), damaged input `IntegrityError`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import base64
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import IntegrityError, UnsafeInputError
+from .errors import IntegrityError, UnsafeInputError, quoted
 from .fsutil import folds_to, path_problem
 from .gitops import Git
-from .store import DEVICE_FILE, GitUrl, PatchLimits
+from .store import DEVICE_FILE, GitUrl, PatchLimits, limit_hint
 
 SYMLINK_MODE = "120000"
 GITLINK_MODE = "160000"
@@ -66,17 +73,22 @@ class PatchSize:
     bytes: int
     sections: int
     hunks: int
+    binary: int = 0  # what its `GIT binary patch` hunks declare, inflated, together
 
 
 def measure_patch(data: bytes) -> PatchSize:
     """Upper bounds on a patch's file sections and hunks, by counting the lines
     that start them (git's reading decides what they are; this only bounds work)."""
     lines = b"\n" + data
-    sections = max(lines.count(b"\ndiff --git "), lines.count(b"\n+++ "))
+    sections = max(lines.count(b"\n" + b"diff --git "), lines.count(b"\n+++ "))
     return PatchSize(len(data), sections, lines.count(b"\n@@ "))
 
 
-def check_size(subject: str, data: bytes, limits: PatchLimits) -> None:
+def check_size(subject: str, data: bytes, limits: PatchLimits) -> PatchSize:
+    """Refuse a patch past the device's limits before git reads it (exit 6): its
+    bytes, file sections and hunks, what its binary hunks inflate to, and a mail
+    that git would decode before reading the patch (then what git reads is not
+    what was measured). Returns what was measured."""
     size = measure_patch(data)
     for what, count, limit, key in (
         ("bytes", size.bytes, limits.patch_bytes, "patch-bytes"),
@@ -89,6 +101,244 @@ def check_size(subject: str, data: bytes, limits: PatchLimits) -> None:
                 hint=f"Nothing was applied. Split the patch, or raise {key} under [limits] "
                 f"in the device's {DEVICE_FILE} if a patch this large is intended.",
             )
+    _check_mail_encoding(subject, data)
+    binary = 0
+    for hunk in binary_hunks(data):
+        if hunk.kind == "delta" and hunk.result is None:
+            raise IntegrityError(
+                f"{subject}: line {hunk.line}: a binary delta whose header cannot be read "
+                "(so neither can the size of its result)",
+                hint=CORRUPT_HINT,
+            )
+        for what, declared in hunk.sizes():
+            if declared > limits.binary_hunk_bytes:
+                raise IntegrityError(
+                    f"{subject}: line {hunk.line}: {what} of {declared} bytes, more than the "
+                    f"limit of {limits.binary_hunk_bytes}",
+                    hint=limit_hint("binary-hunk-bytes", BINARY_WHAT),
+                )
+            binary += declared
+        if binary > limits.binary_patch_bytes:
+            raise IntegrityError(
+                f"{subject}: binary hunks of {binary} bytes together (inflated), more than "
+                f"the limit of {limits.binary_patch_bytes}",
+                hint=limit_hint("binary-patch-bytes", BINARY_WHAT),
+            )
+    return PatchSize(size.bytes, size.sections, size.hunks, binary)
+
+
+def check_series_binary(subject: str, total: int, limits: PatchLimits) -> None:
+    """Refuse a series whose binary hunks inflate past `binary-series-bytes` together."""
+    if total > limits.binary_series_bytes:
+        raise IntegrityError(
+            f"{subject}: binary hunks of {total} bytes together (inflated), more than the "
+            f"limit of {limits.binary_series_bytes}",
+            hint=limit_hint("binary-series-bytes", BINARY_WHAT),
+        )
+
+
+BINARY_WHAT = (
+    "Nothing was applied. git inflates binary data in memory and writes it into the "
+    "tree: leave the file out of the patch"
+)
+
+# --------------------------------------------------------------------------- binary hunks
+
+# How git reads `GIT binary patch` data (apply.c): after that line, a hunk is a
+# `literal <size>` or `delta <size>` line (the size as C's strtoul reads it),
+# base85 lines (the first character gives the line's byte count: A-Z 1-26,
+# a-z 27-52) and an empty line; a second hunk (the reverse) may follow. git
+# inflates every hunk to exactly its declared size; a delta then makes a result
+# of the size in its own header (two varints: the source's size, the result's).
+_BINARY_START = re.compile(rb"^GIT binary patch\r?$", re.M)
+_HUNK_HEAD = re.compile(rb"(literal|delta) ([^\n]*)")
+_STRTOUL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]*)")
+_ULONG = 1 << 64
+_DELTA_HEADER = 32  # inflated bytes that hold both varints of a delta's header
+# The data lines read for a delta's header: far more than git ever needs; a delta
+# whose header is not in them is refused as unreadable.
+_DELTA_LINES = 4096
+
+
+@dataclass(frozen=True)
+class BinaryHunk:
+    line: int  # of its literal/delta line, from 1
+    kind: str  # "literal" or "delta"
+    size: int  # the declared inflated size
+    result: int | None = None  # a delta's result size, from its header (None: unreadable)
+
+    def sizes(self) -> list[tuple[str, int]]:
+        """What git allocates for this hunk, each with what to call it."""
+        if self.kind == "literal":
+            return [("a binary literal", self.size)]
+        assert self.result is not None
+        return [("a binary delta", self.size), ("the result of a binary delta", self.result)]
+
+
+def binary_hunks(data: bytes) -> Iterator[BinaryHunk]:
+    """Every binary hunk git could read from `data`, with its declared sizes, read
+    without inflating more than a delta's header (`result` is None for a delta
+    whose header cannot be read). Each line is looked at once."""
+    counted, lines = 0, 1  # line numbers, counted once through the data
+    for start in _BINARY_START.finditer(data):
+        position = start.end() + 1
+        while position < len(data):
+            end = _line_end(data, position)
+            head = _HUNK_HEAD.match(data, position, end)
+            if head is None:
+                break
+            first = position
+            body: list[bytes] = []
+            position = end + 1
+            while position < len(data) and data[position : position + 1] != b"\n":
+                end = _line_end(data, position)
+                if len(body) < _DELTA_LINES:
+                    body.append(data[position:end])
+                position = end + 1
+            position += 1  # the empty line that ends the hunk
+            lines += data.count(b"\n", counted, first)
+            counted = first
+            size = _strtoul(head[2])
+            if head[1] == b"literal":
+                yield BinaryHunk(lines, "literal", size)
+            else:
+                yield BinaryHunk(lines, "delta", size, _delta_result_size(body))
+
+
+def _line_end(data: bytes, position: int) -> int:
+    end = data.find(b"\n", position)
+    return len(data) if end < 0 else end
+
+
+def _strtoul(text: bytes) -> int:
+    """`text` as C's strtoul(text, NULL, 10) reads it on a 64-bit machine."""
+    match = _STRTOUL.match(text)
+    assert match is not None  # every part of the pattern may be empty
+    sign, digits = match[1], match[2].lstrip(b"0")
+    value = _ULONG - 1 if len(digits) > 20 else min(int(digits or b"0"), _ULONG - 1)
+    return (_ULONG - value) % _ULONG if sign == b"-" and value != _ULONG - 1 else value
+
+
+def _delta_result_size(lines: list[bytes]) -> int | None:
+    """The result size in a binary delta's header, inflating its first bytes only
+    (None when its data ends, or cannot be decoded, before the header does)."""
+    inflater = zlib.decompressobj()
+    header = b""
+    for line in lines:
+        if not line:
+            break
+        count = line[0] - 64 if 65 <= line[0] <= 90 else line[0] - 70 if 97 <= line[0] <= 122 else 0
+        try:
+            chunk = base64.b85decode(line[1:].rstrip(b"\r"))[:count]
+            header += inflater.decompress(
+                inflater.unconsumed_tail + chunk, _DELTA_HEADER - len(header)
+            )
+        except (ValueError, zlib.error):
+            return None
+        while inflater.unconsumed_tail and len(header) < _DELTA_HEADER:
+            try:
+                header += inflater.decompress(inflater.unconsumed_tail, _DELTA_HEADER - len(header))
+            except zlib.error:
+                return None
+        decoded = _two_varints(header)
+        if decoded is not None:
+            return decoded
+        if len(header) >= _DELTA_HEADER or inflater.eof:
+            return None
+    return None
+
+
+def _two_varints(data: bytes) -> int | None:
+    """The second of two little-endian base-128 varints at the start of `data`
+    (a delta's result size); 2**64 for one longer than ten bytes, which no
+    64-bit size is; None while `data` ends before it does."""
+    position, value = 0, 0
+    for _ in range(2):
+        value, shift = 0, 0
+        while True:
+            if position >= len(data):
+                return None
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+            if shift >= 70:
+                return _ULONG
+    return value
+
+
+_MAIL_HEADER = re.compile(rb"(?:>?From |[\x21-\x39\x3b-\x7e]*:)")
+_MAIL_START = re.compile(rb"^From ", re.M)
+
+
+def _check_mail_encoding(subject: str, data: bytes) -> None:
+    """Refuse a mail whose headers make git decode or reflow its body before it
+    reads the patch in it (a transfer encoding, format=flowed, MIME parts):
+    then git would read another text than the one these limits measured. git
+    reads headers at the start of every mail: the start of the data and, as
+    `git mailsplit` splits an mbox, every line that starts with "From ". Each
+    line is looked at once, whatever the data holds."""
+    starts = [len(data) - len(data.lstrip())]
+    starts += [match.start() for match in _MAIL_START.finditer(data) if match.start()]
+    examined = 0  # the headers before this offset were read already
+    for start in starts:
+        if start < examined:
+            continue
+        headers, examined = _content_headers(data, start)
+        for position, name, value in headers:
+            encoded = b"=?" in value  # git decodes RFC 2047 words before it looks
+            if (
+                name == b"content-transfer-encoding"
+                and (encoded or b"base64" in value or b"quoted-printable" in value)
+            ) or (
+                name == b"content-type"
+                and (encoded or b"format=flowed" in value or b"boundary=" in value)
+            ):
+                line = data.count(b"\n", 0, position) + 1
+                shown = data[position:].split(b"\n", 1)[0].rstrip().decode("utf-8", "replace")
+                raise IntegrityError(
+                    f"{subject}: line {line}: the mail header {quoted(shown, 80)} makes git "
+                    "decode or reflow the patch before it reads it",
+                    hint="Nothing was applied. Patches are bounded by the text git reads: "
+                    "export the patch again with `patchtool patch` (git format-patch writes "
+                    "it as it is).",
+                )
+
+
+_CONTENT_HEADERS = (b"content-type", b"content-transfer-encoding")
+
+
+def _content_headers(data: bytes, start: int) -> tuple[list[tuple[int, bytes, bytes]], int]:
+    """The Content-Type and Content-Transfer-Encoding headers of the mail at
+    `start` as `git mailinfo` reads its header block (up to the first line that
+    is empty or no header; folded lines joined): (offset, name in lower case,
+    value in lower case) each; and the offset where the block ends."""
+    found: list[tuple[int, bytes, bytes]] = []
+    parts: list[bytes] = []  # the header being read, when it is one of those
+    position = start
+    while position < len(data):
+        end = data.find(b"\n", position)
+        end = len(data) if end < 0 else end
+        text = data[position:end].rstrip()
+        if data[position : position + 1] in (b" ", b"\t") and position > start:
+            if parts:
+                parts.append(text.strip())  # a folded line
+        else:
+            if parts:
+                found[-1] = (found[-1][0], found[-1][1], b" ".join(parts).lower())
+                parts = []
+            if not text or not _MAIL_HEADER.match(text):
+                return found, position
+            name, _, value = text.partition(b":")
+            if name.strip().lower() in _CONTENT_HEADERS:
+                found.append((position, name.strip().lower(), b""))
+                parts = [value]
+        position = end + 1
+    if parts:
+        found[-1] = (found[-1][0], found[-1][1], b" ".join(parts).lower())
+    return found, position
 
 
 # --------------------------------------------------------------------------- git's refusals
@@ -196,18 +446,18 @@ class TreeJudge:
     def _judge_entry(self, subject: str, path: str, mode: str) -> None:
         problem = path_problem(path)
         if problem is not None:
-            raise unsafe(subject, f"path {path!r} {problem}")
+            raise unsafe(subject, f"path {quoted(path)} {problem}")
         if mode not in _KNOWN_MODES:
-            raise unsafe(subject, f"path {path!r} has the unknown mode {mode}")
+            raise unsafe(subject, f"path {quoted(path)} has the unknown mode {mode}")
         name = path.rsplit("/", 1)[-1]
         if mode == SYMLINK_MODE and any(folds_to(name, n) for n in _NO_SYMLINK_NAMES):
-            raise unsafe(subject, f"path {path!r} is a symlink, which git must not follow")
+            raise unsafe(subject, f"path {quoted(path)} is a symlink, which git must not follow")
 
     def _judge_links(self, subject: str, links: dict[str, str]) -> None:
         for link in sorted(links):
             problem = self._link_problem(link)
             if problem is not None:
-                raise unsafe(subject, f"symlink {link!r} -> {links[link]!r} {problem}")
+                raise unsafe(subject, f"symlink {quoted(link)} -> {quoted(links[link])} {problem}")
 
     def _link_problem(self, link: str) -> str | None:
         """Follow the link as the kernel would, through the tree's other links."""
@@ -239,7 +489,10 @@ class TreeJudge:
             if hops > _MAX_LINK_HOPS:
                 return "goes through too many symlinks (a loop)"
             if next_target.startswith("/"):
-                return f"passes through the symlink {through!r}, which points to an absolute path"
+                return (
+                    f"passes through the symlink {quoted(through)}, "
+                    "which points to an absolute path"
+                )
             folder.pop()
             pending = next_target.split("/") + pending
         return None
@@ -255,18 +508,18 @@ class TreeJudge:
             if section != "submodule" or "." not in rest:
                 continue
             module, _, field = rest.rpartition(".")
-            where = f".gitmodules: submodule {module!r}"
+            where = f".gitmodules: submodule {quoted(module)}"
             if path_problem(module) is not None:
                 raise unsafe(subject, f"{where} has a name that is not a safe path")
             if field == "path" and path_problem(value) is not None:
-                raise unsafe(subject, f"{where}: path {value!r} {path_problem(value)}")
+                raise unsafe(subject, f"{where}: path {quoted(value)} {path_problem(value)}")
             if field == "url":
                 try:
                     GitUrl(value)
                 except UnsafeInputError as error:
                     raise unsafe(subject, f"{where}: {error.message}") from None
             if field == "update" and value.startswith("!"):
-                raise unsafe(subject, f"{where}: update runs a command ({value!r})")
+                raise unsafe(subject, f"{where}: update runs a command ({quoted(value)})")
 
 
 def _decode(raw: bytes) -> str:
@@ -359,7 +612,7 @@ def judge_paths(subject: str, paths: Iterable[str]) -> None:
     for path in paths:
         problem = path_problem(path)
         if problem is not None:
-            raise unsafe(subject, f"path {path!r} {problem}")
+            raise unsafe(subject, f"path {quoted(path)} {problem}")
 
 
 def first_error(stderr: str) -> str:

@@ -10,28 +10,35 @@ kept), so that the same sdist gives the same commit id on every machine. The
 import is recorded under a key only the importer writes (`import_key`; cache.py
 says why); the message is never read back.
 Archives with absolute or climbing member names, links out of the tree, hard
-links or device files are refused.
+links or device files are refused, and so are archives past the device's limits
+(members, their declared sizes, the decompressed stream), before they unpack.
 """
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import hashlib
 import io
+import lzma
 import os
 import posixpath
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .cache import BaseCache, base_ref_name
-from .errors import IntegrityError, NotFoundError, UnsafeInputError
+from .errors import IntegrityError, NotFoundError, UnsafeInputError, quoted
 from .fsutil import sha256_of
 from .gitops import Git, tool_identity
 from .index import IndexClient, remove_partial_downloads
 from .report import Reporter
-from .store import BaseRef, PypiSource
+from .store import DEFAULT_LIMITS, BaseRef, PatchLimits, PypiSource, limit_hint
 
 ARCHIVE_ENVIRONMENT_VARIABLE = "PATCHTOOL_SDIST_PATH"
 
@@ -50,7 +57,7 @@ def import_key(project: str, version: str, source: PypiSource) -> str:
     the same bytes under another version label are another commit). Only
     `import_sdist` writes it, after the import; nothing a fetch brings can."""
     if not _SHA256.fullmatch(source.sha256):
-        raise IntegrityError(f"sha256 {source.sha256[:80]!r} is not 64 lower-case hex digits")
+        raise IntegrityError(f"sha256 {quoted(source.sha256, 80)} is not 64 lower-case hex digits")
     message = import_message(project, version, source).encode("utf-8", "surrogateescape")
     return f"refs/patchtool/sdist/{source.sha256}/{hashlib.sha256(message).hexdigest()[:32]}"
 
@@ -59,17 +66,38 @@ def import_key(project: str, version: str, source: PypiSource) -> str:
 
 
 def import_sdist(
-    archive: Path, repository: Path, project: str, version: str, source: PypiSource
+    archive: Path,
+    repository: Path,
+    project: str,
+    version: str,
+    source: PypiSource,
+    limits: PatchLimits = DEFAULT_LIMITS,
 ) -> str:
     """Import an sdist as one deterministic commit; return its id. Its import key
     (`import_key`) then names that commit: the cache finds an import by that key
-    only."""
-    members = list(_safe_members(archive))
-    newest = max((m.mtime for m in members), default=0)
+    only.
+
+    The archive is read once, as a stream, within the limits (sdist-members,
+    sdist-member-bytes, sdist-bytes): each member's declared size, and the sum
+    so far, are checked before the member is read, and the decompressed stream
+    itself stops at the sum's bound plus its headers' share, so neither a sparse
+    member declaring a gigabyte nor a compressed stream that never ends is
+    unpacked. Each member becomes a blob of fast-import's input as it is read;
+    the commit that names them all comes last."""
+    stream = io.BytesIO()  # its getvalue() hands over its buffer: no second copy
+    entries: list[bytes] = []
+    newest = 0.0
+    for mark, (member, content) in enumerate(_read_members(archive, limits), start=1):
+        newest = max(newest, member.mtime)
+        stream.write(b"blob\nmark :%d\ndata %d\n" % (mark, len(content)))
+        stream.write(content)
+        stream.write(b"\n")
+        executable = member.mode & 0o111
+        mode = b"120000" if member.issym() else b"100755" if executable else b"100644"
+        entries.append(b"M %s :%d %s\n" % (mode, mark, _fast_import_path(member.path)))
     date = f"{int(newest)} +0000"
     message = import_message(project, version, source).encode()
     identity = tool_identity(date)
-    stream = io.BytesIO()
     stream.write(b"commit refs/patchtool/import\n")
     stream.write(
         f"author {identity['GIT_AUTHOR_NAME']} <{identity['GIT_AUTHOR_EMAIL']}> {date}\n".encode()
@@ -78,19 +106,7 @@ def import_sdist(
     stream.write(f"committer {committer} {date}\n".encode())
     stream.write(b"data %d\n" % len(message) + message)
     stream.write(b"deleteall\n")
-    with tarfile.open(archive, "r:*") as tar:
-        for member in members:
-            if member.issym():
-                mode = b"120000"
-                content = member.linkname.encode("utf-8", "surrogateescape")
-            else:
-                mode = b"100755" if member.mode & 0o111 else b"100644"
-                handle = tar.extractfile(member.original)
-                assert handle is not None
-                content = handle.read()
-            path = _fast_import_path(member.path)
-            stream.write(b"M " + mode + b" inline " + path + b"\n")
-            stream.write(b"data %d\n" % len(content) + content + b"\n")
+    stream.write(b"".join(entries))
     stream.write(b"done\n")
     git = Git(repository)
     git.run("fast-import", "--quiet", "--done", "--force", input=stream.getvalue())
@@ -123,60 +139,168 @@ class _Member:
         return self.original.issym()
 
 
-def _safe_members(archive: Path) -> Iterator[_Member]:
-    """The archive's files below its one top folder, refusing anything that could
-    reach outside the tree or is not a plain file or an in-tree symlink."""
-    try:
-        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the `with tar` below
-    except (tarfile.TarError, OSError) as error:
-        raise IntegrityError(f"{archive}: not a readable sdist archive: {error}") from error
-    with tar:
-        top: str | None = None
-        seen: set[str] = set()
-        try:
-            infos = tar.getmembers()
-        except (tarfile.TarError, EOFError, OSError) as error:
-            raise IntegrityError(f"{archive}: corrupt or truncated archive: {error}") from error
-        for info in infos:
-            name = info.name
-            if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-                raise UnsafeInputError(f"{archive}: member {name!r} has an absolute path")
-            parts = [p for p in name.split("/") if p not in ("", ".")]
-            if ".." in parts:
-                raise UnsafeInputError(f"{archive}: member {name!r} climbs out with '..'")
-            if not parts:
-                continue
-            if top is None:
-                top = parts[0]
-            elif parts[0] != top:
-                raise UnsafeInputError(
-                    f"{archive}: member {name!r} is outside the top folder {top!r}"
+def _read_members(archive: Path, limits: PatchLimits) -> Iterator[tuple[_Member, bytes]]:
+    """The archive's files below its one top folder, each with its content (a
+    symlink's: its target), in archive order, each read once. Refused: anything
+    that could reach outside the tree or is not a plain file or an in-tree
+    symlink; a member, or all of them, past the limits, before it is read."""
+    top: str | None = None
+    seen: set[str] = set()
+    count = total = 0
+    with _open_tar(archive, limits) as tar:
+        while True:
+            try:
+                info = tar.next()
+            except _ARCHIVE_ERRORS as error:
+                raise IntegrityError(f"{archive}: corrupt or truncated archive: {error}") from error
+            if info is None:
+                return
+            count += 1
+            if count > limits.sdist_members:
+                raise IntegrityError(
+                    f"{archive}: more than {limits.sdist_members} members",
+                    hint=limit_hint("sdist-members", _SDIST_WHAT),
                 )
-            relative = parts[1:]
-            if info.isdir() or not relative:
-                continue
-            if ".git" in relative:
-                raise UnsafeInputError(f"{archive}: member {name!r} is inside a .git folder")
-            path = "/".join(relative)
-            if info.ischr() or info.isblk() or info.isfifo() or info.isdev():
-                raise UnsafeInputError(f"{archive}: member {name!r} is a device or fifo")
-            if info.islnk():
-                raise UnsafeInputError(
-                    f"{archive}: member {name!r} is a hard link",
-                    hint="sdists hold plain files and symlinks only.",
-                )
-            if info.issym():
-                target = posixpath.normpath(posixpath.join(posixpath.dirname(path), info.linkname))
-                if info.linkname.startswith("/") or target == ".." or target.startswith("../"):
-                    raise UnsafeInputError(
-                        f"{archive}: symlink {name!r} points outside the tree ({info.linkname!r})"
+            if info.isreg():  # sparse members too: their size is the size unpacked
+                if info.size > limits.sdist_member_bytes:
+                    raise IntegrityError(
+                        f"{archive}: member {quoted(info.name)} is {info.size} bytes unpacked, "
+                        f"more than the limit of {limits.sdist_member_bytes}",
+                        hint=limit_hint("sdist-member-bytes", _SDIST_WHAT),
                     )
-            elif not info.isfile():
-                raise UnsafeInputError(f"{archive}: member {name!r} is not a regular file")
-            if path in seen:
-                raise UnsafeInputError(f"{archive}: member {name!r} appears twice")
-            seen.add(path)
-            yield _Member(path, info.mode, float(info.mtime), info.linkname, info)
+                total += info.size
+                if total > limits.sdist_bytes:
+                    raise IntegrityError(
+                        f"{archive}: members of more than {limits.sdist_bytes} bytes together "
+                        "unpacked",
+                        hint=limit_hint("sdist-bytes", _SDIST_WHAT),
+                    )
+            parts = [p for p in info.name.split("/") if p not in ("", ".")]
+            top = parts[0] if top is None and parts else top
+            member = _safe_member(archive, info, top, seen)
+            if member is None:
+                continue
+            if member.issym():
+                yield member, member.linkname.encode("utf-8", "surrogateescape")
+                continue
+            try:
+                handle = tar.extractfile(info)
+                assert handle is not None
+                content = handle.read(info.size)
+            except _ARCHIVE_ERRORS as error:
+                raise IntegrityError(f"{archive}: corrupt or truncated archive: {error}") from error
+            if len(content) != info.size:
+                raise IntegrityError(
+                    f"{archive}: corrupt or truncated archive: member {quoted(info.name)} "
+                    f"ends after {len(content)} of {info.size} bytes"
+                )
+            yield member, content
+
+
+def _safe_member(
+    archive: Path, info: tarfile.TarInfo, top: str | None, seen: set[str]
+) -> _Member | None:
+    """The member below the archive's top folder (None for a folder or the top
+    itself), refusing anything that could reach outside the tree or is not a
+    plain file or an in-tree symlink."""
+    name = info.name
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise UnsafeInputError(f"{archive}: member {quoted(name)} has an absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeInputError(f"{archive}: member {quoted(name)} climbs out with '..'")
+    if not parts:
+        return None
+    if top is not None and parts[0] != top:
+        raise UnsafeInputError(
+            f"{archive}: member {quoted(name)} is outside the top folder {quoted(top)}"
+        )
+    relative = parts[1:]
+    if info.isdir() or not relative:
+        return None
+    if ".git" in relative:
+        raise UnsafeInputError(f"{archive}: member {quoted(name)} is inside a .git folder")
+    path = "/".join(relative)
+    if info.ischr() or info.isblk() or info.isfifo() or info.isdev():
+        raise UnsafeInputError(f"{archive}: member {quoted(name)} is a device or fifo")
+    if info.islnk():
+        raise UnsafeInputError(
+            f"{archive}: member {quoted(name)} is a hard link",
+            hint="sdists hold plain files and symlinks only.",
+        )
+    if info.issym():
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(path), info.linkname))
+        if info.linkname.startswith("/") or target == ".." or target.startswith("../"):
+            raise UnsafeInputError(
+                f"{archive}: symlink {quoted(name)} points outside the tree "
+                f"({quoted(info.linkname)})"
+            )
+    elif not info.isfile():
+        raise UnsafeInputError(f"{archive}: member {quoted(name)} is not a regular file")
+    if path in seen:
+        raise UnsafeInputError(f"{archive}: member {quoted(name)} appears twice")
+    seen.add(path)
+    return _Member(path, info.mode, float(info.mtime), info.linkname, info)
+
+
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+_SDIST_WHAT = "Nothing was imported. Check that the file is the released sdist"
+# Every member's header, and a pax header's, and the padding of each to 512 bytes:
+# what the decompressed stream holds beside the members' bytes, at most.
+_HEADER_SHARE = 1536
+
+
+@contextlib.contextmanager
+def _open_tar(archive: Path, limits: PatchLimits) -> Iterator[tarfile.TarFile]:
+    """The archive as a tar stream (read once, front to back), decompressed here
+    (gzip, bzip2, xz or none, by its first bytes) through `_Bounded`."""
+    limit = limits.sdist_bytes + _HEADER_SHARE * limits.sdist_members
+    with contextlib.ExitStack() as stack:
+        try:
+            raw = stack.enter_context(open(archive, "rb"))
+            magic = raw.read(6)
+            raw.seek(0)
+            inner: _Readable
+            if magic.startswith(b"\x1f\x8b"):
+                inner = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+            elif magic.startswith(b"BZh"):
+                inner = stack.enter_context(bz2.BZ2File(raw))
+            elif magic.startswith(b"\xfd7zXZ\x00"):
+                inner = stack.enter_context(lzma.LZMAFile(raw))
+            else:
+                inner = raw
+            bounded = _Bounded(inner, limit, archive)
+            tar = stack.enter_context(tarfile.open(fileobj=bounded, mode="r|"))  # type: ignore[call-overload]
+        except _ARCHIVE_ERRORS as error:
+            raise IntegrityError(f"{archive}: not a readable sdist archive: {error}") from error
+        yield tar
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Bounded:
+    """A decompressed stream that stops at `limit` bytes: whatever the archive's
+    headers declare, no more than that is ever inflated."""
+
+    def __init__(self, inner: _Readable, limit: int, archive: Path) -> None:
+        self._inner = inner
+        self._left = limit
+        self._limit = limit
+        self._archive = archive
+
+    def read(self, size: int = -1) -> bytes:
+        size = 1 << 20 if size < 0 else size
+        data = self._inner.read(min(size, self._left + 1))
+        self._left -= len(data)
+        if self._left < 0:
+            raise IntegrityError(
+                f"{self._archive}: unpacks to more than {self._limit} bytes (its members "
+                "and their headers); it was not read further",
+                hint=limit_hint("sdist-bytes", _SDIST_WHAT),
+            )
+        return data
 
 
 def _fast_import_path(path: str) -> bytes:
@@ -191,11 +315,15 @@ def _fast_import_path(path: str) -> bytes:
 
 
 def obtain_sdist(
-    base: BaseRef, cache: BaseCache, reporter: Reporter, archive_paths: tuple[Path, ...]
+    base: BaseRef,
+    cache: BaseCache,
+    reporter: Reporter,
+    archive_paths: tuple[Path, ...],
+    limits: PatchLimits = DEFAULT_LIMITS,
 ) -> Path:
     """A verified copy of the base's sdist in the cache, from the cache, local paths,
     pip's find-links or the package index, in that order (the caller holds the
-    cache lock)."""
+    cache lock). Pages and downloads are bounded by `limits` (the device's)."""
     assert isinstance(base.source, PypiSource)
     source = base.source
     recorded_in = base.path / "base.toml"
@@ -209,7 +337,7 @@ def obtain_sdist(
     cached.parent.mkdir(parents=True, exist_ok=True)
     # A killed run's half-written file; the lock the caller holds rules out a live one.
     remove_partial_downloads(cached.parent, cached.name)
-    client = IndexClient(reporter=reporter)
+    client = IndexClient(reporter=reporter, limits=limits)
     local = next(local_sdists(source.filename, archive_paths), None)
     found = None
     if local is None:
@@ -221,7 +349,7 @@ def obtain_sdist(
         )
         local = found.local_path
     if local is not None:
-        actual = sha256_of(local)
+        actual = sha256_of(local, limit=limits.download_bytes, limit_hint=_LOCAL_HINT)
         if actual != source.sha256:
             raise IntegrityError(
                 f"{local}: sha256 {actual} differs from {source.sha256} recorded in {recorded_in}",
@@ -238,8 +366,11 @@ def obtain_sdist(
             hint="Check that your index mirrors the real release; nothing was fetched.",
         )
     reporter.step(f"downloading {source.filename} from {found.origin}")
-    client.download(found.url, cached, source.sha256, recorded_in)
+    client.download(found.url, cached, source.sha256, recorded_in, expected_size=found.size)
     return cached
+
+
+_LOCAL_HINT = limit_hint("download-bytes", "Nothing was imported. Pass the released sdist itself")
 
 
 def local_sdists(filename: str, archive_paths: tuple[Path, ...]) -> Iterator[Path]:

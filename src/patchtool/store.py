@@ -27,7 +27,6 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 import sys
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError
+from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError, quoted
 from .faults import kill_point
 from .fsutil import (
     atomic_write,
@@ -44,6 +43,9 @@ from .fsutil import (
     exchange_paths,
     fsync_directory,
     new_file_mode,
+    open_regular,
+    read_regular_file,
+    sha256_of,
 )
 
 if sys.version_info >= (3, 11):
@@ -82,16 +84,75 @@ class BuildSettings:
     skip_build_requires: tuple[str, ...] = ()
 
 
+_MIB = 1 << 20
+_GIB = 1 << 30
+
+
+def _limit(default: int, ceiling: int) -> Any:
+    """A field of PatchLimits: its default, and the ceiling no device.toml can raise it past."""
+    return field(default=default, metadata={"ceiling": ceiling})
+
+
 @dataclass(frozen=True)
 class PatchLimits:
-    """How large one patch of the device's series may be before it is refused
-    unread (exit 6). The defaults hold the largest real vendor patch seen (about
-    2 MB touching about 400 files) several times over; `[limits]` in device.toml
-    changes them."""
+    """How much of each input a device's commands read, inflate, download or
+    unpack before they refuse it unread (exit 6). Each is checked before the
+    bytes are produced: a patch's size before git reads it, a binary hunk's
+    declared size before git inflates it, an sdist member's declared size
+    before it is read, a page or download as it streams in.
 
-    patch_bytes: int = 16 << 20
-    patch_files: int = 2000
-    patch_hunks: int = 20000
+    `[limits]` in device.toml raises or lowers them, each up to its ceiling
+    (`ceiling`): a store arrives by pull request, and a value above the ceiling
+    is an error, so a hostile store cannot lift its own bounds. Where no device
+    is known (a new device's first import) the defaults apply. The defaults hold
+    the real inputs several times over: the largest vendor patch seen is about
+    2 MB touching about 400 files, the C550 series 12 patches, vLLM 0.8.5's
+    sdist 7.3 MB (24 MB unpacked, 2694 members, none over 1 MB)."""
+
+    # One patch, as git reads it.
+    patch_bytes: int = _limit(16 * _MIB, 256 * _MIB)
+    patch_files: int = _limit(2000, 100_000)
+    patch_hunks: int = _limit(20_000, 1_000_000)
+    # `GIT binary patch` data, inflated: one hunk (a literal's size, a delta's
+    # size and the size of its result), all hunks of a patch, of a series.
+    binary_hunk_bytes: int = _limit(64 * _MIB, 1 * _GIB)
+    binary_patch_bytes: int = _limit(256 * _MIB, 2 * _GIB)
+    binary_series_bytes: int = _limit(1 * _GIB, 8 * _GIB)
+    # Patches one series lists.
+    series_patches: int = _limit(1000, 10_000)
+    # A released sdist, unpacked: all members, one member, how many members.
+    sdist_bytes: int = _limit(256 * _MIB, 4 * _GIB)
+    sdist_member_bytes: int = _limit(64 * _MIB, 1 * _GIB)
+    sdist_members: int = _limit(50_000, 1_000_000)
+    # What the package index sends: one page of its simple API, one download.
+    index_page_bytes: int = _limit(32 * _MIB, 512 * _MIB)
+    download_bytes: int = _limit(256 * _MIB, 4 * _GIB)
+
+    @property
+    def tree_file_bytes(self) -> int:
+        """The largest file a tree made within these limits can hold (a patch's
+        text, a binary hunk's result, an sdist member)."""
+        return max(self.patch_bytes, self.binary_hunk_bytes, self.sdist_member_bytes)
+
+    @staticmethod
+    def ceiling(key: str) -> int:
+        """The most `[limits]` may set `key` (a field name) to."""
+        return int(_LIMIT_FIELDS[key].metadata["ceiling"])
+
+
+_LIMIT_FIELDS = {f.name: f for f in fields(PatchLimits)}
+DEFAULT_LIMITS = PatchLimits()
+LIMITS_HINT = "A patch's limits are set under [limits] in device.toml."
+
+
+def limit_hint(key: str, what: str) -> str:
+    """The hint of an input refused by the limit `key` (a device.toml key):
+    `what` says what to do instead of raising it."""
+    return (
+        f"{what}, or raise {key} under [limits] in the device's {DEVICE_FILE} "
+        f"(at most {PatchLimits.ceiling(key.replace('-', '_'))}) if an input this large "
+        "is intended."
+    )
 
 
 @dataclass(frozen=True)
@@ -146,7 +207,7 @@ class GitUrl(str):
         problem = _git_url_problem(value)
         if problem is not None:
             raise UnsafeInputError(
-                f"git URL {value!r} {problem}",
+                f"git URL {quoted(value)} {problem}",
                 hint="Use an https://, ssh://, git:// or file:// URL, user@host:path, "
                 "or a local path.",
             )
@@ -181,7 +242,7 @@ def _git_url_problem(value: str) -> str | None:
         parsed = urllib.parse.urlsplit(value)
         scheme = parsed.scheme.lower()
         if scheme not in GitUrl.SCHEMES:
-            return f"uses the scheme {scheme!r}; allowed: https, ssh, git, file"
+            return f"uses the scheme {quoted(scheme)}; allowed: https, ssh, git, file"
         netloc = parsed.netloc.rsplit("@", 1)
         if any(part.startswith("-") for part in netloc):
             return "has a host or user that starts with '-'"
@@ -301,21 +362,22 @@ def _check_keys(path: Path, table: Mapping[str, Any], allowed: set[str], where: 
     for key in table:
         if key not in allowed:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            suggestion = f"; did you mean {close[0]!r}?" if close else ""
+            suggestion = f"; did you mean {quoted(close[0])}?" if close else ""
             valid = ", ".join(sorted(allowed))
             raise IntegrityError(
-                f"{path}: unknown key {where}{key!r}{suggestion}",
+                f"{path}: unknown key {where}{quoted(key)}{suggestion}",
                 hint=f"Valid keys here: {valid}.",
             )
 
 
 def _require(path: Path, table: Mapping[str, Any], key: str, kind: type, where: str = "") -> Any:
     if key not in table:
-        raise IntegrityError(f"{path}: missing key {where}{key!r}")
+        raise IntegrityError(f"{path}: missing key {where}{quoted(key)}")
     value = table[key]
     if not isinstance(value, kind):
         raise IntegrityError(
-            f"{path}: key {where}{key!r} must be a {kind.__name__}, not {type(value).__name__}"
+            f"{path}: key {where}{quoted(key)} must be a {kind.__name__}, "
+            f"not {type(value).__name__}"
         )
     return value
 
@@ -323,7 +385,7 @@ def _require(path: Path, table: Mapping[str, Any], key: str, kind: type, where: 
 def _string_list(path: Path, table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     value = table.get(key, [])
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise IntegrityError(f"{path}: key {where}{key!r} must be a list of strings")
+        raise IntegrityError(f"{path}: key {where}{quoted(key)} must be a list of strings")
     return tuple(value)
 
 
@@ -333,14 +395,15 @@ def _project_names(path: Path, table: Mapping[str, Any], key: str, where: str) -
     names = _string_list(path, table, key, where)
     if len(names) > _SKIP_BUILD_REQUIRES_LIMIT:
         raise IntegrityError(
-            f"{path}: key {where}{key!r} lists {len(names)} names; "
+            f"{path}: key {where}{quoted(key)} lists {len(names)} names; "
             f"at most {_SKIP_BUILD_REQUIRES_LIMIT} are allowed"
         )
     canonical: list[str] = []
     for name in names:
         if not _PROJECT_NAME.match(name):
             raise IntegrityError(
-                f"{path}: key {where}{key!r} holds {name!r}, which is not a project name",
+                f"{path}: key {where}{quoted(key)} holds {quoted(name)}, "
+                "which is not a project name",
                 hint="Give names as in pyproject.toml's [build-system] requires, "
                 'without versions, e.g. "cmake".',
             )
@@ -362,7 +425,8 @@ def _bounded_int(
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise IntegrityError(
-            f"{path}: key {where}{key!r} must be a whole number from {low} to {high}, not {value!r}"
+            f"{path}: key {where}{quoted(key)} must be a whole number from {low} to {high}, "
+            f"not {quoted(value)}"
         )
     return value
 
@@ -370,31 +434,14 @@ def _bounded_int(
 def read_store_file(path: Path, limit: int = _SMALL_FILE_LIMIT) -> bytes:
     """The bytes of a file of the store, which arrives by pull request: a regular
     file, not a symlink (it could point anywhere on the machine), not a FIFO (a
-    read would hang CI), and at most `limit` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError as error:
-        raise NotFoundError(f"{path} does not exist") from error
-    except OSError as error:
-        if path.is_symlink():
-            raise UnsafeInputError(
-                f"{path} is a symlink; the store holds plain files only",
-                hint="Replace the link by the file itself.",
-            ) from error
-        raise IntegrityError(f"{path} cannot be read: {error.strerror or error}") from error
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeInputError(f"{path} is not a regular file")
-        if info.st_size > limit:
-            raise IntegrityError(
-                f"{path} is {info.st_size} bytes, more than the limit of {limit}",
-                hint="A patch's limits are set under [limits] in device.toml.",
-            )
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise IntegrityError(f"{path} grew past the limit of {limit} bytes while read")
-    return data
+    read would hang CI), and at most `limit` bytes (fsutil.read_regular_file)."""
+    return read_regular_file(
+        path,
+        limit,
+        link_note="the store holds plain files only",
+        link_hint="Replace the link by the file itself.",
+        limit_hint=LIMITS_HINT,
+    )
 
 
 def _store_folder(path: Path) -> Path:
@@ -436,22 +483,7 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
     )
     for required in (build.env_script, *build.required_files):
         check_relative_path(f"{path}: path", required)
-    limits_table = _table(path, data, "limits")
-    _check_keys(path, limits_table, _LIMIT_KEYS, "limits.")
-    limits = PatchLimits(
-        **{
-            key.replace("-", "_"): _bounded_int(
-                path,
-                limits_table,
-                key,
-                "limits.",
-                getattr(PatchLimits(), key.replace("-", "_")),
-                1,
-                1 << 31,
-            )
-            for key in sorted(_LIMIT_KEYS)
-        }
-    )
+    limits = _parse_limits(path, _table(path, data, "limits"))
     return DeviceConfig(
         recipients=_parse_recipients(path, _table(path, data, "private")),
         name=check_name("device", name),
@@ -466,6 +498,24 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
             else None
         ),
     )
+
+
+def _parse_limits(path: Path, table: Mapping[str, Any]) -> PatchLimits:
+    """[limits]: each key a whole number from 1 to its ceiling."""
+    _check_keys(path, table, _LIMIT_KEYS, "limits.")
+    values = {}
+    for name, limit_field in _LIMIT_FIELDS.items():
+        key, ceiling = _key(name), PatchLimits.ceiling(name)
+        value = table.get(key, limit_field.default)
+        if isinstance(value, int) and not isinstance(value, bool) and value > ceiling:
+            raise IntegrityError(
+                f"{path}: limits.{key} = {value} is above its ceiling of {ceiling}",
+                hint="The ceilings bound what a store, which may come with a pull request, "
+                "can ask of the machine that reads it; no device.toml can raise them. "
+                "Split the input instead.",
+            )
+        values[name] = _bounded_int(path, table, key, "limits.", value, 1, ceiling)
+    return PatchLimits(**values)
 
 
 def _parse_recipients(path: Path, private: Mapping[str, Any]) -> tuple[NamedRecipient, ...]:
@@ -521,7 +571,9 @@ def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
     _check_keys(path, data, _BASE_KEYS, "")
     commit = _require(path, data, "commit", str)
     if not _FULL_COMMIT.match(commit):
-        raise IntegrityError(f"{path}: commit {commit!r} is not a full 40-digit lower-case id")
+        raise IntegrityError(
+            f"{path}: commit {quoted(commit)} is not a full 40-digit lower-case id"
+        )
     source_table = _require(path, data, "source", dict)
     kind = _require(path, source_table, "type", str, "source.")
     source: PypiSource | GitSource
@@ -543,8 +595,8 @@ def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
             raise UnsafeInputError(f"{path}: source.url: {error.message}", error.hint) from None
     else:
         close = difflib.get_close_matches(kind, ["pypi", "git"], n=1)
-        suggestion = f"; did you mean {close[0]!r}?" if close else ""
-        raise IntegrityError(f"{path}: unknown source.type {kind!r}{suggestion}")
+        suggestion = f"; did you mean {quoted(close[0])}?" if close else ""
+        raise IntegrityError(f"{path}: unknown source.type {quoted(kind)}{suggestion}")
     return BaseRef(
         device=_safe(path, "device", device),
         base_id=_safe(path, "base folder", base_id),
@@ -565,7 +617,7 @@ def _parse_origin(path: Path, table: object) -> BaseOrigin:
     def text(value: str, key: str) -> str:
         if len(value) > _ORIGIN_TEXT_LIMIT or any(ord(c) < 32 and c not in "\n\t" for c in value):
             raise IntegrityError(
-                f"{path}: key origin.{key!r} must be text of at most "
+                f"{path}: key origin.{quoted(key)} must be text of at most "
                 f"{_ORIGIN_TEXT_LIMIT} characters without control characters"
             )
         return value
@@ -667,7 +719,10 @@ def write_base_files(base: BaseRef, header: Iterable[str]) -> None:
 # --------------------------------------------------------------------------- series
 
 
-def parse_series(base: BaseRef) -> PatchSeries:
+def parse_series(base: BaseRef, limits: PatchLimits | None = None) -> PatchSeries:
+    """The base folder's series. At most `limits.series_patches` patches (the
+    device's limits: read from its device.toml when not given), counted before
+    any patch file is looked at."""
     path = base.path / SERIES_FILE
     try:
         raw = read_store_file(path)
@@ -680,6 +735,8 @@ def parse_series(base: BaseRef) -> PatchSeries:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise IntegrityError(f"{path}: not UTF-8 text ({error})") from error
+    listed = sum(1 for line in text.splitlines() if line.strip()[:1] not in ("", "#"))
+    check_series_length(path, listed, limits or device_limits(base))
     header: list[str] = []
     entries: list[SeriesEntry] = []
     seen: dict[str, int] = {}
@@ -692,24 +749,24 @@ def parse_series(base: BaseRef) -> PatchSeries:
         name = stripped.split("#", 1)[0].strip()
         if not _PATCH_NAME.match(name) or ".." in name:
             raise UnsafeInputError(
-                f"{path}:{number}: {name!r} is not a plain patch file name",
+                f"{path}:{number}: {quoted(name)} is not a plain patch file name",
                 hint="series lists file names in its own folder, one a line: letters, "
                 "digits and . _ + @ , = -, not starting with '.' or '-'.",
             )
         if name in seen:
             raise IntegrityError(
-                f"{path}:{number}: {name!r} is listed twice (first on line {seen[name]})"
+                f"{path}:{number}: {quoted(name)} is listed twice (first on line {seen[name]})"
             )
         seen[name] = number
         patch_path = base.path / name
         if patch_path.is_symlink() or (patch_path.exists() and not patch_path.is_file()):
             raise UnsafeInputError(
-                f"{path}:{number}: patch file {name!r} is a symlink or not a regular file",
+                f"{path}:{number}: patch file {quoted(name)} is a symlink or not a regular file",
                 hint="The store holds plain files only.",
             )
         if not patch_path.is_file():
             raise NotFoundError(
-                f"{path}:{number}: patch file {name!r} is missing from {base.path}",
+                f"{path}:{number}: patch file {quoted(name)} is missing from {base.path}",
                 hint="Restore the file, or remove its line from series.",
             )
         entries.append(SeriesEntry(name=name, line=number))
@@ -724,13 +781,57 @@ def render_series(header: Iterable[str], names: Iterable[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 
+def check_series_length(path: Path, count: int, limits: PatchLimits) -> None:
+    """Refuse a series of more than `series-patches` patches (exit 6)."""
+    if count > limits.series_patches:
+        raise IntegrityError(
+            f"{path}: {count} patches, more than the limit of {limits.series_patches}",
+            hint=limit_hint("series-patches", "Squash related patches"),
+        )
+
+
+def device_limits(base: BaseRef) -> PatchLimits:
+    """The limits of the base's device (its device.toml beside the base folder);
+    the defaults where there is none yet."""
+    device_file = base.path.parent / DEVICE_FILE
+    if not (device_file.exists() or device_file.is_symlink()):
+        return DEFAULT_LIMITS
+    return parse_device(device_file, base.device).limits
+
+
 def series_digest(series: PatchSeries) -> str:
     """A hash over the patch names and bytes, in order: the series' identity."""
     digest = hashlib.sha256()
     for path in series.paths():
         digest.update(path.name.encode("utf-8") + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(sha256_of(path, follow_symlinks=False)))
     return digest.hexdigest()
+
+
+def folder_file_bytes(folder: Path, limit: int, leave_out: Iterable[str] = ()) -> set[bytes]:
+    """The bytes of each plain file of a base folder (but `leave_out`), to compare
+    with patches: links, anything but a regular file and files larger than
+    `limit` are left out unread (none of them can be a patch of its series)."""
+    found: set[bytes] = set()
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if entry.name in leave_out or not entry.is_file() or entry.is_symlink():
+            continue
+        try:
+            found.add(read_store_file(entry, limit))
+        except (IntegrityError, NotFoundError, UnsafeInputError):
+            continue
+    return found
+
+
+def holds_bytes(path: Path, data: bytes) -> bool:
+    """Whether the store file `path` (a plain file, never followed) holds exactly
+    `data`; it is read no further than that tells."""
+    with open_regular(
+        path,
+        link_note="the store holds plain files only",
+        link_hint="Replace the link by the file itself.",
+    ) as (handle, size):
+        return size == len(data) and handle.read(len(data) + 1) == data
 
 
 # --------------------------------------------------------------------------- private patches
@@ -840,9 +941,9 @@ class Store:
         if not (path.is_file() or path.is_symlink()):
             known = self.device_names()
             close = difflib.get_close_matches(name, known, n=1)
-            suggestion = f" Did you mean {close[0]!r}?" if close else ""
+            suggestion = f" Did you mean {quoted(close[0])}?" if close else ""
             raise NotFoundError(
-                f"unknown device {name!r}: {path} does not exist.{suggestion}",
+                f"unknown device {quoted(name)}: {path} does not exist.{suggestion}",
                 hint="Known devices: " + (", ".join(known) if known else "none") + ".",
             )
         return parse_device(path, name)
@@ -865,7 +966,7 @@ class Store:
         listing = ", ".join(f"{b.base_id} ({b.commit[:12]}, {b.version})" for b in bases)
         if not bases:
             raise NotFoundError(
-                f"device {device!r} has no bases under {self.root / device}",
+                f"device {quoted(device)} has no bases under {self.root / device}",
                 hint="Create one with a base.toml and a series file.",
             )
         if selector is None:
@@ -875,8 +976,8 @@ class Store:
                 return self.resolve_base(device, config.default_base)
             except NotFoundError as error:
                 raise IntegrityError(
-                    f"{config.path}: default-base {config.default_base!r} names no base of "
-                    f"{device!r}",
+                    f"{config.path}: default-base {quoted(config.default_base)} names no base of "
+                    f"{quoted(device)}",
                     hint=error.hint,
                 ) from error
         wanted = selector.strip()
@@ -890,12 +991,12 @@ class Store:
             return matches[0]
         if not matches:
             raise NotFoundError(
-                f"device {device!r} has no base matching {selector!r}",
+                f"device {quoted(device)} has no base matching {quoted(selector)}",
                 hint=f"Bases of {device}: {listing}. Give a full id, a unique prefix of "
                 "7+ hex digits, a folder name or a version.",
             )
         raise UsageError(
-            f"{selector!r} is ambiguous for device {device!r}: it matches "
+            f"{quoted(selector)} is ambiguous for device {quoted(device)}: it matches "
             + ", ".join(b.base_id for b in matches),
             hint=f"Bases of {device}: {listing}. Give more digits.",
         )
@@ -963,17 +1064,18 @@ def plan_export(base: BaseRef, files: Iterable[tuple[str, bytes]]) -> ExportPlan
     series = parse_series(base)
     wanted = dict(files)
     series_bytes = render_series(series.header, list(wanted))
+    check_series_length(base.path / SERIES_FILE, len(wanted), device_limits(base))
     plan = ExportPlan(base=base, files=wanted, series=series_bytes)
     for name, data in wanted.items():
         path = base.path / name
-        if not path.exists():
+        if not (path.exists() or path.is_symlink()):
             plan.new.append(name)
-        elif path.read_bytes() != data:
+        elif not holds_bytes(path, data):
             plan.changed.append(name)
         else:
             plan.unchanged.append(name)
     plan.removed = [n for n in series.names if n not in wanted]
-    plan.series_changed = (base.path / SERIES_FILE).read_bytes() != series_bytes
+    plan.series_changed = not holds_bytes(base.path / SERIES_FILE, series_bytes)
     return plan
 
 

@@ -26,13 +26,21 @@ from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import children
-from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError
+from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError, quoted
 from .fsutil import atomic_write, check_name, read_json_record
 from .gitops import Git
-from .privacy import Keyring, private_record
+from .privacy import Keyring, private_record, stored_limit
 from .rendering import RenderedPatch, known_plaintexts, private_pairs, render_patches
 from .report import Reporter
-from .store import SERIES_FILE, BaseRef, PatchSeries, Store, series_digest
+from .store import (
+    SERIES_FILE,
+    BaseRef,
+    PatchSeries,
+    Store,
+    device_limits,
+    folder_file_bytes,
+    series_digest,
+)
 
 METADATA_FILE = "patchtool.json"
 BASE_REF = "refs/patchtool/base-commit"
@@ -118,7 +126,7 @@ def _record_from(data: dict[str, object]) -> TreeRecord:
             values[key] = {str(k): str(v) for k, v in value.items()}
         elif key in ("private_patch_ids", "skipped_private"):
             if not isinstance(value, list):
-                raise TypeError(f"{key!r} is not a list")
+                raise TypeError(f"{quoted(key)} is not a list")
             values[key] = tuple(str(v) for v in value)
         else:
             values[key] = str(value)
@@ -172,7 +180,7 @@ def find_tree(build_dir: Path, device: str) -> Path:
     )
     if not trees:
         raise NotFoundError(
-            f"no build tree for device {device!r} under {device_dir}",
+            f"no build tree for device {quoted(device)} under {device_dir}",
             hint=f"Create one with `patchtool unpatch --device-type {device}`.",
         )
     if len(trees) > 1:
@@ -353,11 +361,8 @@ def unexported_commits(
     knows it)."""
     # Any file of the base folder counts: a damaged series must not make
     # exported work look unexported (or the reverse).
-    stored = {
-        f.read_bytes()
-        for f in (base.path.iterdir() if base.path.is_dir() else [])
-        if f.is_file() and f.name not in (SERIES_FILE, "base.toml")
-    }
+    limit = stored_limit(device_limits(base))
+    stored = folder_file_bytes(base.path, limit, leave_out=(SERIES_FILE, "base.toml"))
     try:
         recorded = read_record(git.cwd).private
     except (NotFoundError, IntegrityError):

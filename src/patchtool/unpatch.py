@@ -88,7 +88,7 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
     device: DeviceConfig = options.store.device(options.device)
     current = _current_tree(options.build_dir, device.name)
     base = _choose_base(options, device, current, reporter)
-    series = parse_series(base)
+    series = parse_series(base, device.limits)
     # Read (and decrypted) before anything is downloaded: a missing key fails fast.
     loaded = load_series(
         series, device.limits, options.keyring, device.recipients, options.public_only
@@ -112,7 +112,9 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
     if work_to_keep and not options.force:
         raise _dirty(target, work_to_keep, device.name)
 
-    cache_repository = ensure_base(base, options.cache, reporter, options.archive_paths)
+    cache_repository = ensure_base(
+        base, options.cache, reporter, options.archive_paths, limits=device.limits
+    )
     # The base is judged from the cache before any of it is checked out.
     judge = TreeJudge(Git(cache_repository), base.commit, f"base {base.label}")
     stage = new_stage(location.device_dir)

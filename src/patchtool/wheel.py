@@ -46,7 +46,7 @@ from .buildenv import (
 from .envsh import SourcedEnvironment, sandbox_environment, source_env_script
 from .errors import BuildError, DirtyTreeError
 from .faults import kill_point
-from .fsutil import atomic_write, sha256_of
+from .fsutil import atomic_write, read_regular_file, sha256_of
 from .gitops import Git
 from .jobs import DeviceJob
 from .provenance import add_provenance, provenance_record, verify_required
@@ -128,7 +128,12 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         record=record,
         head=head,
         tree_state="dirty" if work else "public-only" if record.skipped_private else "exported",
-        env_script=(options.tree / device.build.env_script).read_bytes(),
+        # A file of the tree, at a path device.toml names (links in the tree were judged).
+        env_script=read_regular_file(
+            options.tree / device.build.env_script,
+            device.limits.tree_file_bytes,
+            follow_symlinks=True,
+        ),
         env_args=env_args,
         target=target,
         interpreter=interpreter,
