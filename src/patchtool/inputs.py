@@ -2,17 +2,19 @@
 plain unified diffs and quilt series, each as a list of `Change`s with the
 author, date and message the input gives (none invented here).
 
-Only reading: nothing is applied (importer.py does that) and nothing is written.
+Only reading: nothing is applied (importer.py does that) and nothing is written
+but the split mails, in the scratch folder the caller names (an mbox may hold a
+private patch's plaintext, decrypted by `import --flagscale`).
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NotFoundError, UsageError
+from .fsutil import temporary_folder
 from .gitops import Git
 
 AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]+)>\s*$")
@@ -34,10 +36,13 @@ class Change:
     source: str = ""
 
 
-def read_changes(inputs: tuple[Path, ...], strip: int, series_file: Path | None) -> list[Change]:
+def read_changes(
+    inputs: tuple[Path, ...], strip: int, series_file: Path | None, scratch: Path
+) -> list[Change]:
+    """Every change of the inputs, in order; mbox files are split in `scratch`."""
     changes: list[Change] = []
     if series_file is not None:
-        changes.extend(_read_quilt(series_file, strip))
+        changes.extend(_read_quilt(series_file, strip, scratch))
     for path in inputs:
         if path.is_dir():
             series = path / "series"
@@ -48,9 +53,9 @@ def read_changes(inputs: tuple[Path, ...], strip: int, series_file: Path | None)
                     f"{path} is a folder without a quilt series file",
                     hint="Name the series file with --series FILE.",
                 )
-            changes.extend(_read_quilt(series, strip))
+            changes.extend(_read_quilt(series, strip, scratch))
         elif path.is_file():
-            changes.extend(_read_file(path, path.name, strip, source=_shown(path)))
+            changes.extend(_read_file(path, path.name, strip, scratch, source=_shown(path)))
         else:
             raise NotFoundError(f"input {path} does not exist")
     if not changes:
@@ -66,7 +71,7 @@ def _shown(path: Path) -> str:
     return path.as_posix()
 
 
-def _read_quilt(series: Path, default_strip: int) -> list[Change]:
+def _read_quilt(series: Path, default_strip: int, scratch: Path) -> list[Change]:
     if not series.is_file():
         raise NotFoundError(f"quilt series file {series} does not exist")
     shown = _shown(series)
@@ -91,6 +96,7 @@ def _read_quilt(series: Path, default_strip: int) -> list[Change]:
                 patch,
                 f"{series.name}:{number} {words[0]}",
                 strip,
+                scratch,
                 fallback_subject=patch.stem,
                 source=f"{words[0]}, line {number} of the quilt series {shown}",
             )
@@ -107,11 +113,16 @@ def _looks_like_mail(data: bytes) -> bool:
 
 
 def _read_file(
-    path: Path, origin: str, strip: int, fallback_subject: str | None = None, source: str = ""
+    path: Path,
+    origin: str,
+    strip: int,
+    scratch: Path,
+    fallback_subject: str | None = None,
+    source: str = "",
 ) -> list[Change]:
     data = path.read_bytes()
     if _looks_like_mail(data):
-        return _read_mbox(path, origin, strip, source or origin)
+        return _read_mbox(path, origin, strip, source or origin, scratch)
     first_diff = re.search(rb"^(diff |--- |Index: )", data, re.M)
     description = (
         data[: first_diff.start()].decode("utf-8", "replace").strip() if first_diff else ""
@@ -126,9 +137,9 @@ def _read_file(
     return [Change(origin, data, strip, message=message, source=source or origin)]
 
 
-def _read_mbox(path: Path, origin: str, strip: int, source: str) -> list[Change]:
+def _read_mbox(path: Path, origin: str, strip: int, source: str, scratch: Path) -> list[Change]:
     git = Git(path.parent)
-    with tempfile.TemporaryDirectory(prefix="patchtool-mbox-") as folder:
+    with temporary_folder(scratch, "mbox-") as folder:
         count = int(
             git.text("mailsplit", "-b", "--keep-cr", f"-o{folder}", str(path.resolve())) or 0
         )
