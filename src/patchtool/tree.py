@@ -324,10 +324,8 @@ def _settle_previous(folder: Path, device_dir: Path, reporter: Reporter) -> None
             f"moved to {backup} ({error.strerror or error}); it is left where it is"
         )
         return
-    reporter.warn(
-        f"the tree an earlier unpatch replaced was changed after its last check; "
-        f"it was moved to {backup}"
-    )
+    why = "was changed after its last check" if seen is not None else "could not be read whole"
+    reporter.warn(f"the tree an earlier unpatch replaced {why}; it was moved to {backup}")
     _remove(folder, reporter)
 
 
