@@ -431,3 +431,37 @@ def test_a_live_checks_scratch_is_left_alone_by_another_check(
     assert code == 0, stderr
     assert os.listdir(scratch) == []
     assert os.listdir(temporary) == []
+
+
+def test_an_import_killed_with_a_change_on_disk_leaves_it_in_the_build_folder_only(
+    upstream: SyntheticUpstream, tmp_path: Path, temporary: Path
+) -> None:
+    assert upstream.run("unpatch").code == 0
+    mbox = tmp_path / "secret.mbox"
+    mbox.write_text(
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        "From: A <a@example.invalid>\nDate: Sat, 1 Feb 2025 12:00:00 +0000\n"
+        "Subject: [PATCH] Add the secret path\n\nNot announced yet.\n---\n"
+        "diff --git a/secret.py b/secret.py\nnew file mode 100644\n--- /dev/null\n"
+        f"+++ b/secret.py\n@@ -0,0 +1 @@\n+PATH = '{MARKER}'\n"
+    )
+    env = {"TMPDIR": str(temporary)}
+    killed = upstream.run("import", str(mbox), env={**env, VARIABLE: "import:change-written"})
+    assert killed.code == -9
+    assert os.listdir(temporary) == []
+    scratch = upstream.build / "devA" / ".patchtool-scratch"
+    [dead] = [p.name for p in scratch.iterdir() if p.is_dir()]
+    assert dead.startswith("import-")
+    assert holding_the_marker(upstream.build / "devA") == [
+        str(scratch / dead / p.name / "00001.patch") for p in (scratch / dead).iterdir()
+        if p.name.startswith("changes-")
+    ]  # fmt: skip
+    # Any command on the device removes a dead import's scratch, and says so.
+    again = upstream.run("unpatch", env=env)
+    assert again.code == 0, again.output
+    assert again.stderr.splitlines() == [
+        f"removing .patchtool-scratch/{dead}, left by an interrupted run",
+        *run_lines(upstream),
+    ]
+    assert os.listdir(scratch) == []
+    assert holding_the_marker(upstream.build / "devA", temporary) == []

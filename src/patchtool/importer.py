@@ -44,6 +44,7 @@ from .errors import (
     UnsafeInputError,
     UsageError,
 )
+from .faults import kill_point
 from .fsutil import check_name, remove_tree, temporary_folder
 from .gitops import TOOL_COMMITTER, Git, user_identity
 from .inputs import AUTHOR, Change, read_changes
@@ -344,6 +345,7 @@ def _import_into(
             for number, change in enumerate(changes, start=1):
                 patch = folder / f"{number:05d}.patch"
                 patch.write_bytes(change.diff)
+                kill_point("import:change-written")
                 check_change_paths(git, patch, change, limits)
                 if options.excludes:
                     every = _sections(git, patch, change.strip, ())
