@@ -11,7 +11,8 @@ never touched):
  1. warm `patchtool unpatch` (CLI as a subprocess, what users pay), both into
     an empty build folder ("fresh") and over the tree of the previous run
     ("replace": the normal repeat, which first checks the old tree for
-    unexported work and then deletes it), against
+    unexported work and sets it aside, and removes the tree the previous run
+    set aside if it is unchanged), against
         git clone --local --no-checkout <cache>/repos/vllm.git X
         git -C X checkout -b dev <base commit>
         git -C X am <series patches>
@@ -488,8 +489,10 @@ wrap(apply, "apply_series", "apply_series: limits + git am + judging the commits
 wrap(apply, "load_series", "read the series (limits; private patches decrypted)")
 wrap(safety.TreeJudge, "judge_commits", "  of which: judging the commits (diff-tree)")
 wrap(apply, "exchange_paths", "atomic swap (renameat2)")
-wrap(apply, "discard", "discard old tree (rename + detached rm)")
-wrap(apply, "recover_interrupted", "recover_interrupted")
+wrap(apply, "tree_state", "the old tree's state (stat walk), at the check and after the swap")
+wrap(apply, "set_aside", "set the old tree aside (rename)")
+wrap(apply, "recover_interrupted", "recover_interrupted (judges the tree set aside last time)")
+wrap(tree, "discard", "  of which: discard an unchanged old tree (rename + detached rm)")
 wrap(tree, "render_patches", "render_patches (one git log + format-patch)")
 wrap(tree, "uncommitted_files", "git status (uncommitted files)")
 wrap(tree, "side_work", "side work (stash, branches)")

@@ -163,9 +163,10 @@ def test_unpatch_over_an_exported_tree_replaces_it_without_a_backup(
     again = upstream.cli("unpatch", "-d", "devA", "--dir", build)
     assert again.code == 0, again.output
     assert [line for line in again.stderr.splitlines() if line.startswith("warning")] == []
-    assert sorted(p.name for p in (upstream.build / "devA").iterdir()) == [
-        ".patchtool.lock", "demo"
-    ]
+    # No backup: the replaced tree is only set aside, for the next run to remove.
+    names = sorted(p.name for p in (upstream.build / "devA").iterdir())
+    assert len(names) == 3 and names[0].startswith(".patchtool-previous-")
+    assert names[1:] == [".patchtool.lock", "demo"]
     assert git(upstream.tree, "log", "-1", "--format=%s").strip() == "Return 44"
 
 

@@ -217,7 +217,7 @@ def test_a_shell_left_in_a_replaced_tree_gets_a_clear_error(
     upstream: SyntheticUpstream, tmp_path: Path
 ) -> None:
     # unpatch builds the new tree aside and swaps it in whole, so a shell that
-    # ran it from inside the tree is left in a removed folder.
+    # ran it from inside the tree is left in the old tree, set aside.
     assert upstream.cli("unpatch", "--device-type", "devA").code == 0
     inside = upstream.tree / "demo"
     script = tmp_path / "session.sh"
@@ -229,10 +229,12 @@ def test_a_shell_left_in_a_replaced_tree_gets_a_clear_error(
         ["bash", str(script), str(inside)], capture_output=True, text=True, check=True,
         env=dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"),
     )
+    [old] = [p for p in (upstream.build / "devA").iterdir()
+             if p.name.startswith(".patchtool-previous-")]  # fmt: skip
     assert done.stderr.splitlines() == [
-        f"error: the working folder no longer exists: {inside}",
-        "hint: A command replaced it (unpatch and rebase swap a build tree in whole): "
-        f"`cd {inside}` enters the new one.",
+        f"error: the working folder is inside a build tree that unpatch replaced: {old / 'demo'}",
+        f"hint: `cd {inside}` enters the new one. The old one is removed by the next run on the "
+        "device, or moved to backups/ if anything was written in it.",
     ]
     assert done.stdout.splitlines() == ["rc=3", "rc=0"]
 

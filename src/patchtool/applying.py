@@ -3,14 +3,16 @@ and say exactly why a patch does not apply.
 
 `checkout_base` makes a tree a local clone of the cached base (objects
 hard-linked or copied), marked with `refs/patchtool/base-commit` and the tag
-`patchtool/base`. `apply_series` gives git the series as one mbox stream on
-standard input (private plaintexts never touch the disk outside the tree; a
-patch that is not a mail goes alone, by its path, as git would read a file),
-then has every commit git made judged (safety.py). A patch that does not apply
+`patchtool/base`. `apply_series` judges every path git reads from the series
+before git writes one, gives git the series as one mbox stream on standard
+input (private plaintexts never touch the disk outside the tree; a patch that
+is not a mail goes alone, by its path, as git would read a file), then has
+every commit git made judged (safety.py). A patch that does not apply
 is named with its series line, its file and hunk, and the text git looked for
 (never for a private patch). `trial_apply` applies one change with
-`--reject` in a throw-away index, to name every failing hunk of every file
-(import and `import --flagscale` report with it).
+`--reject` in a throw-away copy of the files, in a folder its caller names,
+to name every failing hunk of every file (import and `import --flagscale`
+report with it).
 
 Used by unpatch, check, rebase, import and import --flagscale.
 """
@@ -18,12 +20,13 @@ Used by unpatch, check, rebase, import and import --flagscale.
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConflictError, IntegrityError, UnsafeInputError, quoted
+from .errors import ConflictError, IntegrityError, UnsafeInputError
+from .faults import pause_point
+from .fsutil import path_problem, shown_path, temporary_folder
 from .gitops import Git, GitResult, tool_identity
 from .privacy import LoadedSeries, SeriesPatch, verify_description
 from .report import Reporter
@@ -85,6 +88,7 @@ def apply_series(
         return []
     for patch in patches:
         verify_description(git, patch)
+    _judge_paths_first(git, patches)
     start = git.text("rev-parse", "HEAD")
     # Hooks are off through core.hooksPath (gitops); `am --no-verify` needs git 2.40.
     am = ("am", "--keep-cr", "--committer-date-is-author-date")
@@ -103,9 +107,32 @@ def apply_series(
             if "3-way merge" in result.stderr or "3-way merge" in result.text:
                 needed.append(patch.entry.name)
                 reporter.warn(f"{patch.entry.name} needed a 3-way merge")
+    pause_point("apply:applied")
     commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
     judge.judge_commits(git, commits, [p.label for p in patches])
     return needed
+
+
+def _judge_paths_first(git: Git, patches: Sequence[SeriesPatch]) -> None:
+    """Judge the paths git reads from the series before git writes any, so that a
+    path deeper or longer than the limits, or into .git, never reaches the disk:
+    one `git apply --numstat` over the whole series (a few milliseconds), and
+    only when a path fails, each patch alone, to name the one that holds it. A
+    series git cannot read this way is left to `git am`, whose error names it;
+    the judge after `git am` (TreeJudge) stays the rule either way."""
+    stream = b"".join(p.data if p.data.endswith(b"\n") else p.data + b"\n" for p in patches)
+    try:
+        paths = paths_git_reads(git, Path("series"), data=stream)
+    except IntegrityError:
+        return
+    if all(path_problem(path) is None for path in paths):
+        return
+    for patch in patches:
+        try:
+            found = paths_git_reads(git, patch.path, data=patch.data)
+        except IntegrityError:
+            continue
+        judge_paths(patch.label, found)
 
 
 def _am_runs(patches: Sequence[SeriesPatch]) -> list[list[SeriesPatch]]:
@@ -162,7 +189,7 @@ def _raise_failure(git: Git, loaded: LoadedSeries, start: str, am_stderr: str) -
     refusal = git_refusal(am_stderr + "\n" + check.stderr)
     if refusal is not None:
         path, why = refusal
-        raise UnsafeInputError(f"{where}: path {quoted(path)} {why}", hint=UNSAFE_HINT)
+        raise UnsafeInputError(f"{where}: path {shown_path(path)} {why}", hint=UNSAFE_HINT)
     if "Patch is empty" in am_stderr:
         raise IntegrityError(f"{where}: is an empty patch: it changes no file", hint=CORRUPT_HINT)
     if "Patch format detection failed" in am_stderr:
@@ -289,17 +316,20 @@ _FILE_PROBLEM = re.compile(
 
 
 def trial_apply(
-    git: Git, patch: Path, strip: int = 1, excludes: tuple[str, ...] = ()
+    git: Git, patch: Path, scratch: Path, strip: int = 1, excludes: tuple[str, ...] = ()
 ) -> TrialApply:
     """Apply `patch` with `git apply --reject` to a throw-away copy of the files in
     the index of `git`'s tree (never to the tree itself) and report every hunk
-    and file that failed. Costs a checkout of the index: for failures only."""
+    and file that failed. Costs a checkout of the index: for failures only.
 
-    with tempfile.TemporaryDirectory(prefix="patchtool-trial-") as folder:
-        copy = Path(folder, "tree")
+    The copy is made in `scratch`, a folder of the caller's in the build folder:
+    the tree's files may hold a private patch's plaintext."""
+
+    with temporary_folder(scratch, "trial-") as folder:
+        copy = folder / "tree"
         # A repository of its own, so that git never finds (and applies relative
-        # to) a repository above the temporary folder.
-        Git(Path(folder)).run("init", "--quiet", str(copy))
+        # to) a repository above the scratch folder.
+        Git(folder).run("init", "--quiet", str(copy))
         git.run("checkout-index", "--all", f"--prefix={copy}/")
         trial = Git(copy).run(
             "apply",

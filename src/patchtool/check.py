@@ -19,8 +19,12 @@ it records one `CheckRecord` per check:
              in lint.py, which `patch` and `import` apply too); a private
              patch must be encrypted to exactly the recipients device.toml names
 
-The tree for `safety`, `apply` and `export` is built in a temporary folder
-with applying.py's pieces; the user's build folder is never read or written. The
+The tree for `safety`, `apply` and `export` is built with applying.py's pieces
+in a scratch folder under the cache (scratch.py: `<cache>/scratch/check-*`,
+locked while it is used, removed when the check ends, and by the next run when
+a kill stopped this one), never in the shared temporary folder: a private
+patch's plaintext is in that tree while it is checked. The user's build folder
+is never read or written. The
 base cache may be filled (a cold cache fetches, as `unpatch` would), and the
 cached base is always verified object by object. When the series does not
 apply, `safety` judges the paths git reads from every patch instead.
@@ -56,7 +60,6 @@ from __future__ import annotations
 import contextvars
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -85,6 +88,7 @@ from .privacy import LoadedSeries, load_series
 from .rendering import stored_files
 from .report import Reporter
 from .safety import TreeJudge, judge_paths, paths_git_reads
+from .scratch import scratch_folder, scratch_root
 from .sdist import local_sdists
 from .store import (
     BASE_FILE,
@@ -293,8 +297,14 @@ def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
                 slots.append(
                     pool.submit(context.run, _check_base_file, options, base_file, config, reporter)
                 )
-        for slot in slots:
-            report.records.extend(slot if isinstance(slot, list) else slot.result())
+        try:
+            for slot in slots:
+                report.records.extend(slot if isinstance(slot, list) else slot.result())
+        except BaseException:
+            # SIGTERM (cli makes it an exception) or a bug: the bases not started
+            # are dropped; the ones running end and remove their scratch trees.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return report
 
 
@@ -342,7 +352,8 @@ def _check_base(
             records.append(_lint(base, series, None, config))
         return records
     if repository is not None:
-        records.extend(_safety_apply_export(base, loaded, repository, config, reporter))
+        scratch = scratch_root(options.cache.root)
+        records.extend(_safety_apply_export(base, loaded, repository, config, scratch, reporter))
     elif source.skipped:
         records.extend(
             CheckRecord(
@@ -550,6 +561,7 @@ def _safety_apply_export(
     loaded: LoadedSeries,
     repository: Path,
     config: DeviceConfig,
+    scratch: Path,
     reporter: Reporter,
 ) -> list[CheckRecord]:
     from .applying import apply_series, checkout_base
@@ -569,8 +581,8 @@ def _safety_apply_export(
         return [_timed(_failure(device, base_id, "safety", error), started), *unsafe_skip]
     safety = _timed(CheckRecord(device, base_id, "safety", True), started)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="patchtool-check-") as folder:
-        tree = Path(folder) / base.project
+    with scratch_folder(scratch, "check-") as folder:
+        tree = folder / base.project
         checkout_base(repository, tree, base, device)
         try:
             apply_series(tree, loaded, judge, three_way=False, reporter=reporter)

@@ -56,6 +56,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .fsutil import temporary_folder
+
 # Re-exported so that call sites need no `import subprocess` of their own.
 DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT
@@ -105,8 +107,8 @@ def python_command(*args: str) -> list[str]:
 @contextlib.contextmanager
 def empty_folder() -> Iterator[Path]:
     """A fresh, private, empty folder for a child's working folder; removed after."""
-    with tempfile.TemporaryDirectory(prefix="patchtool-child-") as folder:
-        yield Path(folder)
+    with temporary_folder(Path(tempfile.gettempdir()), "patchtool-child-") as folder:
+        yield folder
 
 
 def run(

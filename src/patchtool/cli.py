@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -913,6 +916,39 @@ def _recipients(items: tuple[str, ...]) -> tuple[NamedRecipient, ...]:
 # --------------------------------------------------------------------------- error boundary
 
 
+class Terminated(BaseException):
+    """SIGTERM, as an exception: not a PatchtoolError (no `except PatchtoolError`
+    may take it for a failed check and go on), so it unwinds the run through
+    every `finally` (a scratch tree holding a private patch's plaintext is
+    removed, a stage too) up to main()."""
+
+
+# The exit status of a run stopped by SIGTERM: what a shell reports for a process
+# the signal killed (128 + 15), after patchtool cleaned up.
+TERMINATED_STATUS = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    # Once: a second SIGTERM must not cut the clean-up the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM (a cancelled CI job, `kill`) raises
+    Terminated in the main thread instead of ending the process on the spot."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (embedding): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     # typer's standalone mode handles usage errors (exit 2), --help and Exit;
     # everything the core raises comes through here.
@@ -921,7 +957,16 @@ def main(argv: list[str] | None = None) -> None:
     _hide_empty_defaults(command)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        command.main(args=_globals_first(command, args), prog_name="patchtool")
+        with _sigterm_unwinds():
+            command.main(args=_globals_first(command, args), prog_name="patchtool")
+    except Terminated:
+        _render_error(
+            PatchtoolError(
+                "stopped by SIGTERM",
+                hint="What the run had started was cleaned up; run the same command again.",
+            )
+        )
+        sys.exit(TERMINATED_STATUS)
     except PatchtoolError as error:
         _render_error(error)
         sys.exit(int(error.exit_code))

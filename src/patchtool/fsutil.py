@@ -1,12 +1,19 @@
-"""Small file-system helpers: atomic writes, the atomic folder exchange, JSON
-records, name and path checks, and the one bounded reader of files that input
-names (`read_regular_file`, `open_regular`).
+"""Small file-system helpers: atomic writes, the atomic folder exchange, folder
+removal, JSON records, name and path checks, and the one bounded reader of
+files that input names (`read_regular_file`, `open_regular`).
 
 Every file patchtool writes is written whole or not at all: a single file with
 `atomic_write` (a temporary file renamed over it), a folder's new state with
 `exchange_paths` (built beside it and swapped in with one renameat2). store.py
 uses both for the store; a killed run or a full disk leaves the old state or
 the new one, never a half-written file.
+
+Every folder patchtool removes goes through `remove_tree`, which works at any
+depth without recursion, never follows a symlink, holds a bounded number of
+file descriptors and reports a failure instead of raising it: a tree that a
+hostile patch (or a user) made deep can neither crash a run nor wedge the next
+one. `temporary_folder` is the scratch folder that uses it, made where the
+caller says (never in the shared temporary folder by default).
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import hashlib
+import itertools
 import json
 import os
 import re
+import secrets
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -61,10 +70,23 @@ def folds_to(component: str, name: str) -> bool:
     return ntfs == short
 
 
+# How deep and how long a path inside a tree may be. Linux refuses a path of
+# 4096 bytes or more (PATH_MAX) and a name of more than 255 (NAME_MAX); a tree
+# lives some folders down (`<dir>/<device>/<project>/`, a wheel build adds its
+# own), so a path inside it keeps a quarter of PATH_MAX and leaves the rest to
+# the folders above. The deepest path of vLLM 0.7.2 to 0.8.5 has 7 components
+# and 145 bytes: the limits are about 9 and 7 times that, and they keep every
+# walk of a tree (removal, fingerprints) short.
+MAX_PATH_COMPONENTS = 64
+MAX_PATH_BYTES = 1024
+MAX_NAME_BYTES = 255
+
+
 def path_problem(path: str) -> str | None:
     """Why a path inside a tree is unsafe to write (None when it is fine): empty,
     absolute, climbing, an empty or '.' component, a backslash (a separator on
-    Windows), or a `.git` component in any spelling."""
+    Windows), a `.git` component in any spelling, or deeper or longer than the
+    limits above."""
     if path == "":
         return "is empty"
     if path.startswith("/"):
@@ -76,11 +98,36 @@ def path_problem(path: str) -> str | None:
         return "has an empty or '.' component"
     if "\\" in path:
         return "holds a backslash, a path separator on Windows"
-    if path.isascii() and "git" not in path.lower():
-        return None  # every spelling of .git holds "git" but for ignorable non-ASCII
-    if any(folds_to(part, ".git") for part in parts):
+    # Every spelling of .git holds "git" but for ignorable non-ASCII code points.
+    if not (path.isascii() and "git" not in path.lower()) and any(
+        folds_to(part, ".git") for part in parts
+    ):
         return "points into .git"
+    return _size_problem(path, parts)
+
+
+def _size_problem(path: str, parts: list[str]) -> str | None:
+    if len(parts) > MAX_PATH_COMPONENTS:
+        return f"has {len(parts)} components, more than the limit of {MAX_PATH_COMPONENTS}"
+    if len(path) <= MAX_NAME_BYTES // 4:
+        return None  # no UTF-8 spelling of it can exceed a limit
+    size = len(_utf8(path))
+    if size > MAX_PATH_BYTES:
+        return f"is {size} bytes long, more than the limit of {MAX_PATH_BYTES}"
+    longest = max(len(_utf8(part)) for part in parts)
+    if longest > MAX_NAME_BYTES:
+        return f"has a name of {longest} bytes, more than the limit of {MAX_NAME_BYTES}"
     return None
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def shown_path(path: str) -> str:
+    """A path for a message: quoted, and shortened in the middle when it is long
+    (a hostile path can be thousands of characters)."""
+    return quoted(path if len(path) <= 120 else path[:60] + "…" + path[-40:], 120)
 
 
 def check_relative_path(where: str, path: str) -> str:
@@ -322,3 +369,164 @@ def read_regular_file(
             f"{shown} grew past the limit of {limit} bytes while read", hint=limit_hint
         )
     return data
+# --------------------------------------------------------------------------- removal
+
+# Folders held open at once by remove_tree: two descriptors each (the folder and
+# its listing). A subfolder found deeper is moved up to the top folder by one
+# rename and removed from there later, so a tree of any depth costs this many.
+_OPEN_FOLDERS = 32
+_DEEP_PREFIX = ".patchtool-deep-"
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path: Path) -> bool:
+    """Remove `path` and everything below it; True when it is gone (or was never
+    there), False when some of it could not be removed (it never raises).
+
+    Iterative, so depth costs no stack (shutil.rmtree and os.walk recurse: a
+    tree 1000 folders deep is a RecursionError); every step works relative to
+    an open folder (O_NOFOLLOW, unlinkat), so a symlink anywhere is removed,
+    never followed, and no path grows past PATH_MAX; at most `_OPEN_FOLDERS`
+    folders are open at a time. A symlink at `path` itself is removed."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISDIR(info.st_mode):
+            os.unlink(path)
+            return True
+        top = os.open(path, _DIRECTORY_FLAGS)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        emptied = _empty_folder(top)
+    finally:
+        os.close(top)
+    if not emptied:
+        return False
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def _empty_folder(top: int) -> bool:
+    """Remove everything in the open folder `top`; False if something stayed."""
+    token = f"{_DEEP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    names = (f"{token}-{n}" for n in itertools.count())
+    while True:
+        moved, failed = _empty_pass(top, names)
+        if failed:
+            return False
+        if not moved:
+            return True
+        # Subfolders moved up to `top` may have been missed by its listing:
+        # list it again, until a pass moves nothing.
+
+
+def _empty_pass(top: int, names: Iterator[str]) -> tuple[int, bool]:
+    """One depth-first pass over `top` (folders as a stack of open descriptors
+    and listings); returns how many subfolders were moved up, and whether
+    anything could not be removed."""
+    moved, failed = 0, False
+    # Each level: (descriptor, its listing, the name of the folder in its parent).
+    stack: list[tuple[int, Iterator[os.DirEntry[str]], str]] = []
+    try:
+        stack.append((top, os.scandir(top), ""))
+    except OSError:
+        return 0, True
+    try:
+        while stack:
+            fd, listing, _ = stack[-1]
+            try:
+                entry = next(listing, None)
+            except OSError:
+                entry, failed = None, True
+            if entry is None:
+                _, done, name = stack.pop()
+                _close_listing(done)
+                if stack:
+                    os.close(fd)
+                    try:
+                        os.rmdir(name, dir_fd=stack[-1][0])
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        failed = True
+                continue
+            try:
+                is_folder = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_folder = False
+            if not is_folder:
+                try:
+                    os.unlink(entry.name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    failed = True
+                continue
+            if len(stack) >= _OPEN_FOLDERS:
+                try:
+                    os.rename(entry.name, next(names), src_dir_fd=fd, dst_dir_fd=top)
+                    moved += 1
+                except OSError:
+                    failed = True
+                continue
+            try:
+                child = os.open(entry.name, _DIRECTORY_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                # Replaced by a file or a link under us, or an unreadable folder
+                # (which can still go if it is empty).
+                try:
+                    os.unlink(entry.name, dir_fd=fd)
+                except IsADirectoryError:
+                    try:
+                        os.rmdir(entry.name, dir_fd=fd)
+                    except OSError:
+                        failed = True
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    failed = True
+                continue
+            try:
+                stack.append((child, os.scandir(child), entry.name))
+            except OSError:
+                os.close(child)
+                failed = True
+    finally:
+        for fd, listing, _ in stack:
+            _close_listing(listing)
+            if fd != top:
+                os.close(fd)
+    return moved, failed
+
+
+def _close_listing(listing: Iterator[os.DirEntry[str]]) -> None:
+    close = getattr(listing, "close", None)
+    if close is not None:
+        close()
+
+
+@contextlib.contextmanager
+def temporary_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new folder in `parent` (always named: never the shared temporary folder
+    by default), removed with `remove_tree` when the block ends, however it ends.
+    What a killed run leaves is the caller's recovery to remove (tree.py's
+    `recover_interrupted` knows the build folder's prefixes)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield folder
+    finally:
+        remove_tree(folder)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,7 +45,8 @@ from .errors import (
     UsageError,
     quoted,
 )
-from .fsutil import check_name
+from .faults import kill_point
+from .fsutil import check_name, remove_tree, temporary_folder
 from .gitops import TOOL_COMMITTER, Git, user_identity
 from .inputs import AUTHOR, Change, read_changes
 from .jobs import CachedDeviceJob
@@ -54,6 +54,7 @@ from .lint import lint_rendered, warn_lint
 from .privacy import stored_limit
 from .rendering import known_plaintexts, render_patches, seal_patches, stored_files
 from .report import Reporter
+from .scratch import scratch_folder
 from .store import (
     DEFAULT_LIMITS,
     DEVICE_FILE,
@@ -69,7 +70,7 @@ from .store import (
     write_device_file,
     write_plan,
 )
-from .tree import TreeLocation, discard, read_record, remember_series
+from .tree import TreeLocation, device_scratch, discard, read_record, remember_series
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,23 +164,29 @@ def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimit
 
 
 def import_changes(options: ImportOptions, reporter: Reporter) -> ImportResult:
-    """Import every change, or none (the caller holds the device lock)."""
+    """Import every change, or none (the caller holds the device lock). The
+    changes pass through a scratch folder in the build folder (tree.device_scratch),
+    removed when the import ends, however it ends."""
     # The device's limits bound what is read; a device this run creates has the defaults.
     device_file = options.store.root / check_name("device", options.device) / DEVICE_FILE
     limits = options.store.device(options.device).limits if device_file.is_file() else None
-    changes = read_changes(
-        options.inputs, options.strip, options.series_file, limits or DEFAULT_LIMITS
-    )
-    created: list[Path] = []
-    try:
-        base = _device_and_base(options, created, reporter)
-        done = _import_into(options, base, changes, reporter)
-    except BaseException:
-        import shutil
-
-        for folder in reversed(created):
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+    device_dir = options.build_dir / check_name("device", options.device)
+    with scratch_folder(device_scratch(device_dir), "import-") as workspace:
+        changes = read_changes(
+            options.inputs,
+            options.strip,
+            options.series_file,
+            workspace,
+            limits or DEFAULT_LIMITS,
+        )
+        created: list[Path] = []
+        try:
+            base = _device_and_base(options, created, reporter)
+            done = _import_into(options, base, changes, workspace, reporter)
+        except BaseException:
+            for folder in reversed(created):
+                remove_tree(folder)
+            raise
     return ImportResult(
         base,
         tuple(done.imported),
@@ -315,7 +322,11 @@ class _Imported:
 
 
 def _import_into(
-    options: ImportOptions, base: BaseRef, changes: list[Change], reporter: Reporter
+    options: ImportOptions,
+    base: BaseRef,
+    changes: list[Change],
+    workspace: Path,
+    reporter: Reporter,
 ) -> _Imported:
     from .safety import TreeJudge
 
@@ -335,18 +346,19 @@ def _import_into(
     reporter.step(f"importing {len(changes)} change(s) onto {base.base_id} in {tree}")
     done = _Imported()
     try:
-        with tempfile.TemporaryDirectory(prefix="patchtool-import-") as folder:
+        with temporary_folder(workspace, "changes-") as folder:
             judge = TreeJudge(git, start, f"the build tree {tree}")
             committed: list[str] = []  # origins of the changes that made a commit
             synced = start  # the commit the working tree's files (and the index) are at
             # Changes are committed through a scratch copy of the index; the real
             # one keeps its file stats, so the files are brought up in one pass.
-            scratch = Path(folder, "index")
+            scratch = folder / "index"
             shutil.copyfile(tree / ".git" / "index", scratch)
             merged: list[tuple[str, str, tuple[str, ...]]] = []  # origin, commit, paths
             for number, change in enumerate(changes, start=1):
-                patch = Path(folder, f"{number:05d}.patch")
+                patch = folder / f"{number:05d}.patch"
                 patch.write_bytes(change.diff)
+                kill_point("import:change-written")
                 check_change_paths(git, patch, change, limits)
                 if options.excludes:
                     every = _sections(git, patch, change.strip, ())
@@ -464,7 +476,8 @@ def _apply(
     if applied.returncode == 0:
         return ()
     _refuse_unsafe(change, applied.stderr)
-    trial = trial_apply(git, patch, change.strip, options.excludes)
+    # The change's own scratch folder takes the trial copy too.
+    trial = trial_apply(git, patch, patch.parent, change.strip, options.excludes)
     merge_conflicts: tuple[str, ...] = ()
     merge_note: list[str] = []
     if options.three_way:

@@ -2,18 +2,19 @@
 plain unified diffs and quilt series, each as a list of `Change`s with the
 author, date and message the input gives (none invented here).
 
-Only reading: nothing is applied (importer.py does that) and nothing is written.
+Only reading: nothing is applied (importer.py does that) and nothing is written
+but the split mails, in the scratch folder the caller names (an mbox may hold a
+private patch's plaintext, decrypted by `import --flagscale`).
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NotFoundError, UsageError, quoted
-from .fsutil import check_relative_path, read_regular_file
+from .fsutil import check_relative_path, read_regular_file, temporary_folder
 from .gitops import Git
 from .store import DEFAULT_LIMITS, PatchLimits, check_series_length, limit_hint
 
@@ -40,16 +41,18 @@ def read_changes(
     inputs: tuple[Path, ...],
     strip: int,
     series_file: Path | None,
+    scratch: Path,
     limits: PatchLimits = DEFAULT_LIMITS,
 ) -> list[Change]:
-    """The changes the inputs hold, in order. Every file is read once, through
-    fsutil.read_regular_file: the files named on the command line as the user
-    names them (links followed), a patch a quilt series names as input names it
-    (a plain file in the series' folder or below it, never a link); each at
-    most patch-bytes, and at most series-patches changes in all."""
+    """The changes the inputs hold, in order; mbox files are split in `scratch`.
+    Every file is read once, through fsutil.read_regular_file: the files named
+    on the command line as the user names them (links followed), a patch a
+    quilt series names as input names it (a plain file in the series' folder or
+    below it, never a link); each at most patch-bytes, and at most
+    series-patches changes in all."""
     changes: list[Change] = []
     if series_file is not None:
-        changes.extend(_read_quilt(series_file, strip, limits))
+        changes.extend(_read_quilt(series_file, strip, scratch, limits))
     for path in inputs:
         if path.is_dir():
             series = path / "series"
@@ -60,7 +63,7 @@ def read_changes(
                     f"{path} is a folder without a quilt series file",
                     hint="Name the series file with --series FILE.",
                 )
-            changes.extend(_read_quilt(series, strip, limits))
+            changes.extend(_read_quilt(series, strip, scratch, limits))
         else:
             data = read_regular_file(
                 path,
@@ -69,7 +72,9 @@ def read_changes(
                 name=f"input {path}",
                 limit_hint=_PATCH_HINT,
             )
-            changes.extend(_read_file(path, data, path.name, strip, limits, source=_shown(path)))
+            changes.extend(
+                _read_file(path, data, path.name, strip, scratch, limits, source=_shown(path))
+            )
         if len(changes) > limits.series_patches:
             check_series_length(path, len(changes), limits)
     if not changes:
@@ -89,7 +94,9 @@ def _shown(path: Path) -> str:
     return path.as_posix()
 
 
-def _read_quilt(series: Path, default_strip: int, limits: PatchLimits) -> list[Change]:
+def _read_quilt(
+    series: Path, default_strip: int, scratch: Path, limits: PatchLimits
+) -> list[Change]:
     text = read_regular_file(
         series, _SERIES_LIMIT, follow_symlinks=True, name=f"quilt series file {series}"
     ).decode("utf-8")
@@ -128,6 +135,7 @@ def _read_quilt(series: Path, default_strip: int, limits: PatchLimits) -> list[C
                 data,
                 f"{series.name}:{number} {words[0]}",
                 strip,
+                scratch,
                 limits,
                 fallback_subject=patch.stem,
                 source=f"{words[0]}, line {number} of the quilt series {shown}",
@@ -149,12 +157,13 @@ def _read_file(
     data: bytes,
     origin: str,
     strip: int,
+    scratch: Path,
     limits: PatchLimits,
     fallback_subject: str | None = None,
     source: str = "",
 ) -> list[Change]:
     if _looks_like_mail(data):
-        return _read_mbox(path, data, origin, strip, limits, source or origin)
+        return _read_mbox(path, data, origin, strip, scratch, limits, source or origin)
     first_diff = re.search(rb"^(diff |--- |Index: )", data, re.M)
     description = (
         data[: first_diff.start()].decode("utf-8", "replace").strip() if first_diff else ""
@@ -170,15 +179,22 @@ def _read_file(
 
 
 def _read_mbox(
-    path: Path, data: bytes, origin: str, strip: int, limits: PatchLimits, source: str
+    path: Path,
+    data: bytes,
+    origin: str,
+    strip: int,
+    scratch: Path,
+    limits: PatchLimits,
+    source: str,
 ) -> list[Change]:
-    """The mails of an mbox, split by git from the bytes that were read (on its
-    standard input: git never opens the file itself); at most series-patches."""
-    with tempfile.TemporaryDirectory(prefix="patchtool-mbox-") as folder:
+    """The mails of an mbox, split by git in `scratch` from the bytes that were
+    read (on its standard input: git never opens the file itself); at most
+    series-patches."""
+    with temporary_folder(scratch, "mbox-") as folder:
         # git works in this empty folder and looks for no repository above it: the
         # input's own folder may hold a .git whose config (mailinfo.scissors,
         # i18n.commitEncoding, a broken line) would change or stop the reading.
-        git = Git(Path(folder), env={"GIT_CEILING_DIRECTORIES": str(Path(folder).parent)})
+        git = Git(folder, env={"GIT_CEILING_DIRECTORIES": str(folder.parent)})
         split = git.run("mailsplit", "-b", "--keep-cr", f"-o{folder}", input=data)
         count = int(split.text.strip() or 0)
         check_series_length(path, count, limits)

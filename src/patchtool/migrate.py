@@ -20,8 +20,9 @@ same safety checks and is written by `export`, byte-stable:
   key) becomes a private patch: its commit gets the `Patchtool-Private: yes`
   trailer, so the export encrypts it with age to the device's recipients
   (`--recipient NAME=KEY` for a new device). Its plaintext is written only
-  into the build folder (the mails the importer reads sit in a staging
-  folder there), never into the temporary folder or the store.
+  into the build folder (the mails the importer reads sit in a scratch folder
+  there, `<dir>/<device>/.patchtool-scratch/`, locked while the run lives and
+  removed when it ends), never into the temporary folder or the store.
 
 Each device and base is imported whole or not at all (import_changes removes
 what it created when a change fails); one that fails does not stop the others.
@@ -32,7 +33,6 @@ This module never prints; it reports through a `Reporter`.
 from __future__ import annotations
 
 import email.utils
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,8 +50,9 @@ from .locks import device_locks
 from .privacy import PRIVATE_TRAILER
 from .report import Reporter
 from .safety import check_size
+from .scratch import scratch_folder
 from .store import DEFAULT_LIMITS, DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient
-from .tree import STAGE_PREFIX
+from .tree import device_scratch
 
 # Where each backend's history lives (FlagScale names the backends by these folders).
 BACKEND_REPOSITORIES: Mapping[str, str] = {
@@ -200,7 +201,8 @@ def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) 
         row.exit_code = int(ExitCode.USAGE)
         return row
     # In the build folder, never the shared temporary folder: decrypted patches
-    # are written here in clear (a killed run's folder is removed by the next).
+    # are written here in clear (a killed run's folder is removed by the next,
+    # see tree.recover_interrupted).
     device_dir = options.build_dir / found.device
     device_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -213,18 +215,19 @@ def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) 
                 writes_store=True,
                 wait=options.wait,
             ),
-            # Made under the lock: another run's recovery removes stray stages.
-            tempfile.TemporaryDirectory(prefix=STAGE_PREFIX, dir=device_dir) as scratch,
+            # Locked while this run lives: recovery (the unpatch that import
+            # runs included) removes only the scratch folders of dead runs.
+            scratch_folder(device_scratch(device_dir), "flagscale-") as scratch,
         ):
             mails = tuple(
-                _write_mail(Path(scratch) / f"{number:04d}.patch", group, found)
+                _write_mail(scratch / f"{number:04d}.patch", group, found)
                 for number, group in enumerate(found.groups, 1)
             )
             try:
                 _import_locked(found, options, reporter, mails, row)
             except ChangeConflict as error:
                 row.exit_code = int(error.exit_code)
-                _report_conflicts(found, options, reporter, row, error, Path(scratch))
+                _report_conflicts(found, options, reporter, row, error, scratch)
     except PatchtoolError as error:
         row.reason = error.message.splitlines()[0]
         row.failed = row.files
@@ -341,7 +344,7 @@ def _try_each_group(
         check_size(f"{found.source} ({group.component})", diff, DEFAULT_LIMITS)
         patch.write_bytes(diff)
         if git.run("apply", "-p1", "--index", "--", str(patch), check=False).returncode != 0:
-            failures.append((number, trial_apply(git, patch, 1)))
+            failures.append((number, trial_apply(git, patch, scratch, 1)))
     return failures
 
 

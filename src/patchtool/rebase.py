@@ -38,7 +38,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,12 +49,11 @@ from .errors import (
     ConflictError,
     DirtyTreeError,
     IntegrityError,
-    LockedError,
     UsageError,
     quoted,
 )
 from .faults import kill_point
-from .fsutil import atomic_write, check_name, fsync_directory, read_json_record
+from .fsutil import atomic_write, check_name, fsync_directory, read_json_record, remove_tree
 from .gitops import TOOL_COMMITTER, Git
 from .jobs import CachedDeviceJob
 from .privacy import LoadedSeries, load_series, private_record
@@ -87,9 +85,9 @@ from .tree import (
     TreeLocation,
     TreeRecord,
     existing_work,
-    git_lock_files,
     new_stage,
     recover_interrupted,
+    refuse_git_locks,
     write_record,
 )
 
@@ -230,18 +228,6 @@ def _owns_tree(tree: Path, state: RebaseState) -> bool:
         return False
 
 
-def _check_git_locks(tree: Path) -> None:
-    locks = git_lock_files(tree) if (tree / ".git").is_dir() else []
-    if locks:
-        named = ", ".join(locks)
-        raise LockedError(
-            f"a git command was killed, or is still running, in the build tree {tree}: "
-            f"it left {named}",
-            hint=f"If no git command is running there, delete {named} and run the same "
-            "patchtool command again.",
-        )
-
-
 # --------------------------------------------------------------------------- options and results
 
 
@@ -273,11 +259,11 @@ def rebase(options: RebaseOptions, reporter: Reporter) -> RebaseResult:
             raise UsageError("rebase needs --onto NEW-BASE (a version, or git+URL@COMMIT)")
         old = options.store.resolve_base(device.name, options.commit_id)
         tree = TreeLocation(options.build_dir, device.name, old.project).tree
-        _check_git_locks(tree)
+        refuse_git_locks(tree)
         state = _start(options, old, tree, device, reporter)
     else:
         tree = _find_rebasing_tree(options.build_dir, device.name)
-        _check_git_locks(tree)
+        refuse_git_locks(tree)
         state = _load_state(tree)
         if options.action == "abort":
             _abort(tree, state, reporter)
@@ -524,7 +510,7 @@ def _create_tree(repository: Path, tree: Path, old: BaseRef, state: RebaseState)
         os.rename(staged, tree)
         fsync_directory(tree.parent)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_tree(stage)
 
 
 # --------------------------------------------------------------------------- picking
@@ -715,7 +701,7 @@ def _abort(tree: Path, state: RebaseState, reporter: Reporter) -> None:
     reporter.step(f"aborting the rebase in {tree}")
     new = state.new_base_ref
     staging = _store_staging(new, state)
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging)
     if state.folder_digest is not None and _folder_digest(new.path) == state.folder_digest:
         # Killed after the new base folder was renamed into the store, before the
         # rebase ended: it holds exactly what this rebase wrote, so it goes.
@@ -743,7 +729,7 @@ def _restore_tree(tree: Path, state: RebaseState, reporter: Reporter) -> None:
         trash = tree.with_name(f"{TRASH_PREFIX}{os.getpid()}-{state.rebase_id}")
         os.rename(tree, trash)
         fsync_directory(tree.parent)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
         _state_path(tree).unlink(missing_ok=True)
         return
     git = Git(tree)
@@ -799,7 +785,7 @@ def _finish(tree: Path, state: RebaseState, reporter: Reporter) -> RebaseResult:
     git = Git(tree, env=TOOL_COMMITTER)
     new = state.new_base_ref
     staging = _store_staging(new, state)
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run of this rebase
+    remove_tree(staging)  # left by a killed run of this rebase
     written = state.folder_digest is not None and _folder_digest(new.path) == state.folder_digest
     if state.phase == FINISHING and written:
         # A killed run had renamed the folder into the store already: only the
@@ -880,7 +866,7 @@ def _write_new_base(
         move_base_folder_in(folder, new.path)
         kill_point("rebase:store-written")
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
 
 
 def _patch_ids(git: Git, revisions: list[str]) -> dict[str, str]:

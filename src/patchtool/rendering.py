@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import PatchtoolError, UsageError
+from .fsutil import temporary_folder
 from .gitops import Git
 from .privacy import (
     PRIVATE_TRAILER,
@@ -128,8 +128,8 @@ def render_patches(git: Git, base_commit: str) -> list[RenderedPatch]:
     # Inside the tree's own .git, never the shared temporary folder: private
     # patches are rendered here in clear.
     git_dir = git.text("rev-parse", "--absolute-git-dir")
-    with tempfile.TemporaryDirectory(prefix="patchtool-export-", dir=git_dir) as folder:
-        git.run("format-patch", *FORMAT_PATCH_OPTIONS, "-o", folder, f"{base_commit}..HEAD")
+    with temporary_folder(Path(git_dir), "patchtool-export-") as folder:
+        git.run("format-patch", *FORMAT_PATCH_OPTIONS, "-o", str(folder), f"{base_commit}..HEAD")
         outputs = [Path(folder, str(i + 1)).read_bytes() for i in range(len(commits))]
     rendered = []
     used: set[str] = set()

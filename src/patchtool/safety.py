@@ -17,14 +17,18 @@ past the check. So the verdict comes from git:
    on (gitops pins both on every call), so git itself refuses `.git` in every
    spelling and any write beyond a symlink; `git_refusal` turns such a refusal
    into `UnsafeInputError` naming the patch. The tree it applies into is a
-   staging folder inside the build folder, or a temporary one for `check`.
+   staging folder inside the build folder, or `check`'s scratch folder under
+   the cache. Before git writes, applying.py judges the paths git reads from
+   the whole series (`paths_git_reads`), so that a path too deep never reaches
+   the disk.
 3. `TreeJudge` reads the result from git's own records, with modes and blob ids:
    the base tree (`ls-tree`) and each commit's changed entries (`diff-tree
    --raw`, renames and copies as a deletion and an addition), and judges them:
    every path (no `.git` component in any spelling, nothing absolute or
-   climbing), every symlink's target resolved as the kernel would, through the
-   tree's other symlinks, after every patch (it must stay inside the tree and
-   out of `.git`), no symlinked `.gitmodules`/`.gitattributes`, and a
+   climbing, nothing deeper or longer than fsutil's limits), every symlink's
+   target resolved as the kernel would, through the tree's other symlinks,
+   after every patch (it must stay inside the tree and out of `.git`), no
+   symlinked `.gitmodules`/`.gitattributes`, and a
    `.gitmodules`, read by `git config --blob`, that points nowhere outside.
    The same judge runs on every base, sdist or git, before it is checked out.
 
@@ -42,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import IntegrityError, UnsafeInputError, quoted
-from .fsutil import folds_to, path_problem
+from .fsutil import folds_to, path_problem, shown_path
 from .gitops import Git
 from .store import DEVICE_FILE, GitUrl, PatchLimits, limit_hint
 
@@ -446,12 +450,14 @@ class TreeJudge:
     def _judge_entry(self, subject: str, path: str, mode: str) -> None:
         problem = path_problem(path)
         if problem is not None:
-            raise unsafe(subject, f"path {quoted(path)} {problem}")
+            raise unsafe(subject, f"path {shown_path(path)} {problem}")
         if mode not in _KNOWN_MODES:
-            raise unsafe(subject, f"path {quoted(path)} has the unknown mode {mode}")
+            raise unsafe(subject, f"path {shown_path(path)} has the unknown mode {mode}")
         name = path.rsplit("/", 1)[-1]
         if mode == SYMLINK_MODE and any(folds_to(name, n) for n in _NO_SYMLINK_NAMES):
-            raise unsafe(subject, f"path {quoted(path)} is a symlink, which git must not follow")
+            raise unsafe(
+                subject, f"path {shown_path(path)} is a symlink, which git must not follow"
+            )
 
     def _judge_links(self, subject: str, links: dict[str, str]) -> None:
         for link in sorted(links):
@@ -612,7 +618,7 @@ def judge_paths(subject: str, paths: Iterable[str]) -> None:
     for path in paths:
         problem = path_problem(path)
         if problem is not None:
-            raise unsafe(subject, f"path {quoted(path)} {problem}")
+            raise unsafe(subject, f"path {shown_path(path)} {problem}")
 
 
 def first_error(stderr: str) -> str:

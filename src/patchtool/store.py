@@ -45,6 +45,7 @@ from .fsutil import (
     new_file_mode,
     open_regular,
     read_regular_file,
+    remove_tree,
     sha256_of,
 )
 
@@ -707,7 +708,7 @@ def move_base_folder_out(folder: Path, aside: Path) -> None:
     """A base folder leaves the store in one rename, then is removed."""
     os.rename(folder, aside)
     fsync_directory(folder.parent)
-    shutil.rmtree(aside, ignore_errors=True)
+    remove_tree(aside)
 
 
 def write_base_files(base: BaseRef, header: Iterable[str]) -> None:
@@ -1097,8 +1098,11 @@ def recover_export(base_folder: Path) -> None:
     if not base_folder.exists() and aside.is_dir():
         os.rename(aside, base_folder)
     for leftover in (stage, aside):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+        if not remove_tree(leftover):
+            raise IntegrityError(
+                f"could not remove {leftover}, left by an interrupted export",
+                hint="Remove it by hand (the base folder beside it is whole), then run again.",
+            )
 
 
 def write_plan(plan: ExportPlan) -> None:
@@ -1133,13 +1137,13 @@ def write_plan(plan: ExportPlan) -> None:
         kill_point("export:after-exchange")
         fsync_directory(folder.parent)
     except OSError as error:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_tree(stage)
         where = error.filename or stage
         raise IntegrityError(
             f"could not write the export of {folder}: {where}: {error.strerror or error}",
             hint="Check free disk space and that the store is writable; the store is unchanged.",
         ) from error
-    shutil.rmtree(stage, ignore_errors=True)
+    remove_tree(stage)
 
 
 def _write_new(path: Path, data: bytes, shown_as: Path) -> None:

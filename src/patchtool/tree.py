@@ -11,8 +11,12 @@ the store does not (`tree_work`, `existing_work`): uncommitted files, side
 branches and stashes, and commits whose patch the store lacks. Making a tree
 is applying.py's; turning its commits into patches is rendering.py's.
 
-This module also owns the recovery of folders left by a killed run (the locks
-are in locks.py). It never deletes anything outside `<dir>/<device>/`.
+This module also owns what runs leave in `<dir>/<device>/` for the next one:
+the tree a finished `unpatch` replaced, set aside with its state at its last
+check (`TreeState`), and the staging folders of a killed run;
+`recover_interrupted` settles them (the locks are in locks.py). It never
+deletes anything outside `<dir>/<device>/`, and never a tree that changed
+after its last check: that one goes to `backups/`.
 """
 
 from __future__ import annotations
@@ -20,18 +24,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import stat
 import time
 from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import children
-from .errors import IntegrityError, NotFoundError, PatchtoolError, UsageError, quoted
-from .fsutil import atomic_write, check_name, read_json_record
+from .errors import IntegrityError, LockedError, NotFoundError, PatchtoolError, UsageError, quoted
+from .fsutil import atomic_write, check_name, read_json_object, read_json_record, remove_tree
 from .gitops import Git
 from .privacy import Keyring, private_record, stored_limit
 from .rendering import RenderedPatch, known_plaintexts, private_pairs, render_patches
 from .report import Reporter
+from .scratch import remove_dead_scratch
 from .store import (
     SERIES_FILE,
     BaseRef,
@@ -48,7 +53,15 @@ BASE_TAG = "patchtool/base"
 STAGE_PREFIX = ".patchtool-stage-"
 WHEEL_STAGE_PREFIX = ".patchtool-wheel-"
 TRASH_PREFIX = ".patchtool-trash-"
+# A tree a finished unpatch replaced, kept for the next run to judge; its record
+# (in it, beside the tree) holds the tree's state at the last check.
+PREVIOUS_PREFIX = ".patchtool-previous-"
+PREVIOUS_RECORD = ".patchtool-previous.json"
 BACKUP_FOLDER = "backups"
+# Scratch folders of `import` (and `import --flagscale`), which may hold a private
+# patch's plaintext: locked by their owner (scratch.py), so that the recovery of
+# another command, even one the import itself runs (unpatch), removes only dead ones.
+SCRATCH_FOLDER = ".patchtool-scratch"
 
 
 @dataclass(frozen=True)
@@ -160,6 +173,22 @@ def git_lock_files(tree: Path) -> list[str]:
     return found
 
 
+def refuse_git_locks(tree: Path) -> None:
+    """What git's lock files in a build tree mean, for every command that would
+    change or replace the tree (unpatch, rebase): a git command runs there or
+    was killed there, so the command stops with exit 9 (LockedError), names
+    them, and removes none of them."""
+    locks = git_lock_files(tree) if (tree / ".git").is_dir() and not tree.is_symlink() else []
+    if locks:
+        named = ", ".join(locks)
+        raise LockedError(
+            f"a git command was killed, or is still running, in the build tree {tree}: "
+            f"it left {named}",
+            hint=f"If no git command is running there, delete {named} and run the same "
+            "patchtool command again.",
+        )
+
+
 def enclosing_tree(start: Path) -> Path | None:
     """The build tree that holds `start` (the folder itself or one above it), if any:
     a folder whose `.git` is a directory with patchtool's record in it."""
@@ -245,30 +274,120 @@ def side_work(git: Git) -> list[str]:
 
 
 def recover_interrupted(device_dir: Path, reporter: Reporter) -> None:
-    """Remove staging folders a killed run left behind. Called with the lock held,
-    so no live run owns them."""
+    """Settle what earlier runs left in a device's folder. Called with the
+    device's lock held, so no live run owns any of it; it never raises.
+
+    - `.patchtool-previous-*`: a tree a finished unpatch replaced, set aside with
+      its state at the last check. Removed, without a word (it is routine), when
+      it is unchanged; moved to `backups/`, with a warning naming the backup,
+      when anything was written in it since.
+    - `.patchtool-stage-*`, `.patchtool-wheel-*`: a killed run's staging folders,
+      removed and reported as such. A stage killed right after its swap holds
+      the replaced tree and its record: that tree is settled as above.
+    - `.patchtool-trash-*`: folders a finished run handed to a background
+      removal that has not ended (or was killed): removed without a word.
+    - `.patchtool-scratch/`: the scratch folders of imports that were killed
+      (those whose lock is free; a live one is left alone).
+
+    A folder that cannot be removed is reported and left for the next run."""
     if not device_dir.is_dir():
         return
-    for child in device_dir.iterdir():
-        if (
-            child.name.startswith((STAGE_PREFIX, WHEEL_STAGE_PREFIX, TRASH_PREFIX))
-            and child.is_dir()
-        ):
-            reporter.info(f"removing {child.name}, left by an interrupted run")
-            shutil.rmtree(child, ignore_errors=True)
+    for name in remove_dead_scratch(device_scratch(device_dir)):
+        reporter.info(f"removing {SCRATCH_FOLDER}/{name}, left by an interrupted run")
+    for child in sorted(device_dir.iterdir()):
+        name = child.name
+        if name.startswith(PREVIOUS_PREFIX):
+            _settle_previous(child, device_dir, reporter)
+        elif name.startswith((STAGE_PREFIX, WHEEL_STAGE_PREFIX)):
+            reporter.info(f"removing {name}, left by an interrupted run")
+            _settle_previous(child, device_dir, reporter)
+        elif name.startswith(TRASH_PREFIX):
+            _remove(child, reporter)
+
+
+def _remove(folder: Path, reporter: Reporter) -> None:
+    if not remove_tree(folder):
+        reporter.warn(f"could not remove {folder} entirely; the next run tries again")
+
+
+def _settle_previous(folder: Path, device_dir: Path, reporter: Reporter) -> None:
+    """Remove `folder`, unless it holds a replaced tree that changed after its
+    last check: that tree goes to backups/ first."""
+    previous = _previous_tree(folder)
+    if previous is None:
+        _remove(folder, reporter)
+        return
+    old, seen = previous
+    if seen is not None and tree_state(old) == seen:
+        # The common case, on every unpatch: let it go in the background.
+        discard(folder)
+        return
+    backup = backup_path(device_dir, old.name)
+    try:
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(old, backup)
+    except OSError as error:
+        reporter.warn(
+            f"{old} was changed after an earlier unpatch replaced it, and could not be "
+            f"moved to {backup} ({error.strerror or error}); it is left where it is"
+        )
+        return
+    why = "was changed after its last check" if seen is not None else "could not be read whole"
+    reporter.warn(f"the tree an earlier unpatch replaced {why}; it was moved to {backup}")
+    _remove(folder, reporter)
+
+
+def record_previous(stage: Path, tree: Path, state: TreeState | None) -> None:
+    """Before a swap puts the tree at `tree` into `stage`: record which tree it is
+    (the inode of its folder) and its state at the last check, so that whatever
+    happens next (a kill included) the run that finds it can judge it."""
+    info = os.lstat(tree)
+    record = {
+        "project": tree.name,
+        "inode": info.st_ino,
+        "state": None if state is None else asdict(state),
+    }
+    atomic_write(stage / PREVIOUS_RECORD, (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+def set_aside(stage: Path) -> Path | None:
+    """After a run: a stage that holds the tree it replaced is renamed to a
+    `.patchtool-previous-*` folder, for a later run to judge (return it); any
+    other stage (a failed build, a tree moved to backups) is removed."""
+    if _previous_tree(stage) is None:
+        remove_tree(stage)
+        return None
+    kept = stage.with_name(f"{PREVIOUS_PREFIX}{os.getpid()}-{time.monotonic_ns()}")
+    os.rename(stage, kept)
+    return kept
+
+
+def _previous_tree(folder: Path) -> tuple[Path, TreeState | None] | None:
+    """The replaced tree `folder` holds and its state at the last check; None when
+    it holds none (a stage killed before its swap holds the new tree only)."""
+    try:
+        record = read_json_object(folder / PREVIOUS_RECORD)
+        tree = folder / check_name("project", str(record["project"]))
+        if os.lstat(tree).st_ino != record["inode"]:
+            return None
+        state = record["state"]
+        return tree, None if state is None else TreeState(**state)
+    except (OSError, PatchtoolError, KeyError, TypeError, ValueError):
+        return None
 
 
 def discard(folder: Path) -> None:
-    """Remove a folder patchtool made (a staging folder, a replaced tree) without
-    making the user wait: it is renamed to a trash name at once and deleted by a
-    detached process. If that process dies, the next run's recovery removes it."""
+    """Remove a folder patchtool made (a replaced tree that was found unchanged)
+    without making the user wait: it is renamed to a trash name at once and
+    deleted by a detached process. If that process dies, the next run's recovery
+    removes it."""
     if not folder.exists():
         return
     trash = folder.with_name(f"{TRASH_PREFIX}{os.getpid()}-{time.monotonic_ns()}")
     try:
         os.rename(folder, trash)
     except OSError:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
         return
     try:
         # Needs nothing of the caller: the neutral folder (it outlives this run and
@@ -283,7 +402,12 @@ def discard(folder: Path) -> None:
             start_new_session=True,
         )
     except OSError:
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
+
+
+def device_scratch(device_dir: Path) -> Path:
+    """Where `import` keeps its scratch folders (scratch.scratch_folder's root)."""
+    return device_dir / SCRATCH_FOLDER
 
 
 def backup_path(device_dir: Path, project: str) -> Path:
@@ -302,29 +426,73 @@ def new_stage(device_dir: Path) -> Path:
     return stage
 
 
-def tree_fingerprint(tree: Path) -> tuple[object, ...]:
-    """What changes when git commits, moves HEAD or a ref in a tree (cheap: stats
-    only). Not the index: `git status` itself may rewrite it."""
-    git_dir = tree / ".git"
-    stats = []
-    for name in ("HEAD", "packed-refs", "logs/HEAD"):
+@dataclass(frozen=True)
+class TreeState:
+    """A build tree's whole state as the file system shows it, from stats alone:
+    which folder it is, every entry below it (working files, untracked ones,
+    HEAD, refs, logs, the stash, a rebase or merge in progress: all but git's
+    object store, whose new objects count only once a ref or the index names
+    them) and the index. Any write in the tree changes it: an edit, a new file,
+    a `git add`, a commit, a checkout."""
+
+    inode: int  # of the tree's folder: the same folder after it was renamed
+    entries: str  # sha256 over each entry's path, mode, size, mtime_ns and inode
+    index: str  # .git/index's size, mtime_ns and inode
+
+    def with_index_of(self, tree: Path) -> TreeState:
+        """This state with the index as it is now: `git status` (a check) may
+        rewrite the index with fresher stats and nothing else."""
+        return replace(self, index=_index_stamp(tree))
+
+
+# Not in a tree's state: the object store (see TreeState) and the index, which
+# is stamped apart.
+_UNSTATED = (".git/objects", ".git/index")
+
+
+def tree_state(tree: Path) -> TreeState | None:
+    """The tree's state (a walk of stats, no file read); None when some of it
+    cannot be read, which no state equals. Iterative: any depth, no recursion."""
+    try:
+        inode = os.lstat(tree).st_ino
+    except OSError:
+        return None
+    digest = hashlib.sha256()
+    pending = [""]
+    while pending:
+        relative = pending.pop()
         try:
-            info = (git_dir / name).stat()
+            with os.scandir(os.path.join(tree, relative)) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+            for entry in entries:
+                path = f"{relative}/{entry.name}" if relative else entry.name
+                if path in _UNSTATED:
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    # A folder's own mtime moves when git makes and removes a
+                    # scratch file in it; what it holds is listed anyway.
+                    pending.append(path)
+                    fields: tuple[object, ...] = (path, info.st_mode, info.st_ino)
+                else:
+                    fields = (path, info.st_mode, info.st_size, info.st_mtime_ns, info.st_ino)
+                digest.update(repr(fields).encode("utf-8", "surrogateescape") + b"\0")
         except OSError:
-            continue
-        stats.append((name, info.st_size, info.st_mtime_ns, info.st_ino))
-    refs = git_dir / "refs"
-    if refs.is_dir():
-        for path in sorted(refs.rglob("*")):
-            info = path.stat()
-            # Relative: the tree is compared with itself after it moved (the swap).
-            name = str(path.relative_to(git_dir))
-            stats.append((name, info.st_size, info.st_mtime_ns, info.st_ino))
-    return tuple(stats)
+            return None
+    return TreeState(inode, digest.hexdigest(), _index_stamp(tree))
+
+
+def _index_stamp(tree: Path) -> str:
+    try:
+        info = os.lstat(tree / ".git" / "index")
+    except OSError:
+        return "none"
+    return f"{info.st_size} {info.st_mtime_ns} {info.st_ino}"
 
 
 def existing_work(target: Path, store: Store, device: str, keyring: Keyring | None = None) -> str:
-    """Describe work in an existing tree that the store does not hold ('' if none)."""
+    """Describe work in an existing tree that the store does not hold ('' if none).
+    git's lock files there are LockedError (exit 9), see `refuse_git_locks`."""
     if not (target.exists() or target.is_symlink()):
         return ""
     if target.is_symlink() or not target.is_dir():
@@ -335,12 +503,7 @@ def existing_work(target: Path, store: Store, device: str, keyring: Keyring | No
         return f"{target} is not a patchtool build tree (no .git/patchtool.json)"
     except IntegrityError as error:
         return f"its record cannot be read ({error.message})"
-    locks = git_lock_files(target)
-    if locks:
-        return (
-            "git's lock files are there (a git command runs in the tree, or one was "
-            "killed): " + ", ".join(locks)
-        )
+    refuse_git_locks(target)
     git = Git(target)
     try:
         base: BaseRef | None = store.resolve_base(device, record.base_id)

@@ -9,8 +9,14 @@ failure or an interrupt leaves the previous tree exactly as it was.
 
 A tree that holds work found nowhere else is never replaced without `--force`,
 and then it is moved to `<dir>/<device>/backups/`, never deleted. That check is
-made again right before the swap, and a tree git changed between that check
-and the swap is kept in `backups/` too.
+made again right before the swap, together with the tree's whole state
+(tree.TreeState: every file's stats, refs, index). The replaced tree is never
+removed by the run that replaced it: one changed between the check and the
+swap goes to `backups/` at once, any other is set aside as
+`<dir>/<device>/.patchtool-previous-*` with its state, and the next run under
+the device's lock removes it only if nothing was written in it since (a shell
+still working in it, a commit that straddled the swap), else it moves it to
+`backups/` and says so.
 
 What the series may do is decided by git's own reading of it (safety.py): the
 base is judged from the cache before it is checked out, the patches are applied
@@ -21,7 +27,6 @@ before the tree is swapped in.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,13 +57,14 @@ from .tree import (
     TreeLocation,
     TreeRecord,
     backup_path,
-    discard,
     existing_work,
     find_tree,
     new_stage,
     read_record,
+    record_previous,
     recover_interrupted,
-    tree_fingerprint,
+    set_aside,
+    tree_state,
     write_record,
 )
 
@@ -118,6 +124,7 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
     # The base is judged from the cache before any of it is checked out.
     judge = TreeJudge(Git(cache_repository), base.commit, f"base {base.label}")
     stage = new_stage(location.device_dir)
+    replaced = target.exists() or target.is_symlink()
     try:
         tree = stage / base.project
         reporter.step(f"checking out {base.label} ({base.commit[:12]})")
@@ -144,15 +151,13 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
         )
         pause_point("unpatch:before-swap")
         kill_point("unpatch:before-swap")
-        backup = _swap_in(tree, target, options, device.name, location)
-        replaced = backup is not None or tree.exists()
+        backup = _swap_in(tree, target, options, device.name, location, stage)
         kill_point("unpatch:swapped")
-    except BaseException:
-        # A failed run cleans up before it reports, so that it leaves nothing behind.
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    # On success the stage holds the replaced tree: let it go in the background.
-    discard(stage)
+    finally:
+        # Whatever happened, the stage goes, but for the tree it replaced (if it
+        # holds it): that one is set aside for the next run to judge.
+        set_aside(stage)
+    pause_point("unpatch:set-aside")
     return UnpatchResult(
         tree=target,
         base=base,
@@ -165,18 +170,26 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> UnpatchResult:
 
 
 def _swap_in(
-    tree: Path, target: Path, options: UnpatchOptions, device: str, location: TreeLocation
+    tree: Path,
+    target: Path,
+    options: UnpatchOptions,
+    device: str,
+    location: TreeLocation,
+    stage: Path,
 ) -> Path | None:
     """Put the new tree in place of the old one, atomically; return where the old
-    one was kept, if it had to be (work found in it, or git changed it meanwhile).
-    The old tree, if any, is left in the stage for the caller to discard."""
+    one was kept, if it had to be (work found in it, or anything written in it
+    between the last check and the swap). Otherwise the old tree is left in the
+    stage with its state at the last check (tree.record_previous)."""
     if not (target.exists() or target.is_symlink()):
         os.rename(tree, target)
         return None
     # Re-verified right before the swap: work made in the tree while this run
-    # built the new one must not be replaced unseen.
-    seen = tree_fingerprint(target)
+    # built the new one must not be replaced unseen. Its state is taken before
+    # the check (the index after it: `git status` may refresh it).
+    before = tree_state(target)
     work_to_keep = existing_work(target, options.store, device, options.keyring)
+    seen = None if before is None else before.with_index_of(target)
     if work_to_keep and not options.force:
         raise _dirty(target, work_to_keep, device)
     pause_point("unpatch:checked-again")
@@ -186,10 +199,13 @@ def _swap_in(
         os.rename(target, backup)
         os.rename(tree, target)
         return backup
+    record_previous(stage, target, seen)
     exchange_paths(tree, target)
-    # The old tree now sits in the stage. Anything git did in it between the
-    # check and the swap shows in its fingerprint: keep it, then.
-    if tree_fingerprint(tree) != seen:
+    pause_point("unpatch:swapped")
+    # The old tree now sits in the stage. Anything written in it since its state
+    # was taken (an edit, a new file, a commit that straddled the swap) shows in
+    # its state: keep it, then.
+    if seen is None or tree_state(tree) != seen:
         backup = backup_path(location.device_dir, location.project)
         backup.parent.mkdir(parents=True, exist_ok=True)
         os.rename(tree, backup)

@@ -26,9 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +44,7 @@ from .buildenv import (
 from .envsh import SourcedEnvironment, sandbox_environment, source_env_script
 from .errors import BuildError, DirtyTreeError
 from .faults import kill_point
-from .fsutil import atomic_write, read_regular_file, sha256_of
+from .fsutil import atomic_write, read_regular_file, remove_tree, sha256_of, temporary_folder
 from .gitops import Git
 from .jobs import DeviceJob
 from .provenance import add_provenance, provenance_record, verify_required
@@ -168,7 +166,7 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         "SETUPTOOLS_SCM_PRETEND_VERSION": base.version,
     }
     worktree = _prepare_worktree(git, device_dir, head.commit)
-    with tempfile.TemporaryDirectory(prefix=WHEEL_STAGE_PREFIX, dir=device_dir) as staging:
+    with temporary_folder(device_dir, WHEEL_STAGE_PREFIX) as staging:
         reporter.step(f"building the {target} wheel (log: {log_path})")
         status = _run_build(options.python, worktree, Path(staging), build_env, log_path)
         if status != 0:
@@ -219,7 +217,7 @@ def _source_env(
 ) -> SourcedEnvironment:
     """Source the tree's env.sh under a throw-away HOME and say what it changed."""
     home = device_dir / ".patchtool-home"
-    shutil.rmtree(home, ignore_errors=True)
+    remove_tree(home)
     sandbox = sandbox_environment(os.environ, home)
     reporter.step(f"sourcing {device.build.env_script} {' '.join(env_args)}".rstrip())
     sourced = source_env_script(
@@ -293,7 +291,7 @@ def _prepare_worktree(git: Git, device_dir: Path, head: str) -> Path:
     worktree = device_dir / WORKTREE_NAME
     if not _is_worktree_of(worktree, git):
         # Missing, or left pointing at a tree that unpatch has since replaced.
-        shutil.rmtree(worktree, ignore_errors=True)
+        remove_tree(worktree)
         git.run("worktree", "prune")
         git.run("worktree", "add", "--quiet", "--detach", str(worktree), head)
         # Just checked out: clean, at HEAD. A checkout now would re-read every file

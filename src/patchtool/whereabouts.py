@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import IntegrityError, NotFoundError, UsageError
 from .fsutil import check_build_dir, check_name
 from .store import Store, find_store
-from .tree import TreeRecord, enclosing_tree, read_record
+from .tree import PREVIOUS_PREFIX, TreeRecord, enclosing_tree, read_record
 
 
 def working_folder() -> Path:
@@ -55,6 +55,18 @@ def tree_around(folder: Path) -> Here | None:
     tree = enclosing_tree(folder)
     if tree is None:
         return None
+    if tree.parent.name.startswith(PREVIOUS_PREFIX):
+        # A shell that was inside a tree unpatch replaced: the old tree is set
+        # aside (unpatch never removes it in the same run), under a name that
+        # is no place to work in.
+        shown = os.environ.get("PWD", "")
+        new = bool(shown) and Path(shown).is_dir() and enclosing_tree(Path(shown)) != tree
+        raise NotFoundError(
+            f"the working folder is inside a build tree that unpatch replaced: {tree}",
+            hint=(f"`cd {shlex.quote(shown)}` enters the new one. " if new else "")
+            + "The old one is removed by the next run on the device, or moved to backups/ "
+            "if anything was written in it.",
+        )
     try:
         return Here(tree, read_record(tree))
     except (NotFoundError, IntegrityError):
