@@ -476,7 +476,8 @@ def tree_state(tree: Path) -> TreeState | None:
                     fields: tuple[object, ...] = (path, info.st_mode, info.st_ino)
                 else:
                     fields = (path, info.st_mode, info.st_size, info.st_mtime_ns, info.st_ino)
-                digest.update(repr(fields).encode("utf-8", "surrogateescape") + b"\0")
+                record = "\0".join(str(field) for field in fields)
+                digest.update(record.encode("utf-8", "surrogateescape") + b"\0\0")
         except OSError:
             return None
     return TreeState(inode, digest.hexdigest(), _index_stamp(tree))
