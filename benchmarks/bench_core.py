@@ -17,7 +17,7 @@ never touched):
         git -C X checkout -b dev <base commit>
         git -C X am <series patches>
     plus the fixed cost of Python itself: `python -c pass`,
-    `python -c "import patchtool.cli"` and `patchtool --version`.
+    `python -c "import patchtool.cli.app"` and `patchtool --version`.
  2. `patchtool patch` on an unchanged tree against
     `git format-patch <base>..HEAD -o DIR`, and the number of store files
     rewritten (inode, mtime and size compared before and after: must be 0).
@@ -218,7 +218,7 @@ class Bench:
         out = {}
         for label, cmd in (
             ("python -c pass", [sys.executable, "-c", "pass"]),
-            ("python -c 'import patchtool.cli'", [sys.executable, "-c", "import patchtool.cli"]),
+            ("python -c 'import patchtool.cli.app'", [sys.executable, "-c", "import patchtool.cli.app"]),
             ("patchtool --version", [*PT, "--version"]),
         ):
             run(cmd)  # warm the page cache / .pyc files
@@ -228,8 +228,8 @@ class Bench:
         saved = dict(ENV)
         ENV["PYTHONDONTWRITEBYTECODE"] = "1"
         ENV["PYTHONPYCACHEPREFIX"] = str(self.fresh("no-pyc"))
-        cmd = [sys.executable, "-c", "import patchtool.cli"]
-        out["import patchtool.cli, no bytecode cache"] = summary([timed([cmd]) for _ in range(n)])
+        cmd = [sys.executable, "-c", "import patchtool.cli.app"]
+        out["import patchtool.cli.app, no bytecode cache"] = summary([timed([cmd]) for _ in range(n)])
         ENV.clear()
         ENV.update(saved)
         self.results["python"] = out
@@ -426,7 +426,7 @@ class Bench:
         script = PROFILE_SCRIPT
         done = run([sys.executable, "-c", script, str(self.store), str(self.cache), str(build), DEVICE])
         self.results["breakdown"] = json.loads(done.stdout)
-        done = run([sys.executable, "-X", "importtime", "-c", "import patchtool.cli"])
+        done = run([sys.executable, "-X", "importtime", "-c", "import patchtool.cli.app"])
         imports = []
         for line in done.stderr.decode().splitlines():
             m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
@@ -452,9 +452,10 @@ PROFILE_SCRIPT = r'''
 import contextlib, io, json, os, shutil, subprocess, sys, time
 from collections import defaultdict
 from pathlib import Path
-import patchtool.unpatch as apply, patchtool.tree as tree, patchtool.gitops as gitops
-import patchtool.safety as safety
-from patchtool.cli import main
+import patchtool.commands.unpatch as apply, patchtool.core.gitops as gitops
+import patchtool.trees.staging as staging, patchtool.trees.work as work
+import patchtool.series.safety as safety
+from patchtool.cli.app import main
 
 store, cache, build, device = sys.argv[1:5]
 phases = defaultdict(float)
@@ -492,10 +493,10 @@ wrap(apply, "exchange_paths", "atomic swap (renameat2)")
 wrap(apply, "tree_state", "the old tree's state (stat walk), at the check and after the swap")
 wrap(apply, "set_aside", "set the old tree aside (rename)")
 wrap(apply, "recover_interrupted", "recover_interrupted (judges the tree set aside last time)")
-wrap(tree, "discard", "  of which: discard an unchanged old tree (rename + detached rm)")
-wrap(tree, "render_patches", "render_patches (one git log + format-patch)")
-wrap(tree, "uncommitted_files", "git status (uncommitted files)")
-wrap(tree, "side_work", "side work (stash, branches)")
+wrap(staging, "discard", "  of which: discard an unchanged old tree (rename + detached rm)")
+wrap(work, "render_patches", "render_patches (one git log + format-patch)")
+wrap(work, "uncommitted_files", "git status (uncommitted files)")
+wrap(work, "side_work", "side work (stash, branches)")
 
 def call(argv):
     os.sync()
@@ -597,7 +598,7 @@ def render(results: dict) -> str:
                              sorted(data["git"].items(), key=lambda x: -x[1]["s"]))  # fmt: skip
             add(f"    git sub-commands: {gits}")
     if results.get("imports_top"):
-        add("  top imports of patchtool.cli (cumulative s): " + ", ".join(
+        add("  top imports of patchtool.cli.app (cumulative s): " + ", ".join(
             f"{m} {s:.3f}" for m, s in results["imports_top"][:6]))  # fmt: skip
     return "\n".join(lines)
 

@@ -86,7 +86,7 @@ def make_private_store(root: Path, env: dict[str, str], recipient: str) -> Path:
 
 def plain_git_am(root: Path, cache: Path, store: Path, env: dict[str, str]) -> float:
     """`git clone` of the cached base and `git am` of the public series' files."""
-    from patchtool.cache import BaseCache
+    from patchtool.sources.cache import BaseCache
 
     repository = BaseCache(cache).release_repository("vllm")
     base = (store / DEVICE / "vllm-0.7.2" / "base.toml").read_text()

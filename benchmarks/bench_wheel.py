@@ -44,7 +44,7 @@ def run(args, *rest, **options):
         if list(args[1:3]) == ["-m", "build"]:
             spent.append(time.perf_counter() - start)
 subprocess.run = run
-from patchtool.cli import main
+from patchtool.cli.app import main
 try:
     main(sys.argv[2:])
 finally:

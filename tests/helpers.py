@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchtool.gitops import Git
-from patchtool.sdist import import_sdist
-from patchtool.store import PypiSource
+from patchtool.core.gitops import Git
+from patchtool.sources.sdist import import_sdist
+from patchtool.store.model import PypiSource
 
 SDIST_MTIME = 1738000000  # 2025-01-27
 
@@ -224,13 +224,13 @@ _PROCESS_ONLY_VARIABLES = ("PATCHTOOL_KILL_AT", "PATCHTOOL_PAUSE_AT")
 
 def run_cli_in_process(*args: str, cwd: Path | None = None,
                        env: dict[str, str] | None = None) -> CliResult:  # fmt: skip
-    """`patchtool.cli.main(args)` in this process, seen as `run_cli` sees the real one:
+    """`patchtool.cli.app.main(args)` in this process, seen as `run_cli` sees the real one:
     its stdout and stderr (encoded as a pipe would be, then decoded), and its exit
     status. `env` is set and `cwd` entered for the run only. It saves a Python start
     and patchtool's imports per run; use `run_cli` where the process itself is the
     point (exit through the console script, kill points, locks between processes,
     signals, what a process inherits)."""
-    from patchtool.cli import main
+    from patchtool.cli.app import main
 
     changes = {**CLI_ENVIRONMENT, **(env or {})}
     refused = [name for name in _PROCESS_ONLY_VARIABLES
@@ -309,7 +309,8 @@ def _fresh_process_caches() -> Iterator[None]:
     """What patchtool keeps for the life of a process (pip's settings, read from
     the environment, and the build tree around the working folder) is read
     afresh by each run, as a new process would, and not left to the next test."""
-    from patchtool import cli, index
+    from patchtool.cli import app as cli
+    from patchtool.sources import index
 
     caches = (index.load_settings, cli._here)
     for cache in caches:

@@ -39,14 +39,16 @@ from helpers import (
 from test_flagscale import diff_yaml, modify, refusal, write
 from test_index import Serve, pip_environment, serve  # noqa: F401 - fixtures
 
-from patchtool.bases import NewBaseSpec, resolve_new_base
-from patchtool.cache import BaseCache, cache_root
-from patchtool.errors import ExitCode, IntegrityError, UnsafeInputError
-from patchtool.gitops import Git
-from patchtool.report import RecordingReporter
-from patchtool.safety import check_size
-from patchtool.sdist import import_sdist
-from patchtool.store import PatchLimits, PypiSource, Store, parse_device
+from patchtool.core.errors import ExitCode, IntegrityError, UnsafeInputError
+from patchtool.core.gitops import Git
+from patchtool.core.report import RecordingReporter
+from patchtool.series.safety import check_size
+from patchtool.sources.bases import NewBaseSpec, resolve_new_base
+from patchtool.sources.cache import BaseCache, cache_root
+from patchtool.sources.sdist import import_sdist
+from patchtool.store.files import parse_device
+from patchtool.store.model import PatchLimits, PypiSource
+from patchtool.store.resolve import Store
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -329,7 +331,7 @@ def test_a_long_yaml_value_is_quoted_cut_short(tmp_path: Path) -> None:
 
 
 def test_quoted_bounds_every_kind_of_value() -> None:
-    from patchtool.errors import quoted
+    from patchtool.core.errors import quoted
 
     assert quoted("short") == "'short'"
     assert quoted("x" * 250) == repr("x" * 200) + "… (50 more characters)"
@@ -348,7 +350,7 @@ def test_no_message_reprs_input_except_through_quoted() -> None:
 
     found = [
         f"{path.name}:{number}: {line.strip()}"
-        for path in sorted(Path(patchtool.__file__).parent.glob("*.py"))
+        for path in sorted(Path(patchtool.__file__).parent.rglob("*.py"))
         if path.name != "errors.py"
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if re.search(r"!r\}|\brepr\(", line)
@@ -681,7 +683,7 @@ def test_an_sdist_imports_as_the_same_commit_as_before(tmp_path: Path) -> None:
     is the one earlier versions made (pinned from 04a6102)."""
     from helpers import DEMO_FILES
 
-    from patchtool.fsutil import sha256_of
+    from patchtool.core.fsutil import sha256_of
 
     sdist = make_sdist(tmp_path / "demo-1.0.tar.gz", "demo-1.0", DEMO_FILES,
                        modes={"tools/run.sh": 0o755})  # fmt: skip
@@ -862,7 +864,7 @@ def test_an_endless_unhashed_file_leaves_nothing_in_unverified(
 
 
 def test_a_local_file_index_page_is_read_bounded(tmp_path: Path) -> None:
-    from patchtool.index import IndexClient, IndexSettings
+    from patchtool.sources.index import IndexClient, IndexSettings
 
     page = tmp_path / "simple" / "demo" / "index.html"
     page.parent.mkdir(parents=True)

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from helpers import CliResult, SyntheticUpstream, check_records, git, snapshot
 
-from patchtool.cache import VERIFIED_RECORD, objects_fingerprint, verify_base_objects
-from patchtool.errors import IntegrityError
-from patchtool.tree import STAGE_PREFIX
+from patchtool.core.errors import IntegrityError
+from patchtool.sources.cache import VERIFIED_RECORD, objects_fingerprint, verify_base_objects
+from patchtool.trees.staging import STAGE_PREFIX
 
 CORE = "demo/core.py"
 ORIGINAL_LINE = b"    return 1\n"

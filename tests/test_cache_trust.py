@@ -40,10 +40,10 @@ from helpers import (
     write_git_base,
 )
 
-from patchtool.errors import IntegrityError
-from patchtool.gitops import tool_identity
-from patchtool.sdist import import_message, import_sdist
-from patchtool.store import PypiSource
+from patchtool.core.errors import IntegrityError
+from patchtool.core.gitops import tool_identity
+from patchtool.sources.sdist import import_message, import_sdist
+from patchtool.store.model import PypiSource
 
 pytestmark = pytest.mark.cli_in_process
 
@@ -418,8 +418,8 @@ def test_a_rebase_from_a_release_onto_a_git_base_and_back(
 def test_each_git_source_has_a_repository_of_its_own(tmp_path: Path) -> None:
     """One repository per source, the same for every spelling of it, never the
     project's sdist repository."""
-    from patchtool.cache import BaseCache
-    from patchtool.store import BaseRef, GitSource, GitUrl
+    from patchtool.sources.cache import BaseCache
+    from patchtool.store.model import BaseRef, GitSource, GitUrl
 
     cache = BaseCache(tmp_path / "cache")
     origin = tmp_path / "origin"

@@ -24,7 +24,7 @@ from helpers import (
     snapshot,
 )
 
-from patchtool.check import CHECKS, OfflineViolationError, forbid_network
+from patchtool.commands.check import CHECKS, OfflineViolationError, forbid_network
 
 SKIPPED_SOURCE = (
     "skipped: demo-1.0's source is not in the cache (needs demo-1.0.tar.gz; run "

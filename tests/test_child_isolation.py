@@ -44,9 +44,9 @@ from helpers import (
     run_cli,
 )
 
-from patchtool import children
-from patchtool.gitops import user_identity
-from patchtool.tree import TRASH_PREFIX
+from patchtool.core import children
+from patchtool.core.gitops import user_identity
+from patchtool.trees.staging import TRASH_PREFIX
 
 # Runs in every interpreter it reaches but patchtool's own (`python -m patchtool`).
 PYTHON_PAYLOAD = """\
@@ -383,7 +383,7 @@ def test_no_module_but_children_starts_a_process() -> None:
     calls os.system, os.popen, os.exec*, os.spawn* or os.posix_spawn*."""
     starters = ("system", "popen", "posix_spawn", "posix_spawnp", "fork", "forkpty")
     found = []
-    for path in sorted((REPOSITORY / "src" / "patchtool").glob("*.py")):
+    for path in sorted((REPOSITORY / "src" / "patchtool").rglob("*.py")):
         if path.name == "children.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import SyntheticUpstream, check_records, error_lines, snapshot
 
-from patchtool.safety import UNSAFE_HINT
+from patchtool.series.safety import UNSAFE_HINT
 
 DEEP = "d/" * 1000 + "f"  # a file 1000 folders down
 # How messages show it: the path's first 60 and last 40 characters.
@@ -188,7 +188,7 @@ def test_a_1000_level_stage_left_by_a_killed_run_is_removed_by_the_next_run(
 REMOVE_WITH_FEW_DESCRIPTORS = """
 import resource, sys
 from pathlib import Path
-from patchtool.fsutil import remove_tree
+from patchtool.core.fsutil import remove_tree
 resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
 print(remove_tree(Path(sys.argv[1])))
 """
@@ -215,7 +215,7 @@ def test_remove_tree_removes_any_depth_with_few_descriptors_and_follows_no_link(
 
 
 def test_remove_tree_takes_a_symlink_itself_and_reports_what_is_not_there(tmp_path: Path) -> None:
-    from patchtool.fsutil import remove_tree
+    from patchtool.core.fsutil import remove_tree
 
     target = tmp_path / "target"
     target.mkdir()
@@ -235,7 +235,7 @@ def test_no_module_removes_a_folder_but_through_remove_tree() -> None:
 
     source = Path(patchtool.__file__).parent
     found = [f"{path.name}:{number}"
-             for path in sorted(source.glob("*.py"))
+             for path in sorted(source.rglob("*.py"))
              for number, line in enumerate(path.read_text().splitlines(), start=1)
              if ("rmtree(" in line or "TemporaryDirectory(" in line)
              and not line.lstrip().startswith("#") and path.name != "fsutil.py"]  # fmt: skip

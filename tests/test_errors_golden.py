@@ -29,7 +29,7 @@ from helpers import (
     write_base,
 )
 
-from patchtool.errors import ExitCode
+from patchtool.core.errors import ExitCode
 
 GOLDEN = Path(__file__).parent / "golden" / "errors"
 CORPUS = Path(__file__).parent / "corpus"

@@ -22,15 +22,15 @@ from helpers import REPOSITORY, RealVllm, SyntheticUpstream, commit_all, run_cli
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-from patchtool.buildenv import (
+from patchtool.core.errors import BuildError
+from patchtool.wheel.buildenv import (
     BuildInterpreter,
     canonical_name,
     check_build_requirements,
     missing_module_error,
     query_interpreter,
 )
-from patchtool.errors import BuildError
-from patchtool.provenance import add_provenance
+from patchtool.wheel.provenance import add_provenance
 
 if sys.version_info >= (3, 11):
     import tomllib

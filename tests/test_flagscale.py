@@ -17,14 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.padding import PKCS7
 
-from patchtool.errors import (
+from patchtool.core.errors import (
     ExitCode,
     IntegrityError,
     NotFoundError,
     PatchtoolError,
     UnsafeInputError,
 )
-from patchtool.flagscale import (
+from patchtool.vendors.flagscale import (
     PLACEHOLDER_AUTHOR,
     PLACEHOLDER_DATE,
     BackendSet,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import CliResult, SyntheticUpstream, check_records, commit_all, git, run_cli, snapshot
 
-from patchtool.lint import WHITESPACE_FIX
+from patchtool.series.lint import WHITESPACE_FIX
 
 AUTHOR = ("--author", "Ada <ada@example.invalid>")
 TABLE = "".join(f"row_{i} = {i}\n" for i in range(40))

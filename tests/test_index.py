@@ -24,10 +24,11 @@ import pytest
 import trustme
 from helpers import SyntheticUpstream, git, make_sdist, run_cli_in_process
 
-from patchtool.bases import NewBaseSpec, resolve_new_base
-from patchtool.cache import BaseCache, cache_root
-from patchtool.errors import IntegrityError, NetworkError, NotFoundError, UsageError
-from patchtool.index import (
+from patchtool.core.errors import IntegrityError, NetworkError, NotFoundError, UsageError
+from patchtool.core.report import RecordingReporter
+from patchtool.sources.bases import NewBaseSpec, resolve_new_base
+from patchtool.sources.cache import BaseCache, cache_root
+from patchtool.sources.index import (
     CREDENTIALS_HINT,
     JSON_TYPE,
     TLS_HINT,
@@ -39,9 +40,9 @@ from patchtool.index import (
     pip_default_index,
     redact,
 )
-from patchtool.report import RecordingReporter
-from patchtool.sdist import obtain_sdist
-from patchtool.store import BaseRef, PypiSource, Store
+from patchtool.sources.sdist import obtain_sdist
+from patchtool.store.model import BaseRef, PypiSource
+from patchtool.store.resolve import Store
 
 PASSWORD = "s3cret-Pa55"
 TINY = "demo-2.0.tar.gz"

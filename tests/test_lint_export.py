@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import CliResult, SyntheticUpstream, check_records, commit_all, git, snapshot
 
-from patchtool.lint import MAX_FINDINGS_SHOWN, MESSAGE_ADVICE
+from patchtool.series.lint import MAX_FINDINGS_SHOWN, MESSAGE_ADVICE
 
 pytestmark = pytest.mark.cli_in_process
 

@@ -36,7 +36,7 @@ from helpers import (
     snapshot,
 )
 
-from patchtool.faults import PAUSE_FOLDER_VARIABLE, PAUSE_VARIABLE, VARIABLE
+from patchtool.core.faults import PAUSE_FOLDER_VARIABLE, PAUSE_VARIABLE, VARIABLE
 
 # --------------------------------------------------------------------------- helpers
 

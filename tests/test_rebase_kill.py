@@ -16,7 +16,7 @@ import pytest
 from helpers import DEMO_FILES, SyntheticUpstream, commit_all, git, make_sdist, run_cli, snapshot
 from test_rebase import demo_11_files, edit, resolve_ten, tree_state
 
-from patchtool.faults import VARIABLE
+from patchtool.core.faults import VARIABLE
 
 START_POINTS = ["rebase:state-saved", "rebase:fetched", "rebase:applied-old-series",
                 "rebase:checked-out-new"]  # fmt: skip

@@ -14,7 +14,7 @@ import pytest
 from filelock import FileLock
 from helpers import SyntheticUpstream, commit_all, error_lines, git, snapshot
 
-from patchtool.faults import VARIABLE
+from patchtool.core.faults import VARIABLE
 
 UNPATCH_POINTS = ["unpatch:checked-out", "unpatch:applied", "unpatch:before-swap",
                   "unpatch:swapped"]  # fmt: skip

@@ -13,11 +13,11 @@ from helpers import git, make_upstream, snapshot
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from patchtool.cache import BaseCache
-from patchtool.export import ExportOptions, export_series
-from patchtool.report import NullReporter
-from patchtool.store import Store
-from patchtool.unpatch import UnpatchOptions, unpatch
+from patchtool.commands.export import ExportOptions, export_series
+from patchtool.commands.unpatch import UnpatchOptions, unpatch
+from patchtool.core.report import NullReporter
+from patchtool.sources.cache import BaseCache
+from patchtool.store.resolve import Store
 
 POOL = ["a.txt", "dir/b.txt", "dir/c.bin", "other/d.txt", "setup.py", "demo/core.py",
         "demo/data.bin", "tools/run.sh", "docs/link.md", "demo/windows.txt"]  # fmt: skip

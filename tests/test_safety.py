@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from helpers import SyntheticUpstream, git, snapshot, write_base
 
-from patchtool.gitops import Git
-from patchtool.sdist import import_sdist
-from patchtool.store import PypiSource
+from patchtool.core.gitops import Git
+from patchtool.sources.sdist import import_sdist
+from patchtool.store.model import PypiSource
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -27,13 +27,13 @@ from helpers import git, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchtool.applying import apply_series, checkout_base
-from patchtool.errors import ConflictError, IntegrityError, UnsafeInputError
-from patchtool.gitops import Git
-from patchtool.privacy import load_series
-from patchtool.report import NullReporter
-from patchtool.safety import TreeJudge
-from patchtool.store import BaseRef, PatchLimits, PatchSeries, PypiSource, SeriesEntry
+from patchtool.core.errors import ConflictError, IntegrityError, UnsafeInputError
+from patchtool.core.gitops import Git
+from patchtool.core.report import NullReporter
+from patchtool.series.privacy import load_series
+from patchtool.series.safety import TreeJudge
+from patchtool.store.model import BaseRef, PatchLimits, PatchSeries, PypiSource, SeriesEntry
+from patchtool.trees.applying import apply_series, checkout_base
 
 PATHS = ["README.md", "docs/link.md", "a/b.txt", "passwd", "new.txt", "docs/new-link",
          "a/deep/new", ".git/config", ".GIT/hooks/x", "a/../../x", ".gi\u200ct/x", "docs"]  # fmt: skip

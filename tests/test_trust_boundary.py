@@ -22,7 +22,7 @@ from helpers import (
     write_git_base,
 )
 
-from patchtool.gitops import Git
+from patchtool.core.gitops import Git
 
 CORPUS = Path(__file__).parent / "corpus"
 CHECK_FAILED_HINT = "hint: Fix what the report above lists and run check again."

@@ -22,10 +22,10 @@ from helpers import (
     write_base,
 )
 
-from patchtool.gitops import Git
-from patchtool.index import IndexClient, IndexFile, IndexSettings
-from patchtool.sdist import import_sdist
-from patchtool.store import PypiSource
+from patchtool.core.gitops import Git
+from patchtool.sources.index import IndexClient, IndexFile, IndexSettings
+from patchtool.sources.sdist import import_sdist
+from patchtool.store.model import PypiSource
 
 
 class _Index(http.server.BaseHTTPRequestHandler):
@@ -178,7 +178,7 @@ def test_hostile_archive_members_are_refused(tmp_path: Path, member: str, expect
         bad.size = 1
         tar.addfile(bad, io.BytesIO(b"x"))
     Git(tmp_path).run("init", "--quiet", "--bare", str(tmp_path / "r.git"))
-    from patchtool.errors import UnsafeInputError
+    from patchtool.core.errors import UnsafeInputError
 
     with pytest.raises(UnsafeInputError, match=expected.replace("(", r"\(").replace(".", r"\.")):
         import_sdist(archive, tmp_path / "r.git", "demo", "1.0", PypiSource("x.tar.gz", "0" * 64))

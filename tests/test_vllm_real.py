@@ -173,10 +173,10 @@ def test_build_without_torch_says_how_to_install_it(private_world: RealVllm, tmp
                      "--dir", str(world.build)).code == 0
     venv = tmp_path / "venv"
     subprocess.run(["python3", "-m", "venv", "--without-pip", str(venv)], check=True)
-    from patchtool.errors import BuildError
-    from patchtool.report import NullReporter
-    from patchtool.store import Store
-    from patchtool.wheel import WheelOptions, build_wheel
+    from patchtool.commands.build_wheel import WheelOptions, build_wheel
+    from patchtool.core.errors import BuildError
+    from patchtool.core.report import NullReporter
+    from patchtool.store.resolve import Store
 
     options = WheelOptions(store=Store(world.store), build_dir=world.build, device="metax_C550",
                            tree=world.tree, out_dir=tmp_path / "out",

@@ -1,3 +1,3 @@
-from .cli import main
+from patchtool.cli.app import main
 
 main()

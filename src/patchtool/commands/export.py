@@ -1,0 +1,172 @@
+"""`patch`: the commits after the base in a build tree, back into the store, byte-stable.
+
+The commits are rendered as patch files by rendering.py (format-patch with
+every option that affects the bytes pinned; private patches sealed) and
+written by store.py: only the base's folder, and in it only `series` and the
+patch files `series` lists (old or new), as one atomic change.
+
+Refused: a tree made with --public-only (it would drop the private patches), a
+private change that lost its trailer (it would be published), and an export
+over a series that changed since the tree last read it (a lost update).
+Every exported patch is linted with `check`'s rules (lint.py): after writing,
+each finding is a warning that names the patch and says how to fix its commit
+in the tree; with `strict` the export fails instead and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchtool.commands.jobs import DeviceJob
+from patchtool.core.errors import DirtyTreeError, StaleStoreError, UsageError, quoted
+from patchtool.core.gitops import Git, user_identity
+from patchtool.core.report import Reporter
+from patchtool.series.lint import PatchLint, lint_refusal, lint_rendered, warn_lint
+from patchtool.series.rendering import (
+    context_leaks,
+    known_plaintexts,
+    refuse_publishing,
+    render_patches,
+    seal_patches,
+    stored_files,
+)
+from patchtool.store.model import BaseRef
+from patchtool.store.series import parse_series, series_digest
+from patchtool.store.transaction import ExportPlan, plan_export, recover_export, write_plan
+from patchtool.trees.record import TreeRecord, read_record, remember_series
+from patchtool.trees.work import uncommitted_files
+
+# --------------------------------------------------------------------------- private patches
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions(DeviceJob):
+    commit_id: str | None = None
+    check: bool = False
+    message: str | None = None
+    force: bool = False
+    strict: bool = False  # fail, writing nothing, if a patch would fail check's lint
+    reencrypt: bool = False  # encrypt every private patch anew, to today's recipients
+    publish: bool = False  # let a private patch's change be exported in clear
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    plan: ExportPlan
+    committed: str | None  # the commit `-m` made, if any
+    written: bool
+    lint: tuple[PatchLint, ...] = ()  # the patches check's lint would refuse
+
+
+def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
+    """Export a build tree into its base's folder (the caller holds the device lock)."""
+    record = read_record(tree)
+    base = options.store.resolve_base(options.device, options.commit_id or record.base_id)
+    if base.commit != record.base_commit:
+        raise UsageError(
+            f"the build tree {tree} was made from base {record.base_id} "
+            f"({record.base_commit[:12]}), not {base.base_id} ({base.commit[:12]})",
+            hint="Leave out --commit-id, or unpatch the base you want to export to.",
+        )
+    if record.skipped_private:
+        raise UsageError(
+            f"the build tree {tree} was made with --public-only: it lacks the private "
+            f"patches {', '.join(record.skipped_private)}, and exporting it would remove "
+            "them from the store",
+            hint=f"Make the tree with your identity (`patchtool unpatch -d {options.device} "
+            "--force --identity FILE`), then bring your commits over from the backup.",
+        )
+    device = options.store.device(options.device)
+    git = Git(tree)
+    committed = None
+    dirty = uncommitted_files(git)
+    if not options.check:
+        _refuse_lost_update(git, tree, record, base, options, adds_commit=bool(dirty))
+    if dirty:
+        if options.message is None or options.check:
+            raise DirtyTreeError(
+                f"the build tree {tree} has uncommitted changes: " + ", ".join(dirty[:10]),
+                hint="Commit them (each logical change its own commit), or pass -m SUBJECT "
+                "to commit them all as one new patch.",
+            )
+        identity = user_identity(tree)
+        if identity is None:
+            raise UsageError(
+                "patch -m commits your changes under your name, "
+                "but git has no user.name/user.email",
+                hint="Set them with `git config --global user.name/user.email` (or GIT_AUTHOR_* "
+                "variables) and run again.",
+            )
+        reporter.step(f"committing {len(dirty)} changed file(s) as {quoted(options.message)}")
+        git.run("add", "--all")
+        git.run("commit", "--quiet", "--no-verify", "-m", options.message, env=identity)
+        committed = git.text("rev-parse", "HEAD")
+    if not options.check:
+        # Also here, not only in write_plan: after a run killed just after its
+        # swap, the next export is a no-op and never reaches write_plan.
+        recover_export(base.path)
+    reporter.step(f"rendering commits after {record.base_id} ({record.base_commit[:12]})")
+    patches = render_patches(git, record.base_commit)
+    if not options.publish:
+        refuse_publishing(git, record.private_patch_ids, patches)
+    known = known_plaintexts(base, record.private, options.keyring)
+    patches = seal_patches(git, patches, base, device, known, options.reencrypt)
+    plan = plan_export(base, stored_files(patches))
+    linted = lint_rendered(patches)
+    if options.strict and linted:
+        raise lint_refusal(tree, base, linted, len(patches), committed)
+    if options.check:
+        if not plan.is_noop:
+            raise StaleStoreError(
+                f"{base.path} differs from what a fresh export of {tree} would write:\n  "
+                + "\n  ".join(plan.describe()),
+                hint=f"Run `patchtool patch --device-type {options.device}` and commit the store.",
+            )
+        return ExportResult(plan=plan, committed=committed, written=False)
+    if not plan.is_noop:
+        write_plan(plan)
+    remember_series(tree, record, parse_series(base), git, patches)
+    for warning in context_leaks(patches):
+        reporter.warn(warning)
+    warn_lint(reporter, tree, linted, len(patches))
+    return ExportResult(
+        plan=plan, committed=committed, written=not plan.is_noop, lint=tuple(linted)
+    )
+
+
+def _refuse_lost_update(
+    git: Git,
+    tree: Path,
+    record: TreeRecord,
+    base: BaseRef,
+    options: ExportOptions,
+    adds_commit: bool,
+) -> None:
+    """An export replaces the store's series with the tree's. If the series
+    changed since this tree last read or wrote it (an export from another build
+    folder, a pull of the store), that would silently drop the other change,
+    unless the store already holds exactly this tree's series (a run killed
+    after it wrote the store, before it noted so in the tree)."""
+    if not record.store_digest or options.force:
+        return
+    if series_digest(parse_series(base)) == record.store_digest:
+        return
+    if not adds_commit:
+        device = options.store.device(options.device)
+        known = known_plaintexts(base, record.private, options.keyring)
+        rendered = seal_patches(git, render_patches(git, record.base_commit), base, device, known)
+        if plan_export(base, stored_files(rendered)).is_noop:
+            return
+    raise StaleStoreError(
+        f"the store's series in {base.path} changed since the build tree {tree} last "
+        "read or wrote it (an export from another build folder, a pull, or an edit); "
+        "exporting now would drop those changes",
+        hint=f"Keep both: `patchtool unpatch --device-type {options.device} --force` "
+        "makes a tree of the current series and keeps this one in a backup folder, "
+        "from which you cherry-pick your commits. Or pass --force to replace the "
+        "store's series with this tree's.",
+    )
+
+
+# --------------------------------------------------------------------------- lint at export

@@ -1,0 +1,650 @@
+"""`import`: patches from outside (mail, plain diffs, quilt) into a device's series.
+
+Each change of the input becomes one commit on top of the device's series in its
+build tree, with the author, date and message the input carries (options fill
+in what it lacks), and then one patch of the store, written by `export` so the
+store only ever holds normalized format-patch files.
+
+Inputs understood:
+- mbox files: one `git format-patch` file, many, or one `--stdout` stream of
+  many (split with `git mailsplit`, read with `git mailinfo`);
+- plain unified diffs, with or without `diff --git` headers (`diff -ruN`);
+- quilt folders: a `series` file (or `--series FILE`) naming patches, with an
+  optional `-pN` per line.
+`-p N` strips leading path components, as `patch -p` and `git apply -p` do;
+`--exclude GLOB` leaves file sections out (git apply's `--exclude`, on the
+stripped path); `--3way` lets git merge a change whose base blobs it has.
+A change whose message has no body gets one that names its source, and an
+`Upstream-Status: Pending` trailer when it has none; bodies are kept as they are.
+
+Nothing is half-imported: every path is checked before git reads a change,
+the changes are applied in the build tree on a known HEAD that is restored if
+any of them fails, the new patches pass the store's safety checks, and only
+then is the store written. A change that does not apply is tried again with
+`git apply --reject` in a throw-away copy of the tree's files, so that every
+failing hunk of every file is named, not only git's first; a tree this run made
+is removed again. Afterwards every new patch that `check`'s lint would refuse is
+warned about, with how to fix its commit in the tree.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from patchtool.commands.importing.inputs import AUTHOR, Change, read_changes
+from patchtool.commands.jobs import CachedDeviceJob
+from patchtool.core.errors import (
+    ConflictError,
+    DirtyTreeError,
+    IntegrityError,
+    NotFoundError,
+    PatchtoolError,
+    UnsafeInputError,
+    UsageError,
+    quoted,
+)
+from patchtool.core.faults import kill_point
+from patchtool.core.fsutil import check_name, remove_tree, temporary_folder
+from patchtool.core.gitops import TOOL_COMMITTER, Git, user_identity
+from patchtool.core.report import Reporter
+from patchtool.core.scratch import scratch_folder
+from patchtool.series.lint import lint_rendered, warn_lint
+from patchtool.series.privacy import stored_limit
+from patchtool.series.rendering import known_plaintexts, render_patches, seal_patches, stored_files
+from patchtool.store.files import render_device, write_device_file
+from patchtool.store.model import (
+    DEFAULT_LIMITS,
+    DEVICE_FILE,
+    BaseOrigin,
+    BaseRef,
+    NamedRecipient,
+    PatchLimits,
+)
+from patchtool.store.series import folder_file_bytes, parse_series, write_base_files
+from patchtool.store.transaction import plan_export, write_plan
+from patchtool.trees.applying import TrialApply, describe_failure, describe_trial, trial_apply
+from patchtool.trees.record import TreeLocation, read_record, remember_series
+from patchtool.trees.staging import device_scratch, discard
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportOptions(CachedDeviceJob):
+    inputs: tuple[Path, ...]
+    commit_id: str | None = None
+    strip: int = 1
+    series_file: Path | None = None
+    author: str | None = None
+    date: str | None = None
+    message: str | None = None
+    create: bool = False
+    display_name: str | None = None
+    vendor: str | None = None
+    onto: str | None = None
+    version_label: str | None = None
+    # git apply's --exclude globs, matched against the stripped paths (`*` also
+    # matches `/`): file sections left out of every change.
+    excludes: tuple[str, ...] = ()
+    # Let git fall back to a 3-way merge for a change that does not apply as it is.
+    three_way: bool = False
+    # Written into a base that --onto creates: where its series came from.
+    origin: BaseOrigin | None = None
+    # Written as [private.recipients] into a device that --create makes.
+    recipients: tuple[NamedRecipient, ...] = ()
+
+
+@dataclass(frozen=True)
+class ThreeWayChange:
+    """A change that only applied with a 3-way merge: review its new patch."""
+
+    origin: str  # the change, as in Change.origin
+    patch: str  # the new patch file's name
+    paths: tuple[str, ...]  # the files whose hunks did not apply as they were
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    base: BaseRef
+    imported: tuple[str, ...]  # new patch file names, in order
+    created: tuple[Path, ...]  # store folders this run created
+    three_way: tuple[ThreeWayChange, ...] = ()
+    excluded_sections: int = 0  # file sections --exclude left out, over all changes
+    skipped: tuple[str, ...] = ()  # changes (origins) whose every section was excluded
+
+
+class ChangeConflict(ConflictError):
+    """A change does not apply (exit 4): every hunk and path that failed, not only
+    the first, and what a 3-way merge (when asked for) left in conflict."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str,
+        *,
+        origin: str,
+        number: int,
+        trial: TrialApply,
+        merge_conflicts: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, hint)
+        self.origin = origin
+        self.number = number  # 1-based, among the changes read
+        self.trial = trial
+        self.merge_conflicts = merge_conflicts
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimits) -> None:
+    """Refuse a change that is too large, or names a path outside the tree or in
+    .git, by the paths git itself reads from it (before it is applied)."""
+    from patchtool.series.safety import check_size, judge_paths, paths_git_reads
+
+    try:
+        check_size(change.origin, change.diff, limits)
+        paths = paths_git_reads(git, patch, change.strip)
+        if not paths:
+            raise IntegrityError(f"{change.origin}: holds no change to any file")
+        judge_paths(change.origin, paths)
+    except PatchtoolError as error:
+        message = error.message.replace(f"patch {patch}", change.origin)
+        hint = "Nothing was imported."
+        if "leading pathname components" in message:  # -p strips more than a path has
+            hint = f"{strip_hint(git, patch, change.strip) or 'Check -p.'} {hint}"
+        raise type(error)(message, hint=hint) from error
+
+
+# --------------------------------------------------------------------------- the import
+
+
+def import_changes(options: ImportOptions, reporter: Reporter) -> ImportResult:
+    """Import every change, or none (the caller holds the device lock). The
+    changes pass through a scratch folder in the build folder (tree.device_scratch),
+    removed when the import ends, however it ends."""
+    # The device's limits bound what is read; a device this run creates has the defaults.
+    device_file = options.store.root / check_name("device", options.device) / DEVICE_FILE
+    limits = options.store.device(options.device).limits if device_file.is_file() else None
+    device_dir = options.build_dir / check_name("device", options.device)
+    with scratch_folder(device_scratch(device_dir), "import-") as workspace:
+        changes = read_changes(
+            options.inputs,
+            options.strip,
+            options.series_file,
+            workspace,
+            limits or DEFAULT_LIMITS,
+        )
+        created: list[Path] = []
+        try:
+            base = _device_and_base(options, created, reporter)
+            done = _import_into(options, base, changes, workspace, reporter)
+        except BaseException:
+            for folder in reversed(created):
+                remove_tree(folder)
+            raise
+    return ImportResult(
+        base,
+        tuple(done.imported),
+        tuple(created),
+        three_way=tuple(done.three_way),
+        excluded_sections=done.excluded_sections,
+        skipped=tuple(done.skipped),
+    )
+
+
+def _device_and_base(options: ImportOptions, created: list[Path], reporter: Reporter) -> BaseRef:
+    store = options.store
+    device_folder = store.root / check_name("device", options.device)
+    if not (device_folder / DEVICE_FILE).is_file():
+        if not options.create:
+            store.device(options.device)  # raises NotFoundError with the known devices
+        if not options.display_name or not options.vendor:
+            raise UsageError("--create needs --display-name and --vendor for a new device")
+        if device_folder.exists():
+            raise UsageError(f"{device_folder} exists but holds no {DEVICE_FILE}")
+        device_folder.mkdir(parents=True)
+        created.append(device_folder)
+        write_device_file(
+            device_folder,
+            render_device(options.display_name, options.vendor, options.recipients),
+        )
+        reporter.step(f"created device {options.device}")
+    limits = store.device(options.device).limits
+    if options.onto is None:
+        return store.resolve_base(options.device, options.commit_id)
+    from patchtool.sources.bases import parse_onto, resolve_new_base
+
+    bases = store.bases(options.device)
+    project = bases[-1].project if bases else None
+    spec = parse_onto(options.onto, project, options.version_label)
+    new = resolve_new_base(
+        spec, store, options.device, options.cache, reporter, options.archive_paths, limits=limits
+    )
+    if new.path.exists():
+        raise UsageError(
+            f"the base folder {new.path} already exists",
+            hint=f"Import into it with --commit-id {new.base_id} instead of --onto.",
+        )
+    new.path.mkdir()
+    created.append(new.path)
+    if options.origin is not None:
+        new = replace(new, origin=options.origin)
+    write_base_files(new, [f"# {options.device} series for {new.label}."])
+    reporter.step(f"created base {new.base_id} ({new.commit[:12]})")
+    return store.resolve_base(options.device, new.base_id)
+
+
+def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tuple[Path, bool]:
+    """The device's tree at exactly the base and its stored series, and whether it
+    was (re)made for that (unpatch makes it when it is missing, on another base,
+    or behind the store; work is never lost)."""
+    from patchtool.commands.unpatch import UnpatchOptions, unpatch
+
+    tree = TreeLocation(options.build_dir, options.device, base.project).tree
+    if tree.is_dir():
+        try:
+            record = read_record(tree)
+        except (NotFoundError, IntegrityError):
+            record = None
+        if record is not None and record.base_commit == base.commit:
+            git = Git(tree)
+            if not git.lines("status", "--porcelain", "--untracked-files=all"):
+                device = options.store.device(options.device)
+                rendered = render_patches(git, base.commit)
+                known = known_plaintexts(base, record.private, options.keyring)
+                sealed = seal_patches(git, rendered, base, device, known)
+                plan = plan_export(base, stored_files(sealed))
+                if plan.is_noop:
+                    return tree, False
+    try:
+        result = unpatch(
+            UnpatchOptions(
+                store=options.store,
+                build_dir=options.build_dir,
+                device=options.device,
+                cache=options.cache,
+                commit_id=base.base_id,
+                archive_paths=options.archive_paths,
+                keyring=options.keyring,
+            ),
+            reporter,
+        )
+    except DirtyTreeError as error:
+        # unpatch's own hint offers its --force, which import does not have.
+        raise DirtyTreeError(error.message, hint=dirty_tree_hint(options.device)) from None
+    return result.tree, True
+
+
+def dirty_tree_hint(device: str) -> str:
+    return (
+        f"Nothing was imported. Export that work first with `patchtool patch --device-type "
+        f"{device}` (commit it, or use -m), or set the tree aside with `patchtool unpatch "
+        f"--device-type {device} --force` (it moves to a backup folder); then import again."
+    )
+
+
+def _identity(change: Change, options: ImportOptions, tree: Path) -> dict[str, str]:
+    env = dict(TOOL_COMMITTER)
+    author = change.author
+    if author is None and options.author is not None:
+        match = AUTHOR.match(options.author)
+        if not match:
+            raise UsageError(f"--author {quoted(options.author)} is not 'Name <email>'")
+        author = (match["name"], match["email"])
+    if author is None:
+        mine = user_identity(tree)
+        if mine is None:
+            raise UsageError(
+                f"{change.origin} names no author, and none is known",
+                hint="Pass --author 'Name <email>'.",
+            )
+        author = (mine["GIT_AUTHOR_NAME"], mine["GIT_AUTHOR_EMAIL"])
+    env["GIT_AUTHOR_NAME"], env["GIT_AUTHOR_EMAIL"] = author
+    date = change.date or options.date
+    if date:
+        env["GIT_AUTHOR_DATE"] = date
+    return env
+
+
+@dataclass
+class _Imported:
+    """What _import_into did, gathered as it goes."""
+
+    imported: list[str] = field(default_factory=list)
+    three_way: list[ThreeWayChange] = field(default_factory=list)
+    excluded_sections: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def _import_into(
+    options: ImportOptions,
+    base: BaseRef,
+    changes: list[Change],
+    workspace: Path,
+    reporter: Reporter,
+) -> _Imported:
+    from patchtool.series.safety import TreeJudge
+
+    tree_path = TreeLocation(options.build_dir, options.device, base.project).tree
+    had_tree = tree_path.exists() or tree_path.is_symlink()
+    tree, remade = _ready_tree(options, base, reporter)
+    # What a failure leaves, said as it is: a tree this run made is removed.
+    if not had_tree:
+        left = f"the build tree {tree} that this import made was removed"
+    elif remade:
+        left = f"the build tree {tree} was remade from the store's series (it held no work)"
+    else:
+        left = f"the build tree {tree} is as it was"
+    limits = options.store.device(options.device).limits
+    git = Git(tree, env=TOOL_COMMITTER)
+    start = git.text("rev-parse", "HEAD")
+    reporter.step(f"importing {len(changes)} change(s) onto {base.base_id} in {tree}")
+    done = _Imported()
+    try:
+        with temporary_folder(workspace, "changes-") as folder:
+            judge = TreeJudge(git, start, f"the build tree {tree}")
+            committed: list[str] = []  # origins of the changes that made a commit
+            synced = start  # the commit the working tree's files (and the index) are at
+            # Changes are committed through a scratch copy of the index; the real
+            # one keeps its file stats, so the files are brought up in one pass.
+            scratch = folder / "index"
+            shutil.copyfile(tree / ".git" / "index", scratch)
+            merged: list[tuple[str, str, tuple[str, ...]]] = []  # origin, commit, paths
+            for number, change in enumerate(changes, start=1):
+                patch = folder / f"{number:05d}.patch"
+                patch.write_bytes(change.diff)
+                kill_point("import:change-written")
+                check_change_paths(git, patch, change, limits)
+                if options.excludes:
+                    every = _sections(git, patch, change.strip, ())
+                    kept = _sections(git, patch, change.strip, options.excludes)
+                    done.excluded_sections += len(every or ()) - len(kept or ())
+                    if not kept:
+                        done.skipped.append(change.origin)
+                        continue
+                message = change.message or options.message
+                if not message:
+                    raise UsageError(
+                        f"{change.origin} carries no message", hint="Pass --message SUBJECT."
+                    )
+                text = with_source_body(message, change.source or change.origin).encode()
+                identity = _identity(change, options, tree)
+                needed: tuple[str, ...] = ()
+                if not _commit_from_index(git, patch, change, options, text, identity, scratch):
+                    # The slow path wants a true working tree: bring it up to HEAD.
+                    synced = _bring_files_up(git, synced)
+                    needed = _apply(git, patch, change, number, len(changes), options, base, left)
+                    git.run("commit", "--quiet", "--no-verify", "-F", "-", input=text, env=identity)
+                    synced = git.text("rev-parse", "HEAD")
+                    shutil.copyfile(tree / ".git" / "index", scratch)
+                committed.append(change.origin)
+                if needed:
+                    merged.append((change.origin, git.text("rev-parse", "HEAD"), needed))
+            # The commits were made in the index alone: one pass brings the files up.
+            synced = _bring_files_up(git, synced)
+            # What git made of the changes, judged as unpatch judges a series.
+            commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
+            judge.judge_commits(git, commits, committed)
+            device = options.store.device(options.device)
+            known = known_plaintexts(base, read_record(tree).private, options.keyring)
+            patches = seal_patches(git, render_patches(git, base.commit), base, device, known)
+            stored = folder_file_bytes(base.path, stored_limit(device.limits))
+            fresh = [p for p in patches if p.file_data not in stored]
+            by_commit = {p.commit: p.name for p in patches}
+            done.three_way = [
+                ThreeWayChange(origin, by_commit.get(commit, commit[:12]), paths)
+                for origin, commit, paths in merged
+            ]
+    except BaseException:
+        git.run("reset", "--quiet", "--hard", start, check=False)
+        if not had_tree:
+            discard(tree)
+        raise
+    write_plan(plan_export(base, stored_files(patches)))
+    remember_series(tree, read_record(tree), parse_series(base), git, patches)
+    # What check would refuse in the new patches, said now, while their commits
+    # are the newest of the tree and easy to amend.
+    linted = [one for one in lint_rendered(patches) if one.patch in fresh]
+    warn_lint(reporter, tree, linted, len(patches))
+    done.imported = [p.name for p in fresh]
+    return done
+
+
+def _bring_files_up(git: Git, synced: str) -> str:
+    """Update the working tree's files from commit `synced` to HEAD: only the files
+    that differ, and never over a file someone changed meanwhile (git's two-tree
+    merge refuses a file that is not as `synced` has it)."""
+    head = git.text("rev-parse", "HEAD")
+    if head != synced:
+        git.run("read-tree", "-m", "-u", synced, head)
+    return head
+
+
+def _commit_from_index(
+    git: Git,
+    patch: Path,
+    change: Change,
+    options: ImportOptions,
+    message: bytes,
+    identity: dict[str, str],
+    scratch: Path,
+) -> bool:
+    """Apply the change to the index alone and commit it there (write-tree,
+    commit-tree, update-ref): no pass over the working tree's files, which on a
+    vLLM-sized tree costs more than the change itself. The working tree is
+    brought up to HEAD once, after the last change. False (nothing changed)
+    when the change does not apply as it is or changes nothing: the caller then
+    takes the full path, with its diagnosis and --3way."""
+    how = (f"-p{change.strip}", *(f"--exclude={glob}" for glob in options.excludes))
+    index = {"GIT_INDEX_FILE": str(scratch)}
+    applied = git.run("apply", *how, "--cached", "--", str(patch), check=False, env=index)
+    if applied.returncode != 0:
+        git.run("read-tree", "HEAD", env=index)  # a failed apply changes nothing; be sure
+        return False
+    tree = git.run("write-tree", env=index).text.strip()
+    head = git.text("rev-parse", "HEAD")
+    if tree == git.text("rev-parse", "HEAD^{tree}"):
+        return False
+    # `git commit -F` cleans a message up as `stripspace` does; commit-tree does not.
+    cleaned = git.run("stripspace", input=message).stdout
+    commit = git.run(
+        "commit-tree", tree, "-p", head, "-F", "-", input=cleaned, env=identity
+    ).text.strip()
+    git.run("update-ref", "-m", "patchtool import", "HEAD", commit, head)
+    return True
+
+
+def _apply(
+    git: Git,
+    patch: Path,
+    change: Change,
+    number: int,
+    total: int,
+    options: ImportOptions,
+    base: BaseRef,
+    left: str,
+) -> tuple[str, ...]:
+    """Apply one change to the tree and its index; return the paths that needed a
+    3-way merge. When it does not apply, say every hunk and path that failed."""
+    how = (f"-p{change.strip}", *(f"--exclude={glob}" for glob in options.excludes))
+    applied = git.run("apply", *how, "--index", "--", str(patch), check=False)
+    if applied.returncode == 0:
+        return ()
+    _refuse_unsafe(change, applied.stderr)
+    # The change's own scratch folder takes the trial copy too.
+    trial = trial_apply(git, patch, patch.parent, change.strip, options.excludes)
+    merge_conflicts: tuple[str, ...] = ()
+    merge_note: list[str] = []
+    if options.three_way:
+        merged = git.run("apply", *how, "--index", "--3way", "--", str(patch), check=False)
+        _refuse_unsafe(change, merged.stderr)
+        if merged.returncode == 0 and trial.failed_paths:
+            return trial.failed_paths
+        if merged.returncode == 0:  # git found nothing wrong the second time: say so
+            return ()
+        git.run("reset", "--quiet", "--hard", "HEAD", check=False)
+        merge_conflicts = tuple(
+            dict.fromkeys(
+                re.findall(r"^Applied patch to '(.+)' with conflicts\.$", merged.stderr, re.M)
+            )
+        )
+        if merge_conflicts:
+            merge_note = [f"  3-way merge left conflicts in: {', '.join(merge_conflicts)}"]
+        elif "lacks the necessary blob" in merged.stderr:
+            merge_note = [
+                "  3-way merge not possible: this tree lacks the blobs the change's "
+                "`index` lines name (a plain diff has none)"
+            ]
+    details = describe_trial(trial, _labels(change))
+    if not details:
+        verbose = git.run("apply", *how, "--check", "--verbose", "--", str(patch), check=False)
+        details = [describe_failure(patch.read_bytes(), verbose.stderr or applied.stderr)]
+    paths = _sections(git, patch, change.strip, options.excludes) or []
+    summary = []
+    if trial.rejected:
+        files = len({h.path for h in trial.rejected})
+        summary.append(f"{len(trial.rejected)} hunk(s) in {files} file(s) do not match")
+    if trial.missing:
+        summary.append(f"{len(trial.missing)} of its {len(paths)} path(s) do not exist in the tree")
+    if trial.existing:
+        summary.append(f"{len(trial.existing)} path(s) it creates already exist")
+    hint = "Refresh the change against this base."
+    if trial.missing and 2 * len(trial.missing) > len(paths):
+        hint = strip_hint(git, patch, change.strip, options.excludes) or (
+            "Most of its paths are not in the tree: check -p and the base."
+        )
+    elif trial.rejected and not options.three_way and _names_blobs(change.diff):
+        hint = "Refresh the change against this base, or retry with --3way to let git merge it."
+    raise ChangeConflict(
+        f"{change.origin} (change {number} of {total}) does not apply to {base.base_id} and "
+        f"its series"
+        + (f" ({'; '.join(summary)})" if summary else "")
+        + ":\n"
+        + "\n".join([*details, *merge_note]),
+        hint=f"{hint} Nothing was imported: {left}, and the store is unchanged.",
+        origin=change.origin,
+        number=number,
+        trial=trial,
+        merge_conflicts=merge_conflicts,
+    )
+
+
+def _names_blobs(diff: bytes) -> bool:
+    """Whether a change's `index` lines name the blobs it was made from (what a
+    3-way merge needs; plain diffs have none)."""
+    return re.search(rb"^index [0-9a-f]{7,}\.\.[0-9a-f]{7,}", diff, re.M) is not None
+
+
+def _refuse_unsafe(change: Change, stderr: str) -> None:
+    from patchtool.series.safety import git_refusal
+
+    refusal = git_refusal(stderr)
+    if refusal is not None:
+        raise UnsafeInputError(
+            f"{change.origin}: path {quoted(refusal[0])} {refusal[1]}", hint="Nothing was imported."
+        )
+
+
+def _sections(git: Git, patch: Path, strip: int, excludes: tuple[str, ...]) -> list[str] | None:
+    """One path per file section, as git reads them with this -p (the new name of
+    a rename); None when git cannot read the patch with this -p."""
+    read = git.run(
+        "apply",
+        f"-p{strip}",
+        *(f"--exclude={glob}" for glob in excludes),
+        "--numstat",
+        "-z",
+        "--",
+        str(patch),
+        check=False,
+    )
+    if read.returncode != 0:
+        return None
+    fields = read.stdout.split(b"\0")
+    paths: list[str] = []
+    index = 0
+    while index < len(fields):
+        parts = fields[index].split(b"\t", 2)
+        index += 1
+        if len(parts) < 3:
+            continue
+        name = parts[2]
+        if not name and index + 1 < len(fields):  # "added\tdeleted\t\0old\0new"
+            name = fields[index + 1]
+            index += 2
+        if name:
+            paths.append(name.decode("utf-8", "surrogateescape"))
+    return paths
+
+
+def strip_hint(git: Git, patch: Path, strip: int, excludes: tuple[str, ...] = ()) -> str | None:
+    """When another -p (0 to 4) finds more of a change's paths in the tree than
+    `strip` does: which one, and how many it finds."""
+    in_tree = set(
+        name.decode("utf-8", "surrogateescape")
+        for name in git.run("ls-files", "-z").stdout.split(b"\0")
+        if name
+    )
+    found: dict[int, tuple[int, int]] = {}
+    for level in range(5):
+        paths = _sections(git, patch, level, excludes)
+        if paths:
+            found[level] = (sum(1 for p in paths if p in in_tree), len(paths))
+    if not found:
+        return None
+    best = max(found, key=lambda level: (found[level][0], -abs(level - strip)))
+    matches, total = found[best]
+    current = found.get(strip, (0, 0))[0]
+    if best == strip or matches <= current:
+        return None
+    return (
+        f"-p{best} matches {matches} of {total} files (-p{strip} matches {current}): "
+        f"import again with -p {best}."
+    )
+
+
+def _labels(change: Change) -> dict[str, str]:
+    """Each path as in the tree -> how to show it: with the input's own name in
+    parentheses where -p made them differ beyond the usual a/ and b/."""
+    try:
+        from unidiff.patch import PatchSet
+
+        patched = list(PatchSet(change.diff.decode("utf-8", "surrogateescape")))
+    except Exception:
+        return {}
+    labels = {}
+    for one in patched:
+        raw = one.source_file if one.source_file != "/dev/null" else one.target_file
+        if not raw or raw == "/dev/null":
+            continue
+        stripped = _strip(raw, change.strip)
+        usual = raw[2:] if raw.startswith(("a/", "b/")) else raw
+        if stripped is not None and stripped not in (usual, raw):
+            labels[stripped] = f"{stripped} ({raw})"
+    return labels
+
+
+def _strip(path: str, strip: int) -> str | None:
+    """`path` less `strip` leading components, as git and patch count them."""
+    parts = [part for part in path.split("/") if part]
+    return "/".join(parts[strip:]) if len(parts) > strip else None
+
+
+_TRAILER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*:\s")
+
+
+def with_source_body(message: str, source: str) -> str:
+    """A message with a body kept as it is; one without gets a body that names its
+    source and, without one, an `Upstream-Status: Pending` trailer, so that lint
+    only asks for what needs a person."""
+    subject, _, rest = message.strip().partition("\n\n")
+    paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", rest) if p.strip()]
+    last = paragraphs[-1].splitlines() if paragraphs else []
+    trailers = last if last and all(_TRAILER.match(line) for line in last) else []
+    if paragraphs[: -1 if trailers else None]:
+        return message
+    if not any(t.lower().startswith("upstream-status:") for t in trailers):
+        trailers = [*trailers, "Upstream-Status: Pending"]
+    return f"{subject}\n\nImported from {source}.\n\n" + "\n".join(trailers) + "\n"

@@ -1,0 +1,364 @@
+"""Lint: the style rules every patch of the store must meet, in one place.
+
+`check` applies them to the store's files; `patch` and `import` apply them to
+what they just wrote, so that a problem is reported where it can still be fixed
+(in the build tree's commits), not only later in CI. The rules:
+
+    subject          the message has a subject
+    body             a body that says why the change is needed
+    upstream-status  exactly one valid `Upstream-Status:` trailer in the last paragraph
+    changes          the patch reads as a patch and changes some file
+    whitespace       no added line ends in spaces or tabs
+    conflict-marker  no added line is a merge conflict marker
+
+Upstream-Status values (after Yocto's list): `Pending`, `Submitted <where>`,
+`Backport [<where>]`, `Denied <why>`, `Inappropriate <why>` and
+`Inactive-Upstream <details>`; brackets around the detail are optional. The
+old `Accepted` is refused (Yocto replaced it by `Backport`).
+
+Lint reads a patch with unidiff: it only ever reports, it decides nothing about
+what a patch may touch (that is git's reading, in safety.py). It never prints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from patchtool.core.errors import PatchtoolError, StaleStoreError, quoted
+from patchtool.core.report import Reporter
+from patchtool.series.privacy import stored_limit
+from patchtool.series.rendering import RenderedPatch
+from patchtool.store.files import read_store_file
+from patchtool.store.model import BaseRef, PatchLimits
+from patchtool.store.private_file import PrivatePatch, parse_private_patch
+
+Rule = Literal[
+    "unreadable",
+    "subject",
+    "body",
+    "upstream-status",
+    "changes",
+    "whitespace",
+    "conflict-marker",
+    "recipients",
+]
+# Rules about the commit message (fixed by rewording the commit); the others
+# are about the lines it changes (fixed by editing the commit).
+MESSAGE_RULES: frozenset[Rule] = frozenset({"subject", "body", "upstream-status"})
+
+UPSTREAM_STATUS_VALUES = (
+    "Pending, Submitted <where>, Backport [<where>], Denied <why>, Inappropriate <why>, "
+    "Inactive-Upstream <details>"
+)
+# Past this many findings a patch's list ends in "... and K more": a real
+# vendor patch can add a hundred lines with trailing whitespace.
+MAX_FINDINGS_SHOWN = 10
+
+_UPSTREAM_STATUS = re.compile(
+    r"^(Pending|Submitted\s+\S.*|Backport(\s+\S.*)?|Denied\s+\S.*|Inappropriate\s+\S.*"
+    r"|Inactive-Upstream\s+\S.*)$"
+)
+_TRAILER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*:\s")
+_MARKERS = (b"<<<<<<<", b">>>>>>>", b"|||||||")
+
+
+class LintError(StaleStoreError):
+    """`patch --strict`: the patches would not pass `check`'s lint (exit 7, as in check)."""
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    patch: str  # the patch file's name
+    rule: Rule
+    message: str  # what is wrong, e.g. "line 19: adds trailing whitespace to demo/core.py"
+
+    @property
+    def in_message(self) -> bool:
+        return self.rule in MESSAGE_RULES
+
+    def __str__(self) -> str:
+        return f"{self.patch}: {self.message}"
+
+
+def lint_file(path: Path, limits: PatchLimits) -> list[LintFinding]:
+    """Lint a patch file of the store (read as the store is read: no links, size-limited)."""
+    try:
+        data = read_store_file(path, limits.patch_bytes)
+    except PatchtoolError as error:
+        return [LintFinding(path.name, "unreadable", f"cannot be read ({error.message})")]
+    return lint_patch(data, path.name)
+
+
+def recipient_findings(
+    path: Path,
+    recipients: tuple[str, ...],
+    limits: PatchLimits,
+    header: PrivatePatch | None = None,
+) -> list[LintFinding]:
+    """A private patch must be encrypted to exactly the recipients device.toml
+    names: one removed there can still read it, one added cannot (yet). `header`
+    is the file's header when it was already read; else the file is read here."""
+    if header is None:
+        try:
+            header = parse_private_patch(path, read_store_file(path, stored_limit(limits)))
+        except PatchtoolError as error:
+            return [LintFinding(path.name, "unreadable", f"cannot be read ({error.message})")]
+    stale = [name for name in header.recipients if name not in recipients]
+    missing = [name for name in recipients if name not in header.recipients]
+    findings = []
+    if stale:
+        findings.append(
+            LintFinding(
+                path.name,
+                "recipients",
+                f"is encrypted to {', '.join(stale)}, whom device.toml no longer names "
+                "(re-encrypt: `patchtool patch --reencrypt`)",
+            )
+        )
+    if missing:
+        findings.append(
+            LintFinding(
+                path.name,
+                "recipients",
+                f"is not encrypted to {', '.join(missing)}, whom device.toml names "
+                "(re-encrypt: `patchtool patch --reencrypt`)",
+            )
+        )
+    return findings
+
+
+def lint_patch(data: bytes, name: str) -> list[LintFinding]:
+    """Every finding for one patch file's bytes: its message first, then the lines it adds."""
+    message, files, problem = _read_for_lint(data)
+    findings = [LintFinding(name, rule, text) for rule, text in _lint_message(message)]
+    if problem is not None:
+        findings.append(LintFinding(name, "changes", problem))
+    elif not files:
+        findings.append(LintFinding(name, "changes", "changes no file"))
+    for linted in files:
+        findings.extend(LintFinding(name, rule, text) for rule, text in _lint_added_lines(linted))
+    return findings
+
+
+def capped(findings: Iterable[LintFinding], limit: int = MAX_FINDINGS_SHOWN) -> list[str]:
+    """The findings as lines, at most `limit` per patch, then "<patch>: ... and K more"."""
+    by_patch: dict[str, list[LintFinding]] = {}
+    for finding in findings:
+        by_patch.setdefault(finding.patch, []).append(finding)
+    lines: list[str] = []
+    for patch, found in by_patch.items():
+        lines.extend(str(f) for f in found[:limit])
+        if len(found) > limit:
+            lines.append(f"{patch}: ... and {len(found) - limit} more")
+    return lines
+
+
+MESSAGE_ADVICE = (
+    "a patch's message needs a subject line, a blank line, a body that says why the change "
+    "is needed, and as its last paragraph a trailer line such as `Upstream-Status: Pending` "
+    f"(the value one of {UPSTREAM_STATUS_VALUES})"
+)
+
+
+def message_advice(findings: Iterable[LintFinding]) -> str | None:
+    """What a commit message needs, for findings about messages (None if there are none)."""
+    return MESSAGE_ADVICE if any(f.in_message for f in findings) else None
+
+
+# `--whitespace` makes rebase use the apply backend and rewrite every commit,
+# even those already on top of the base (tested with git 2.39).
+WHITESPACE_FIX = "git rebase --whitespace=fix patchtool/base"
+
+
+def whitespace_advice(findings: Iterable[LintFinding], tree: Path) -> str | None:
+    """The one-liner that strips trailing whitespace from every commit of a build
+    tree after its base (None if no finding is about whitespace)."""
+    if not any(f.rule == "whitespace" for f in findings):
+        return None
+    return (
+        f"to strip the trailing whitespace from every commit at once: in {tree}, run "
+        f"`{WHITESPACE_FIX}`, then `patchtool patch`"
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _LintedFile:
+    path: str
+    added: tuple[tuple[int, bytes], ...]  # (line of the patch file, content)
+
+
+def _read_for_lint(data: bytes) -> tuple[str, list[_LintedFile], str | None]:
+    from unidiff.errors import UnidiffParseError
+    from unidiff.patch import PatchSet
+
+    text = data.decode("utf-8", "surrogateescape")
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.startswith("diff --git ")), None)
+    message = "\n".join(lines[:first] if first is not None else lines)
+    try:
+        patch_set = PatchSet(text)
+    except UnidiffParseError as error:
+        return message, [], f"cannot be read as a patch: {error}"
+    files = []
+    for patched in patch_set:
+        info = str(patched.patch_info or "")
+        is_link = re.search(r"^(new file mode|new mode) 120000$", info, re.M) is not None
+        if patched.is_binary_file or patched.is_removed_file or is_link:
+            continue
+        added = tuple(
+            (line.diff_line_no or 0, line.value.rstrip("\n").encode("utf-8", "surrogateescape"))
+            for hunk in patched
+            for line in hunk
+            if line.is_added
+        )
+        files.append(_LintedFile(patched.path, added))
+    return message, files, None
+
+
+def _lint_message(message: str) -> list[tuple[Rule, str]]:
+    lines = message.split("\n")
+    header_end = lines.index("") if "" in lines else len(lines)
+    subject = ""
+    for number, line in enumerate(lines[:header_end]):
+        if line.lower().startswith("subject:"):
+            subject = line[8:]
+            for follow in lines[number + 1 : header_end]:
+                if not follow[:1].isspace():
+                    break
+                subject += " " + follow.strip()
+    subject = re.sub(r"^\s*(\[[^\]]*\]\s*)*", "", subject).strip()
+    body = lines[header_end + 1 :]
+    if "---" in body:
+        body = body[: body.index("---")]
+    while body and not body[-1].strip():
+        body.pop()
+    paragraphs: list[list[str]] = [[]]
+    for line in body:
+        if line.strip():
+            paragraphs[-1].append(line)
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    last = paragraphs[-1]
+    trailers = last if last and all(_TRAILER.match(line) for line in last) else []
+    prose = [line for p in (paragraphs[:-1] if trailers else paragraphs) for line in p]
+    problems: list[tuple[Rule, str]] = []
+    if not subject:
+        problems.append(("subject", "has no subject"))
+    if not prose:
+        problems.append(("body", "has no body that says why the change is needed"))
+    statuses = [
+        t.split(":", 1)[1].strip() for t in trailers if t.lower().startswith("upstream-status:")
+    ]
+    if not statuses:
+        problems.append(("upstream-status", "has no Upstream-Status: trailer"))
+    elif len(statuses) > 1:
+        problems.append(("upstream-status", "has more than one Upstream-Status: trailer"))
+    elif not _UPSTREAM_STATUS.match(statuses[0]):
+        problems.append(
+            (
+                "upstream-status",
+                f"Upstream-Status {quoted(statuses[0])} is not one of {UPSTREAM_STATUS_VALUES}",
+            )
+        )
+    return problems
+
+
+def _lint_added_lines(change: _LintedFile) -> list[tuple[Rule, str]]:
+    problems: list[tuple[Rule, str]] = []
+    added = change.added
+    text = [c for _, c in added]
+    has_markers = any(c.startswith(_MARKERS) for c in text)
+    for line, content in added:
+        stripped = content[:-1] if content.endswith(b"\r") else content
+        if stripped != stripped.rstrip(b" \t"):
+            problems.append(
+                ("whitespace", f"line {line}: adds trailing whitespace to {change.path}")
+            )
+        marker = content.rstrip(b"\r")
+        # A lone ======= is also an RST underline; it is a conflict marker only
+        # next to the other two kinds, which git always writes together.
+        if (marker.startswith(_MARKERS) and marker[7:8] in (b"", b" ")) or (
+            has_markers and marker == b"======="
+        ):
+            problems.append(
+                ("conflict-marker", f"line {line}: adds a conflict marker to {change.path}")
+            )
+    return problems
+
+
+@dataclass(frozen=True)
+class PatchLint:
+    """A rendered patch that check's lint would refuse, and why."""
+
+    patch: RenderedPatch
+    position: int  # 1-based, among the tree's commits after the base
+    findings: tuple[LintFinding, ...]
+
+
+def lint_rendered(patches: list[RenderedPatch]) -> list[PatchLint]:
+    linted = []
+    for position, patch in enumerate(patches, start=1):
+        findings = lint_patch(patch.data, patch.name)
+        if findings:
+            linted.append(PatchLint(patch, position, tuple(findings)))
+    return linted
+
+
+def fix_advice(tree: Path, linted: PatchLint, total: int) -> str:
+    """How to fix one patch's commit in the build tree, then export again."""
+    name, commit = linted.patch.name, linted.patch.commit[:10]
+    lines = not all(f.in_message for f in linted.findings)
+    if linted.position == total:
+        how = (
+            "change the lines, `git add` them and run `git commit --amend`"
+            if lines
+            else "run `git commit --amend`"
+        )
+        where = f"it is the tree's last commit ({commit}): in {tree}, {how}"
+    else:
+        mark = (
+            "`edit` (change the lines, `git add` them, `git commit --amend`, "
+            "`git rebase --continue`)"
+            if lines
+            else "`reword`"
+        )
+        where = (
+            f"it is commit {linted.position} of {total} ({commit}): in {tree}, run "
+            f"`git rebase -i patchtool/base` and mark {commit} {mark}"
+        )
+    return f"{name} would fail `patchtool check`; {where}, then run `patchtool patch` again"
+
+
+def warn_lint(reporter: Reporter, tree: Path, linted: list[PatchLint], total: int) -> None:
+    """One warning per finding (at most lint.MAX_FINDINGS_SHOWN per patch), and how to fix it."""
+    for one in linted:
+        for line in capped(one.findings):
+            reporter.warn(line)
+        reporter.warn(fix_advice(tree, one, total))
+    advice = message_advice(f for one in linted for f in one.findings)
+    if advice is not None:
+        reporter.warn(advice)
+    whitespace = whitespace_advice((f for one in linted for f in one.findings), tree)
+    if whitespace is not None:
+        reporter.warn(whitespace)
+
+
+def lint_refusal(
+    tree: Path, base: BaseRef, linted: list[PatchLint], total: int, committed: str | None
+) -> LintError:
+    findings = [f for one in linted for f in one.findings]
+    kept = f" (the commit -m made, {committed[:10]}, stays in the tree)" if committed else ""
+    advice = message_advice(findings)
+    return LintError(
+        f"{len(linted)} of {total} patch(es) would fail `patchtool check`'s lint; nothing "
+        f"was written to {base.path}{kept}:\n  " + "\n  ".join(capped(findings)),
+        hint="; ".join(fix_advice(tree, one, total) for one in linted)
+        + (f". Note: {advice}." if advice else "."),
+    )

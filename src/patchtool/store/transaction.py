@@ -1,0 +1,153 @@
+"""A base folder's series and patch files written as one atomic change.
+
+`plan_export` compares what is to be written with the folder; `write_plan`
+assembles the new state in a staging folder beside it (unchanged files
+hard-linked) and swaps it in with one exchange, so a kill or a full disk leaves
+the old folder or the new one, never a mix; `recover_export` settles what a
+killed export left. The `export:*` kill points are here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from patchtool.core.errors import IntegrityError
+from patchtool.core.faults import kill_point
+from patchtool.core.fsutil import exchange_paths, fsync_directory, new_file_mode, remove_tree
+from patchtool.store.model import SERIES_FILE, BaseRef
+from patchtool.store.series import (
+    check_series_length,
+    device_limits,
+    holds_bytes,
+    parse_series,
+    render_series,
+)
+
+
+@dataclass
+class ExportPlan:
+    """What writing a base folder's series changes: each patch file (name ->
+    the bytes the store is to hold, in series order) and `series` itself."""
+
+    base: BaseRef
+    files: dict[str, bytes]
+    series: bytes
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    series_changed: bool = False
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.new or self.changed or self.removed or self.series_changed)
+
+    def describe(self) -> list[str]:
+        lines = [f"new patch {n}" for n in self.new]
+        lines += [f"changed patch {n}" for n in self.changed]
+        lines += [f"removed patch {n}" for n in self.removed]
+        if self.series_changed:
+            lines.append(f"{SERIES_FILE} order or content differs")
+        return lines
+
+
+def plan_export(base: BaseRef, files: Iterable[tuple[str, bytes]]) -> ExportPlan:
+    """Compare the series to write (file names and bytes, in order) with the folder."""
+    series = parse_series(base)
+    wanted = dict(files)
+    series_bytes = render_series(series.header, list(wanted))
+    check_series_length(base.path / SERIES_FILE, len(wanted), device_limits(base))
+    plan = ExportPlan(base=base, files=wanted, series=series_bytes)
+    for name, data in wanted.items():
+        path = base.path / name
+        if not (path.exists() or path.is_symlink()):
+            plan.new.append(name)
+        elif not holds_bytes(path, data):
+            plan.changed.append(name)
+        else:
+            plan.unchanged.append(name)
+    plan.removed = [n for n in series.names if n not in wanted]
+    plan.series_changed = not holds_bytes(base.path / SERIES_FILE, series_bytes)
+    return plan
+
+
+STAGE_SUFFIX = ".patchtool-export"
+
+
+def staging_folder(base_folder: Path) -> Path:
+    return base_folder.with_name(f".{base_folder.name}{STAGE_SUFFIX}")
+
+
+def recover_export(base_folder: Path) -> None:
+    """Undo what a killed export left: a staging folder beside the base folder.
+    With the atomic exchange it holds either the unfinished new state or the
+    old one already swapped out; either way the base folder is whole. Only the
+    fallback (no renameat2) can leave the base folder missing: then the
+    staging folder's `.old` twin is the complete previous state."""
+    stage = staging_folder(base_folder)
+    aside = stage.with_name(stage.name + ".old")
+    if not base_folder.exists() and aside.is_dir():
+        os.rename(aside, base_folder)
+    for leftover in (stage, aside):
+        if not remove_tree(leftover):
+            raise IntegrityError(
+                f"could not remove {leftover}, left by an interrupted export",
+                hint="Remove it by hand (the base folder beside it is whole), then run again.",
+            )
+
+
+def write_plan(plan: ExportPlan) -> None:
+    """Write the plan so that the base folder changes all at once: the new state
+    is assembled in a staging folder (unchanged files hard-linked) and swapped
+    with the base folder in one atomic exchange. A kill or a full disk at any
+    moment leaves the old folder or the new one, never a mix."""
+    folder = plan.base.path
+    recover_export(folder)
+    stage = staging_folder(folder)
+    try:
+        stage.mkdir()
+        for entry in sorted(folder.iterdir()):
+            if entry.name in plan.removed or entry.name in plan.new or entry.name in plan.changed:
+                continue
+            if entry.is_file() and not entry.is_symlink():
+                os.link(entry, stage / entry.name)
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, stage / entry.name, symlinks=True)
+            else:
+                shutil.copy2(entry, stage / entry.name, follow_symlinks=False)
+        kill_point("export:staged-unchanged")
+        for name in (*plan.new, *plan.changed):
+            _write_new(stage / name, plan.files[name], folder / name)
+            kill_point("export:wrote-patch")
+        if plan.series_changed:
+            (stage / SERIES_FILE).unlink(missing_ok=True)
+            _write_new(stage / SERIES_FILE, plan.series, folder / SERIES_FILE)
+        fsync_directory(stage)
+        kill_point("export:before-exchange")
+        exchange_paths(stage, folder)
+        kill_point("export:after-exchange")
+        fsync_directory(folder.parent)
+    except OSError as error:
+        remove_tree(stage)
+        where = error.filename or stage
+        raise IntegrityError(
+            f"could not write the export of {folder}: {where}: {error.strerror or error}",
+            hint="Check free disk space and that the store is writable; the store is unchanged.",
+        ) from error
+    remove_tree(stage)
+
+
+def _write_new(path: Path, data: bytes, shown_as: Path) -> None:
+    try:
+        with open(path, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(path, new_file_mode())
+    except OSError as error:
+        error.filename = str(shown_as)
+        raise
