@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,22 @@ _PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
 _SKIP_BUILD_REQUIRES_LIMIT = 32
 
 
+def did_you_mean(value: str, choices: Iterable[str], *, within_sentence: bool = False) -> str:
+    """The one "did you mean" of an unknown name: the choice closest to `value`
+    (difflib's closest match) as a sentence to append, ` Did you mean 'x'?`, or
+    within the sentence, `; did you mean 'x'?`; "" when no choice is close."""
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    if not close:
+        return ""
+    if within_sentence:
+        return f"; did you mean {quoted(close[0])}?"
+    return f" Did you mean {quoted(close[0])}?"
+
+
 def check_keys(path: Path, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     for key in table:
         if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            suggestion = f"; did you mean {quoted(close[0])}?" if close else ""
+            suggestion = did_you_mean(key, sorted(allowed), within_sentence=True)
             valid = ", ".join(sorted(allowed))
             raise IntegrityError(
                 f"{path}: unknown key {where}{quoted(key)}{suggestion}",

@@ -12,7 +12,6 @@ git.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -33,6 +32,7 @@ from patchtool.core.fsutil import (
 from patchtool.core.values import (
     bounded_int,
     check_keys,
+    did_you_mean,
     optional,
     project_names,
     require,
@@ -243,8 +243,7 @@ def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
         except UnsafeInputError as error:
             raise UnsafeInputError(f"{path}: source.url: {error.message}", error.hint) from None
     else:
-        close = difflib.get_close_matches(kind, ["pypi", "git"], n=1)
-        suggestion = f"; did you mean {quoted(close[0])}?" if close else ""
+        suggestion = did_you_mean(kind, ["pypi", "git"], within_sentence=True)
         raise IntegrityError(f"{path}: unknown source.type {quoted(kind)}{suggestion}")
     return BaseRef(
         device=safe_name(path, "device", device),

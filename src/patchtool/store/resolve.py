@@ -5,7 +5,6 @@ version (`Store.resolve_base`).
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from patchtool.core.errors import IntegrityError, NotFoundError, UsageError, quoted
 from patchtool.core.fsutil import check_name
+from patchtool.core.values import did_you_mean
 from patchtool.store.files import parse_base, parse_device, store_folder
 from patchtool.store.model import BASE_FILE, DEVICE_FILE, BaseRef, DeviceConfig
 
@@ -31,8 +31,7 @@ class Store:
         path = store_folder(self.root / name) / DEVICE_FILE
         if not (path.is_file() or path.is_symlink()):
             known = self.device_names()
-            close = difflib.get_close_matches(name, known, n=1)
-            suggestion = f" Did you mean {quoted(close[0])}?" if close else ""
+            suggestion = did_you_mean(name, known)
             raise NotFoundError(
                 f"unknown device {quoted(name)}: {path} does not exist.{suggestion}",
                 hint="Known devices: " + (", ".join(known) if known else "none") + ".",

@@ -39,7 +39,6 @@ patch touches is still for git to say when the patches are imported
 
 from __future__ import annotations
 
-import difflib
 import email.parser
 import email.policy
 import email.utils
@@ -63,6 +62,7 @@ from patchtool.core.errors import (
     quoted,
 )
 from patchtool.core.fsutil import check_name, path_problem, read_regular_file
+from patchtool.core.values import did_you_mean
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -256,7 +256,7 @@ def read_flagscale(
                 f"no backend {quoted(backend)} under "
                 f"{', '.join(f'{HARDWARE}/{d}' for d in devices)}",
                 hint=f"Backends there: {', '.join(available) or 'none'}."
-                + _did_you_mean(backend, available),
+                + did_you_mean(backend, available),
             )
     return sets
 
@@ -432,7 +432,7 @@ def _select_devices(hardware: _Folder, wanted: str | None) -> list[str]:
     if len(exact) != 1:
         raise NotFoundError(
             f"no device {quoted(wanted)} in {hardware.shown}/",
-            hint=f"Devices there: {', '.join(devices) or 'none'}." + _did_you_mean(wanted, devices),
+            hint=f"Devices there: {', '.join(devices) or 'none'}." + did_you_mean(wanted, devices),
         )
     return [check_name("FlagScale device folder", exact[0])]
 
@@ -677,7 +677,7 @@ def _parse_diff_yaml(data: bytes, source: str) -> _DiffInfo:
     for name in table:
         if name not in _DIFF_KEYS:
             raise IntegrityError(
-                f"{source}: unknown key {quoted(name)}" + _did_you_mean(name, list(_DIFF_KEYS)),
+                f"{source}: unknown key {quoted(name)}" + did_you_mean(name, list(_DIFF_KEYS)),
                 hint=f"{DIFF_YAML} holds {', '.join(_DIFF_KEYS)}.",
             )
     commit = table.get("commit")
@@ -919,10 +919,6 @@ def _full_commit(value: object, source: str, key: str) -> str:
         )
     return value.lower()
 
-
-def _did_you_mean(value: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f" Did you mean {quoted(close[0])}?" if close else ""
 
 
 # --------------------------------------------------------------------------- per-file patches
