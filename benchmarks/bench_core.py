@@ -452,7 +452,7 @@ PROFILE_SCRIPT = r'''
 import contextlib, io, json, os, shutil, subprocess, sys, time
 from collections import defaultdict
 from pathlib import Path
-import patchtool.commands.unpatch as apply, patchtool.core.gitops as gitops
+import patchtool.trees.building as apply, patchtool.core.gitops as gitops
 import patchtool.trees.staging as staging, patchtool.trees.work as work
 import patchtool.series.safety as safety
 from patchtool.cli.app import main

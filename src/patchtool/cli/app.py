@@ -263,7 +263,12 @@ def unpatch(
         public_only=public_only,
     )
     with device_locks(
-        options.build_dir, options.store, device, reporter, writes_store=False, wait=not no_wait
+        options.build_dir,
+        options.store.root,
+        device,
+        reporter,
+        writes_store=False,
+        wait=not no_wait,
     ):
         result = run_unpatch(options, reporter)
     if result.backup is not None:
@@ -354,7 +359,7 @@ def patch(
     )
     with device_locks(
         options.build_dir,
-        options.store,
+        options.store.root,
         device,
         reporter,
         writes_store=not check,
@@ -402,7 +407,9 @@ def build_wheel_command(
 
     device = context.device
     reporter, store, resolved_dir = context.reporter, context.store, context.build_dir
-    with device_locks(resolved_dir, store, device, reporter, writes_store=False, wait=not no_wait):
+    with device_locks(
+        resolved_dir, store.root, device, reporter, writes_store=False, wait=not no_wait
+    ):
         options = WheelOptions(
             store=store,
             build_dir=resolved_dir,
@@ -646,7 +653,7 @@ def rebase_command(
         keyring=find_keyring(identity),
     )
     with device_locks(
-        options.build_dir, options.store, device, reporter, writes_store=True, wait=not no_wait
+        options.build_dir, options.store.root, device, reporter, writes_store=True, wait=not no_wait
     ):
         result = rebase(options, reporter)
     if result.new_base is None:
@@ -822,7 +829,7 @@ def import_command(
     if recipients and not create:
         raise UsageError("--recipient goes with --create or --flagscale (a new device.toml)")
     with device_locks(
-        options.build_dir, options.store, device, reporter, writes_store=True, wait=not no_wait
+        options.build_dir, options.store.root, device, reporter, writes_store=True, wait=not no_wait
     ):
         result = import_changes(options, reporter)
     for name in result.imported:

@@ -290,7 +290,7 @@ def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
                 continue
             slots.append([_timed(CheckRecord(device, "", "config", True), started)])
             # Shared: other checks and unpatch may read along, an export waits.
-            locks.enter_context(store_lock(options.store, device, False, reporter))
+            locks.enter_context(store_lock(options.store.root, device, False, reporter))
             for base_file in _base_files(options, device):
                 # Threads do not inherit context variables (the offline guard is one).
                 context = contextvars.copy_context()

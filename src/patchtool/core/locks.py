@@ -27,7 +27,6 @@ from pathlib import Path
 from patchtool.core.errors import LockedError
 from patchtool.core.fsutil import check_name
 from patchtool.core.report import Reporter
-from patchtool.store.resolve import Store
 
 LOCK_NAME = ".patchtool.lock"
 
@@ -57,13 +56,13 @@ def build_lock(device_dir: Path, reporter: Reporter, wait: bool = True) -> Itera
 
 @contextmanager
 def store_lock(
-    store: Store, device: str, exclusive: bool, reporter: Reporter, wait: bool = True
+    store_root: Path, device: str, exclusive: bool, reporter: Reporter, wait: bool = True
 ) -> Iterator[None]:
-    """The store's lock for one device: its folder (the store's root while the
-    device is still being created)."""
-    folder = store.root / check_name("device", device)
+    """The store's lock for one device: its folder under the store's root
+    `store_root` (the root itself while the device is still being created)."""
+    folder = store_root / check_name("device", device)
     if not folder.is_dir() or folder.is_symlink():
-        folder = store.root
+        folder = store_root
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
@@ -87,7 +86,7 @@ def store_lock(
 @contextmanager
 def device_locks(
     build_dir: Path,
-    store: Store,
+    store_root: Path,
     device: str,
     reporter: Reporter,
     *,
@@ -98,6 +97,6 @@ def device_locks(
     writes the store)."""
     with (
         build_lock(build_dir / check_name("device", device), reporter, wait),
-        store_lock(store, device, writes_store, reporter, wait),
+        store_lock(store_root, device, writes_store, reporter, wait),
     ):
         yield

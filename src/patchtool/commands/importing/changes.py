@@ -238,9 +238,9 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
 
 def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tuple[Path, bool]:
     """The device's tree at exactly the base and its stored series, and whether it
-    was (re)made for that (unpatch makes it when it is missing, on another base,
-    or behind the store; work is never lost)."""
-    from patchtool.commands.unpatch import UnpatchOptions, unpatch
+    was (re)made for that (built as unpatch builds it, trees.building, when it is
+    missing, on another base, or behind the store; work is never lost)."""
+    from patchtool.trees.building import TreeBuild, build_tree
 
     tree = TreeLocation(options.build_dir, options.device, base.project).tree
     if tree.is_dir():
@@ -259,8 +259,8 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
                 if plan.is_noop:
                     return tree, False
     try:
-        result = unpatch(
-            UnpatchOptions(
+        result = build_tree(
+            TreeBuild(
                 store=options.store,
                 build_dir=options.build_dir,
                 device=options.device,
@@ -272,7 +272,7 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
             reporter,
         )
     except DirtyTreeError as error:
-        # unpatch's own hint offers its --force, which import does not have.
+        # build_tree's hint is unpatch's: it offers --force, which import does not have.
         raise DirtyTreeError(error.message, hint=dirty_tree_hint(options.device)) from None
     return result.tree, True
 

@@ -216,7 +216,7 @@ def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) 
         with (
             device_locks(
                 options.build_dir,
-                options.store,
+                options.store.root,
                 found.device,
                 reporter,
                 writes_store=True,
