@@ -1,5 +1,5 @@
 """What `list` and `status` show: the store's devices and bases, and a build
-tree's state. Data only; cli.py prints it (as a table, text or JSON)."""
+tree's state. Data only; cli/app.py prints it (as a table, text or JSON)."""
 
 from __future__ import annotations
 

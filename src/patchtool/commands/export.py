@@ -1,8 +1,8 @@
 """`patch`: the commits after the base in a build tree, back into the store, byte-stable.
 
-The commits are rendered as patch files by rendering.py (format-patch with
+The commits are rendered as patch files by series/rendering.py (format-patch with
 every option that affects the bytes pinned; private patches sealed) and
-written by store.py: only the base's folder, and in it only `series` and the
+written by store/transaction.py: only the base's folder, and in it only `series` and the
 patch files `series` lists (old or new), as one atomic change.
 
 Refused: a tree made with --public-only (it would drop the private patches), a

@@ -30,14 +30,14 @@ child needs from the caller is decided here, once:
   `python_command(...)`: `sys.executable -I`, isolated, so neither the working
   folder (`-m` and `-c` would put it first on sys.path, where a `pip.py`
   would shadow pip), nor PYTHON* variables, nor the user's site-packages add
-  code. The build interpreter is the exception (wheel.py, buildenv.py): it
+  code. The build interpreter is the exception (build_wheel.py, buildenv.py): it
   must see what the device's env.sh exported, PYTHONPATH included, so it runs
   with that environment, which derives from `environment()`, and in an
   `empty_folder()`, which is what stands in for `-I`'s "not the working
   folder" there (`-P` would do it too, but only from Python 3.11 on).
 - **The working folder** of a child that needs no particular one is
   `NEUTRAL_FOLDER` ("/"): nothing there is the input's, and a detached child
-  (tree.discard's rm) holds no folder that someone may want to remove or
+  (staging.discard's rm) holds no folder that someone may want to remove or
   unmount. A Python child that cannot run isolated gets `empty_folder()`, a
   fresh private temporary folder, instead: it is what its sys.path[0] becomes.
 

@@ -1,7 +1,7 @@
 """The PatchtoolError family: one class per kind of failure, each with its exit code.
 
-The core raises these and nothing else for expected failures; `cli.py` is the
-one place that turns them into a message, a hint and an exit code. Exit codes
+The core raises these and nothing else for expected failures; `cli/app.py` is
+the one place that turns them into a message, a hint and an exit code. Exit codes
 are part of the public interface (the README lists them): never renumber.
 """
 

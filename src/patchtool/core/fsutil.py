@@ -4,7 +4,7 @@ files that input names (`read_regular_file`, `open_regular`).
 
 Every file patchtool writes is written whole or not at all: a single file with
 `atomic_write` (a temporary file renamed over it), a folder's new state with
-`exchange_paths` (built beside it and swapped in with one renameat2). store.py
+`exchange_paths` (built beside it and swapped in with one renameat2). store/
 uses both for the store; a killed run or a full disk leaves the old state or
 the new one, never a half-written file.
 
@@ -529,7 +529,7 @@ def _close_listing(listing: Iterator[os.DirEntry[str]]) -> None:
 def temporary_folder(parent: Path, prefix: str) -> Iterator[Path]:
     """A new folder in `parent` (always named: never the shared temporary folder
     by default), removed with `remove_tree` when the block ends, however it ends.
-    What a killed run leaves is the caller's recovery to remove (tree.py's
+    What a killed run leaves is the caller's recovery to remove (trees/staging.py's
     `recover_interrupted` knows the build folder's prefixes)."""
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:

@@ -1,7 +1,7 @@
 """Private patches: parts of a series kept in the store encrypted with age.
 
-A private patch is a `<name>.patch.age` file in a base folder (store.py reads
-its format): a clear header that a reviewer without the key reads (the subject,
+A private patch is a `<name>.patch.age` file in a base folder (store/private_file.py
+reads its format): a clear header that a reviewer without the key reads (the subject,
 the files it changes, the names of its recipients) and the patch itself, an
 armored age file encrypted to the device's `[private.recipients]`.
 

@@ -181,7 +181,7 @@ def _swap_in(
     """Put the new tree in place of the old one, atomically; return where the old
     one was kept, if it had to be (work found in it, or anything written in it
     between the last check and the swap). Otherwise the old tree is left in the
-    stage with its state at the last check (tree.record_previous)."""
+    stage with its state at the last check (staging.record_previous)."""
     if not (target.exists() or target.is_symlink()):
         os.rename(tree, target)
         return None

@@ -36,7 +36,7 @@ class TreeRecord:
     project: str
     version: str
     base_commit: str
-    # The store's series (store.series_digest) as this tree last read or wrote
+    # The store's series (store.series.series_digest) as this tree last read or wrote
     # it: `patch` refuses to export over a series that changed since.
     # Empty for trees made before patchtool recorded it.
     store_digest: str = ""

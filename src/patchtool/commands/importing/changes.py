@@ -162,7 +162,7 @@ def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimit
 
 def import_changes(options: ImportOptions, reporter: Reporter) -> ImportResult:
     """Import every change, or none (the caller holds the device lock). The
-    changes pass through a scratch folder in the build folder (tree.device_scratch),
+    changes pass through a scratch folder in the build folder (trees.staging.device_scratch),
     removed when the import ends, however it ends."""
     # The device's limits bound what is read; a device this run creates has the defaults.
     device_file = options.store.root / check_name("device", options.device) / DEVICE_FILE

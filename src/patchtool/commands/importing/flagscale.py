@@ -209,7 +209,7 @@ def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) 
         return row
     # In the build folder, never the shared temporary folder: decrypted patches
     # are written here in clear (a killed run's folder is removed by the next,
-    # see tree.recover_interrupted).
+    # see trees.staging.recover_interrupted).
     device_dir = options.build_dir / found.device
     device_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -2,7 +2,7 @@
 plain unified diffs and quilt series, each as a list of `Change`s with the
 author, date and message the input gives (none invented here).
 
-Only reading: nothing is applied (importer.py does that) and nothing is written
+Only reading: nothing is applied (changes.py does that) and nothing is written
 but the split mails, in the scratch folder the caller names (an mbox may hold a
 private patch's plaintext, decrypted by `import --flagscale`).
 """
