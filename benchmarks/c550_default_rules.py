@@ -9,7 +9,9 @@ recorded shape and batch size it asks the tree's own get_default_config for
 the two GEMMs' configs, looks their per-GEMM times up in the recording, and
 prints (w1 + w2 time) / (fastest w1 + fastest w2 time of the whole search).
 A config the run did not time (runs capped with --max-configs sample the
-space) is shown as "-". The GPU tables in docs/c550-fused-moe-h200.md time
+space, and the tuner runs predate the prefill kernel's keys) is shown as
+"-". docs/prefill-sweeps/ holds sweeps of both kernels at M >= 512 in the
+same layout. The GPU tables in docs/c550-fused-moe-h200.md time
 the same configs directly.
 
   python benchmarks/c550_default_rules.py --tree build/metax_C550/vllm
@@ -25,6 +27,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDINGS = sorted((ROOT / "docs" / "h200-tunings").glob("*.timings.json.gz"))
+# Sweeps of both fused-MoE kernels at M >= 512 (benchmarks/
+# c550_fused_moe_prefill.py), in the same layout; the tuner runs above
+# predate the prefill kernel's keys, so they judge the rules below M = 512.
+PREFILL_RECORDINGS = sorted((ROOT / "docs" / "prefill-sweeps").glob("*.timings.json.gz"))
 
 
 def _key(config: dict[str, Any]) -> str:
@@ -54,7 +60,8 @@ def evaluate(fm: Any, recording: dict[str, Any]) -> dict[int, float | None]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tree", required=True, help="a C550 build tree (0.7.2 or later)")
-    parser.add_argument("recordings", nargs="*", type=Path, default=RECORDINGS)
+    parser.add_argument("recordings", nargs="*", type=Path,
+                        default=RECORDINGS + PREFILL_RECORDINGS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests" / "metax_c550"))
     import vllm_loader

@@ -13,6 +13,11 @@ M in 1, 4, 16, 64, 256, 1024, 4096 with:
 vLLM's compiled ops do not exist here; the loader's pure-torch stand-ins
 replace moe_align_block_size / silu_and_mul / moe_sum (as in the CPU test).
 
+and for M >= 512 the prefill kernel (TAIL_BLOCK_SIZE_M: an expert's
+short last block carried by the block before it, or a small tile), with
+several tiles per GEMM; then Mixtral 8x7B TP8 (E=8, top-2, hidden 4096,
+N=1792) at M = 1 ... 4096 with its default and prefill configs.
+
 Then one case past 2^31 elements: M=40960 tokens in one chunk, so the w2
 output cache (M, 8, 7168) holds 2.35e9 elements and the rows of tokens
 >= 37450 start beyond 2^31. Only 64-bit offsets get those rows right. With
@@ -111,6 +116,8 @@ def check_shapes(fm):
                     "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1, "SPLIT_K": 2},
             stage2={"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 128,
                     "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 8})))
+        if M >= 512:
+            cases += PREFILL_CASES
         for name, cfg in cases:
             out = run(fm, cfg, x, w1, w2, tw, ti)
             ok, mx, rel, bad = compare(out, ref)
@@ -120,7 +127,58 @@ def check_shapes(fm):
     return failures
 
 
-def check_big(fm, label):
+def _prefill(bm, bn, bk, warps, stages, tail, **stage2):
+    config = {"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": bk,
+              "GROUP_SIZE_M": 1, "num_warps": warps, "num_stages": stages,
+              "TAIL_BLOCK_SIZE_M": tail}
+    if stage2:
+        config["stage2"] = dict(config, **stage2)
+    return config
+
+
+PREFILL_CASES = [
+    ("prefill BM128 tail32", _prefill(128, 256, 64, 8, 3, 32,
+                                      BLOCK_SIZE_N=128)),
+    ("prefill BM128 tail64", _prefill(128, 128, 64, 8, 3, 64)),
+    ("prefill BM64 tail16/32", _prefill(64, 128, 128, 4, 3, 16,
+                                        TAIL_BLOCK_SIZE_M=32)),
+    ("prefill BM128 tail0", _prefill(128, 128, 64, 4, 4, 0)),
+    ("persistent BM128", dict(_prefill(128, 128, 64, 8, 3, 0),
+                              PERSISTENT=1)),
+    ("persistent w2, carry w1", _prefill(64, 128, 64, 4, 3, 32,
+                                          TAIL_BLOCK_SIZE_M=0, PERSISTENT=1)),
+]
+MIXTRAL = (8, 2, 4096, 1792)  # E, top-k, hidden, N per rank
+
+
+def check_mixtral(fm):
+    """The default and prefill configs at Mixtral's shape (few experts,
+    many rows each: several full blocks per expert and a short one)."""
+    global E, TOPK, HIDDEN, N
+    saved = E, TOPK, HIDDEN, N
+    E, TOPK, HIDDEN, N = MIXTRAL
+    try:
+        w1, w2 = make_weights(seed=1)
+        failures = 0
+        for M in MS:
+            x, tw, ti = make_tokens(M, seed=100 + M)
+            ref = reference(x, w1, w2, tw, ti)
+            cases = [("mixtral default", fm.get_default_config(
+                M, E, N, HIDDEN, TOPK, None, False))]
+            if M >= 512:
+                cases += [("mixtral " + n, c) for n, c in PREFILL_CASES]
+            for name, cfg in cases:
+                out = run(fm, cfg, x, w1, w2, tw, ti)
+                ok, mx, rel, bad = compare(out, ref)
+                failures += not ok
+                print(f"{M:>5} {name:<28} {mx:>9.2e} {rel:>9.2e} {bad:>5}  "
+                      f"{'PASS' if ok else 'FAIL'}", flush=True)
+        return failures
+    finally:
+        E, TOPK, HIDDEN, N = saved
+
+
+def check_big(fm, label, config=None):
     """M=40960 in one chunk: rows of the w2 output cache pass 2^31."""
     os.environ["VLLM_FUSED_MOE_CHUNK_SIZE"] = str(2 * BIG_M)
     w1, w2 = make_weights()
@@ -130,7 +188,9 @@ def check_big(fm, label):
     print(f"[{label}] M={BIG_M}: w2 output cache numel={numel} "
           f"(2^31={2**31}); tokens >= {first_big} start past 2^31",
           flush=True)
-    cfg = fm.get_default_config(BIG_M, E, N, HIDDEN, TOPK, None, False)
+    cfg = config or fm.get_default_config(BIG_M, E, N, HIDDEN, TOPK, None,
+                                          False)
+    print(f"[{label}] config {cfg}", flush=True)
     t0 = time.time()
     out = run(fm, cfg, x, w1, w2, tw, ti)
     print(f"[{label}] fused_experts_impl done in {time.time() - t0:.1f}s",
@@ -164,7 +224,13 @@ def main():
         sys.exit(0 if check_big(fm, args.label) else 1)
 
     failures = check_shapes(fm)
+    failures += check_mixtral(fm)
     big_ok = check_big(fm, args.label)
+    if hasattr(fm, "fused_moe_prefill_kernel"):
+        big_ok &= check_big(fm, args.label + ", prefill",
+                            PREFILL_CASES[0][1])
+        big_ok &= check_big(fm, args.label + ", persistent",
+                            PREFILL_CASES[4][1])
     print(f"shape checks: {failures} failure(s); >2^31 case: "
           f"{'PASS' if big_ok else 'FAIL'}", flush=True)
     if args.base_tree:

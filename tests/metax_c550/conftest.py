@@ -15,17 +15,30 @@ import pytest
 FUSED_MOE = Path("vllm/model_executor/layers/fused_moe/fused_moe.py")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "prefill_kernel: needs the series' fused_moe_prefill_kernel "
+        "(deselected for a tree the prefill patch has not been carried to)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked vllm_08 exercise what fused_experts has from vLLM 0.8 on
-    (expert parallelism, int8 w8a8): they are deselected, not skipped, for a
-    tree that lacks it. The default tree is the 0.7.2 base's."""
+    (expert parallelism, int8 w8a8), and tests marked prefill_kernel the
+    series' prefill kernel and its default configs: each is deselected, not
+    skipped, for a tree that lacks it. The default tree is the 0.7.2 series',
+    which has both the prefill kernel and no vLLM 0.8 code."""
     tree = os.environ.get("PATCHTOOL_C550_TREE")
-    if tree and "expert_map" in (Path(tree) / FUSED_MOE).read_text("utf-8"):
-        return
-    deselected = [item for item in items if item.get_closest_marker("vllm_08")]
+    source = (Path(tree) / FUSED_MOE).read_text("utf-8") if tree else ""
+    missing = []
+    if "expert_map" not in source:
+        missing.append("vllm_08")
+    if tree and "fused_moe_prefill_kernel" not in source:
+        missing.append("prefill_kernel")
+    deselected = [item for item in items
+                  if any(item.get_closest_marker(name) for name in missing)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("vllm_08")]
+        items[:] = [item for item in items if item not in deselected]
 
 
 @pytest.fixture(scope="session")

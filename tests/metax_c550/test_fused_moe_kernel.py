@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,14 +146,46 @@ DEFAULT_RULES = [
     (32, R1_TP8, _tile(16, 32, 128, 4, 3), _tile(16, 128, 64, 4, 3)),
     (256, R1_TP8, _tile(16, 32, 128, 4, 3), _tile(16, 128, 64, 4, 3)),
     (512, R1_TP8, _tile(32, 128, 128, 4, 4), _tile(32, 128, 64, 4, 4)),
-    (1024, R1_TP8, _tile(64, 128, 64, 8, 3), _tile(64, 128, 64, 8, 3)),
-    (4096, R1_TP8, _tile(128, 128, 64, 8, 3), _tile(128, 128, 64, 8, 3)),
     (1, MIXTRAL_TP8, _tile(16, 32, 256, 4, 3), _tile(16, 32, 256, 4, 3)),
     (64, MIXTRAL_TP8, _tile(32, 128, 128, 4, 4), _tile(32, 128, 128, 4, 4)),
+    # 64 rows per expert, but below M = 512: no prefill keys yet.
+    (256, MIXTRAL_TP8, _tile(128, 128, 64, 8, 3), _tile(128, 128, 64, 8, 3)),
 ]
 
 
-@pytest.mark.parametrize("M,shape,stage1,stage2", DEFAULT_RULES)
+def _walk(bm, bn, bk, warps, stages, group):
+    return dict(_tile(bm, bn, bk, warps, stages), GROUP_SIZE_M=group,
+                PERSISTENT=1)
+
+
+def _carry(bm, bn, bk, warps, stages, group, tail):
+    return dict(_tile(bm, bn, bk, warps, stages), GROUP_SIZE_M=group,
+                TAIL_BLOCK_SIZE_M=tail)
+
+
+# From M = 512 with 64 or 128 rows a block (more than 24 rows per expert),
+# the prefill kernel: a short reduction (w2 here, 256) walks persistently
+# at 64 rows a block, and at 128 runs 128x128 tiles up to 96 rows per
+# expert, 128x256 carrying short blocks above; a long one (w1, 7168; both
+# of Mixtral's) walks 128x256 tiles persistently from about 256 tiles (R1:
+# (M * 8 / 128 + 128) * 2), and carries short blocks below (Mixtral at
+# M=512: (512 * 2 / 128 + 4) * 14 = 168 tiles).
+PREFILL_DEFAULT_RULES = [
+    (1024, R1_TP8, _walk(64, 128, 128, 4, 3, 1), _walk(64, 256, 64, 8, 3, 1)),
+    (2048, R1_TP8, _walk(128, 256, 64, 8, 3, 16),
+     _carry(128, 128, 64, 8, 3, 16, 0)),
+    (4096, R1_TP8, _walk(128, 256, 64, 8, 3, 16),
+     _carry(128, 256, 64, 8, 3, 16, 64)),
+    (512, MIXTRAL_TP8, _carry(128, 256, 64, 8, 4, 1, 64),
+     _carry(128, 256, 64, 8, 4, 1, 64)),
+    (1024, MIXTRAL_TP8, _walk(128, 256, 64, 8, 3, 16),
+     _walk(128, 256, 64, 8, 3, 16)),
+]
+
+
+@pytest.mark.parametrize("M,shape,stage1,stage2", DEFAULT_RULES + [
+    pytest.param(*rule, marks=pytest.mark.prefill_kernel)
+    for rule in PREFILL_DEFAULT_RULES])
 def test_default_rules(fm, M, shape, stage1, stage2):
     E, N, K, topk = shape
     cfg = fm.get_default_config(M, E, N, K, topk, None, False)
@@ -168,6 +201,18 @@ def test_default_rules_leave_fp32_to_upstream(fm):
     assert fm.get_default_config(1, 256, 256, 7168, 8, "float32", False) == {
         "BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": 64,
         "GROUP_SIZE_M": 1}
+
+
+@pytest.mark.prefill_kernel
+def test_default_prefill_configs_match_reference(fm):
+    # A batch the prefill defaults cover (M >= 512, 64 rows per expert:
+    # BLOCK_SIZE_M 128, a long reduction walked persistently and a short
+    # one on 128x128 tiles), run on a small shape with the default
+    # config of R1 TP8 at M=2048.
+    cfg = fm.get_default_config(2048, *R1_TP8[:3], R1_TP8[3], None, False)
+    inputs = make_inputs(20, 64, 32, 4, 2, torch.float16, seed=28)
+    check(run_patched(fm, inputs, cfg), torch_moe_reference(*inputs),
+          torch.float16)
 
 
 def test_default_stage2_matches_reference(fm):
@@ -328,3 +373,209 @@ def test_split_k_block_quant_clamps_block_size_k(fm):
     # Split partial sums may flip one int8 rounding of the stage-2 input.
     torch.testing.assert_close(run(dict(cfg, SPLIT_K=2)), unsplit,
                                atol=1e-2, rtol=1e-2)
+
+
+# ---------------------------------------------------------------------------
+# The prefill kernel (fused_moe_prefill_kernel, selected by the
+# TAIL_BLOCK_SIZE_M or PERSISTENT key). Marked prefill_kernel: deselected for trees
+# without it (the series on a base it has not been carried to yet).
+# ---------------------------------------------------------------------------
+def _prefill(bm, bn, bk, tail, group=1):
+    return {"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": bk,
+            "GROUP_SIZE_M": group, "TAIL_BLOCK_SIZE_M": tail}
+
+
+def routed_inputs(counts, H, N, dtype, seed):
+    """Inputs with top-1 routing and exactly counts[e] tokens on expert e,
+    in a shuffled token order."""
+    M, E = sum(counts), len(counts)
+    x, w1, w2, _, _ = make_inputs(M, H, N, E, 1, dtype, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    experts = torch.cat([torch.full((c, ), e) for e, c in enumerate(counts)])
+    topk_ids = experts[torch.randperm(M, generator=g)].to(torch.int32)[:, None]
+    topk_weights = torch.rand(M, 1, generator=g) + 0.5
+    return x, w1, w2, topk_weights, topk_ids
+
+
+class TileSpy:
+    """Records each _fused_moe_prefill_tile call of the interpreted kernel
+    as (first row, expert, ROWS, MORE_ROWS). The interpreter looks the
+    helper up in fused_moe.py's globals on every call, so a wrapper there
+    sees them all."""
+
+    def __init__(self, fm, monkeypatch):
+        self.calls = []
+        tile = fm._fused_moe_prefill_tile
+
+        def spy(*args):
+            self.calls.append(tuple(int(a) for a in args[5:7] + args[18:20]))
+            return tile(*args)
+
+        monkeypatch.setattr(fm, "_fused_moe_prefill_tile", spy)
+
+
+# Top-1 routing, BLOCK_SIZE_M 32, TAIL_BLOCK_SIZE_M 16. Expert rows after
+# alignment: 0: 40 tokens -> rows 0-31 full, 32-39 a short block carried by
+# block 0 (one pass over expert 0's weights for 48 rows); 1: 10 tokens ->
+# one short block, a 16-row tile of its own; 2: 32 -> one full block; 3: 60
+# -> two full blocks (the second has 28 real rows: not short); 4: none;
+# 5: 17 -> one block, not short (its 17th row is past the tail).
+PREFILL_COUNTS = [40, 10, 32, 60, 0, 17]
+PREFILL_TILES = {(0, 0, 32, 16), (64, 1, 16, 0), (96, 2, 32, 0),
+                 (128, 3, 32, 0), (160, 3, 32, 0), (192, 5, 32, 0)}
+
+
+@pytest.mark.prefill_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefill_kernel_carries_short_blocks(fm, monkeypatch, dtype):
+    spy = TileSpy(fm, monkeypatch)
+    inputs = routed_inputs(PREFILL_COUNTS, 64, 32, dtype, seed=20)
+    out = run_patched(fm, inputs, _prefill(32, 32, 32, 16))
+    check(out, torch_moe_reference(*inputs), dtype)
+    # Both GEMMs: w1 (2N = 64 columns, 2 column blocks of 32) and w2 (64
+    # columns, 2 blocks); the short block of expert 0 (rows 32-47) runs
+    # no program of its own.
+    assert sorted(spy.calls) == sorted(list(PREFILL_TILES) * 4)
+
+
+@pytest.mark.prefill_kernel
+def test_prefill_kernel_without_tail_runs_full_tiles(fm, monkeypatch):
+    spy = TileSpy(fm, monkeypatch)
+    inputs = routed_inputs(PREFILL_COUNTS, 64, 32, torch.float16, seed=21)
+    out = run_patched(fm, inputs, _prefill(32, 32, 32, 0, group=2))
+    check(out, torch_moe_reference(*inputs), torch.float16)
+    assert sorted(set(spy.calls)) == [(0, 0, 32, 0), (32, 0, 32, 0),
+                                      (64, 1, 32, 0), (96, 2, 32, 0),
+                                      (128, 3, 32, 0), (160, 3, 32, 0),
+                                      (192, 5, 32, 0)]
+
+
+@pytest.mark.prefill_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,H,N,E,topk", SHAPES)
+@pytest.mark.parametrize("schedule", [
+    pytest.param({"TAIL_BLOCK_SIZE_M": 16}, id="tail16"),
+    pytest.param({"PERSISTENT": 1}, id="persistent"),
+])
+def test_prefill_kernel_matches_reference(fm, M, H, N, E, topk, dtype,
+                                          schedule):
+    # Random top-k routing; H=96 and 64 with BLOCK_SIZE_K 64: K not a
+    # multiple of the tile in one GEMM (masked K loop, EVEN_K false) and a
+    # multiple in another; N=48 leaves a partial column block.
+    inputs = make_inputs(M, H, N, E, topk, dtype, seed=22)
+    config = dict(_prefill(32, 32, 64, 0), **schedule)
+    check(run_patched(fm, inputs, config), torch_moe_reference(*inputs),
+          dtype)
+
+
+@pytest.mark.prefill_kernel
+def test_persistent_walks_every_tile_once(fm, monkeypatch):
+    # The interpreter's persistent launch has 3 programs (a GPU's: one per
+    # compute unit); each walks tiles program id, + 3, ... in the grouped
+    # order, over the aligned blocks only. Both GEMMs have 2 column blocks
+    # of 32 and the seven blocks of PREFILL_COUNTS at BLOCK_SIZE_M 32.
+    assert fm._persistent_programs(torch.device("cpu")) == 3
+    spy = TileSpy(fm, monkeypatch)
+    inputs = routed_inputs(PREFILL_COUNTS, 64, 32, torch.float16, seed=27)
+    config = dict(_prefill(32, 32, 32, 0, group=4), PERSISTENT=1)
+    check(run_patched(fm, inputs, config), torch_moe_reference(*inputs),
+          torch.float16)
+    blocks = [(0, 0), (32, 0), (64, 1), (96, 2), (128, 3), (160, 3), (192, 5)]
+    assert sorted(spy.calls) == sorted(
+        [(row, expert, 32, 0) for row, expert in blocks] * 4)
+
+
+@pytest.mark.prefill_kernel
+def test_prefill_stage_mixes_kernels_and_block_sizes(fm):
+    # w1 on the prefill kernel at BLOCK_SIZE_M 64 (tail 32), w2 on
+    # fused_moe_kernel at 16 with split-K: two alignments, two kernels.
+    inputs = routed_inputs([70, 5, 33, 64], 96, 48, torch.float16, seed=23)
+    cfg = {"stage1": _prefill(64, 32, 32, 32),
+           "stage2": dict(SMALL, SPLIT_K=2)}
+    check(run_patched(fm, inputs, cfg), torch_moe_reference(*inputs),
+          torch.float16)
+    cfg = {"stage1": dict(LARGE_M), "stage2": _prefill(64, 64, 16, 16)}
+    check(run_patched(fm, inputs, cfg), torch_moe_reference(*inputs),
+          torch.float16)
+
+
+@pytest.mark.prefill_kernel
+@pytest.mark.parametrize("config,message", [
+    (_prefill(32, 32, 32, 32), "TAIL_BLOCK_SIZE_M must be 0 or a power of "
+     "two from 16 to BLOCK_SIZE_M / 2, not 32 (BLOCK_SIZE_M 32)"),
+    (_prefill(64, 32, 32, 24), "not 24 (BLOCK_SIZE_M 64)"),
+    (_prefill(64, 32, 32, 8), "not 8 (BLOCK_SIZE_M 64)"),
+    (dict(_prefill(64, 32, 32, 16), SPLIT_K=2),
+     "a fused MoE config cannot combine SPLIT_K > 1 with TAIL_BLOCK_SIZE_M "
+     "or PERSISTENT"),
+    (dict(_prefill(64, 32, 32, 16), PERSISTENT=1),
+     "a fused MoE config cannot combine PERSISTENT with TAIL_BLOCK_SIZE_M > 0"),
+    ({**SMALL, "PERSISTENT": 2}, "PERSISTENT must be 0 or 1, not 2"),
+])
+def test_prefill_key_is_checked(fm, config, message):
+    inputs = make_inputs(5, 64, 32, 16, 8, torch.float16, seed=24)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_patched(fm, inputs, config)
+
+
+def _invoke(fm, A, B, C, topk_weights, topk_ids, config, mul_routed_weight,
+            top_k):
+    """One GEMM through the tree's invoke_fused_moe_kernel, by name (its
+    parameters differ between vLLM releases), unquantised."""
+    sorted_ids, expert_ids, padded = fm.moe_align_block_size(
+        topk_ids, config["BLOCK_SIZE_M"], B.shape[0])
+    values = dict(A=A, B=B, C=C, A_scale=None, B_scale=None, B_zp=None,
+                  topk_weights=topk_weights, topk_ids=topk_ids,
+                  sorted_token_ids=sorted_ids, expert_ids=expert_ids,
+                  num_tokens_post_padded=padded,
+                  mul_routed_weight=mul_routed_weight, top_k=top_k,
+                  config=dict(config), compute_type=fm.tl.float16,
+                  use_fp8_w8a8=False, use_int8_w8a8=False,
+                  use_int8_w8a16=False, use_int4_w4a16=False,
+                  per_channel_quant=False, block_shape=None)
+    params = inspect.signature(fm.invoke_fused_moe_kernel).parameters
+    fm.invoke_fused_moe_kernel(
+        **{k: v for k, v in values.items() if k in params})
+
+
+def _sparse_rows(path, rows, row_stride, width, dtype):
+    """A (rows, width) view whose row r starts at element r * row_stride
+    of a sparse file: far past 2^31 elements with only the rows' pages
+    ever touched."""
+    numel = (rows - 1) * row_stride + width
+    with open(path, "wb") as f:
+        f.truncate(numel * torch.finfo(dtype).bits // 8)
+    storage = torch.from_file(str(path), shared=True, size=numel, dtype=dtype)
+    return storage.as_strided((rows, width), (row_stride, 1))
+
+
+@pytest.mark.parametrize("config", [
+    pytest.param(dict(SMALL), id="fused_moe_kernel"),
+    pytest.param(_prefill(32, 32, 32, 16), id="prefill",
+                 marks=pytest.mark.prefill_kernel),
+    pytest.param(dict(SMALL, PERSISTENT=1), id="persistent",
+                 marks=pytest.mark.prefill_kernel),
+])
+def test_rows_past_2_31_elements(fm, tmp_path, config):
+    # The w2 GEMM's A (rows of silu_and_mul output) and C (the (M, topk, H)
+    # output cache) with a row stride of 2^28 elements: rows 8 and later of
+    # both start past 2^31, as in a batch of 37450+ DeepSeek-R1 tokens at
+    # TP8 (docs/c550-fused-moe-h200.md). Only 64-bit row offsets reach them;
+    # 32-bit ones wrap to another address.
+    M, topk, H, N, E = 5, 3, 64, 32, 4
+    stride = 2**28
+    assert (M * topk - 1) * stride > 2**31
+    _, _, w2, topk_weights, topk_ids = make_inputs(M, H, N, E, topk,
+                                                   torch.float16, seed=25)
+    A = _sparse_rows(tmp_path / "a", M * topk, stride, N, torch.float16)
+    rows = torch.randn(M * topk, N, generator=torch.Generator().manual_seed(
+        26)).to(torch.float16)
+    A.copy_(rows)
+    C = _sparse_rows(tmp_path / "c", M * topk, stride, H, torch.float16)
+    C.fill_(float("nan"))
+    C3 = C.as_strided((M, topk, H), (topk * stride, stride, 1))
+    _invoke(fm, A, w2, C3, topk_weights, topk_ids, config, True, 1)
+    ids = topk_ids.flatten().long()
+    ref = torch.einsum("rn,rhn->rh", rows.float(), w2[ids].float())
+    ref *= topk_weights.flatten()[:, None]
+    torch.testing.assert_close(C.float(), ref, **TOL[torch.float16])
