@@ -26,6 +26,17 @@ SHOWN_DEEP = "'" + "d/" * 30 + "…/" + "d/" * 19 + "f'"
 DEEP_PROBLEM = "has 1001 components, more than the limit of 64"
 
 
+@pytest.fixture(autouse=True)
+def _no_deep_folder_left(tmp_path: Path) -> object:
+    """Whatever a test here leaves (a failing one included) goes with remove_tree:
+    pytest's own clean-up of old temporary folders recurses, and a folder 1000
+    levels deep would make every later pytest run on the machine fail at exit."""
+    from patchtool.core.fsutil import remove_tree
+
+    yield
+    remove_tree(tmp_path)
+
+
 def mail(subject: str, diff: str) -> str:
     """A format-patch mail that passes check's lint."""
     return (
