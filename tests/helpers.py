@@ -309,10 +309,10 @@ def _fresh_process_caches() -> Iterator[None]:
     """What patchtool keeps for the life of a process (pip's settings, read from
     the environment, and the build tree around the working folder) is read
     afresh by each run, as a new process would, and not left to the next test."""
-    from patchtool.cli import app as cli
+    from patchtool.cli import context
     from patchtool.sources import index
 
-    caches = (index.load_settings, cli._here)
+    caches = (index.load_settings, context.tree_here)
     for cache in caches:
         cache.cache_clear()
     try:

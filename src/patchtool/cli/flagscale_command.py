@@ -1,0 +1,135 @@
+"""`import --flagscale PATH`: a FlagScale checkout's hardware/ tree into the store,
+every device and backend at once (commands/importing/flagscale.py).
+
+It is the second form of `import` (cli/import_command.py joins the two): this
+function declares the options it takes; an option of the other form given with
+--flagscale is refused by the join, from the two declarations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from patchtool.cli import context
+from patchtool.cli.options import (
+    DeviceOption,
+    DirOption,
+    IdentityOption,
+    ImportThreeWayOption,
+    NoWaitOption,
+    RecipientOption,
+    SdistOption,
+    parse_recipients,
+)
+from patchtool.core.errors import ExitCode, PatchtoolError, UsageError, quoted
+
+
+# The order of the parameters places each option of this form in `import --help`:
+# after the option of both forms that precedes it here (--3way).
+def import_flagscale(
+    device: DeviceOption = None,
+    build_dir: DirOption = None,
+    sdist: SdistOption = None,
+    three_way: ImportThreeWayOption = False,
+    flagscale: Annotated[
+        Path | None,
+        typer.Option(
+            "--flagscale",
+            metavar="PATH",
+            help="Import a FlagScale checkout's hardware/ tree: every device and backend "
+            "(-d and --backend filter) becomes a device and base of the store.",
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="With --flagscale: only this backend (e.g. vllm).")
+    ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PEM",
+            help="With --flagscale: the vendor's RSA private key for encrypted patches "
+            "(decrypted in memory; without it they are listed as skipped).",
+        ),
+    ] = None,
+    git_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="BACKEND=URL",
+            help="With --flagscale: where a backend's pinned commit is fetched from (a "
+            "mirror or a local clone); repeatable.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="With --flagscale: print the plan (devices, bases, patches, files)."),
+    ] = False,
+    recipient: RecipientOption = None,
+    identity: IdentityOption = None,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Import a FlagScale tree: every device and backend becomes a device and base."""
+    from patchtool.commands.importing.flagscale import MigrateOptions, migrate, render_summary
+    from patchtool.core.fsutil import check_name
+    from patchtool.series.privacy import find_keyring
+
+    assert flagscale is not None  # the join calls this form only with --flagscale
+    recipients = parse_recipients(recipient)
+    keyring = find_keyring(identity)
+    urls: dict[str, str] = {}
+    for item in git_url or ():
+        name, separator, url = item.partition("=")
+        if not separator or not name or not url:
+            raise UsageError(
+                f"--git-url {quoted(item)}: give BACKEND=URL, e.g. vllm=/srv/mirror/vllm"
+            )
+        urls[name] = url
+    store = context.store()
+    options = MigrateOptions(
+        store=store,
+        build_dir=context.build_dir(build_dir, store),
+        cache=context.cache(),
+        root=flagscale,
+        device=check_name("device", device) if device is not None else None,
+        backend=backend,
+        private_key=private_key,
+        dry_run=dry_run,
+        three_way=three_way,
+        git_urls=urls,
+        archive_paths=tuple(sdist or ()),
+        wait=not no_wait,
+        recipients=recipients,
+        keyring=keyring,
+    )
+    result = migrate(options, context.reporter())
+    if dry_run:
+        for line in result.plan:
+            print(line)
+        return
+    for line in render_summary(result.rows):
+        print(line)
+    failed = result.failed
+    real = [row for row in failed if not row.reason.startswith("skipped")]
+    if real:
+        error = PatchtoolError(
+            f"{len(real)} of {len(result.rows)} device and backend set(s) were not imported: "
+            + ", ".join(f"{row.device}/{row.backend}" for row in real),
+            hint="The summary above says why; the sets that were imported are in the store. "
+            "Fix what failed and import again with -d and --backend.",
+        )
+        error.exit_code = ExitCode(real[0].exit_code)
+        raise error
+
+
+def refuse_plain_options(names: list[str]) -> UsageError:
+    """Options of a plain import given with --flagscale."""
+    return UsageError(
+        f"--flagscale takes no {', '.join(names)}: devices, bases and messages "
+        "come from the FlagScale tree"
+    )
+
+
+def refuse_flagscale_options(names: list[str]) -> UsageError:
+    """Options of this form given without --flagscale (all of them are named)."""
+    return UsageError(f"{', '.join(names[:-1])} and {names[-1]} go with --flagscale")

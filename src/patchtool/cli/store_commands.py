@@ -1,0 +1,127 @@
+"""The commands on the whole store: `list` shows its devices and bases, `check`
+checks them, changing nothing (the CI gate). cli/app.py registers them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from patchtool.cli import context
+from patchtool.cli.options import IdentityOption, PublicOnlyOption, SdistOption
+from patchtool.core.errors import UsageError
+
+
+def list_bases(
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Machine-readable: {"include": [one entry per device and base, with the '
+            "`check` command for it]}, a CI matrix as it is (GitHub Actions strategy.matrix).",
+        ),
+    ] = False,
+) -> None:
+    """Devices and their bases (id, version, commit, patch count)."""
+    from patchtool.cli.overview import store_listing
+
+    records = store_listing(context.store())
+    if as_json:
+        context.emit_json({"include": records})
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("device", "base", "version", "commit", "source", "patches", box=None)
+    for r in records:
+        table.add_row(
+            *(
+                escape(str(value))
+                for value in (
+                    r["device"],
+                    r["base"],
+                    r["version"],
+                    r["commit"][:12],
+                    r["source"],
+                    r["patches"],
+                )
+            )
+        )
+    Console(highlight=False).print(table)
+
+
+def check(
+    device: Annotated[
+        str | None,
+        typer.Option("--device-type", "-d", help="Check only this device (default: all)."),
+    ] = None,
+    commit_id: Annotated[
+        str | None,
+        typer.Option(
+            "--commit-id", "-c", help="Check only this base (default: every base of the device)."
+        ),
+    ] = None,
+    sdist: SdistOption = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Bases checked at the same time (default: the machine's cores); the "
+            "report's order is the same for any number.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Machine-readable: {"ok", "exit_code", "include": [one entry per device and '
+            "base: the command that checks it alone, its outcome, duration and records]}, "
+            "the shape of `list --json`.",
+        ),
+    ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            help="Never use the network: a base whose source is not in the cache (nor given "
+            "with --sdist) has its source, safety, apply and export checks skipped, not failed."
+        ),
+    ] = False,
+    identity: IdentityOption = None,
+    public_only: PublicOnlyOption = False,
+) -> None:
+    """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
+    from patchtool.commands.check import CheckOptions, run_checks
+    from patchtool.core.fsutil import check_name
+    from patchtool.series.privacy import find_keyring
+
+    if commit_id is not None and device is None:
+        raise UsageError("--commit-id needs --device-type", hint="Name the device it belongs to.")
+    store = context.store()
+    options = CheckOptions(
+        store=store,
+        cache=context.cache(),
+        device=check_name("device", device) if device is not None else None,
+        commit_id=commit_id,
+        archive_paths=tuple(sdist or ()),
+        offline=offline,
+        jobs=jobs,
+        keyring=find_keyring(identity),
+        public_only=public_only,
+    )
+    reporter = context.reporter()
+    report = run_checks(options, reporter)
+    if as_json:
+        context.emit_json(report.matrix())
+    else:
+        for record in report.records:
+            mark = "skip" if record.skipped else "ok" if record.ok else "FAIL"
+            print(f"{mark:4}  {record.device}  {record.base or '-'}  {record.check}")
+            for detail in record.details:
+                print(f"        {detail}")
+    skipped = report.skipped_summary()
+    if skipped is not None:
+        reporter.warn(skipped)
+    report.raise_for_failures()
