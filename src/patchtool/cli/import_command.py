@@ -170,7 +170,7 @@ class ImportCommand(typer.core.TyperCommand):
                 position += 1
                 continue
             if shared.to_info_dict() != param.to_info_dict():
-                raise TypeError(f"import's two forms declare {param.name!r} differently")
+                raise TypeError(f"import's two forms declare {param.name} differently")
             position = self.params.index(shared) + 1
 
     def invoke(self, ctx: click.Context) -> Any:
