@@ -310,9 +310,9 @@ def _fresh_process_caches() -> Iterator[None]:
     the environment, and the build tree around the working folder) is read
     afresh by each run, as a new process would, and not left to the next test."""
     from patchtool.cli import context
-    from patchtool.sources import index
+    from patchtool.sources.index import settings
 
-    caches = (index.load_settings, context.tree_here)
+    caches = (settings.load_settings, context.tree_here)
     for cache in caches:
         cache.cache_clear()
     try:

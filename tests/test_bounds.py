@@ -864,7 +864,8 @@ def test_an_endless_unhashed_file_leaves_nothing_in_unverified(
 
 
 def test_a_local_file_index_page_is_read_bounded(tmp_path: Path) -> None:
-    from patchtool.sources.index import IndexClient, IndexSettings
+    from patchtool.sources.index.client import IndexClient
+    from patchtool.sources.index.settings import IndexSettings
 
     page = tmp_path / "simple" / "demo" / "index.html"
     page.parent.mkdir(parents=True)

@@ -28,18 +28,16 @@ from patchtool.core.errors import IntegrityError, NetworkError, NotFoundError, U
 from patchtool.core.report import RecordingReporter
 from patchtool.sources.bases import NewBaseSpec, resolve_new_base
 from patchtool.sources.cache import BaseCache, cache_root
-from patchtool.sources.index import (
-    CREDENTIALS_HINT,
-    JSON_TYPE,
-    TLS_HINT,
-    IndexClient,
-    IndexFile,
+from patchtool.sources.index.client import IndexClient, IndexFile
+from patchtool.sources.index.credentials import redact
+from patchtool.sources.index.pages import JSON_TYPE
+from patchtool.sources.index.settings import (
     IndexSettings,
     load_settings,
     parse_pip_config,
     pip_default_index,
-    redact,
 )
+from patchtool.sources.index.transport import CREDENTIALS_HINT, TLS_HINT
 from patchtool.sources.sdist import obtain_sdist
 from patchtool.store.model import BaseRef, PypiSource
 from patchtool.store.resolve import Store

@@ -23,7 +23,8 @@ from helpers import (
 )
 
 from patchtool.core.gitops import Git
-from patchtool.sources.index import IndexClient, IndexFile, IndexSettings
+from patchtool.sources.index.client import IndexClient, IndexFile
+from patchtool.sources.index.settings import IndexSettings
 from patchtool.sources.sdist import import_sdist
 from patchtool.store.model import PypiSource
 

@@ -24,7 +24,7 @@ child needs from the caller is decided here, once:
     build tree that a patch wrote (a `git` or `rm` of its own). When no
     entry is left, PATH is the system's default path.
   Everything else is kept: PIP_* and pip's config files (the settings
-  index.py reads are the user's), HOME, proxies and credentials, git's own
+  sources/index/ reads are the user's), HOME, proxies and credentials, git's own
   variables (gitops.py removes the ones that would point git elsewhere).
 - **Python children** of patchtool's own interpreter run as
   `python_command(...)`: `sys.executable -I`, isolated, so neither the working

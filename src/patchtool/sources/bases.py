@@ -33,7 +33,8 @@ from patchtool.sources.cache import (
     recorded_as_verified,
     verify_and_record,
 )
-from patchtool.sources.index import IndexClient, redact, remove_partial_downloads
+from patchtool.sources.index.client import IndexClient, remove_partial_downloads
+from patchtool.sources.index.credentials import redact
 from patchtool.sources.sdist import import_key, import_sdist, local_sdists, obtain_sdist
 from patchtool.store.model import (
     DEFAULT_LIMITS,

@@ -1,7 +1,7 @@
 """Released sdists as bases: found, checked by hash, imported as one commit.
 
 A `pypi` base is an sdist found on the index the user's pip is configured for
-(index.py: their index, extra indexes, find-links folders and proxies apply),
+(sources/index/: their index, extra indexes, find-links folders and proxies apply),
 or in a local file or folder for air-gapped sites (--sdist,
 PATCHTOOL_SDIST_PATH). It is checked against the sha256 in base.toml before
 anything reads it, then imported into the cache's bare repository as one
@@ -37,7 +37,7 @@ from patchtool.core.fsutil import sha256_of
 from patchtool.core.gitops import Git, tool_identity
 from patchtool.core.report import Reporter
 from patchtool.sources.cache import BaseCache, base_ref_name
-from patchtool.sources.index import IndexClient, remove_partial_downloads
+from patchtool.sources.index.client import IndexClient, remove_partial_downloads
 from patchtool.store.model import DEFAULT_LIMITS, BaseRef, PatchLimits, PypiSource, limit_hint
 
 ARCHIVE_ENVIRONMENT_VARIABLE = "PATCHTOOL_SDIST_PATH"
