@@ -6,7 +6,8 @@ the order `--help` lists them. `main()` maps every `PatchtoolError` to a message
 a hint and its exit code (see errors.ExitCode); tracebacks only with --debug.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads these signatures on every
+# run, and would evaluate string annotations anew for each parameter, three times.
 
 import os
 import signal
@@ -17,12 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from patchtool import __version__
 from patchtool.cli import context, rebase_command, store_commands, tree_commands
 from patchtool.cli.arguments import globals_first, hide_empty_defaults
 from patchtool.cli.import_command import ImportCommand, import_changes
+from patchtool.cli.typer_lean import typer
 from patchtool.core.errors import ExitCode, PatchtoolError
 
 app = typer.Typer(

@@ -5,12 +5,11 @@ It is the second form of `import` (cli/import_command.py joins the two): this
 function declares the options it takes; an option of the other form given with
 --flagscale is refused by the join, from the two declarations."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads these signatures on every
+# run, and would evaluate string annotations anew for each parameter, three times.
 
 from pathlib import Path
 from typing import Annotated
-
-import typer
 
 from patchtool.cli import context
 from patchtool.cli.options import (
@@ -23,6 +22,7 @@ from patchtool.cli.options import (
     SdistOption,
     parse_recipients,
 )
+from patchtool.cli.typer_lean import typer
 from patchtool.core.errors import ExitCode, PatchtoolError, UsageError, quoted
 
 

@@ -8,14 +8,13 @@ options those are follows from the two declarations, so no table repeats them.
 cli/app.py registers it.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads these signatures on every
+# run, and would evaluate string annotations anew for each parameter, three times.
 
 from pathlib import Path
 from typing import Annotated, Any
 
 import click
-import typer
-import typer.core
 
 from patchtool.cli import context
 from patchtool.cli.flagscale_command import (
@@ -34,6 +33,7 @@ from patchtool.cli.options import (
     SdistOption,
     parse_recipients,
 )
+from patchtool.cli.typer_lean import typer
 from patchtool.core.errors import UsageError
 
 
@@ -195,7 +195,7 @@ class ImportCommand(typer.core.TyperCommand):
 
 def _command_of(function: Any) -> click.Command:
     """The click command typer makes of one function, as it makes the app's."""
-    single = typer.Typer(add_completion=False, rich_markup_mode="rich")
+    single = typer.Typer(add_completion=False)
     single.command()(function)
     return typer.main.get_command(single)
 

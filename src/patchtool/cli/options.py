@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import typer
-
+from patchtool.cli.typer_lean import typer
 from patchtool.core.errors import UsageError, quoted
 
 if TYPE_CHECKING:

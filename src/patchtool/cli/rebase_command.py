@@ -2,14 +2,14 @@
 each other, then the command (commands/rebase.py) under the device's locks.
 cli/app.py registers it."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads these signatures on every
+# run, and would evaluate string annotations anew for each parameter, three times.
 
 from typing import Annotated
 
-import typer
-
 from patchtool.cli import context
 from patchtool.cli.options import DeviceOption, DirOption, IdentityOption, NoWaitOption, SdistOption
+from patchtool.cli.typer_lean import typer
 from patchtool.core.errors import UsageError
 
 

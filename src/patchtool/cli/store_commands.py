@@ -1,14 +1,14 @@
 """The commands on the whole store: `list` shows its devices and bases, `check`
 checks them, changing nothing (the CI gate). cli/app.py registers them."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads these signatures on every
+# run, and would evaluate string annotations anew for each parameter, three times.
 
 from typing import Annotated
 
-import typer
-
 from patchtool.cli import context
 from patchtool.cli.options import IdentityOption, PublicOnlyOption, SdistOption
+from patchtool.cli.typer_lean import typer
 from patchtool.core.errors import UsageError
 
 

@@ -3,12 +3,11 @@ it, `build-wheel` builds it, `status` describes it. Each turns its options into
 the command's options object, takes the device's locks, runs the command (layer
 6) and prints the result; cli/app.py registers them."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads these signatures on every
+# run, and would evaluate string annotations anew for each parameter, three times.
 
 from pathlib import Path
 from typing import Annotated
-
-import typer
 
 from patchtool.cli import context
 from patchtool.cli.options import (
@@ -21,6 +20,7 @@ from patchtool.cli.options import (
     TreeCommitOption,
     UnpatchCommitOption,
 )
+from patchtool.cli.typer_lean import typer
 
 
 def unpatch(

@@ -7,8 +7,12 @@ results and `--json`. Tests pass a `RecordingReporter` and assert on it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Reporter(Protocol):
@@ -52,10 +56,14 @@ class RecordingReporter:
 
 class RichReporter:
     def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    @functools.cached_property
+    def console(self) -> Console:
+        # rich is imported when the first line is shown: a quiet run may show none.
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.quiet = quiet
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     def step(self, message: str) -> None:
         if not self.quiet:

@@ -27,8 +27,6 @@ the trailer `Patchtool-Private: yes`.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import hashlib
 import os
 import re
@@ -287,6 +285,9 @@ def verify_description(git: Git, patch: SeriesPatch) -> None:
 
 def plaintext_subject(data: bytes) -> str:
     """A format-patch mail's subject, decoded and unfolded, without `[PATCH ...]`."""
+    import email.parser  # only private patches need it: not at every start
+    import email.policy
+
     headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(data)
     subject = str(headers.get("subject", ""))
     return re.sub(r"^\s*(\[[^\]]*\]\s*)?", "", subject).strip()

@@ -33,7 +33,6 @@ from patchtool.sources.cache import (
     recorded_as_verified,
     verify_and_record,
 )
-from patchtool.sources.index.client import IndexClient, remove_partial_downloads
 from patchtool.sources.index.credentials import redact
 from patchtool.sources.sdist import import_key, import_sdist, local_sdists, obtain_sdist
 from patchtool.store.model import (
@@ -254,6 +253,9 @@ def _locate_sdist(
 ) -> PypiSource:
     """The sdist's name and sha256: a local copy (air-gapped sites, pip's find-links)
     first, else the index's listed hash, else the hash of a download into the cache."""
+    # The index client (http, TLS, email headers) is imported only when a run needs it.
+    from patchtool.sources.index.client import IndexClient, remove_partial_downloads
+
     filename = f"{spec.project}-{spec.version}.tar.gz"
     for candidate in local_sdists(filename, archive_paths):
         reporter.step(f"using local sdist {candidate}")

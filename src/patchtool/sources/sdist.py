@@ -37,7 +37,6 @@ from patchtool.core.fsutil import sha256_of
 from patchtool.core.gitops import Git, tool_identity
 from patchtool.core.report import Reporter
 from patchtool.sources.cache import BaseCache, base_ref_name
-from patchtool.sources.index.client import IndexClient, remove_partial_downloads
 from patchtool.store.model import DEFAULT_LIMITS, BaseRef, PatchLimits, PypiSource, limit_hint
 
 ARCHIVE_ENVIRONMENT_VARIABLE = "PATCHTOOL_SDIST_PATH"
@@ -334,6 +333,9 @@ def obtain_sdist(
             return cached
         reporter.warn(f"cached {cached} has sha256 {actual}; discarding it and fetching again")
         cached.unlink()
+    # The index client (http, TLS, email headers) is imported only when a run needs it.
+    from patchtool.sources.index.client import IndexClient, remove_partial_downloads
+
     cached.parent.mkdir(parents=True, exist_ok=True)
     # A killed run's half-written file; the lock the caller holds rules out a live one.
     remove_partial_downloads(cached.parent, cached.name)
