@@ -17,7 +17,8 @@ never touched):
         git -C X checkout -b dev <base commit>
         git -C X am <series patches>
     plus the fixed cost of Python itself: `python -c pass`,
-    `python -c "import patchtool.cli.app"` and `patchtool --version`.
+    `python -c "import patchtool.cli.app"`, `patchtool --version`, `--help` and
+    `list` (the store's devices; no git, no network), each also in CPU time.
  2. `patchtool patch` on an unchanged tree against
     `git format-patch <base>..HEAD -o DIR`, and the number of store files
     rewritten (inode, mtime and size compared before and after: must be 0).
@@ -33,6 +34,7 @@ never touched):
 Usage:
     python benchmarks/bench_core.py [--repeat 5] [--json out.json]
         [--cache-dir DIR] [--sdist PATH] [--sizes 10,100,1000] [--keep]
+        [--startup-only]
 
 With --cache-dir, an existing warm cache is reused for the warm runs (cold runs
 always use fresh empty caches). Without network, pass --sdist PATH
@@ -48,6 +50,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -93,11 +96,22 @@ def run(cmd: list[str], cwd: Path | None = None, check: bool = True) -> subproce
 
 def timed(cmds: list[list[str]], cwd: Path | None = None) -> float:
     """Wall time of a sequence of commands (as a shell `&&` chain would run them)."""
+    return timed_cpu(cmds, cwd)[0]
+
+
+def timed_cpu(cmds: list[list[str]], cwd: Path | None = None) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, the commands and their children) of a
+    sequence of commands. On a shared machine the CPU time is the steadier measure:
+    it does not count the time spent waiting for a core."""
     os.sync()  # start every measurement with no dirty pages left by the previous one
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     for cmd in cmds:
         run(cmd, cwd=cwd)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def patchtool_command() -> list[str]:
@@ -220,9 +234,12 @@ class Bench:
             ("python -c pass", [sys.executable, "-c", "pass"]),
             ("python -c 'import patchtool.cli.app'", [sys.executable, "-c", "import patchtool.cli.app"]),
             ("patchtool --version", [*PT, "--version"]),
+            ("patchtool --help", [*PT, "--help"]),
+            ("patchtool list", self.pt("list")),
         ):
             run(cmd)  # warm the page cache / .pyc files
-            out[label] = summary([timed([cmd]) for _ in range(n)])
+            walls, cpus = zip(*(timed_cpu([cmd]) for _ in range(n)), strict=True)
+            out[label] = {**summary(list(walls)), "cpu": summary(list(cpus))}
         # what a run pays when no bytecode can be cached (PYTHONDONTWRITEBYTECODE=1 and
         # no __pycache__ next to the sources): every patchtool module compiled each time
         saved = dict(ENV)
@@ -298,15 +315,20 @@ class Bench:
     def unpatch_runs(self, store: Path, device: str, base_dir: Path, repeat: int) -> dict:
         patches = self.series_files(base_dir)
         fresh_t, replace_t, git_t = [], [], []
+        fresh_cpu, git_cpu = [], []
         build_replace = self.fresh(f"replace-{device}")
         run(self.pt("unpatch", "-d", device, "--dir", str(build_replace), store=store))
         for _ in range(repeat):
             # interleaved, so that drift hits all three alike
             target = self.fresh("git")
-            git_t.append(timed(self.git_unpatch_cmds(target, patches)))
+            wall, cpu = timed_cpu(self.git_unpatch_cmds(target, patches))
+            git_t.append(wall)
+            git_cpu.append(cpu)
             remove_tree(target)
             build = self.fresh("fresh")
-            fresh_t.append(timed([self.pt("unpatch", "-d", device, "--dir", str(build), store=store)]))
+            wall, cpu = timed_cpu([self.pt("unpatch", "-d", device, "--dir", str(build), store=store)])
+            fresh_t.append(wall)
+            fresh_cpu.append(cpu)
             remove_tree(build)
             replace_t.append(timed([self.pt("unpatch", "-d", device, "--dir", str(build_replace),
                                             store=store)]))  # fmt: skip
@@ -316,6 +338,8 @@ class Bench:
             "patchtool_fresh": summary(fresh_t),
             "patchtool_replace": summary(replace_t),
             "git": summary(git_t),
+            "patchtool_fresh_cpu": summary(fresh_cpu),
+            "git_cpu": summary(git_cpu),
         }
 
     def bench_warm(self) -> None:
@@ -438,6 +462,8 @@ class Bench:
 
     def all(self) -> None:
         self.bench_python()
+        if self.args.startup_only:
+            return
         if not self.args.skip_cold:
             self.bench_cold()
         self.ensure_warm()
@@ -535,6 +561,9 @@ def render(results: dict) -> str:
     env = results["environment"]
     add(f"patchtool core benchmark  {env['date']}  {env['cpus']} CPUs  {env['git']}  "
         f"Python {env['python']}")  # fmt: skip
+    loads = [env.get("load_average"), env.get("load_average_at_end")]
+    add("load average (1, 5, 15 min) at start / end: " + " / ".join(
+        ", ".join(f"{x:.2f}" for x in load) for load in loads if load))  # fmt: skip
     add("")
     add(f"{'measurement':58} {'median':>8} {'min':>8} {'git med':>8} {'git min':>8} "
         f"{'ratio med':>9} {'ratio min':>9} {'target':>6}")  # fmt: skip
@@ -550,6 +579,8 @@ def render(results: dict) -> str:
 
     for label, value in results.get("python", {}).items():
         row(f"start-up: {label}", value)
+        if "cpu" in value:
+            row("  (CPU time)", value["cpu"])
     warm = results.get("unpatch_warm")
     if warm:
         n = warm["patches"]
@@ -557,6 +588,16 @@ def render(results: dict) -> str:
             warm["git"], "<=1.2")  # fmt: skip
         row(f"unpatch warm, replace tree ({n} patches) vs same", warm["patchtool_replace"],
             warm["git"], "<=1.2")  # fmt: skip
+        # The fixed cost over plain git: medians, and the median of the per-iteration
+        # differences (each patchtool run beside the git run just before it).
+        pairs = zip(warm["patchtool_fresh"]["times"], warm["git"]["times"], strict=True)
+        add(f"  overhead of unpatch (fresh) over plain git: median "
+            f"{warm['patchtool_fresh']['median'] - warm['git']['median']:.3f} s, median of "
+            f"differences {statistics.median(p - g for p, g in pairs):.3f} s (target <= 0.35)")  # fmt: skip
+        if "patchtool_fresh_cpu" in warm:
+            add(f"  the same in CPU time: patchtool {warm['patchtool_fresh_cpu']['median']:.3f} s, "
+                f"git {warm['git_cpu']['median']:.3f} s, overhead "
+                f"{warm['patchtool_fresh_cpu']['median'] - warm['git_cpu']['median']:.3f} s")  # fmt: skip
     noop = results.get("patch_noop")
     if noop:
         row("patch, unchanged tree vs git format-patch", noop["patchtool"], noop["git"], "<=1.2")
@@ -617,6 +658,8 @@ def environment() -> dict:
         "patchtool_command": PT,
         "pythondontwritebytecode": ENV.get("PYTHONDONTWRITEBYTECODE"),
         "pythonpycacheprefix": ENV.get("PYTHONPYCACHEPREFIX"),
+        # The machine may be shared: its load when the run started (1, 5, 15 min).
+        "load_average": os.getloadavg(),
     }
 
 
@@ -631,6 +674,8 @@ def main() -> None:
     parser.add_argument("--sdist", help="local vllm-0.7.2.tar.gz (for sites without network)")
     parser.add_argument("--no-network", action="store_true", help="skip the cold download run")
     parser.add_argument("--skip-cold", action="store_true")
+    parser.add_argument("--startup-only", action="store_true",
+                        help="measure only Python and patchtool start-up (no vLLM base needed)")
     parser.add_argument("--workdir", help="parent of the temp folder (default: the system temp)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.add_argument("--json", help="write all results here")
@@ -654,6 +699,7 @@ def main() -> None:
     finally:
         bench.results["environment"]["finished"] = datetime.datetime.now(
             datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # fmt: skip
+        bench.results["environment"]["load_average_at_end"] = os.getloadavg()
         if args.json:
             Path(args.json).write_text(json.dumps(bench.results, indent=2) + "\n")
         if not args.keep:
