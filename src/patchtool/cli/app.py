@@ -316,9 +316,9 @@ def patch(
     reencrypt: Annotated[
         bool,
         typer.Option(
-            help="Encrypt every private patch anew, to the recipients device.toml names now "
-            "(after adding or removing one). Without it an unchanged private patch keeps its "
-            "file byte for byte."
+            help="Encrypt every private patch anew, to the recipients device.toml names now. "
+            "Without it an unchanged private patch keeps its file byte for byte unless its "
+            "recipients are not device.toml's (one was added or removed there)."
         ),
     ] = False,
     publish: Annotated[

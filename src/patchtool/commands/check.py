@@ -13,11 +13,13 @@ it records one `CheckRecord` per check:
              applies it) reaches outside the tree, into .git or through a
              symlink; the base tree is judged the same way (safety.py)
     apply    the series applies with `git am`, no fuzz, no 3-way help
-    export   a fresh export of that tree writes the store byte for byte
+    export   a fresh export of that tree (series/pipeline.py, as `patch`
+             exports) writes the store byte for byte
     lint     subject, a body that says why, a valid Upstream-Status trailer,
-             no added trailing whitespace or conflict markers (the rules live
-             in lint.py, which `patch` and `import` apply too); a private
-             patch must be encrypted to exactly the recipients device.toml names
+             no added trailing whitespace or conflict markers; a private
+             patch must be encrypted to exactly the recipients device.toml
+             names (the rule set is lint.series_findings, which `patch` and
+             `import` run on what they write)
 
 The tree for `safety`, `apply` and `export` is built with applying.py's pieces
 in a scratch folder under the cache (scratch.py: `<cache>/scratch/check-*`,
@@ -78,14 +80,11 @@ from patchtool.core.scratch import scratch_folder, scratch_root
 from patchtool.series.lint import (
     MESSAGE_ADVICE,
     WHITESPACE_FIX,
-    LintFinding,
+    LintSubject,
     capped,
-    lint_file,
-    lint_patch,
-    recipient_findings,
+    series_findings,
 )
 from patchtool.series.privacy import LoadedSeries, load_series
-from patchtool.series.rendering import stored_files
 from patchtool.series.safety import TreeJudge, judge_paths, paths_git_reads
 from patchtool.sources.bases import ensure_base, held_in_cache
 from patchtool.sources.cache import BaseCache, base_ref_name
@@ -445,24 +444,25 @@ def _record(
 def _lint(
     base: BaseRef, series: PatchSeries, loaded: LoadedSeries | None, config: DeviceConfig
 ) -> CheckRecord:
-    """lint.py's rules on every patch that can be read (a private one in its
-    plaintext), and every private patch's recipients against device.toml's. The
-    patches the series check read are linted as read; only when it could not
-    read them (no key) are the files read here."""
+    """The rule set (lint.series_findings, which `patch` and `import` run on what
+    they write) on every patch of the series: the patches the series check read
+    are linted as read (a private one in its plaintext); only when it could not
+    read them (no key) are the files read there."""
     started = time.perf_counter()
     read = {p.entry.name: p for p in loaded.patches} if loaded else {}
-    names = tuple(r.name for r in config.recipients)
-    found: list[LintFinding] = []
+    subjects = []
     for entry in series.entries:
-        path = base.path / entry.name
         patch = read.get(entry.name)
-        if patch is not None:
-            found.extend(lint_patch(patch.data, entry.name))
-        elif not entry.private:
-            found.extend(lint_file(path, config.limits))
-        if entry.private:
-            header = patch.description if patch is not None else None
-            found.extend(recipient_findings(path, names, config.limits, header))
+        subjects.append(
+            LintSubject(
+                entry.name,
+                base.path / entry.name,
+                patch.data if patch is not None else None,
+                patch.description if patch is not None else None,
+            )
+        )
+    names = tuple(r.name for r in config.recipients)
+    found = series_findings(subjects, names, config.limits)
     return _record(base, "lint", capped(found), ExitCode.STALE, started)
 
 
@@ -564,8 +564,7 @@ def _safety_apply_export(
     scratch: Path,
     reporter: Reporter,
 ) -> list[CheckRecord]:
-    from patchtool.series.rendering import render_patches, seal_patches
-    from patchtool.store.transaction import plan_export
+    from patchtool.series.pipeline import prepare_export
     from patchtool.trees.applying import apply_series, checkout_base
 
     device, base_id = base.device, base.base_id
@@ -600,11 +599,8 @@ def _safety_apply_export(
             return [*applied, CheckRecord(device, base_id, "export", False, why, skipped=True)]
         started = time.perf_counter()
         try:
-            git = Git(tree)
-            rendered = render_patches(git, base.commit)
             known = loaded.plaintext_digests()
-            sealed = seal_patches(git, rendered, base, config, known)
-            plan = plan_export(base, stored_files(sealed))
+            plan = prepare_export(Git(tree), base, base.commit, config, recorded=known).plan
         except PatchtoolError as error:
             return [*applied, _timed(_failure(device, base_id, "export", error), started)]
     problems = [f"a fresh export would write: {line}" for line in plan.describe()]

@@ -23,8 +23,9 @@ old one, which is never touched, so both releases stay buildable. `--abort`
 returns the tree to what it was and the store too (a new base folder this
 rebase already renamed into place, unchanged since, is removed).
 
-A run killed at any point (see the `rebase:*` kill points) leaves a state that
-`--abort` undoes and, once the patches are being picked, `--continue` resumes.
+A run killed at any point (see the `rebase:*` kill points, the export's
+`rebase:export:*` among them) leaves a state that `--abort` undoes and, once
+the patches are being picked, `--continue` resumes.
 Lock files a killed git left in the tree are reported, never deleted.
 
 This module never prints; it raises `PatchtoolError`s and reports progress
@@ -54,8 +55,9 @@ from patchtool.core.fsutil import (
 )
 from patchtool.core.gitops import TOOL_COMMITTER, Git
 from patchtool.core.report import Reporter
+from patchtool.series.pipeline import prepare_export, write_export
 from patchtool.series.privacy import LoadedSeries, load_series, private_record
-from patchtool.series.rendering import private_pairs, render_patches, seal_patches, stored_files
+from patchtool.series.rendering import private_pairs
 from patchtool.series.safety import TreeJudge
 from patchtool.sources.bases import ensure_base, parse_onto, resolve_new_base
 from patchtool.sources.cache import base_ref_name
@@ -70,7 +72,6 @@ from patchtool.store.model import (
 )
 from patchtool.store.resolve import Store
 from patchtool.store.series import parse_series, series_digest, write_base_files
-from patchtool.store.transaction import plan_export, write_plan
 from patchtool.trees.applying import apply_series, checkout_base
 from patchtool.trees.record import (
     BASE_REF,
@@ -839,8 +840,9 @@ def _write_new_base(
         )
         write_base_files(staged, state.series_header)
         device = Store(Path(state.store)).device(state.device)
-        patches = seal_patches(git, render_patches(git, new.commit), staged, device, {})
-        write_plan(plan_export(staged, stored_files(patches)))
+        export = prepare_export(git, staged, new.commit, device, recorded={})
+        write_export(export, "rebase")
+        patches = list(export.patches)
         private, ids = private_record(git, private_pairs(patches))
         state.private, state.private_patch_ids = private, list(ids)
         names_by_commit = {p.commit: p.name for p in patches}

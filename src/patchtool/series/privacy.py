@@ -255,8 +255,7 @@ def decrypt_patch(
             f"{path}: no identity in {keyring.source} opens it (its header names the "
             f"recipients {', '.join(private.recipients) or 'none'})",
             hint="Use the identity of one of its recipients, or ask one of them to add your "
-            "public key to [private.recipients] in device.toml and run "
-            "`patchtool patch --reencrypt`.",
+            "public key to [private.recipients] in device.toml and run `patchtool patch`.",
         ) from None
 
 
@@ -293,6 +292,18 @@ def plaintext_subject(data: bytes) -> str:
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def recipient_changes(
+    encrypted_to: Sequence[str], names: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """How a private patch file's recipients (its header's names) differ from
+    those device.toml names: (stale, missing), the names it is encrypted to that
+    device.toml no longer names, and those device.toml names that it is not
+    encrypted to. The one comparison: lint reports it, the export re-encrypts on it."""
+    stale = [name for name in encrypted_to if name not in names]
+    missing = [name for name in names if name not in encrypted_to]
+    return stale, missing
 
 
 def seal(

@@ -2,8 +2,10 @@
 
 Each change of the input becomes one commit on top of the device's series in its
 build tree, with the author, date and message the input carries (options fill
-in what it lacks), and then one patch of the store, written by `export` so the
-store only ever holds normalized format-patch files.
+in what it lacks), and then one patch of the store, written by the export
+pipeline that `patch` uses (series/pipeline.py, trees/export.py), so the store
+only ever holds normalized format-patch files, byte for byte what `patch`
+would write from the same tree.
 
 Inputs understood:
 - mbox files: one `git format-patch` file, many, or one `--stdout` stream of
@@ -24,7 +26,8 @@ then is the store written. A change that does not apply is tried again with
 `git apply --reject` in a throw-away copy of the tree's files, so that every
 failing hunk of every file is named, not only git's first; a tree this run made
 is removed again. Afterwards every new patch that `check`'s lint would refuse is
-warned about, with how to fix its commit in the tree.
+warned about, with how to fix its commit in the tree. The export's kill points
+are `import:export:*` (series/pipeline.py).
 """
 
 from __future__ import annotations
@@ -51,9 +54,8 @@ from patchtool.core.fsutil import check_name, remove_tree, temporary_folder
 from patchtool.core.gitops import TOOL_COMMITTER, Git, user_identity
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
-from patchtool.series.lint import lint_rendered, warn_lint
+from patchtool.series.pipeline import prepare_export
 from patchtool.series.privacy import stored_limit
-from patchtool.series.rendering import known_plaintexts, render_patches, seal_patches, stored_files
 from patchtool.store.files import render_device, write_device_file
 from patchtool.store.model import (
     DEFAULT_LIMITS,
@@ -63,10 +65,10 @@ from patchtool.store.model import (
     NamedRecipient,
     PatchLimits,
 )
-from patchtool.store.series import folder_file_bytes, parse_series, write_base_files
-from patchtool.store.transaction import plan_export, write_plan
+from patchtool.store.series import folder_file_bytes, write_base_files
 from patchtool.trees.applying import TrialApply, describe_failure, describe_trial, trial_apply
-from patchtool.trees.record import TreeLocation, read_record, remember_series
+from patchtool.trees.export import export_tree
+from patchtool.trees.record import TreeLocation, read_record
 from patchtool.trees.staging import device_scratch, discard
 
 
@@ -252,11 +254,10 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
             git = Git(tree)
             if not git.lines("status", "--porcelain", "--untracked-files=all"):
                 device = options.store.device(options.device)
-                rendered = render_patches(git, base.commit)
-                known = known_plaintexts(base, record.private, options.keyring)
-                sealed = seal_patches(git, rendered, base, device, known)
-                plan = plan_export(base, stored_files(sealed))
-                if plan.is_noop:
+                export = prepare_export(
+                    git, base, base.commit, device, recorded=record.private, keyring=options.keyring
+                )
+                if export.plan.is_noop:
                     return tree, False
     try:
         result = build_tree(
@@ -388,11 +389,13 @@ def _import_into(
             commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
             judge.judge_commits(git, commits, committed)
             device = options.store.device(options.device)
-            known = known_plaintexts(base, read_record(tree).private, options.keyring)
-            patches = seal_patches(git, render_patches(git, base.commit), base, device, known)
+            record = read_record(tree)
+            export = prepare_export(
+                git, base, base.commit, device, recorded=record.private, keyring=options.keyring
+            )
             stored = folder_file_bytes(base.path, stored_limit(device.limits))
-            fresh = [p for p in patches if p.file_data not in stored]
-            by_commit = {p.commit: p.name for p in patches}
+            fresh = [p.name for p in export.patches if p.file_data not in stored]
+            by_commit = {p.commit: p.name for p in export.patches}
             done.three_way = [
                 ThreeWayChange(origin, by_commit.get(commit, commit[:12]), paths)
                 for origin, commit, paths in merged
@@ -402,13 +405,10 @@ def _import_into(
         if not had_tree:
             discard(tree)
         raise
-    write_plan(plan_export(base, stored_files(patches)))
-    remember_series(tree, read_record(tree), parse_series(base), git, patches)
-    # What check would refuse in the new patches, said now, while their commits
-    # are the newest of the tree and easy to amend.
-    linted = [one for one in lint_rendered(patches) if one.patch in fresh]
-    warn_lint(reporter, tree, linted, len(patches))
-    done.imported = [p.name for p in fresh]
+    # What check would refuse in the new patches is said now, while their
+    # commits are the newest of the tree and easy to amend.
+    export_tree(export, tree, record, git, "import", reporter, new=fresh)
+    done.imported = fresh
     return done
 
 
