@@ -47,13 +47,15 @@ before `ensure_base` is called, and `ensure_base` is then handed exactly one
 existing local file, so its lookup ends there (a missing or mismatching file
 raises, it never goes on to the index client); as a second wall, any socket
 connect or name lookup in the process while an offline check runs raises
-`OfflineViolationError`.
+`OfflineViolationError` (exit 1: a bug in patchtool, not a network failure).
 
 Exit codes: every failed check carries the code of its kind of problem
 (config and source: 6 or the fetch error's own code; safety: 10, or 6 for a
 corrupt patch; apply: 4; series, export and lint: 7, "the store needs work").
 The run exits with the most serious code present, in the order
-10 > 6 > 3 > 11 > 4 > 7. Skipped records carry no code: an offline run whose
+1 > 10 > 6 > 3 > 11 > 4 > 7 (1: a bug in patchtool, such as an offline check
+that reached for the network), raising the error class of that code
+(errors.error_class). Skipped records carry no code: an offline run whose
 every check that ran passed exits 0.
 """
 
@@ -71,7 +73,15 @@ from pathlib import Path
 from typing import Any
 
 from patchtool.commands.jobs import CacheJob
-from patchtool.core.errors import ConflictError, ExitCode, NetworkError, PatchtoolError, quoted
+from patchtool.core.errors import (
+    ConflictError,
+    ExitCode,
+    OfflineViolationError,
+    PatchtoolError,
+    SourceNotLocal,
+    error_class,
+    quoted,
+)
 from patchtool.core.fsutil import sha256_of
 from patchtool.core.gitops import Git
 from patchtool.core.locks import store_lock
@@ -104,6 +114,7 @@ from patchtool.store.series import parse_series
 
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
 _SEVERITY = (
+    ExitCode.INTERNAL,  # a bug in patchtool (an offline check that reached the network)
     ExitCode.UNSAFE,
     ExitCode.INTEGRITY,
     ExitCode.NOT_FOUND,
@@ -113,24 +124,10 @@ _SEVERITY = (
 )
 
 
-class ChecksFailedError(PatchtoolError):
-    """Some checks failed; `exit_code` is the most serious code among them."""
-
-    def __init__(self, message: str, exit_code: ExitCode, hint: str | None = None) -> None:
-        super().__init__(
-            message, hint=hint or "Fix what the report above lists and run check again."
-        )
-        self.exit_code = exit_code
-
-
-class OfflineViolationError(NetworkError):
-    """An offline check tried to reach the network: a bug in patchtool's offline path."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class CheckOptions(CacheJob):
     device: str | None = None
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a commit id, unique prefix, folder name or version
     offline: bool = False  # never fetch: skip what needs a source that is not local
     # Bases checked at the same time (None: the machine's cores); the report's
     # order is the serial run's whatever this is.
@@ -146,7 +143,9 @@ class CheckRecord:
     ok: bool
     details: tuple[str, ...] = ()
     exit_code: ExitCode = ExitCode.OK  # for a failure: the code its problem maps to
-    skipped: bool = False  # offline: not run because the base's source is not local
+    # Not run: offline without the base's source, or an earlier check of the base
+    # failed (its record carries the code), or the public part only.
+    skipped: bool = False
     duration: float = 0.0  # seconds this check took (0 for one that did not run)
 
     def to_json(self) -> dict[str, Any]:
@@ -240,7 +239,11 @@ class CheckReport:
             names = ", ".join(f"{r.device}/{r.base or DEVICE_FILE} {r.check}" for r in failed)
             lint = [r for r in failed if r.check == "lint"]
             hint = _lint_hint(lint[0].device, lint[0].base) if lint else None
-            raise ChecksFailedError(f"{len(failed)} check(s) failed: {names}", self.exit_code, hint)
+            # The class of the most serious code: the exit code is the class's.
+            raise error_class(self.exit_code)(
+                f"{len(failed)} check(s) failed: {names}",
+                hint=hint or "Fix what the report above lists and run check again.",
+            )
 
 
 def _worst(records: list[CheckRecord]) -> ExitCode:
@@ -309,8 +312,8 @@ def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
 
 def _base_files(options: CheckOptions, device: str) -> list[Path]:
     store = options.store
-    if options.commit_id is not None:
-        return [store.resolve_base(device, options.commit_id).path / BASE_FILE]
+    if options.base is not None:
+        return [store.resolve_base(device, options.base).path / BASE_FILE]
     return sorted((store.root / device).glob(f"*/{BASE_FILE}"))
 
 
@@ -467,14 +470,6 @@ def _lint(
 
 
 # --------------------------------------------------------------------------- offline
-
-
-class SourceNotLocal(Exception):
-    """Offline, and the base's source is neither in the cache nor in a local place."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def local_source(
@@ -635,4 +630,8 @@ def _failure(device: str, base_id: str, check: str, error: PatchtoolError) -> Ch
 
 
 def _skipped(device: str, base_id: str, checks: tuple[str, ...], why: str) -> list[CheckRecord]:
-    return [CheckRecord(device, base_id, c, False, (f"not run: {why}",)) for c in checks]
+    """Checks not run because an earlier one of the base failed: skipped (no code of
+    their own; the failure that stopped them has one)."""
+    return [
+        CheckRecord(device, base_id, c, False, (f"not run: {why}",), skipped=True) for c in checks
+    ]

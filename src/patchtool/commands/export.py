@@ -25,6 +25,7 @@ from pathlib import Path
 from patchtool.commands.jobs import DeviceJob
 from patchtool.core.errors import DirtyTreeError, StaleStoreError, UsageError, quoted
 from patchtool.core.gitops import Git, user_identity
+from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.series.lint import PatchLint, lint_refusal
 from patchtool.series.pipeline import prepare_export
@@ -32,13 +33,13 @@ from patchtool.store.model import BaseRef
 from patchtool.store.series import parse_series, series_digest
 from patchtool.store.transaction import ExportPlan, recover_export
 from patchtool.trees.export import export_tree
-from patchtool.trees.record import TreeRecord, read_record
+from patchtool.trees.record import TreeRecord, find_tree, read_record
 from patchtool.trees.work import uncommitted_files
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions(DeviceJob):
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a commit id, unique prefix, folder name or version
     check: bool = False
     message: str | None = None
     force: bool = False
@@ -55,10 +56,23 @@ class ExportResult:
     lint: tuple[PatchLint, ...] = ()  # the patches check's lint would refuse
 
 
-def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
-    """Export a build tree into its base's folder (the caller holds the device lock)."""
+def export_series(options: ExportOptions, reporter: Reporter) -> ExportResult:
+    """Export the device's build tree into its base's folder, holding the device's
+    locks (the store's exclusive, unless `check`)."""
+    with device_locks(
+        options.build_dir,
+        options.store.root,
+        options.device,
+        reporter,
+        writes_store=not options.check,
+        wait=options.wait,
+    ):
+        return _export(options, find_tree(options.build_dir, options.device), reporter)
+
+
+def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
     record = read_record(tree)
-    base = options.store.resolve_base(options.device, options.commit_id or record.base_id)
+    base = options.store.resolve_base(options.device, options.base or record.base_id)
     if base.commit != record.base_commit:
         raise UsageError(
             f"the build tree {tree} was made from base {record.base_id} "

@@ -54,6 +54,7 @@ from patchtool.core.fsutil import (
     remove_tree,
 )
 from patchtool.core.gitops import TOOL_COMMITTER, Git
+from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.series.pipeline import prepare_export, write_export
 from patchtool.series.privacy import LoadedSeries, load_series, private_record
@@ -64,6 +65,7 @@ from patchtool.sources.cache import base_ref_name
 from patchtool.store.files import move_base_folder_in, move_base_folder_out, write_base_note
 from patchtool.store.model import (
     PRIVATE_SUFFIX,
+    BaseOrigin,
     BaseRef,
     DeviceConfig,
     GitSource,
@@ -125,7 +127,7 @@ class RebaseState:
     store: str
     old_base_id: str
     old_base_commit: str
-    new_base: dict[str, Any]  # the new BaseRef, folder and source included
+    new_base: BaseRef  # the new base, its folder (not yet written) and source included
     tree_existed: bool
     saved_branch: str | None  # the tree's branch before the rebase (None: detached)
     saved_head: str | None
@@ -143,31 +145,17 @@ class RebaseState:
     pick_running: bool = False
     folder_digest: str | None = None  # the staged new base folder (FINISHING)
     # The new folder's private patches: stored sha256 -> plaintext sha256, and
-    # their patch-ids (for the tree's record, see tree.TreeRecord).
+    # their patch-ids (for the tree's record, see trees.record.TreeRecord).
     private: dict[str, str] = field(default_factory=dict)
     private_patch_ids: list[str] = field(default_factory=list)
 
     @property
-    def new_base_ref(self) -> BaseRef:
-        data = dict(self.new_base)
-        source_data = data.pop("source")
-        source: PypiSource | GitSource
-        if source_data["kind"] == "pypi":
-            source = PypiSource(source_data["filename"], source_data["sha256"])
-        else:
-            source = GitSource(GitUrl(source_data["url"]))
-        return BaseRef(source=source, path=Path(data.pop("path")), **data)
-
-    @property
     def onto_text(self) -> str:
         """The `--onto` (and `--base-version`) that starts this rebase again."""
-        source = self.new_base["source"]
-        if source["kind"] == "git":
-            return (
-                f"git+{source['url']}@{self.new_base['commit']} "
-                f"--base-version {self.new_base['version']}"
-            )
-        return str(self.new_base["version"])
+        new = self.new_base
+        if isinstance(new.source, GitSource):
+            return f"git+{new.source.url}@{new.commit} --base-version {new.version}"
+        return new.version
 
 
 def _state_path(tree: Path) -> Path:
@@ -177,9 +165,9 @@ def _state_path(tree: Path) -> Path:
 
 
 def _save_state(tree: Path, state: RebaseState) -> None:
-    atomic_write(
-        _state_path(tree), (json.dumps(asdict(state), indent=2, sort_keys=True) + "\n").encode()
-    )
+    data = asdict(state)
+    data["new_base"]["path"] = str(state.new_base.path)
+    atomic_write(_state_path(tree), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 _DAMAGED_STATE_HINT = "Finish by hand, or delete it and run `unpatch --force`."
@@ -197,7 +185,27 @@ def _load_state(tree: Path) -> RebaseState:
 
 def _state_from(data: dict[str, Any]) -> RebaseState:
     data["patches"] = [PatchState(**p) for p in data["patches"]]
+    data["new_base"] = _base_from(data["new_base"])
     return RebaseState(**data)
+
+
+def _base_from(data: dict[str, Any]) -> BaseRef:
+    """The new base as _save_state wrote it (dataclasses.asdict, the path as text)."""
+    source_data = data.pop("source")
+    source: PypiSource | GitSource
+    if source_data["kind"] == "pypi":
+        source = PypiSource(source_data["filename"], source_data["sha256"])
+    else:
+        source = GitSource(GitUrl(source_data["url"]))
+    origin: dict[str, Any] | None = data.pop("origin", None)
+    if origin is not None:
+        origin["models"], origin["task"] = tuple(origin["models"]), tuple(origin["task"])
+    return BaseRef(
+        source=source,
+        path=Path(data.pop("path")),
+        origin=BaseOrigin(**origin) if origin is not None else None,
+        **data,
+    )
 
 
 def rebase_in_progress(tree: Path) -> bool:
@@ -227,7 +235,7 @@ def _owns_tree(tree: Path, state: RebaseState) -> bool:
 @dataclass(frozen=True, kw_only=True)
 class RebaseOptions(CachedDeviceJob):
     onto: str | None = None
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a commit id, unique prefix, folder name or version
     action: str = "start"  # start, continue, skip, abort
     note: str | None = None
     version_label: str | None = None
@@ -243,14 +251,27 @@ class RebaseResult:
 
 
 def rebase(options: RebaseOptions, reporter: Reporter) -> RebaseResult:
-    """Start, continue, skip or abort a rebase (the caller holds the device lock)."""
+    """Start, continue, skip or abort a rebase, holding the device's locks (the
+    store's exclusive)."""
+    with device_locks(
+        options.build_dir,
+        options.store.root,
+        options.device,
+        reporter,
+        writes_store=True,
+        wait=options.wait,
+    ):
+        return _rebase(options, reporter)
+
+
+def _rebase(options: RebaseOptions, reporter: Reporter) -> RebaseResult:
     device = options.store.device(options.device)
     # With the lock held no live run owns a staging or trash folder there.
     recover_interrupted(options.build_dir / check_name("device", device.name), reporter)
     if options.action == "start":
         if options.onto is None:
             raise UsageError("rebase needs --onto NEW-BASE (a version, or git+URL@COMMIT)")
-        old = options.store.resolve_base(device.name, options.commit_id)
+        old = options.store.resolve_base(device.name, options.base)
         tree = TreeLocation(options.build_dir, device.name, old.project).tree
         refuse_git_locks(tree)
         state = _start(options, old, tree, device, reporter)
@@ -294,10 +315,9 @@ def _check_resumable(tree: Path, state: RebaseState) -> None:
     """--continue and --skip need a start that got to its patches, in this tree."""
     device = state.device
     if state.phase == STARTING:
-        new = state.new_base
         raise UsageError(
             f"the start of the rebase of {device} from {state.old_base_id} onto "
-            f"{new['project']} {new['version']} was interrupted before its patches were "
+            f"{state.new_base.label} was interrupted before its patches were "
             f"picked: there is nothing to continue in {tree}",
             hint=f"Run `patchtool rebase -d {device} --abort` (it puts the build tree back "
             f"as it was), then start again with `patchtool rebase -d {device} "
@@ -411,15 +431,12 @@ def _initial_state(
         saved_record = (tree / ".git" / METADATA_FILE).read_bytes().decode("utf-8")
         for ref in _moved_refs(old.device):
             saved_refs[ref] = _ref_value(git, ref)
-    new_data = asdict(new)
-    new_data["path"] = str(new.path)
-    new_data["source"] = asdict(new.source)
     return RebaseState(
         device=old.device,
         store=str(options.store.root),
         old_base_id=old.base_id,
         old_base_commit=old.commit,
-        new_base=new_data,
+        new_base=new,
         tree_existed=existed,
         saved_branch=saved_branch,
         saved_head=saved_head,
@@ -486,9 +503,9 @@ def _ref_value(git: Git, ref: str) -> str | None:
 
 
 def _create_tree(repository: Path, tree: Path, old: BaseRef, state: RebaseState) -> None:
-    """The old base's tree, made in a staging folder and renamed into place with
+    """The old base's tree, made in a stage and renamed into place with
     the rebase's mark already in it: a kill leaves no tree or a whole marked one
-    (a staging folder left behind is removed by the next run's recovery)."""
+    (a stage left behind is removed by the next run's recovery)."""
     stage = new_stage(tree.parent)
     try:
         staged = stage / tree.name
@@ -537,7 +554,7 @@ def _pick_remaining(tree: Path, state: RebaseState, reporter: Reporter) -> None:
                 )
             git.run("cherry-pick", "--skip")
             patch.outcome = UPSTREAM
-            reporter.info(f"{patch.name}: already upstream in {state.new_base['version']}; dropped")
+            reporter.info(f"{patch.name}: already upstream in {state.new_base.version}; dropped")
         state.position += 1
         state.pick_from = None
         state.pick_running = False
@@ -584,8 +601,7 @@ def _conflict_error(state: RebaseState, patch: PatchState, tree: Path) -> Confli
     device = state.device
     return ConflictError(
         f"patch {patch.name} ({number} of {len(state.patches)}, {quoted(patch.subject)}) conflicts "
-        f"with {state.new_base['project']} {state.new_base['version']} in {tree}:\n  "
-        + "\n  ".join(patch.conflicts),
+        f"with {state.new_base.label} in {tree}:\n  " + "\n  ".join(patch.conflicts),
         hint=f"Resolve the conflicts in {tree}, `git add` the files, then run "
         f"`patchtool rebase -d {device} --continue` (or commit yourself, then --continue; "
         f"--note TEXT records how). `--skip` drops this patch; `--abort` puts the build tree "
@@ -692,14 +708,14 @@ def _undo_pick(git: Git, state: RebaseState) -> None:
 
 def _abort(tree: Path, state: RebaseState, reporter: Reporter) -> None:
     reporter.step(f"aborting the rebase in {tree}")
-    new = state.new_base_ref
-    staging = _store_staging(new, state)
-    remove_tree(staging)
+    new = state.new_base
+    stage = _base_stage(new, state)
+    remove_tree(stage)
     if state.folder_digest is not None and _folder_digest(new.path) == state.folder_digest:
         # Killed after the new base folder was renamed into the store, before the
         # rebase ended: it holds exactly what this rebase wrote, so it goes.
         reporter.step(f"removing {new.path}, written by this unfinished rebase")
-        move_base_folder_out(new.path, staging)
+        move_base_folder_out(new.path, stage)
     elif state.folder_digest is not None and new.path.exists():
         reporter.warn(f"{new.path} is not what this rebase wrote; it is left as it is")
     _restore_tree(tree, state, reporter)
@@ -750,7 +766,7 @@ def _restore_tree(tree: Path, state: RebaseState, reporter: Reporter) -> None:
 # --------------------------------------------------------------------------- finish
 
 
-def _store_staging(new: BaseRef, state: RebaseState) -> Path:
+def _base_stage(new: BaseRef, state: RebaseState) -> Path:
     """Where this rebase assembles the new base folder (and, on --abort, puts it
     aside to remove it): hidden, beside the folder, named for this rebase alone."""
     return new.path.with_name(f".{new.base_id}.patchtool-rebase-{state.rebase_id}")
@@ -776,16 +792,16 @@ def _folder_digest(folder: Path) -> str | None:
 
 def _finish(tree: Path, state: RebaseState, reporter: Reporter) -> RebaseResult:
     git = Git(tree, env=TOOL_COMMITTER)
-    new = state.new_base_ref
-    staging = _store_staging(new, state)
-    remove_tree(staging)  # left by a killed run of this rebase
+    new = state.new_base
+    stage = _base_stage(new, state)
+    remove_tree(stage)  # left by a killed run of this rebase
     written = state.folder_digest is not None and _folder_digest(new.path) == state.folder_digest
     if state.phase == FINISHING and written:
         # A killed run had renamed the folder into the store already: only the
         # tree's steps below are left (each can be repeated).
         reporter.step(f"{new.path} is already written; finishing the build tree")
     else:
-        _write_new_base(git, tree, state, new, staging, reporter)
+        _write_new_base(git, tree, state, new, stage, reporter)
     git.run("update-ref", BASE_REF, new.commit)
     git.run("tag", "--force", BASE_TAG, new.commit)
     git.run("checkout", "--quiet", "-B", state.device)
@@ -818,7 +834,7 @@ def _finish(tree: Path, state: RebaseState, reporter: Reporter) -> RebaseResult:
 
 
 def _write_new_base(
-    git: Git, tree: Path, state: RebaseState, new: BaseRef, staging: Path, reporter: Reporter
+    git: Git, tree: Path, state: RebaseState, new: BaseRef, stage: Path, reporter: Reporter
 ) -> None:
     """Assemble the new base folder beside its place and rename it in. Its digest is
     in the state before the rename, so a later run knows the folder for its own."""
@@ -831,9 +847,9 @@ def _write_new_base(
     TreeJudge(git, new.commit, f"base {new.label}").judge_commits(git, commits, subjects)
     _classify_picked(git, state)
     reporter.step(f"exporting the new series into {new.path}")
-    staging.mkdir()
+    stage.mkdir()
     try:
-        folder = staging / new.base_id
+        folder = stage / new.base_id
         folder.mkdir()
         staged = BaseRef(
             new.device, new.base_id, new.project, new.version, new.commit, new.source, folder
@@ -860,7 +876,7 @@ def _write_new_base(
         move_base_folder_in(folder, new.path)
         kill_point("rebase:store-written")
     finally:
-        remove_tree(staging)
+        remove_tree(stage)
 
 
 def _patch_ids(git: Git, revisions: list[str]) -> dict[str, str]:

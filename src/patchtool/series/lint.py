@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from patchtool.core.errors import PatchtoolError, StaleStoreError, quoted
+from patchtool.core.errors import LintError, PatchtoolError, quoted
 from patchtool.core.report import Reporter
 from patchtool.series.privacy import recipient_changes, stored_limit
 from patchtool.series.rendering import RenderedPatch
@@ -73,10 +73,6 @@ _UPSTREAM_STATUS = re.compile(
 )
 _TRAILER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*:\s")
 _MARKERS = (b"<<<<<<<", b">>>>>>>", b"|||||||")
-
-
-class LintError(StaleStoreError):
-    """`patch --strict`: the patches would not pass `check`'s lint (exit 7, as in check)."""
 
 
 @dataclass(frozen=True)

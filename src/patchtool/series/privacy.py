@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from patchtool.core.errors import IntegrityError, NotFoundError, UsageError, quoted
+from patchtool.core.errors import (
+    IntegrityError,
+    MissingKeyError,
+    NotFoundError,
+    UsageError,
+    quoted,
+)
 from patchtool.core.fsutil import read_regular_file
 from patchtool.series.safety import check_series_binary, check_size
 from patchtool.store.files import read_store_file
@@ -55,10 +61,6 @@ TAMPER_HINT = (
     "Restore the file from the store's history (git log -p -- FILE), or have one of its "
     "recipients export the patch again."
 )
-
-
-class MissingKeyError(NotFoundError):
-    """A private patch is in the way and no identity that opens it was given (exit 3)."""
 
 
 # --------------------------------------------------------------------------- identities
@@ -361,7 +363,7 @@ def private_record(
 ) -> tuple[dict[str, str], tuple[str, ...]]:
     """What a build tree's record keeps of its private patches, given as (stored
     sha256, plaintext): stored sha256 -> plaintext sha256, and the patch-ids of
-    their changes (see tree.TreeRecord)."""
+    their changes (see trees.record.TreeRecord)."""
     digests = {stored: hashlib.sha256(plain).hexdigest() for stored, plain in private}
     ids = tuple(i for i in patch_ids(git, [plain for _, plain in private]) if i)
     return digests, ids

@@ -40,7 +40,7 @@ from pathlib import Path
 from patchtool.commands.importing.inputs import AUTHOR, Change, read_changes
 from patchtool.commands.jobs import CachedDeviceJob
 from patchtool.core.errors import (
-    ConflictError,
+    ChangeConflict,
     DirtyTreeError,
     IntegrityError,
     NotFoundError,
@@ -52,6 +52,7 @@ from patchtool.core.errors import (
 from patchtool.core.faults import kill_point
 from patchtool.core.fsutil import check_name, remove_tree, temporary_folder
 from patchtool.core.gitops import TOOL_COMMITTER, Git, user_identity
+from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
 from patchtool.series.pipeline import prepare_export
@@ -66,7 +67,7 @@ from patchtool.store.model import (
     PatchLimits,
 )
 from patchtool.store.series import folder_file_bytes, write_base_files
-from patchtool.trees.applying import TrialApply, describe_failure, describe_trial, trial_apply
+from patchtool.trees.applying import describe_failure, describe_trial, trial_apply
 from patchtool.trees.export import export_tree
 from patchtool.trees.record import TreeLocation, read_record
 from patchtool.trees.staging import device_scratch, discard
@@ -75,7 +76,7 @@ from patchtool.trees.staging import device_scratch, discard
 @dataclass(frozen=True, kw_only=True)
 class ImportOptions(CachedDeviceJob):
     inputs: tuple[Path, ...]
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a commit id, unique prefix, folder name or version
     strip: int = 1
     series_file: Path | None = None
     author: str | None = None
@@ -116,27 +117,6 @@ class ImportResult:
     skipped: tuple[str, ...] = ()  # changes (origins) whose every section was excluded
 
 
-class ChangeConflict(ConflictError):
-    """A change does not apply (exit 4): every hunk and path that failed, not only
-    the first, and what a 3-way merge (when asked for) left in conflict."""
-
-    def __init__(
-        self,
-        message: str,
-        hint: str,
-        *,
-        origin: str,
-        number: int,
-        trial: TrialApply,
-        merge_conflicts: tuple[str, ...] = (),
-    ) -> None:
-        super().__init__(message, hint)
-        self.origin = origin
-        self.number = number  # 1-based, among the changes read
-        self.trial = trial
-        self.merge_conflicts = merge_conflicts
-
-
 # --------------------------------------------------------------------------- checks
 
 
@@ -163,9 +143,24 @@ def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimit
 
 
 def import_changes(options: ImportOptions, reporter: Reporter) -> ImportResult:
-    """Import every change, or none (the caller holds the device lock). The
-    changes pass through a scratch folder in the build folder (trees.staging.device_scratch),
-    removed when the import ends, however it ends."""
+    """Import every change, or none, holding the device's locks (the store's
+    exclusive)."""
+    with device_locks(
+        options.build_dir,
+        options.store.root,
+        options.device,
+        reporter,
+        writes_store=True,
+        wait=options.wait,
+    ):
+        return import_changes_locked(options, reporter)
+
+
+def import_changes_locked(options: ImportOptions, reporter: Reporter) -> ImportResult:
+    """Import every change, or none, for a caller that holds the device's locks
+    (`import_changes`; `import --flagscale`, which holds them per device). The
+    changes pass through a scratch folder in the build folder
+    (trees.staging.device_scratch), removed when the import ends, however it ends."""
     # The device's limits bound what is read; a device this run creates has the defaults.
     device_file = options.store.root / check_name("device", options.device) / DEVICE_FILE
     limits = options.store.device(options.device).limits if device_file.is_file() else None
@@ -215,7 +210,7 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
         reporter.step(f"created device {options.device}")
     limits = store.device(options.device).limits
     if options.onto is None:
-        return store.resolve_base(options.device, options.commit_id)
+        return store.resolve_base(options.device, options.base)
     from patchtool.sources.bases import parse_onto, resolve_new_base
 
     bases = store.bases(options.device)
@@ -266,7 +261,7 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
                 build_dir=options.build_dir,
                 device=options.device,
                 cache=options.cache,
-                commit_id=base.base_id,
+                base=base.base_id,
                 archive_paths=options.archive_paths,
                 keyring=options.keyring,
             ),
@@ -526,7 +521,7 @@ def _apply(
         hint=f"{hint} Nothing was imported: {left}, and the store is unchanged.",
         origin=change.origin,
         number=number,
-        trial=trial,
+        failed_paths=trial.failed_paths,
         merge_conflicts=merge_conflicts,
     )
 
