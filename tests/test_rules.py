@@ -149,3 +149,25 @@ def test_a_rule_of_the_rule_set_is_checked_by_check_and_warned_by_patch(
     ]
     strict = upstream.run("patch", "--strict")
     assert strict.code == 7
+
+
+def test_a_patch_file_series_does_not_list_is_refused_by_check_and_warned_by_patch(
+    upstream: SyntheticUpstream,
+) -> None:
+    assert upstream.run("unpatch").code == 0
+    (upstream.tree / "first.txt").write_text("first\n")
+    commit_all(upstream.tree, "Add first", "The device needs it.\n\nUpstream-Status: Pending")
+    assert upstream.run("patch").code == 0
+    stray = upstream.base_folder / "stray.patch"
+    stray.write_bytes((upstream.base_folder / "add-first.patch").read_bytes())
+    problem = f"stray.patch is in {upstream.base_folder} but series does not list it"
+    checked = upstream.run("check")
+    assert checked.code == 7
+    assert f"        {problem}" in checked.stdout.splitlines()
+    warned = upstream.run("patch")
+    assert warned.code == 0, warned.output
+    assert warned.stderr.splitlines()[1:] == [
+        f"warning: {problem}, which `patchtool check` refuses: bring it into the tree's "
+        "series (`patchtool import`), or delete it",
+        f"store unchanged: 1 patch(es) in {upstream.base_folder}",
+    ]

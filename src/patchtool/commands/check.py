@@ -93,6 +93,7 @@ from patchtool.series.lint import (
     LintSubject,
     capped,
     series_findings,
+    unlisted_files,
 )
 from patchtool.series.privacy import LoadedSeries, load_series
 from patchtool.series.safety import TreeJudge, judge_paths, paths_git_reads
@@ -103,8 +104,6 @@ from patchtool.store.files import parse_base
 from patchtool.store.model import (
     BASE_FILE,
     DEVICE_FILE,
-    PATCH_SUFFIX,
-    PRIVATE_SUFFIX,
     BaseRef,
     DeviceConfig,
     PatchSeries,
@@ -410,19 +409,12 @@ def _check_series(
     series = None
     try:
         series = parse_series(base, config.limits)
-        listed = set(series.names)
-        unlisted = sorted(
-            p.name
-            for suffix in (PATCH_SUFFIX, PRIVATE_SUFFIX)
-            for p in base.path.glob(f"*{suffix}")
-            if p.name not in listed
-        )
+        problems = unlisted_files(base.path, set(series.names))
         loaded = load_series(
             series, config.limits, options.keyring, config.recipients, options.public_only
         )
     except PatchtoolError as error:
         return _timed(_failure(base.device, base.base_id, "series", error), started), series, None
-    problems = [f"{n} is in {base.path} but series does not list it" for n in unlisted]
     record = _record(base, "series", problems, ExitCode.STALE, started)
     left_out = [f"public part only: left out the private patch {e.name}" for e in loaded.skipped]
     if left_out:

@@ -16,6 +16,9 @@ both. The rules:
     recipients       a private patch is encrypted to exactly the recipients
                      device.toml names
 
+and, of the base folder (`unlisted_files`; check's `series` record): `series`
+lists every patch file the folder holds.
+
 Upstream-Status values (after Yocto's list): `Pending`, `Submitted <where>`,
 `Backport [<where>]`, `Denied <why>`, `Inappropriate <why>` and
 `Inactive-Upstream <details>`; brackets around the detail are optional. The
@@ -28,7 +31,7 @@ what a patch may touch (that is git's reading, in safety.py). It never prints.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,7 +41,7 @@ from patchtool.core.report import Reporter
 from patchtool.series.privacy import recipient_changes, stored_limit
 from patchtool.series.rendering import RenderedPatch
 from patchtool.store.files import read_store_file
-from patchtool.store.model import PRIVATE_SUFFIX, BaseRef, PatchLimits
+from patchtool.store.model import PATCH_SUFFIX, PRIVATE_SUFFIX, BaseRef, PatchLimits
 from patchtool.store.private_file import PrivatePatch, parse_private_patch
 
 Rule = Literal[
@@ -121,6 +124,18 @@ def series_findings(
         if subject.private:
             found.extend(_recipient_findings(subject, recipients, limits))
     return found
+
+
+def unlisted_files(folder: Path, listed: Collection[str]) -> list[str]:
+    """The patch files of a base folder that `series` does not list (`listed`:
+    what it lists, or will once an export is written), each as the problem it is."""
+    unlisted = sorted(
+        path.name
+        for suffix in (PATCH_SUFFIX, PRIVATE_SUFFIX)
+        for path in folder.glob(f"*{suffix}")
+        if path.name not in listed
+    )
+    return [f"{name} is in {folder} but series does not list it" for name in unlisted]
 
 
 def _lint_file(path: Path, limits: PatchLimits) -> list[LintFinding]:

@@ -35,7 +35,7 @@ from pathlib import Path
 from patchtool.core.faults import kill_point
 from patchtool.core.gitops import Git
 from patchtool.core.report import Reporter
-from patchtool.series.lint import PatchLint, lint_rendered, warn_lint
+from patchtool.series.lint import PatchLint, lint_rendered, unlisted_files, warn_lint
 from patchtool.series.privacy import Keyring
 from patchtool.series.rendering import (
     RenderedPatch,
@@ -112,6 +112,12 @@ class PreparedExport:
         return lint_rendered(self.patches, self.base, names, self.device.limits)
 
     @property
+    def unlisted(self) -> list[str]:
+        """The patch files the base folder keeps after this export that its new
+        `series` does not list (what `check`'s series record refuses)."""
+        return unlisted_files(self.base.path, {*self.plan.files, *self.plan.removed})
+
+    @property
     def resealed(self) -> list[RenderedPatch]:
         """Private patches encrypted anew because their recipients were not device.toml's."""
         return [p for p in self.patches if p.resealed_from is not None]
@@ -162,9 +168,14 @@ def write_export(export: PreparedExport, command: str) -> None:
 def warn_written(
     export: PreparedExport, tree: Path, reporter: Reporter, new: Sequence[str] | None = None
 ) -> None:
-    """Lint at writing: public patches that show a private patch's lines in clear,
-    and every finding `check`'s lint would have, with how to fix it in the tree
-    (`new`: only for these patches, by name)."""
+    """Lint at writing: patch files `series` does not list, public patches that
+    show a private patch's lines in clear, and every finding `check`'s lint would
+    have, with how to fix it in the tree (`new`: only for these patches, by name)."""
+    for problem in export.unlisted:
+        reporter.warn(
+            f"{problem}, which `patchtool check` refuses: bring it into the tree's "
+            "series (`patchtool import`), or delete it"
+        )
     for name, warning in context_leaks(list(export.patches)):
         if new is None or name in new:
             reporter.warn(warning)
