@@ -117,6 +117,13 @@ def test_an_offline_check_that_reaches_the_network_is_a_bug_exit_1() -> None:
         ]
     )
     assert report.exit_code == ExitCode.INTERNAL
+    with pytest.raises(PatchtoolError) as caught:
+        report.raise_for_failures()
+    assert (type(caught.value), caught.value.message, caught.value.hint) == (
+        PatchtoolError,
+        "3 check(s) failed: devA/b lint, devA/b source, devA/b safety",
+        "A check failed on a bug in patchtool: run again with --debug and report it.",
+    )
 
 
 def test_failed_checks_raise_the_class_of_their_code() -> None:

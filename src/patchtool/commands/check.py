@@ -238,6 +238,8 @@ class CheckReport:
             names = ", ".join(f"{r.device}/{r.base or DEVICE_FILE} {r.check}" for r in failed)
             lint = [r for r in failed if r.check == "lint"]
             hint = _lint_hint(lint[0].device, lint[0].base) if lint else None
+            if self.exit_code == ExitCode.INTERNAL:
+                hint = "A check failed on a bug in patchtool: run again with --debug and report it."
             # The class of the most serious code: the exit code is the class's.
             raise error_class(self.exit_code)(
                 f"{len(failed)} check(s) failed: {names}",
