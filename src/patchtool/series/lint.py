@@ -80,6 +80,8 @@ _MARKERS = (b"<<<<<<<", b">>>>>>>", b"|||||||")
 
 @dataclass(frozen=True)
 class LintFinding:
+    """One thing a rule found in one patch."""
+
     patch: str  # the patch file's name
     rule: Rule
     message: str  # what is wrong, e.g. "line 19: adds trailing whitespace to demo/core.py"
@@ -240,6 +242,8 @@ def whitespace_advice(findings: Iterable[LintFinding], tree: Path) -> str | None
 
 @dataclass(frozen=True)
 class _LintedFile:
+    """One file a patch changes, with the lines it adds."""
+
     path: str
     added: tuple[tuple[int, bytes], ...]  # (line of the patch file, content)
 

@@ -31,11 +31,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from patchtool.core.faults import kill_point
 from patchtool.core.gitops import Git
 from patchtool.core.report import Reporter
-from patchtool.series.lint import PatchLint, lint_rendered, unlisted_files, warn_lint
 from patchtool.series.privacy import Keyring
 from patchtool.series.rendering import (
     RenderedPatch,
@@ -48,6 +48,9 @@ from patchtool.series.rendering import (
 )
 from patchtool.store.model import BaseRef, DeviceConfig
 from patchtool.store.transaction import ExportPlan, plan_export, write_plan
+
+if TYPE_CHECKING:
+    from patchtool.series.lint import PatchLint
 
 # The commands that write an export, as its kill points name them.
 EXPORTERS = ("patch", "import", "rebase")
@@ -108,6 +111,10 @@ class PreparedExport:
     @cached_property
     def lint(self) -> list[PatchLint]:
         """What `check`'s lint would refuse in the files this export writes."""
+        # Imported here: the commands that only render (status, unpatch's look
+        # at the tree it replaces) do not lint.
+        from patchtool.series.lint import lint_rendered
+
         names = tuple(r.name for r in self.device.recipients)
         return lint_rendered(self.patches, self.base, names, self.device.limits)
 
@@ -115,6 +122,8 @@ class PreparedExport:
     def unlisted(self) -> list[str]:
         """The patch files the base folder keeps after this export that its new
         `series` does not list (what `check`'s series record refuses)."""
+        from patchtool.series.lint import unlisted_files
+
         return unlisted_files(self.base.path, {*self.plan.files, *self.plan.removed})
 
     @property
@@ -171,6 +180,8 @@ def warn_written(
     """Lint at writing: patch files `series` does not list, public patches that
     show a private patch's lines in clear, and every finding `check`'s lint would
     have, with how to fix it in the tree (`new`: only for these patches, by name)."""
+    from patchtool.series.lint import warn_lint
+
     for problem in export.unlisted:
         reporter.warn(
             f"{problem}, which `patchtool check` refuses: bring it into the tree's "
