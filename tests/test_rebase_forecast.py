@@ -32,7 +32,7 @@ def everything(folder: Path) -> dict[str, bytes]:
     return found
 
 
-def scratch(world: SyntheticUpstream) -> list[str]:
+def scratch() -> list[str]:
     root = Path(os.environ["PATCHTOOL_CACHE_DIR"]) / "scratch"
     return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
 
@@ -61,7 +61,7 @@ def test_the_forecast_json_and_exit_4_with_nothing_written(world: SyntheticUpstr
     ]
     assert everything(world.store) == store
     assert everything(world.build) == build
-    assert scratch(world) == []
+    assert scratch() == []
 
 
 def test_a_forecast_without_conflict_exits_0_and_reads_as_markdown(world: SyntheticUpstream) -> None:  # noqa: F811
@@ -101,10 +101,10 @@ def test_a_killed_forecast_leaves_its_scratch_to_the_next_run(world: SyntheticUp
                      str(world.build), "--onto", "1.2", "--dry-run",
                      env={VARIABLE: "forecast:merged"})  # fmt: skip
     assert killed.code == -9, killed.output
-    assert len(scratch(world)) == 2  # the folder and its lock
+    assert len(scratch()) == 2  # the folder and its lock
     again = world.run("rebase", "--onto", "1.2", "--dry-run")
     assert again.code == 0, again.output
-    assert scratch(world) == []
+    assert scratch() == []
 
 
 def test_dry_run_flags(world: SyntheticUpstream) -> None:  # noqa: F811
