@@ -36,7 +36,7 @@ from patchtool.sources.cache import BaseCache
 from patchtool.store.model import BaseRef, DeviceConfig
 from patchtool.store.resolve import Store
 from patchtool.store.series import parse_series
-from patchtool.trees.picking import commit_patch_ids, describe_conflict_data
+from patchtool.trees.picking import commit_patch_ids, conflict_ranges, describe_conflict_data
 
 CLEAN, THREE_WAY, CONFLICT, UPSTREAM = "clean", "3-way", "conflict", "already upstream"
 OUTCOMES = (CLEAN, THREE_WAY, CONFLICT, UPSTREAM)
@@ -174,7 +174,13 @@ def _conflicts(git: Git, tree: str, paths: list[str], private: bool) -> tuple[st
     for number, path in enumerate(paths, start=1):
         blob = git.run("cat-file", "blob", f"{tree}:{path}", check=False)
         data = blob.stdout if blob.returncode == 0 else None
-        found.append(describe_conflict_data(f"file {number}" if private else path, data))
+        name = f"file {number}" if private else path
+        if data is not None and not conflict_ranges(data):
+            # merge-tree keeps the changed side of a modify/delete conflict:
+            # often a file an earlier patch, left out, would have made.
+            found.append(f"{name}: changed here, deleted, renamed or binary on the other side")
+        else:
+            found.append(describe_conflict_data(name, data))
     return tuple(found)
 
 

@@ -368,10 +368,12 @@ def update_report(
         f"| # | patch | change | outcome | from {state.old_base_id} | file in this series |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    folded = {p.name: p.outcome for p in state.patches if p.action == FOLD}
     for position, patch in enumerate(shown, start=1):
         here = names.get(patch.new_commit or "", "-")
+        outcome = folded.get(patch.name) or patch.outcome
         lines.append(
-            f"| {position} | {patch.name} | {patch.change} | {patch.outcome} | "
+            f"| {position} | {patch.name} | {patch.change} | {outcome} | "
             f"{patch.from_name or '-'} | {here} |"
         )
     details = [p for p in shown if p.detail]

@@ -220,16 +220,18 @@ def _pick_remaining(tree: Path, state: RebaseState, reporter: Reporter) -> None:
     total = len(state.patches)
     while state.position < total:
         patch = state.patches[state.position]
+        head = git.text("rev-parse", "HEAD")
         if patch.action == DROP or (
-            patch.action == KEEP and _parent(git, patch.old_commit) == git.text("rev-parse", "HEAD")
+            # The target's commit on the same parent (or there already, when a
+            # run was killed after moving HEAD): kept as it is.
+            patch.action == KEEP and head in (patch.old_commit, _parent(git, patch.old_commit))
         ):
-            # Dropped by plan, or the target's own commit on the same parent: kept as it is.
             if patch.action == KEEP:
                 git.run("reset", "--quiet", "--hard", patch.old_commit)
                 patch.outcome, patch.new_commit = UNCHANGED, patch.old_commit
             _advance(tree, state)
             continue
-        state.pick_from = git.text("rev-parse", "HEAD")
+        state.pick_from = head
         state.pick_running = True
         save_state(tree, state)
         reporter.step(f"[{state.position + 1}/{total}] {patch.name}")
