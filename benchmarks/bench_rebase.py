@@ -199,7 +199,7 @@ def base_commit(cache: Path, subject: str) -> str:
     out = subprocess.run(["git", "--git-dir", str(cache / "repos" / "vllm.git"), "for-each-ref",
                           "--format=%(objectname) %(contents:subject)", "refs/patchtool/bases/"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    return next(line.split()[0] for line in out.splitlines() if line.endswith(subject))
+    return next(line.split()[0] for line in out.splitlines() if f" {subject} from " in line)
 
 
 def report(results: dict[str, list[float]], baselines: tuple[str, ...]) -> None:

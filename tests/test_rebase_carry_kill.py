@@ -32,7 +32,14 @@ def killed(world: SyntheticUpstream, point: str, *args: str) -> None:
 
 
 def build_folder(world: SyntheticUpstream) -> list[str]:
-    return sorted(p.name for p in (world.build / "devA").iterdir())
+    """What the build folder of devA holds, less the lock and a tree the last
+    unpatch set aside (the next command removes it): a state file, staging or
+    trash folders left behind show up here."""
+    return sorted(
+        p.name
+        for p in (world.build / "devA").iterdir()
+        if p.name != ".patchtool.lock" and not p.name.startswith(".patchtool-previous")
+    )
 
 
 def store_folder(world: SyntheticUpstream) -> list[str]:
