@@ -52,6 +52,7 @@ from patchtool.commands.rebase.state import (
     PICKING,
     REMOVED,
     TARGET_TIP_REF,
+    UNCHANGED,
     UPDATED,
     PatchState,
     RebaseOptions,
@@ -63,11 +64,13 @@ from patchtool.core.errors import NotFoundError, UsageError, quoted
 from patchtool.core.faults import kill_point
 from patchtool.core.gitops import TOOL_COMMITTER, Git
 from patchtool.core.report import Reporter
-from patchtool.series.privacy import load_series
+from patchtool.series.privacy import LoadedSeries, load_series
+from patchtool.series.safety import TreeJudge
 from patchtool.sources.bases import ensure_base
 from patchtool.store.model import BaseRef, DeviceConfig
 from patchtool.store.resolve import Store
 from patchtool.store.series import parse_series
+from patchtool.trees.committing import commit_series
 from patchtool.trees.picking import commit_patch_ids
 
 LEFT_OUT = "not in this series"
@@ -91,7 +94,8 @@ def carry_targets(options: RebaseOptions, old: BaseRef) -> list[BaseRef]:
             )
         return found
     assert options.onto is not None
-    names = [n.strip() for n in options.onto.split(",")]
+    # `vllm==0.7.3` names the version 0.7.3 of the base's project.
+    names = [n.strip().removeprefix(f"{old.project}==").strip() for n in options.onto.split(",")]
     if len(names) == 1 and (names[0].startswith("git+") or not _existing(store, device, names[0])):
         return []
     targets = []
@@ -161,19 +165,21 @@ def start_carry(
             raise UsageError(f"{base.base_id} is a base of {base.project}, not of {old.project}")
     series = parse_series(old, device.limits)
     loaded = load_series(series, device.limits, options.keyring, device.recipients)
-    old_repository = ensure_base(
-        old, options.cache, reporter, options.archive_paths, limits=device.limits
+    old_repository, target_repository = (
+        ensure_base(b, options.cache, reporter, options.archive_paths, limits=device.limits)
+        for b in (old, target)
     )
     state = initial_state(options, old, target, tree, list(parse_series(target).header))
     state.carry, state.original_base_id = True, old.base_id
     state.chain = [t.base_id for t in targets[1:]]
     save_state(tree, state)
     try:
-        prepare_tree(tree, old, old_repository, state, reporter)
+        # A missing tree is made at the target's base: the picks happen there.
+        prepare_tree(tree, target, target_repository, state, reporter)
         git = Git(tree, env=TOOL_COMMITTER)
         (judge,) = fetch_bases(git, [(old_repository, old, OLD_BASE_REF)])
-        commits = apply_on(git, tree, old, loaded, judge, reporter)
-        git.run("update-ref", OLD_TIP_REF, "HEAD")
+        commits = series_commits(git, tree, old, loaded, judge, reporter)
+        git.run("update-ref", OLD_TIP_REF, commits[-1] if commits else old.commit)
         kill_point("rebase:applied-old-series")
         files = [(p.entry.name, p.path.read_bytes()) for p in loaded.patches]
         _set_up_step(
@@ -240,8 +246,9 @@ def _set_up_step(
     _, judge = fetch_bases(
         git, [(repositories[0], source, OLD_BASE_REF), (repositories[1], target, NEW_BASE_REF)]
     )
+    # The target's series with git am: the picks start from its files anyway.
     target_commits = apply_on(git, tree, target, loaded, judge, reporter)
-    git.run("update-ref", TARGET_TIP_REF, "HEAD")
+    git.run("update-ref", TARGET_TIP_REF, target_commits[-1] if target_commits else target.commit)
     from_patches = [
         FromPatch(name, git_blob_id(data), commit, _subject(git, commit))
         for (name, data), commit in zip(files, commits, strict=True)
@@ -258,18 +265,44 @@ def _set_up_step(
             make_interdiff(
                 git, options, tree, plan, index, from_patches, folders, source, device, reporter
             )
-    reporter.step(f"checking out {target.label} ({target.commit[:12]})")
-    git.run("checkout", "--quiet", "--force", "--detach", target.commit)
+    position, head = _kept_prefix(plan, target_commits, target.commit)
+    git.run("reset", "--quiet", "--hard", head)
     kill_point("rebase:checked-out-new")
     state.new_base = base_data(target)
     state.series_header = list(target_series.header)
     state.from_blobs = [[p.name, p.blob] for p in from_patches]
     state.pairing = how
-    state.patches, state.position, state.pick_from = plan, 0, None
+    state.patches, state.position, state.pick_from = plan, position, None
     if state.chain and state.chain[0] == target.base_id:
         state.chain.pop(0)
     state.phase = PICKING
     save_state(tree, state)
+
+
+def _kept_prefix(plan: list[PatchState], commits: list[str], base: str) -> tuple[int, str]:
+    """The target's own commits the plan starts with stay as they are: they are
+    marked kept, and the picks start after the last of them (HEAD goes there
+    from the target's tip, rewriting the files of the patches after it only)."""
+    position, count = 0, 0
+    for patch in plan:
+        if patch.action == DROP and patch.change == KEPT:  # left out before, and now
+            position += 1
+        elif patch.action == KEEP and count < len(commits) and patch.old_commit == commits[count]:
+            patch.outcome, patch.new_commit = UNCHANGED, patch.old_commit
+            position, count = position + 1, count + 1
+        else:
+            break
+    return position, commits[count - 1] if count else base
+
+
+def series_commits(
+    git: Git, tree: Path, base: BaseRef, loaded: LoadedSeries, judge: TreeJudge, reporter: Reporter
+) -> list[str]:
+    """The series' commits on its base: made without a checkout where every
+    patch is a mail that applies (trees/committing.py), else by `git am`."""
+    reporter.step(f"committing {len(loaded.patches)} patch(es) of {base.base_id} on {base.label}")
+    commits = commit_series(tree, base.commit, loaded, judge)
+    return commits if commits is not None else apply_on(git, tree, base, loaded, judge, reporter)
 
 
 def _subject(git: Git, commit: str) -> str:

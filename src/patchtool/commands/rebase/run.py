@@ -227,8 +227,19 @@ def _pick_remaining(tree: Path, state: RebaseState, reporter: Reporter) -> None:
             patch.action == KEEP and head in (patch.old_commit, _parent(git, patch.old_commit))
         ):
             if patch.action == KEEP:
-                git.run("reset", "--quiet", "--hard", patch.old_commit)
-                patch.outcome, patch.new_commit = UNCHANGED, patch.old_commit
+                # The run of target commits that follow one another moves HEAD once.
+                last = state.position
+                while (
+                    last + 1 < total
+                    and state.patches[last + 1].action == KEEP
+                    and _parent(git, state.patches[last + 1].old_commit)
+                    == state.patches[last].old_commit
+                ):
+                    last += 1
+                git.run("reset", "--quiet", "--hard", state.patches[last].old_commit)
+                for kept in state.patches[state.position : last + 1]:
+                    kept.outcome, kept.new_commit = UNCHANGED, kept.old_commit
+                state.position = last
             _advance(tree, state)
             continue
         state.pick_from = head
