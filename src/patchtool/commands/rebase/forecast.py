@@ -2,12 +2,14 @@
 trees/forecast.py (which `check --forecast` shares). Nothing is written into
 the store or the build folder; the scratch repository lives under the cache
 (core/scratch) and goes when the forecast ends, or with the next run when a
-kill stopped this one. The device's build folder lock is not needed."""
+kill stopped this one. The device's build folder lock is not needed; the
+store's is taken shared, as `check` takes it."""
 
 from __future__ import annotations
 
 from patchtool.commands.rebase.state import RebaseOptions
 from patchtool.core.errors import UsageError
+from patchtool.core.locks import store_lock
 from patchtool.core.report import Reporter
 from patchtool.trees.forecast import Forecast, ForecastJob, forecast_onto
 
@@ -26,4 +28,6 @@ def forecast(options: RebaseOptions, reporter: Reporter) -> Forecast:
         keyring=options.keyring,
         version_label=options.version_label,
     )
-    return forecast_onto(job, old, device, options.onto, reporter)
+    # Shared: other readers go on, an export of this device waits.
+    with store_lock(options.store.root, device.name, False, reporter):
+        return forecast_onto(job, old, device, options.onto, reporter)
