@@ -47,6 +47,11 @@ raises, it never goes on to the index client); as a second wall, any socket
 connect or name lookup in the process while an offline check runs raises
 `OfflineViolationError`.
 
+`check --forecast VERSION` (`run_forecasts`) runs none of these: it forecasts
+the rebase of every device's newest base onto VERSION (trees/forecast.py, what
+`rebase --dry-run` runs), side by side like the checks, in scratch
+repositories under the cache.
+
 Exit codes: every failed check carries the code of its kind of problem
 (config and source: 6 or the fetch error's own code; safety: 10, or 6 for a
 corrupt patch; apply: 4; series, export and lint: 7, "the store needs work").
