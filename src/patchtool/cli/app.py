@@ -518,9 +518,22 @@ def check_command(
     ] = False,
     identity: IdentityOption = None,
     public_only: PublicOnlyOption = False,
+    forecast: Annotated[
+        str | None,
+        typer.Option(
+            "--forecast",
+            metavar="VERSION",
+            help="Instead of the checks: forecast the rebase of every device's newest base "
+            "(or --commit-id's) onto VERSION, side by side (see `rebase --dry-run`); exit 4 "
+            "if a patch would conflict.",
+        ),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="With --forecast: the forecast as Markdown.")
+    ] = False,
 ) -> None:
     """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
-    from patchtool.commands.check import CheckOptions, run_checks
+    from patchtool.commands.check import CheckOptions, run_checks, run_forecasts
     from patchtool.core.fsutil import check_name
     from patchtool.series.privacy import find_keyring
     from patchtool.sources.cache import BaseCache, cache_root
@@ -540,6 +553,15 @@ def check_command(
         public_only=public_only,
     )
     reporter = _reporter()
+    if markdown and forecast is None:
+        raise UsageError("--markdown goes with --forecast")
+    if forecast is not None:
+        from patchtool.trees.forecast import raise_for_conflicts
+
+        found = run_forecasts(options, forecast, reporter)
+        _print_forecasts(found, as_json, markdown)
+        raise_for_conflicts(found)
+        return
     report = run_checks(options, reporter)
     if as_json:
         _emit_json(report.matrix())
@@ -598,9 +620,35 @@ def rebase_command(
     ] = None,
     identity: IdentityOption = None,
     no_wait: NoWaitOption = False,
+    carried: Annotated[
+        bool,
+        typer.Option(
+            "--carried",
+            help="Carry onto every base carried from the -c base (their rebase reports say "
+            "so), each from the one it was carried from.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Forecast only: try every patch onto --onto in a scratch repository and "
+            "say clean, 3-way, conflict (files, hunks) or already upstream; exit 4 if any "
+            "conflicts. Writes nothing into the store or the build folder.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: the forecast as JSON.")
+    ] = False,
+    markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help="With --dry-run: the forecast as Markdown (a CI summary)."),
+    ] = False,
 ) -> None:
-    """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges."""
-    from patchtool.commands.rebase import RebaseOptions, rebase
+    """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges;
+    onto existing bases (`--onto 0.7.3,0.8.5`, `--carried`), carry what changed since."""
+    from patchtool.commands.rebase.run import rebase
+    from patchtool.commands.rebase.state import RebaseOptions
     from patchtool.series.privacy import find_keyring
 
     flags = (("continue", continue_), ("skip", skip), ("abort", abort))
@@ -608,10 +656,14 @@ def rebase_command(
     if len(actions) > 1:
         raise UsageError("--continue, --skip and --abort exclude each other")
     action = actions[0] if actions else "start"
-    if action != "start" and (onto is not None or base is not None):
-        raise UsageError(f"--{action} takes no --onto or --commit-id: the rebase has them")
+    if action != "start" and (onto is not None or base is not None or carried or dry_run):
+        raise UsageError(
+            f"--{action} takes no --onto, --commit-id, --carried or --dry-run: the rebase has them"
+        )
     if note is not None and action != "continue":
         raise UsageError("--note goes with --continue")
+    if (as_json or markdown) and not dry_run:
+        raise UsageError("--json and --markdown go with --dry-run")
     context = _device_context(device, build_dir)
     device = context.device
     reporter = context.reporter
@@ -628,7 +680,11 @@ def rebase_command(
         archive_paths=tuple(sdist or ()),
         keyring=find_keyring(identity),
         wait=not no_wait,
+        carried=carried,
     )
+    if dry_run:
+        _forecast(options, reporter, as_json, markdown)
+        return
     result = rebase(options, reporter)
     if result.new_base is None:
         reporter.info(f"rebase aborted; {result.tree} and the store are as they were")
@@ -637,7 +693,37 @@ def rebase_command(
     for name, outcome in result.outcomes:
         reporter.info(f"{outcome:>19}  {name}")
     reporter.info(f"report: {result.report}")
+    for carried_base in result.carried[:-1]:
+        print(carried_base.path)
     print(result.new_base.path)
+
+
+def _forecast(options: Any, reporter: RichReporter, as_json: bool, markdown: bool) -> None:
+    """`rebase --dry-run`: print the forecast, exit 4 if a patch would conflict."""
+    from patchtool.commands.rebase.forecast import forecast
+    from patchtool.trees.forecast import raise_for_conflicts
+
+    found = [forecast(options, reporter)]
+    _print_forecasts(found, as_json, markdown)
+    raise_for_conflicts(found)
+
+
+def _print_forecasts(found: list[Any], as_json: bool, markdown: bool) -> None:
+    from patchtool.trees.forecast import forecasts_json, forecasts_markdown
+
+    if as_json:
+        _emit_json(forecasts_json(found))
+    elif markdown:
+        sys.stdout.write(forecasts_markdown(found))
+    else:
+        for forecast in found:
+            totals = ", ".join(f"{n} {o}" for o, n in forecast.totals().items() if n)
+            head = f"{forecast.device}  {forecast.base} -> {forecast.onto}"
+            print(f"{head}: {totals or 'no patches'}")
+            for number, patch in enumerate(forecast.patches, start=1):
+                print(f"  {number:>3}  {patch.outcome:16}  {patch.name}")
+                for conflict in patch.conflicts:
+                    print(f"         {conflict}")
 
 
 @app.command("import")

@@ -49,6 +49,11 @@ raises, it never goes on to the index client); as a second wall, any socket
 connect or name lookup in the process while an offline check runs raises
 `OfflineViolationError` (exit 1: a bug in patchtool, not a network failure).
 
+`check --forecast VERSION` (`run_forecasts`) runs none of these: it forecasts
+the rebase of every device's newest base onto VERSION (trees/forecast.py, what
+`rebase --dry-run` runs), side by side like the checks, in scratch
+repositories under the cache.
+
 Exit codes: every failed check carries the code of its kind of problem
 (config and source: 6 or the fetch error's own code; safety: 10, or 6 for a
 corrupt patch; apply: 4; series, export and lint: 7, "the store needs work").
@@ -110,6 +115,7 @@ from patchtool.store.model import (
     PypiSource,
 )
 from patchtool.store.series import parse_series
+from patchtool.trees.forecast import Forecast, ForecastJob, forecast_onto
 
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
 _SEVERITY = (
@@ -309,6 +315,43 @@ def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return report
+
+
+def run_forecasts(options: CheckOptions, onto: str, reporter: Reporter) -> list[Forecast]:
+    """`check --forecast VERSION`: every device's newest base (or the one
+    --commit-id names) forecast onto VERSION, side by side (up to
+    `options.jobs`); the forecasts in the devices' order."""
+    devices = [options.device] if options.device else options.store.device_names()
+    workers = max(1, options.jobs or os.cpu_count() or 1)
+    job = ForecastJob(
+        store=options.store,
+        cache=options.cache,
+        archive_paths=options.archive_paths,
+        keyring=options.keyring,
+        public_only=options.public_only,
+    )
+    with (
+        ExitStack() as locks,
+        ThreadPoolExecutor(workers, thread_name_prefix="patchtool-forecast") as pool,
+    ):
+        futures = []
+        for device in devices:
+            config = options.store.device(device)
+            bases = options.store.bases(device)
+            if not bases:
+                continue
+            base = (
+                options.store.resolve_base(device, options.base)
+                if options.base
+                else bases[-1]
+            )
+            locks.enter_context(store_lock(options.store.root, device, False, reporter))
+            futures.append(pool.submit(forecast_onto, job, base, config, onto, reporter))
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _base_files(options: CheckOptions, device: str) -> list[Path]:
