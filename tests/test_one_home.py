@@ -15,7 +15,7 @@ from helpers import REPOSITORY, SyntheticUpstream, check_records
 
 import patchtool
 from patchtool.commands.check import CheckRecord, CheckReport
-from patchtool.commands.rebase import RebaseState
+from patchtool.commands.rebase.state import RebaseState
 from patchtool.core.errors import (
     ExitCode,
     NetworkError,
@@ -154,7 +154,8 @@ def test_locks_are_taken_by_the_commands_only() -> None:
         "commands/export.py",
         "commands/importing/changes.py",
         "commands/importing/flagscale.py",
-        "commands/rebase.py",
+        "commands/rebase/forecast.py",
+        "commands/rebase/run.py",
         "commands/unpatch.py",
     ]
 

@@ -39,12 +39,10 @@ from patchtool.core.faults import kill_point
 from patchtool.core.fsutil import exchange_paths, fsync_directory, remove_tree
 from patchtool.core.gitops import TOOL_COMMITTER, Git
 from patchtool.core.report import Reporter
-from patchtool.series.pipeline import prepare_export, write_export
+from patchtool.series.pipeline import PreparedExport, prepare_export, write_export
 from patchtool.series.privacy import Keyring, private_record
 from patchtool.series.rendering import (
-    RenderedPatch,
     private_pairs,
-    stored_files,
 )
 from patchtool.series.safety import TreeJudge
 from patchtool.store.files import move_base_folder_in, move_base_folder_out, write_base_note
@@ -239,7 +237,7 @@ def stage_carried(
     device = Store(Path(state.store)).device(state.device)
     export = prepare_export(git, target, target.commit, device, recorded={}, keyring=keyring)
     patches = list(export.patches)
-    files = _carried_files(state, target, patches)
+    files = _carried_files(state, target, export)
     names = {p.commit: name for p, (name, _) in zip(patches, files, strict=True)}
     private, ids = private_record(git, private_pairs(patches))
     state.private, state.private_patch_ids = private, list(ids)
@@ -281,15 +279,13 @@ def stage_carried(
 
 
 def _carried_files(
-    state: RebaseState, target: BaseRef, patches: list[RenderedPatch]
+    state: RebaseState, target: BaseRef, export: PreparedExport
 ) -> list[tuple[str, bytes]]:
     """The files of the carried series: a patch kept unchanged is the target's
-    file byte for byte (its name too); the others as exported."""
+    file byte for byte (its name too); the others as the export would write them."""
     by_commit = {p.new_commit: p for p in state.patches if p.new_commit and p.action != FOLD}
-    files = []
-    for name, data in stored_files(patches):
-        files.append((name, data))
-    for index, patch in enumerate(patches):
+    files = list(export.plan.files.items())
+    for index, patch in enumerate(export.patches):
         planned = by_commit.get(patch.commit)
         if planned is not None and planned.outcome == UNCHANGED and planned.target_name:
             files[index] = (planned.target_name, (target.path / planned.target_name).read_bytes())
