@@ -25,7 +25,7 @@ def import_command() -> click.Command:
 def test_import_declares_the_options_of_both_forms_in_one_list() -> None:
     names = [param.name for param in import_command().params]
     assert names == [
-        "device", "files", "commit_id", "strip", "series", "author", "date", "message",
+        "device", "files", "base", "strip", "series", "author", "date", "message",
         "build_dir", "create", "display_name", "vendor", "onto", "base_version", "sdist",
         "exclude", "three_way", "flagscale", "backend", "private_key", "git_url", "dry_run",
         "recipient", "identity", "no_wait",

@@ -23,7 +23,7 @@ from patchtool.cli.options import (
     parse_recipients,
 )
 from patchtool.cli.typer_lean import typer
-from patchtool.core.errors import ExitCode, PatchtoolError, UsageError, quoted
+from patchtool.core.errors import ExitCode, UsageError, error_class, quoted
 
 
 # The order of the parameters places each option of this form in `import --help`:
@@ -112,14 +112,13 @@ def import_flagscale(
     failed = result.failed
     real = [row for row in failed if not row.reason.startswith("skipped")]
     if real:
-        error = PatchtoolError(
+        # The first failure's code, as the class that carries it.
+        raise error_class(ExitCode(real[0].exit_code))(
             f"{len(real)} of {len(result.rows)} device and backend set(s) were not imported: "
             + ", ".join(f"{row.device}/{row.backend}" for row in real),
             hint="The summary above says why; the sets that were imported are in the store. "
             "Fix what failed and import again with -d and --backend.",
         )
-        error.exit_code = ExitCode(real[0].exit_code)
-        raise error
 
 
 def refuse_plain_options(names: list[str]) -> UsageError:

@@ -43,7 +43,7 @@ def import_changes(
         list[Path] | None,
         typer.Argument(help="mbox files, plain diffs, or quilt folders (series + patches)."),
     ] = None,
-    commit_id: CommitOption = None,
+    base: CommitOption = None,
     strip: Annotated[
         int, typer.Option("-p", help="Leading path components to strip (like patch -p).")
     ] = 1,
@@ -90,14 +90,13 @@ def import_changes(
     """Import outside patches (mbox, plain diffs, quilt, a FlagScale tree) as new patches."""
     from patchtool.commands.importing.changes import ImportOptions
     from patchtool.commands.importing.changes import import_changes as run_import
-    from patchtool.core.locks import device_locks
     from patchtool.series.privacy import find_keyring
 
     recipients = parse_recipients(recipient)
     keyring = find_keyring(identity)
     if strip < 0:
         raise UsageError("-p takes a number of path components, 0 or more")
-    if onto is not None and commit_id is not None:
+    if onto is not None and base is not None:
         raise UsageError("--onto creates a new base; --commit-id names an existing one: pick one")
     started = context.device_context(device, build_dir, must_exist=not create)
     device = started.device
@@ -108,7 +107,7 @@ def import_changes(
         device=device,
         cache=context.cache(),
         inputs=tuple(files or ()),
-        commit_id=commit_id,
+        base=base,
         strip=strip,
         series_file=series,
         author=author,
@@ -124,13 +123,11 @@ def import_changes(
         three_way=three_way,
         keyring=keyring,
         recipients=recipients,
+        wait=not no_wait,
     )
     if recipients and not create:
         raise UsageError("--recipient goes with --create or --flagscale (a new device.toml)")
-    with device_locks(
-        options.build_dir, options.store.root, device, reporter, writes_store=True, wait=not no_wait
-    ):
-        result = run_import(options, reporter)
+    result = run_import(options, reporter)
     for name in result.imported:
         reporter.info(f"new patch {name}")
     if options.excludes:

@@ -1,6 +1,6 @@
-"""`rebase`: its options (start, --continue, --skip, --abort), checked against
-each other, then the command (commands/rebase.py) under the device's locks.
-cli/app.py registers it."""
+"""`rebase`: its options (start, --continue, --skip, --abort, --carried, --dry-run),
+checked against each other, then the command (commands/rebase/, which takes the
+device's locks) or its forecast. cli/app.py registers it."""
 
 # No `from __future__ import annotations`: typer reads these signatures on every
 # run, and would evaluate string annotations anew for each parameter, three times.
@@ -15,7 +15,7 @@ from patchtool.core.errors import UsageError
 
 def rebase(
     device: DeviceOption = None,
-    commit_id: Annotated[
+    base: Annotated[
         str | None,
         typer.Option(
             "--commit-id",
@@ -49,11 +49,35 @@ def rebase(
     sdist: SdistOption = None,
     identity: IdentityOption = None,
     no_wait: NoWaitOption = False,
+    carried: Annotated[
+        bool,
+        typer.Option(
+            "--carried",
+            help="Carry onto every base carried from the -c base (their rebase reports say "
+            "so), each from the one it was carried from.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Forecast only: try every patch onto --onto in a scratch repository and "
+            "say clean, 3-way, conflict (files, hunks) or already upstream; exit 4 if any "
+            "conflicts. Writes nothing into the store or the build folder.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: the forecast as JSON.")
+    ] = False,
+    markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help="With --dry-run: the forecast as Markdown (a CI summary)."),
+    ] = False,
 ) -> None:
-    """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges."""
-    from patchtool.commands.rebase import RebaseOptions
-    from patchtool.commands.rebase import rebase as run_rebase
-    from patchtool.core.locks import device_locks
+    """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges;
+    onto existing bases (`--onto 0.7.3,0.8.5`, `--carried`), carry what changed since."""
+    from patchtool.commands.rebase.run import rebase as run_rebase
+    from patchtool.commands.rebase.state import RebaseOptions
     from patchtool.series.privacy import find_keyring
 
     flags = (("continue", continue_), ("skip", skip), ("abort", abort))
@@ -61,10 +85,14 @@ def rebase(
     if len(actions) > 1:
         raise UsageError("--continue, --skip and --abort exclude each other")
     action = actions[0] if actions else "start"
-    if action != "start" and (onto is not None or commit_id is not None):
-        raise UsageError(f"--{action} takes no --onto or --commit-id: the rebase has them")
+    if action != "start" and (onto is not None or base is not None or carried or dry_run):
+        raise UsageError(
+            f"--{action} takes no --onto, --commit-id, --carried or --dry-run: the rebase has them"
+        )
     if note is not None and action != "continue":
         raise UsageError("--note goes with --continue")
+    if (as_json or markdown) and not dry_run:
+        raise UsageError("--json and --markdown go with --dry-run")
     started = context.device_context(device, build_dir)
     device = started.device
     reporter = started.reporter
@@ -74,17 +102,22 @@ def rebase(
         device=device,
         cache=context.cache(),
         onto=onto,
-        commit_id=commit_id,
+        base=base,
         action=action,
         note=note,
         version_label=base_version,
         archive_paths=tuple(sdist or ()),
         keyring=find_keyring(identity),
+        wait=not no_wait,
+        carried=carried,
     )
-    with device_locks(
-        options.build_dir, options.store.root, device, reporter, writes_store=True, wait=not no_wait
-    ):
-        result = run_rebase(options, reporter)
+    if dry_run:
+        from patchtool.cli.forecasts import show_forecasts
+        from patchtool.commands.rebase.forecast import forecast
+
+        show_forecasts([forecast(options, reporter)], as_json, markdown)
+        return
+    result = run_rebase(options, reporter)
     if result.new_base is None:
         reporter.info(f"rebase aborted; {result.tree} and the store are as they were")
         print(result.tree)
@@ -92,4 +125,6 @@ def rebase(
     for name, outcome in result.outcomes:
         reporter.info(f"{outcome:>19}  {name}")
     reporter.info(f"report: {result.report}")
+    for carried_base in result.carried[:-1]:
+        print(carried_base.path)
     print(result.new_base.path)

@@ -1,5 +1,6 @@
 """The commands on the whole store: `list` shows its devices and bases, `check`
-checks them, changing nothing (the CI gate). cli/app.py registers them."""
+checks them, changing nothing (the CI gate), or forecasts their rebase onto a
+version (`--forecast`). cli/app.py registers them."""
 
 # No `from __future__ import annotations`: typer reads these signatures on every
 # run, and would evaluate string annotations anew for each parameter, three times.
@@ -56,7 +57,7 @@ def check(
         str | None,
         typer.Option("--device-type", "-d", help="Check only this device (default: all)."),
     ] = None,
-    commit_id: Annotated[
+    base: Annotated[
         str | None,
         typer.Option(
             "--commit-id", "-c", help="Check only this base (default: every base of the device)."
@@ -91,20 +92,33 @@ def check(
     ] = False,
     identity: IdentityOption = None,
     public_only: PublicOnlyOption = False,
+    forecast: Annotated[
+        str | None,
+        typer.Option(
+            "--forecast",
+            metavar="VERSION",
+            help="Instead of the checks: forecast the rebase of every device's newest base "
+            "(or --commit-id's) onto VERSION, side by side (see `rebase --dry-run`); exit 4 "
+            "if a patch would conflict.",
+        ),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="With --forecast: the forecast as Markdown.")
+    ] = False,
 ) -> None:
     """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
-    from patchtool.commands.check import CheckOptions, run_checks
+    from patchtool.commands.check import CheckOptions, run_checks, run_forecasts
     from patchtool.core.fsutil import check_name
     from patchtool.series.privacy import find_keyring
 
-    if commit_id is not None and device is None:
+    if base is not None and device is None:
         raise UsageError("--commit-id needs --device-type", hint="Name the device it belongs to.")
     store = context.store()
     options = CheckOptions(
         store=store,
         cache=context.cache(),
         device=check_name("device", device) if device is not None else None,
-        commit_id=commit_id,
+        base=base,
         archive_paths=tuple(sdist or ()),
         offline=offline,
         jobs=jobs,
@@ -112,6 +126,13 @@ def check(
         public_only=public_only,
     )
     reporter = context.reporter()
+    if markdown and forecast is None:
+        raise UsageError("--markdown goes with --forecast")
+    if forecast is not None:
+        from patchtool.cli.forecasts import show_forecasts
+
+        show_forecasts(run_forecasts(options, forecast, reporter), as_json, markdown)
+        return
     report = run_checks(options, reporter)
     if as_json:
         context.emit_json(report.matrix())

@@ -1,7 +1,7 @@
 """The commands on one device's build tree: `unpatch` makes it, `patch` exports
 it, `build-wheel` builds it, `status` describes it. Each turns its options into
-the command's options object, takes the device's locks, runs the command (layer
-6) and prints the result; cli/app.py registers them."""
+the command's options object, runs the command (layer 6; it takes the device's
+locks) and prints the result; cli/app.py registers them."""
 
 # No `from __future__ import annotations`: typer reads these signatures on every
 # run, and would evaluate string annotations anew for each parameter, three times.
@@ -25,7 +25,7 @@ from patchtool.cli.typer_lean import typer
 
 def unpatch(
     device: DeviceOption = None,
-    commit_id: UnpatchCommitOption = None,
+    base: UnpatchCommitOption = None,
     build_dir: DirOption = None,
     force: Annotated[
         bool,
@@ -42,7 +42,6 @@ def unpatch(
     """Create DIR/<device>/<project>: the upstream base plus the device's series, as git commits."""
     from patchtool.commands.unpatch import UnpatchOptions
     from patchtool.commands.unpatch import unpatch as run_unpatch
-    from patchtool.core.locks import device_locks
     from patchtool.series.privacy import find_keyring
 
     started = context.device_context(device, build_dir)
@@ -54,22 +53,15 @@ def unpatch(
         build_dir=started.build_dir,
         device=device,
         cache=context.cache(),
-        commit_id=commit_id,
+        base=base,
         force=force,
         three_way=three_way,
         archive_paths=tuple(sdist or ()),
         keyring=find_keyring(identity),
         public_only=public_only,
-    )
-    with device_locks(
-        options.build_dir,
-        options.store.root,
-        device,
-        reporter,
-        writes_store=False,
         wait=not no_wait,
-    ):
-        result = run_unpatch(options, reporter)
+    )
+    result = run_unpatch(options, reporter)
     if result.backup is not None:
         reporter.warn(f"the previous tree held unexported work; it was moved to {result.backup}")
     if result.three_way:
@@ -84,7 +76,7 @@ def unpatch(
 def patch(
     device: DeviceOption = None,
     build_dir: DirOption = None,
-    commit_id: TreeCommitOption = None,
+    base: TreeCommitOption = None,
     check: Annotated[
         bool,
         typer.Option(
@@ -114,9 +106,9 @@ def patch(
     reencrypt: Annotated[
         bool,
         typer.Option(
-            help="Encrypt every private patch anew, to the recipients device.toml names now "
-            "(after adding or removing one). Without it an unchanged private patch keeps its "
-            "file byte for byte."
+            help="Encrypt every private patch anew, to the recipients device.toml names now. "
+            "Without it an unchanged private patch keeps its file byte for byte unless its "
+            "recipients are not device.toml's (one was added or removed there)."
         ),
     ] = False,
     publish: Annotated[
@@ -134,9 +126,7 @@ def patch(
     A commit whose message has the trailer `Patchtool-Private: yes` becomes a private
     patch (NAME.patch.age), encrypted to device.toml's [private.recipients]."""
     from patchtool.commands.export import ExportOptions, export_series
-    from patchtool.core.locks import device_locks
     from patchtool.series.privacy import find_keyring
-    from patchtool.trees.record import find_tree
 
     started = context.device_context(device, build_dir)
 
@@ -146,7 +136,7 @@ def patch(
         store=started.store,
         build_dir=started.build_dir,
         device=device,
-        commit_id=commit_id,
+        base=base,
         check=check,
         message=message,
         force=force,
@@ -154,17 +144,9 @@ def patch(
         keyring=find_keyring(identity),
         reencrypt=reencrypt,
         publish=publish,
-    )
-    with device_locks(
-        options.build_dir,
-        options.store.root,
-        device,
-        reporter,
-        writes_store=not check,
         wait=not no_wait,
-    ):
-        tree = find_tree(options.build_dir, device)
-        result = export_series(options, tree, reporter)
+    )
+    result = export_series(options, reporter)
     plan = result.plan
     if plan.is_noop:
         reporter.info(f"store unchanged: {len(plan.unchanged)} patch(es) in {plan.base.path}")
@@ -197,29 +179,24 @@ def build_wheel(
     """Source the tree's env.sh and build the device's vLLM wheel; verify and record it."""
     from patchtool.commands.build_wheel import WheelOptions
     from patchtool.commands.build_wheel import build_wheel as run_build_wheel
-    from patchtool.core.locks import device_locks
     from patchtool.series.privacy import find_keyring
-    from patchtool.trees.record import find_tree
 
     started = context.device_context(device, build_dir)
 
     device = started.device
-    reporter, store, resolved_dir = started.reporter, started.store, started.build_dir
-    with device_locks(
-        resolved_dir, store.root, device, reporter, writes_store=False, wait=not no_wait
-    ):
-        options = WheelOptions(
-            store=store,
-            build_dir=resolved_dir,
-            device=device,
-            tree=find_tree(resolved_dir, device),
-            out_dir=out,
-            target_device=target_device,
-            env_args=tuple(env_arg) if env_arg else None,
-            allow_dirty=allow_dirty,
-            keyring=find_keyring(identity),
-        )
-        result = run_build_wheel(options, reporter)
+    reporter = started.reporter
+    options = WheelOptions(
+        store=started.store,
+        build_dir=started.build_dir,
+        device=device,
+        out_dir=out,
+        target_device=target_device,
+        env_args=tuple(env_arg) if env_arg else None,
+        allow_dirty=allow_dirty,
+        keyring=find_keyring(identity),
+        wait=not no_wait,
+    )
+    result = run_build_wheel(options, reporter)
     reporter.info(f"sha256 {result.sha256}")
     print(result.wheel)
 

@@ -20,8 +20,9 @@ from typing import IO, Literal
 from patchtool.core.errors import IntegrityError, NetworkError, NotFoundError
 from patchtool.core.fsutil import new_file_mode, open_regular, read_regular_file
 from patchtool.core.report import NullReporter, Reporter
+from patchtool.core.values import canonical_name
 from patchtool.sources.index.credentials import redact
-from patchtool.sources.index.pages import ACCEPT_PAGE, files_on_page, normalize_project
+from patchtool.sources.index.pages import ACCEPT_PAGE, files_on_page
 from patchtool.sources.index.settings import IndexSettings, pip_default_index
 from patchtool.sources.index.transport import (
     GENERAL_HINT,
@@ -127,7 +128,7 @@ class IndexClient:
                 return IndexFile(candidate.absolute().as_uri(), None, location)
         pages = [(location, location) for kind, location in links if kind == "page"]
         pages += [
-            (index.rstrip("/") + "/" + normalize_project(project) + "/", index)
+            (index.rstrip("/") + "/" + canonical_name(project) + "/", index)
             for index in self.indexes()
         ]
         for page, origin in pages:

@@ -40,11 +40,6 @@ class _AnchorParser(html.parser.HTMLParser):
             self._href = None
 
 
-def normalize_project(project: str) -> str:
-    """A project's name as PEP 503 puts it in a URL."""
-    return re.sub(r"[-_.]+", "-", project).lower()
-
-
 def _listed_sha256(value: object) -> str | None:
     """A listed sha256, if it is one (anything else counts as no hash listed)."""
     if isinstance(value, str) and _SHA256.fullmatch(value):
