@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 from patchtool import __version__
@@ -23,6 +24,7 @@ from patchtool.cli import context, rebase_command, store_commands, tree_commands
 from patchtool.cli.arguments import globals_first, hide_empty_defaults
 from patchtool.cli.import_command import ImportCommand, import_changes
 from patchtool.cli.typer_lean import typer
+from patchtool.core import cancel
 from patchtool.core.errors import ExitCode, PatchtoolError
 
 app = typer.Typer(
@@ -103,36 +105,63 @@ class Terminated(BaseException):
 TERMINATED_STATUS = 128 + signal.SIGTERM
 
 
+SECOND_SIGTERM = (
+    b"error: stopped by a second SIGTERM before the clean-up ended\n"
+    b"hint: Run the same command again: it recovers what this run left.\n"
+)
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
-    # Once: a second SIGTERM must not cut the clean-up the first one started.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if cancel.requested():
+        # A second SIGTERM: whoever sends it will not wait for the clean-up the
+        # first one started (the children were told to stop then). End now; no
+        # Python-level work here, this may interrupt anything.
+        os.write(2, SECOND_SIGTERM)
+        os._exit(TERMINATED_STATUS)
+    # Workers, children and fetches stop (core/cancel.py); this thread unwinds.
+    cancel.request()
     raise Terminated()
 
 
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    """SIGINT: KeyboardInterrupt as Python raises it, once the rest of the run was
+    told to stop as on SIGTERM."""
+    cancel.request()
+    signal.default_int_handler(signum, frame)
+
+
 @contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
+def _signals_unwind() -> Iterator[None]:
     """While a command runs, SIGTERM (a cancelled CI job, `kill`) raises
-    Terminated in the main thread instead of ending the process on the spot."""
+    Terminated in the main thread instead of ending the process on the spot, and
+    SIGTERM and SIGINT cancel the run (core/cancel.py): worker threads, children
+    and network reads stop within seconds. A second SIGTERM ends the process."""
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (embedding): leave signals alone
         yield
         return
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:  # not where SIGINT is ignored
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def main(argv: list[str] | None = None) -> None:
     # typer's standalone mode handles usage errors (exit 2), --help and Exit;
     # everything the core raises comes through here.
-    context.tree_here.cache_clear()  # main() may run more than once in a process (tests, embedding)
+    # main() may run more than once in a process (tests, embedding)
+    context.tree_here.cache_clear()
+    cancel.reset()
     command = typer.main.get_command(app)
     hide_empty_defaults(command)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        with _sigterm_unwinds():
+        with _signals_unwind():
             command.main(args=globals_first(command, args), prog_name="patchtool")
     except Terminated:
         _render_error(

@@ -41,8 +41,13 @@ child needs from the caller is decided here, once:
   unmount. A Python child that cannot run isolated gets `empty_folder()`, a
   fresh private temporary folder, instead: it is what its sys.path[0] becomes.
 
+- **Cancellation** (core/cancel.py): a child that `run` waits for is terminated
+  when the run is cancelled (SIGTERM, then SIGKILL after `STOP_GRACE` seconds),
+  and no child starts after that: `run` raises `cancel.Cancelled` instead of
+  returning what a killed child left.
+
 This module starts processes and does nothing else: it never prints, never
-reads the store and raises only what `subprocess` raises.
+reads the store and raises only what `subprocess` raises (and `Cancelled`).
 """
 
 from __future__ import annotations
@@ -52,10 +57,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from patchtool.core import cancel
 from patchtool.core.fsutil import temporary_folder
 
 # Re-exported so that call sites need no `import subprocess` of their own.
@@ -66,6 +73,8 @@ Popen = subprocess.Popen
 TimeoutExpired = subprocess.TimeoutExpired
 
 NEUTRAL_FOLDER = Path(os.sep)
+# Seconds a cancelled child has between SIGTERM and SIGKILL.
+STOP_GRACE = 3.0
 
 # Read by shells at start-up or before every command: a script would run code
 # that is neither its own nor patchtool's.
@@ -112,14 +121,62 @@ def empty_folder() -> Iterator[Path]:
 
 
 def run(
-    command: Sequence[str], *, cwd: Path, env: Mapping[str, str], **options: Any
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    input: Any = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    **options: Any,
 ) -> subprocess.CompletedProcess[Any]:
     """`subprocess.run` with an explicit working folder and environment. stdin is
-    /dev/null unless `options` give input or stdin: no child reads the terminal."""
-    if options.get("input") is None:
-        options.pop("input", None)
+    /dev/null unless `options` give input or stdin: no child reads the terminal.
+    A cancelled run terminates the child; in a worker thread, `run` then raises
+    `cancel.Cancelled`, and starts no child after the run was cancelled."""
+    cancel.raise_if_requested()
+    if input is not None:
+        options["stdin"] = subprocess.PIPE
+    else:
         options.setdefault("stdin", DEVNULL)
-    return subprocess.run(list(command), cwd=cwd, env=dict(env), **options)
+    if capture_output:
+        options["stdout"] = options["stderr"] = subprocess.PIPE
+    with (
+        subprocess.Popen(list(command), cwd=cwd, env=dict(env), **options) as process,
+        cancel.on_cancel(lambda: _stop(process)),
+    ):
+        try:
+            stdout, stderr = process.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            process.kill()
+            expired.output, expired.stderr = process.communicate()
+            raise
+        except BaseException:
+            process.kill()
+            raise
+        returncode = process.poll()
+    cancel.raise_if_requested()
+    assert returncode is not None
+    if check and returncode:
+        raise subprocess.CalledProcessError(returncode, process.args, stdout, stderr)
+    return subprocess.CompletedProcess(process.args, returncode, stdout, stderr)
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM now, SIGKILL after STOP_GRACE seconds if it is still there (from a
+    timer: this runs in the thread that cancels, which must not wait)."""
+    with contextlib.suppress(OSError):
+        process.terminate()
+    timer = threading.Timer(STOP_GRACE, _kill, (process,))
+    timer.daemon = True
+    timer.start()
+
+
+def _kill(process: subprocess.Popen[Any]) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(OSError):
+            process.kill()
 
 
 def start(

@@ -269,11 +269,12 @@ def user_identity(cwd: Path) -> dict[str, str] | None:
     return names
 
 
-def run_plain(args: Sequence[str], cwd: Path) -> GitResult:
+def run_plain(args: Sequence[str], cwd: Path, timeout: float | None = None) -> GitResult:
     """A git call that must see the user's own configuration (e.g. remote URLs with
     credential helpers or proxies for `git fetch` from their mirror). The allowed
     transports and the `.git` spellings are still pinned: those are not the
-    user's to widen for a URL that came from a store file."""
+    user's to widen for a URL that came from a store file. Past `timeout` seconds
+    git is killed and `children.TimeoutExpired` raised."""
     # Keeps the user's git config (credential helpers, proxies, insteadOf for
     # their mirror); the environment is still children.environment()'s.
     completed = children.run(
@@ -290,6 +291,7 @@ def run_plain(args: Sequence[str], cwd: Path) -> GitResult:
         capture_output=True,
         check=False,
         env={**_without_leaky_variables(), "GIT_TERMINAL_PROMPT": "0"},
+        timeout=timeout,
     )
     result = GitResult(
         completed.returncode, completed.stdout, completed.stderr.decode("utf-8", "replace")

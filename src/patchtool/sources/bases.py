@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from patchtool.core import children
 from patchtool.core.errors import IntegrityError, NetworkError, NotFoundError, UsageError, quoted
 from patchtool.core.fsutil import check_name, sha256_of
 from patchtool.core.gitops import Git, run_plain
@@ -34,6 +35,7 @@ from patchtool.sources.cache import (
     verify_and_record,
 )
 from patchtool.sources.index.credentials import redact
+from patchtool.sources.index.settings import ENVIRONMENT, network_deadlines
 from patchtool.sources.sdist import import_key, import_sdist, local_sdists, obtain_sdist
 from patchtool.store.model import (
     DEFAULT_LIMITS,
@@ -134,28 +136,44 @@ def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> Non
     """Fetch `base.commit` from the base's git source into its source's own cache
     repository (never the one sdists are imported into). The URL is a parsed
     `GitUrl` (no option, no remote helper, an allowed scheme), is passed after
-    `--`, and git runs with `protocol.allow` pinned to the same schemes."""
+    `--`, and git runs with `protocol.allow` pinned to the same schemes. Each
+    fetch is bounded: over http(s) by git's low-speed limit, over any transport
+    by git_fetch_seconds (the network deadlines, sources/index/settings.py)."""
     assert isinstance(base.source, GitSource)
     url = base.source.url.location(base.path)
     reporter.step(f"fetching {base.commit[:12]} from {redact(url)}")
-    git_dir = ["--git-dir", str(repository)]
+    deadlines = network_deadlines()
+    fetch = [
+        "-c",
+        f"http.lowSpeedLimit={deadlines.low_speed_limit}",
+        "-c",
+        f"http.lowSpeedTime={max(1, round(deadlines.low_speed_time))}",
+        "--git-dir",
+        str(repository),
+        "fetch",
+        "--quiet",
+    ]
     try:
-        run_plain([*git_dir, "fetch", "--quiet", "--no-tags", "--", url, base.commit], repository)
+        run_plain([*fetch, "--no-tags", "--", url, base.commit], repository,
+                  timeout=deadlines.git_fetch_seconds)  # fmt: skip
+    except children.TimeoutExpired:
+        raise _fetch_deadline(url, deadlines.git_fetch_seconds) from None
     except Exception:
         # Servers that refuse fetch-by-id: take their branches and tags instead.
         try:
             run_plain(
                 [
-                    *git_dir,
-                    "fetch",
-                    "--quiet",
+                    *fetch,
                     "--",
                     url,
                     "+refs/heads/*:refs/patchtool/remote/heads/*",
                     "+refs/tags/*:refs/patchtool/remote/tags/*",
                 ],
                 repository,
+                timeout=deadlines.git_fetch_seconds,
             )
+        except children.TimeoutExpired:
+            raise _fetch_deadline(url, deadlines.git_fetch_seconds) from None
         except Exception as error:
             raise NetworkError(f"cannot fetch from {redact(url)}: {redact(str(error))}") from error
     if Git(repository).rev_parse(base.commit) is None:
@@ -163,6 +181,14 @@ def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> Non
             f"commit {base.commit} is not in {redact(url)}",
             hint=f"Check source.url and commit in {base.path / 'base.toml'}.",
         )
+
+
+def _fetch_deadline(url: str, seconds: float) -> NetworkError:
+    return NetworkError(
+        f"the fetch from {redact(url)} took more than {seconds:g} s; it was stopped",
+        hint="Check the git server and the network; "
+        f"{ENVIRONMENT['git_fetch_seconds']} sets how long a fetch may take.",
+    )
 
 
 # --------------------------------------------------------------------------- new bases

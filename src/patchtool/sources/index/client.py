@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import Any, Literal
 
 from patchtool.core.errors import IntegrityError, NetworkError, NotFoundError
 from patchtool.core.fsutil import new_file_mode, open_regular, read_regular_file
@@ -28,6 +28,7 @@ from patchtool.sources.index.transport import (
     GENERAL_HINT,
     REMOTE_SCHEMES,
     Transport,
+    Watch,
     content_length,
     shown_scheme,
 )
@@ -210,37 +211,48 @@ class IndexClient:
                 )
             except NotFoundError:
                 return None
-        response = self.transport.open(url, ACCEPT_PAGE, missing_ok=True)
-        if response is None:
-            return None
-        with response:
-            announced = content_length(response)
-            if announced is not None and announced > limit:
+        deadlines = self.settings.deadlines
+        with self.transport.watch(f"the index page {redact(url)}", deadlines.page_seconds) as watch:
+            response = self.transport.open(url, ACCEPT_PAGE, missing_ok=True, watch=watch)
+            if response is None:
+                return None
+            with response:
+                return self._read_page(url, response, watch, limit, hint)
+
+    def _read_page(
+        self, url: str, response: Any, watch: Watch, limit: int, hint: str
+    ) -> tuple[bytes, str, str]:
+        """The page's body, its content type and URL, within `limit` bytes."""
+        announced = content_length(response)
+        if announced is not None and announced > limit:
+            raise IntegrityError(
+                self.transport.scrub(
+                    f"{redact(url)}: the index's page is {announced} bytes, more than the "
+                    f"limit of {limit}"
+                ),
+                hint=hint,
+            )
+        body = bytearray()
+        while True:
+            try:
+                block = response.read1(min(_BLOCK, limit + 1 - len(body)))
+            except (OSError, http.client.HTTPException) as error:
+                watch.check()
+                raise self.transport.broken_off(url, error) from None
+            watch.check()
+            watch.count(len(block))
+            if not block:
+                break
+            body += block
+            if len(body) > limit:
                 raise IntegrityError(
                     self.transport.scrub(
-                        f"{redact(url)}: the index's page is {announced} bytes, more than the "
-                        f"limit of {limit}"
+                        f"{redact(url)}: the index's page is more than the limit of "
+                        f"{limit} bytes; it was not read further"
                     ),
                     hint=hint,
                 )
-            body = bytearray()
-            while True:
-                try:
-                    block = response.read(min(_BLOCK, limit + 1 - len(body)))
-                except (OSError, http.client.HTTPException) as error:
-                    raise self.transport.broken_off(url, error) from None
-                if not block:
-                    break
-                body += block
-                if len(body) > limit:
-                    raise IntegrityError(
-                        self.transport.scrub(
-                            f"{redact(url)}: the index's page is more than the limit of "
-                            f"{limit} bytes; it was not read further"
-                        ),
-                        hint=hint,
-                    )
-            return bytes(body), response.headers.get("Content-Type", ""), response.geturl()
+        return bytes(body), response.headers.get("Content-Type", ""), response.geturl()
 
     # ----------------------------------------------------------------- downloading
 
@@ -280,7 +292,7 @@ class IndexClient:
             os.fchmod(fd, new_file_mode())
             digest = hashlib.sha256()
             written = 0
-            with os.fdopen(fd, "wb") as out, self._stream(url) as (response, announced):
+            with os.fdopen(fd, "wb") as out, self._stream(url) as (response, announced, watch):
                 if announced is not None and announced > ceiling:
                     raise IntegrityError(
                         f"{shown}: {announced} bytes, more than the limit of {ceiling}",
@@ -288,9 +300,14 @@ class IndexClient:
                     )
                 while True:
                     try:
-                        block = response.read(_BLOCK)
+                        block = response.read1(_BLOCK)
                     except (OSError, http.client.HTTPException) as error:
+                        if watch is not None:
+                            watch.check()
                         raise self.transport.broken_off(url, error) from None
+                    if watch is not None:
+                        watch.check()
+                        watch.count(len(block))
                     if not block:
                         # http.client ends a body cut short quietly: count what is missing.
                         missing = getattr(response, "length", None)
@@ -337,8 +354,9 @@ class IndexClient:
             raise
 
     @contextlib.contextmanager
-    def _stream(self, url: str) -> Iterator[tuple[IO[bytes], int | None]]:
-        """The body of `url` and the size it announces (None: not announced)."""
+    def _stream(self, url: str) -> Iterator[tuple[Any, int | None, Watch | None]]:
+        """The body of `url`, the size it announces (None: not announced) and the
+        watch of its reading (None for a local file)."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme == "file":
             path = Path(urllib.request.url2pathname(parts.path))
@@ -348,11 +366,14 @@ class IndexClient:
                     handle, size = stack.enter_context(open_regular(path, follow_symlinks=True))
                 except NotFoundError:
                     raise NotFoundError(f"{path} does not exist", hint=NOT_FOUND_HINT) from None
-                yield handle, size
+                yield handle, size, None
             return
-        response = self.transport.open(url, "*/*", missing_ok=False)
-        with response:
-            yield response, content_length(response)
+        # A download has no total deadline (its size may be anything up to
+        # download-bytes): only the low-speed floor.
+        with self.transport.watch(f"the download of {redact(url)}", None) as watch:
+            response = self.transport.open(url, "*/*", missing_ok=False, watch=watch)
+            with response:
+                yield response, content_length(response), watch
 
 
 def remove_partial_downloads(folder: Path, name: str) -> None:

@@ -1,18 +1,26 @@
-"""pip's settings that decide where files come from and how they are fetched.
+"""pip's settings that decide where files come from and how they are fetched,
+and patchtool's own deadlines for fetching.
 
-They are read as the user's pip reads them: pip's public command line (`pip config
-list`, which includes the PIP_* environment), run isolated (see core/children.py),
-since pip's internals change without notice. When no setting names an index,
-pip's own default is used (`pip_default_index`).
+pip's are read as the user's pip reads them: pip's public command line (`pip
+config list`, which includes the PIP_* environment), run isolated (see
+core/children.py), since pip's internals change without notice. When no setting
+names an index, pip's own default is used (`pip_default_index`).
+
+pip's `timeout` bounds one wait for the network, not a fetch: a server that sends
+a byte a minute never trips it. `NetworkDeadlines` bound the whole fetch; pip has
+no setting for them, so they are patchtool's, from the environment
+(`network_deadlines`), and the same for the index and for git bases.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import functools
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from patchtool.core import children
@@ -23,6 +31,60 @@ DEFAULT_TIMEOUT = 60.0  # seconds, when pip's settings name none
 SECTIONS = (":env:", "download", "install", "global")
 _TRUE = ("1", "yes", "y", "true", "t", "on")
 _FALSE = ("0", "no", "n", "false", "f", "off")
+
+
+@dataclass(frozen=True)
+class NetworkDeadlines:
+    """How long a fetch may take, and how slow it may be, before it is stopped
+    (exit 11). Each is set by its environment variable (`ENVIRONMENT`)."""
+
+    # One page of an index (or find-links page), from the request to its last byte.
+    page_seconds: float = 120.0
+    # A download (an sdist), an index page and a git fetch over http(s) are
+    # stopped when fewer than low_speed_limit bytes a second arrive, on average,
+    # for low_speed_time seconds (git's http.lowSpeedLimit and http.lowSpeedTime).
+    low_speed_limit: int = 1000
+    low_speed_time: float = 60.0
+    # One git fetch of a git base, whatever its transport (git://, ssh, http(s)).
+    git_fetch_seconds: float = 3600.0
+
+
+# The environment variable of each deadline.
+ENVIRONMENT = {
+    "page_seconds": "PATCHTOOL_PAGE_SECONDS",
+    "low_speed_limit": "PATCHTOOL_LOW_SPEED_LIMIT",
+    "low_speed_time": "PATCHTOOL_LOW_SPEED_TIME",
+    "git_fetch_seconds": "PATCHTOOL_GIT_FETCH_SECONDS",
+}
+
+
+def network_deadlines() -> NetworkDeadlines:
+    """The deadlines, from the environment where it sets them (else the defaults)."""
+    return NetworkDeadlines(
+        page_seconds=_positive("page_seconds"),
+        low_speed_limit=int(_positive("low_speed_limit")),
+        low_speed_time=_positive("low_speed_time"),
+        git_fetch_seconds=_positive("git_fetch_seconds"),
+    )
+
+
+def _positive(name: str) -> float:
+    variable = ENVIRONMENT[name]
+    default = float(getattr(NetworkDeadlines(), name))
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < float("inf") or (name == "low_speed_limit" and number != int(number)):
+        unit = "a whole number of bytes a second" if name == "low_speed_limit" else "seconds"
+        raise UsageError(
+            f"{variable}={quoted(value)} is not a positive number",
+            hint=f"Set {variable} to {unit}, or unset it for the default ({default:g}).",
+        )
+    return number
 
 
 @dataclass(frozen=True)
@@ -41,6 +103,7 @@ class IndexSettings:
     trusted_hosts: tuple[str, ...] = ()  # "host" (any port) or "host:port"
     proxy: str | None = None  # [scheme://][user:passwd@]host:port, for http and https
     timeout: float = DEFAULT_TIMEOUT
+    deadlines: NetworkDeadlines = field(default_factory=NetworkDeadlines)
 
 
 def parse_pip_config(listing: str) -> IndexSettings:
@@ -132,7 +195,8 @@ def load_settings() -> IndexSettings:
             hint="patchtool reads pip's settings through pip: install pip in this environment "
             "or fix the configuration it complains about; or pass the sdist with --sdist PATH.",
         )
-    return parse_pip_config(listing)
+    settings = parse_pip_config(listing)
+    return dataclasses.replace(settings, deadlines=network_deadlines())
 
 
 @functools.lru_cache(maxsize=1)
