@@ -31,7 +31,7 @@ from patchtool.sources.index.settings import (
     load_settings,
     network_deadlines,
 )
-from patchtool.sources.index.transport import DEADLINE_HINT
+from patchtool.sources.index.watch import DEADLINE_HINT
 
 COMMIT = "1" * 40
 GIT_HINT = "hint: Check the git server and the network; PATCHTOOL_GIT_FETCH_SECONDS sets how long a fetch may take."

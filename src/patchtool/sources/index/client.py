@@ -28,10 +28,10 @@ from patchtool.sources.index.transport import (
     GENERAL_HINT,
     REMOTE_SCHEMES,
     Transport,
-    Watch,
     content_length,
     shown_scheme,
 )
+from patchtool.sources.index.watch import Watch
 from patchtool.store.model import DEFAULT_LIMITS, PatchLimits, limit_hint
 
 PART_SUFFIX = ".part"
