@@ -735,11 +735,11 @@ def import_command(
         str | None, typer.Option(help="With --flagscale: only this backend (e.g. vllm).")
     ] = None,
     private_key: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             metavar="PEM",
-            help="With --flagscale: the vendor's RSA private key for encrypted patches "
-            "(decrypted in memory; without it they are listed as skipped).",
+            help="With --flagscale: a vendor's RSA private key for encrypted patches "
+            "(decrypted in memory); repeatable, one per vendor. A set no key opens is skipped.",
         ),
     ] = None,
     git_url: Annotated[
@@ -754,6 +754,21 @@ def import_command(
         bool,
         typer.Option(help="With --flagscale: print the plan (devices, bases, patches, files)."),
     ] = False,
+    group_bytes: Annotated[
+        int | None,
+        typer.Option(
+            metavar="BYTES",
+            help="With --flagscale: split a group whose patch is larger than this, by its "
+            "sub-folders (default 262144).",
+        ),
+    ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            help="The project of the base --onto creates (e.g. vllm, Megatron-LM); default: "
+            "the device's, or NAME==VERSION's.",
+        ),
+    ] = None,
     recipient: Annotated[
         list[str] | None,
         typer.Option(
@@ -780,8 +795,8 @@ def import_command(
             "--series": series is not None, "--author": author is not None,
             "--date": date is not None, "--message": message is not None, "--create": create,
             "--display-name": display_name is not None, "--vendor": vendor is not None,
-            "--onto": onto is not None, "--base-version": base_version is not None,
-            "--exclude": bool(exclude),
+            "--base-version": base_version is not None, "--exclude": bool(exclude),
+            "--project": project is not None,
         }  # fmt: skip
         clashing = [name for name, present in given.items() if present]
         if clashing:
@@ -789,13 +804,20 @@ def import_command(
                 f"--flagscale takes no {', '.join(clashing)}: devices, bases and messages "
                 "come from the FlagScale tree"
             )
+        if onto is not None and commit_id is not None:
+            raise UsageError(
+                "--onto creates a new base; --commit-id names an existing one: pick one"
+            )
         _import_flagscale(
-            flagscale, device, backend, private_key, tuple(git_url or ()), dry_run, build_dir,
-            tuple(sdist or ()), three_way, no_wait, recipients, keyring,
+            flagscale, device, backend, tuple(private_key or ()), tuple(git_url or ()), dry_run,
+            build_dir, tuple(sdist or ()), three_way, no_wait, recipients, keyring,
+            group_bytes, onto, commit_id,
         )  # fmt: skip
         return
-    if backend is not None or private_key is not None or git_url or dry_run:
-        raise UsageError("--backend, --private-key, --git-url and --dry-run go with --flagscale")
+    if backend is not None or private_key or git_url or dry_run or group_bytes is not None:
+        raise UsageError(
+            "--backend, --private-key, --git-url, --group-bytes and --dry-run go with --flagscale"
+        )
     if strip < 0:
         raise UsageError("-p takes a number of path components, 0 or more")
     if onto is not None and commit_id is not None:
@@ -825,6 +847,7 @@ def import_command(
         three_way=three_way,
         keyring=keyring,
         recipients=recipients,
+        project=project,
     )
     if recipients and not create:
         raise UsageError("--recipient goes with --create or --flagscale (a new device.toml)")
@@ -843,6 +866,8 @@ def import_command(
             f"{merged.origin} needed a 3-way merge (new patch {merged.patch}): "
             + ", ".join(merged.paths)
         )
+    for origin in result.dropped:
+        reporter.warn(f"{origin}: already in the base: dropped")
     reporter.info(f"imported {len(result.imported)} patch(es) into {result.base.path}")
     print(result.base.path)
 
@@ -851,7 +876,7 @@ def _import_flagscale(
     root: Path,
     device: str | None,
     backend: str | None,
-    private_key: Path | None,
+    private_keys: tuple[Path, ...],
     git_urls: tuple[str, ...],
     dry_run: bool,
     build_dir: Path | None,
@@ -860,9 +885,19 @@ def _import_flagscale(
     no_wait: bool,
     recipients: tuple[NamedRecipient, ...],
     keyring: Keyring | None,
+    group_bytes: int | None,
+    onto: str | None,
+    commit_id: str | None,
 ) -> None:
-    from patchtool.commands.importing.flagscale import MigrateOptions, migrate, render_summary
+    from patchtool.commands.importing.flagscale import (
+        MigrateOptions,
+        check_git_urls,
+        migrate,
+        plan,
+    )
+    from patchtool.commands.importing.flagscale_report import render_summary
     from patchtool.core.fsutil import check_name
+    from patchtool.vendors.flagscale.model import DEFAULT_GROUP_BYTES
 
     urls: dict[str, str] = {}
     for item in git_urls:
@@ -872,32 +907,38 @@ def _import_flagscale(
                 f"--git-url {quoted(item)}: give BACKEND=URL, e.g. vllm=/srv/mirror/vllm"
             )
         urls[name] = url
+    check_git_urls(urls)
+    if group_bytes is not None and group_bytes < 1:
+        raise UsageError("--group-bytes takes a number of bytes, 1 or more")
+    chosen = check_name("device", device) if device is not None else None
+    size = group_bytes or DEFAULT_GROUP_BYTES
+    if dry_run:  # reads the tree only: no store, build folder or cache is needed
+        for line in plan(root, chosen, backend, private_keys, size):
+            print(line)
+        return
     store = _store()
     options = MigrateOptions(
         store=store,
         build_dir=_build_dir(build_dir, store),
         cache=_cache(),
         root=root,
-        device=check_name("device", device) if device is not None else None,
+        device=chosen,
         backend=backend,
-        private_key=private_key,
-        dry_run=dry_run,
+        private_keys=private_keys,
         three_way=three_way,
         git_urls=urls,
         archive_paths=archive_paths,
         wait=not no_wait,
         recipients=recipients,
         keyring=keyring,
+        group_bytes=size,
+        onto=onto,
+        commit_id=commit_id,
     )
     result = migrate(options, _reporter())
-    if dry_run:
-        for line in result.plan:
-            print(line)
-        return
     for line in render_summary(result.rows):
         print(line)
-    failed = result.failed
-    real = [row for row in failed if not row.reason.startswith("skipped")]
+    real = result.failed
     if real:
         error = PatchtoolError(
             f"{len(real)} of {len(result.rows)} device and backend set(s) were not imported: "

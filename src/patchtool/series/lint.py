@@ -211,6 +211,9 @@ def _read_for_lint(data: bytes) -> tuple[str, list[_LintedFile], str | None]:
         info = str(patched.patch_info or "")
         is_link = re.search(r"^(new file mode|new mode) 120000$", info, re.M) is not None
         if patched.is_binary_file or patched.is_removed_file or is_link:
+            # It changes a file all the same (a deletion-only patch changes files);
+            # it adds no line to lint.
+            files.append(_LintedFile(patched.path, ()))
             continue
         added = tuple(
             (line.diff_line_no or 0, line.value.rstrip("\n").encode("utf-8", "surrogateescape"))

@@ -49,11 +49,13 @@ from patchtool.core.errors import (
 from patchtool.core.faults import kill_point
 from patchtool.core.fsutil import check_name, remove_tree, temporary_folder
 from patchtool.core.gitops import TOOL_COMMITTER, Git, user_identity
+from patchtool.core.gitpatch import read_patch
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
 from patchtool.series.lint import lint_rendered, warn_lint
 from patchtool.series.privacy import stored_limit
 from patchtool.series.rendering import known_plaintexts, render_patches, seal_patches, stored_files
+from patchtool.sources.bases import NewBaseSpec, parse_onto, resolve_new_base
 from patchtool.store.files import render_device, write_device_file
 from patchtool.store.model import (
     DEFAULT_LIMITS,
@@ -93,6 +95,13 @@ class ImportOptions(CachedDeviceJob):
     origin: BaseOrigin | None = None
     # Written as [private.recipients] into a device that --create makes.
     recipients: tuple[NamedRecipient, ...] = ()
+    # The changes themselves, when the caller read them (import --flagscale): then
+    # `inputs` is not read.
+    changes: tuple[Change, ...] = ()
+    # The new base, when the caller chose it (import --flagscale); else --onto's.
+    new_base: NewBaseSpec | None = None
+    # The project of a base --onto names (--project); else the device's, or NAME==VERSION's.
+    project: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class ImportResult:
     three_way: tuple[ThreeWayChange, ...] = ()
     excluded_sections: int = 0  # file sections --exclude left out, over all changes
     skipped: tuple[str, ...] = ()  # changes (origins) whose every section was excluded
+    dropped: tuple[str, ...] = ()  # changes (origins) already in the base: nothing to commit
 
 
 class ChangeConflict(ConflictError):
@@ -169,7 +179,7 @@ def import_changes(options: ImportOptions, reporter: Reporter) -> ImportResult:
     limits = options.store.device(options.device).limits if device_file.is_file() else None
     device_dir = options.build_dir / check_name("device", options.device)
     with scratch_folder(device_scratch(device_dir), "import-") as workspace:
-        changes = read_changes(
+        changes = list(options.changes) or read_changes(
             options.inputs,
             options.strip,
             options.series_file,
@@ -191,13 +201,21 @@ def import_changes(options: ImportOptions, reporter: Reporter) -> ImportResult:
         three_way=tuple(done.three_way),
         excluded_sections=done.excluded_sections,
         skipped=tuple(done.skipped),
+        dropped=tuple(done.dropped),
     )
 
 
 def _device_and_base(options: ImportOptions, created: list[Path], reporter: Reporter) -> BaseRef:
     store = options.store
     device_folder = store.root / check_name("device", options.device)
-    if not (device_folder / DEVICE_FILE).is_file():
+    exists = (device_folder / DEVICE_FILE).is_file()
+    spec = options.new_base
+    if spec is None and options.onto is not None:
+        # Read before anything is created: a base's project is named, never guessed.
+        projects = {base.project for base in store.bases(options.device)} if exists else set()
+        project = options.project or (projects.pop() if len(projects) == 1 else None)
+        spec = parse_onto(options.onto, project, options.version_label)
+    if not exists:
         if not options.create:
             store.device(options.device)  # raises NotFoundError with the known devices
         if not options.display_name or not options.vendor:
@@ -212,13 +230,8 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
         )
         reporter.step(f"created device {options.device}")
     limits = store.device(options.device).limits
-    if options.onto is None:
+    if spec is None:
         return store.resolve_base(options.device, options.commit_id)
-    from patchtool.sources.bases import parse_onto, resolve_new_base
-
-    bases = store.bases(options.device)
-    project = bases[-1].project if bases else None
-    spec = parse_onto(options.onto, project, options.version_label)
     new = resolve_new_base(
         spec, store, options.device, options.cache, reporter, options.archive_paths, limits=limits
     )
@@ -316,6 +329,7 @@ class _Imported:
     three_way: list[ThreeWayChange] = field(default_factory=list)
     excluded_sections: int = 0
     skipped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
 
 def _import_into(
@@ -376,6 +390,11 @@ def _import_into(
                     # The slow path wants a true working tree: bring it up to HEAD.
                     synced = _bring_files_up(git, synced)
                     needed = _apply(git, patch, change, number, len(changes), options, base, left)
+                    if git.run("diff", "--cached", "--quiet", "HEAD", check=False).returncode == 0:
+                        # git merged it into nothing: the base holds the change already.
+                        done.dropped.append(change.origin)
+                        git.run("reset", "--quiet", "--hard", "HEAD")
+                        continue
                     git.run("commit", "--quiet", "--no-verify", "-F", "-", input=text, env=identity)
                     synced = git.text("rev-parse", "HEAD")
                     shutil.copyfile(tree / ".git" / "index", scratch)
@@ -497,10 +516,14 @@ def _apply(
                 "  3-way merge not possible: this tree lacks the blobs the change's "
                 "`index` lines name (a plain diff has none)"
             ]
-    details = describe_trial(trial, _labels(change))
+    details = describe_trial(trial, _labels(change), private=change.private)
     if not details:
         verbose = git.run("apply", *how, "--check", "--verbose", "--", str(patch), check=False)
-        details = [describe_failure(patch.read_bytes(), verbose.stderr or applied.stderr)]
+        details = [
+            describe_failure(
+                patch.read_bytes(), verbose.stderr or applied.stderr, private=change.private
+            )
+        ]
     paths = _sections(git, patch, change.strip, options.excludes) or []
     summary = []
     if trial.rejected:
@@ -510,6 +533,10 @@ def _apply(
         summary.append(f"{len(trial.missing)} of its {len(paths)} path(s) do not exist in the tree")
     if trial.existing:
         summary.append(f"{len(trial.existing)} path(s) it creates already exist")
+    if trial.undeleted:
+        summary.append(f"{len(trial.undeleted)} file(s) it removes differ from the base")
+    if trial.refused:
+        summary.append(f"{len(trial.refused)} file(s) git refused whole")
     hint = "Refresh the change against this base."
     if trial.missing and 2 * len(trial.missing) > len(paths):
         hint = strip_hint(git, patch, change.strip, options.excludes) or (
@@ -550,33 +577,8 @@ def _refuse_unsafe(change: Change, stderr: str) -> None:
 def _sections(git: Git, patch: Path, strip: int, excludes: tuple[str, ...]) -> list[str] | None:
     """One path per file section, as git reads them with this -p (the new name of
     a rename); None when git cannot read the patch with this -p."""
-    read = git.run(
-        "apply",
-        f"-p{strip}",
-        *(f"--exclude={glob}" for glob in excludes),
-        "--numstat",
-        "-z",
-        "--",
-        str(patch),
-        check=False,
-    )
-    if read.returncode != 0:
-        return None
-    fields = read.stdout.split(b"\0")
-    paths: list[str] = []
-    index = 0
-    while index < len(fields):
-        parts = fields[index].split(b"\t", 2)
-        index += 1
-        if len(parts) < 3:
-            continue
-        name = parts[2]
-        if not name and index + 1 < len(fields):  # "added\tdeleted\t\0old\0new"
-            name = fields[index + 1]
-            index += 2
-        if name:
-            paths.append(name.decode("utf-8", "surrogateescape"))
-    return paths
+    reading = read_patch(git, strip, patch=patch, excludes=excludes)
+    return reading.paths if reading.ok else None
 
 
 def strip_hint(git: Git, patch: Path, strip: int, excludes: tuple[str, ...] = ()) -> str | None:
