@@ -791,7 +791,7 @@ def import_command(
 
     if flagscale is not None:
         given = {
-            "FILES": bool(files), "--commit-id": commit_id is not None, "-p": strip != 1,
+            "FILES": bool(files), "-p": strip != 1,
             "--series": series is not None, "--author": author is not None,
             "--date": date is not None, "--message": message is not None, "--create": create,
             "--display-name": display_name is not None, "--vendor": vendor is not None,

@@ -302,6 +302,12 @@ def _report_conflicts(
     except PatchtoolError as diagnosis:
         reporter.warn(f"could not try the other patches: {diagnosis.message.splitlines()[0]}")
         return
+    if not failures:  # each applies to the base alone: it is the series on it that conflicts
+        row.details.append(
+            f"every patch applies to {base.base_id} alone: the conflict is with the series the "
+            "device already has on it"
+        )
+        return
     row.failed = sum(len(trial.failed_paths) for _, trial in failures)
     row.three_way = len(merged)
     row.clean = row.files - row.failed - row.three_way
