@@ -529,3 +529,28 @@ def test_author_and_date_come_from_flagscales_git_history(world: World, tmp_path
         f"Author and date: FlagScale commit {flagscale_commit}, the last to change "
         "hardware/Metax_C550/vllm/vllm/envs.py.patch." in log
     )
+
+
+def test_the_vendors_trailing_whitespace_is_reported_as_its_own_and_check_passes(
+    world: World,
+) -> None:
+    """Lint findings that are the vendor's own (trailing whitespace in the lines a
+    FlagScale patch adds) are reported as such, and check --offline passes."""
+    files = per_file("Metax_C550", world.commit, {"vllm/envs.py": 0, "setup.py": 4})
+    files["hardware/Metax_C550/vllm/setup.py.patch"] = modify("setup.py", 4).replace(
+        "+new 4\n", "+new 4   \n"
+    )
+    write(world.flagscale, files)
+    result = world.run("--git-url", f"vllm={world.repository}")
+    assert result.code == 0, result.output
+    assert "would fail `patchtool check`" not in result.stderr
+    own = (
+        "1 line(s) with trailing whitespace in 1 patch(es) imported from FlagScale: the "
+        "vendor's own, reported and accepted"
+    )
+    assert own in result.stderr
+    patch = (world.store / "metax_C550" / "vllm-0.8.5" / "change-setup-py.patch").read_text()
+    assert "\nUpstream-Status: Pending\nImported-From: FlagScale hardware/Metax_C550/vllm\n" in patch
+    checked = run_cli("check", "--offline", cwd=world.project)
+    assert checked.code == 0, checked.output
+    assert f"        {own}" in checked.stdout.splitlines()

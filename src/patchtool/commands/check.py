@@ -79,6 +79,7 @@ from patchtool.series.lint import (
     MESSAGE_ADVICE,
     WHITESPACE_FIX,
     LintFinding,
+    accepted,
     capped,
     lint_file,
     lint_patch,
@@ -463,7 +464,9 @@ def _lint(
         if entry.private:
             header = patch.description if patch is not None else None
             found.extend(recipient_findings(path, names, config.limits, header))
-    return _record(base, "lint", capped(found), ExitCode.STALE, started)
+    failing, own = accepted(found)
+    record = _record(base, "lint", capped(failing), ExitCode.STALE, started)
+    return replace(record, details=(*record.details, own)) if own else record
 
 
 # --------------------------------------------------------------------------- offline

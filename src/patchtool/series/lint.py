@@ -75,6 +75,10 @@ class LintFinding:
     patch: str  # the patch file's name
     rule: Rule
     message: str  # what is wrong, e.g. "line 19: adds trailing whitespace to demo/core.py"
+    # Where the lines came from when they are another tool's as imported (its
+    # `Imported-From:` trailer, e.g. "FlagScale"): trailing whitespace there is the
+    # vendor's own; it is reported, and accepted (see `accepted`).
+    vendors_own: str | None = None
 
     @property
     def in_message(self) -> bool:
@@ -139,9 +143,40 @@ def lint_patch(data: bytes, name: str) -> list[LintFinding]:
         findings.append(LintFinding(name, "changes", problem))
     elif not files:
         findings.append(LintFinding(name, "changes", "changes no file"))
+    vendor = imported_from(message)
     for linted in files:
-        findings.extend(LintFinding(name, rule, text) for rule, text in _lint_added_lines(linted))
+        findings.extend(
+            LintFinding(name, rule, text, vendor if rule in VENDOR_RULES else None)
+            for rule, text in _lint_added_lines(linted)
+        )
     return findings
+
+
+# The one rule for what is the vendor's own in an imported patch: trailing
+# whitespace in the lines another tool's patch adds, as that tool has them.
+IMPORTED_TRAILER = "Imported-From"
+VENDOR_RULES: frozenset[Rule] = frozenset({"whitespace"})
+
+
+def imported_from(message: str) -> str | None:
+    """The tool a patch was imported from: its `Imported-From:` trailer's first word."""
+    found = re.search(rf"^{IMPORTED_TRAILER}:[ \t]*(\S+)", message, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def accepted(findings: Iterable[LintFinding]) -> tuple[list[LintFinding], str | None]:
+    """The findings that fail lint, and one line about those that are the
+    vendor's own (reported, not failed): how many, and from which tool."""
+    failing = [f for f in findings if f.vendors_own is None]
+    own = [f for f in findings if f.vendors_own is not None]
+    if not own:
+        return failing, None
+    tools = ", ".join(sorted({f.vendors_own for f in own if f.vendors_own}))
+    patches = len({f.patch for f in own})
+    return failing, (
+        f"{len(own)} line(s) with trailing whitespace in {patches} patch(es) imported from "
+        f"{tools}: the vendor's own, reported and accepted"
+    )
 
 
 def capped(findings: Iterable[LintFinding], limit: int = MAX_FINDINGS_SHOWN) -> list[str]:
@@ -306,12 +341,21 @@ class PatchLint:
 
 
 def lint_rendered(patches: list[RenderedPatch]) -> list[PatchLint]:
+    return lint_series(patches)[0]
+
+
+def lint_series(patches: list[RenderedPatch]) -> tuple[list[PatchLint], str | None]:
+    """The patches that would fail check's lint, with their findings, and the
+    line about findings that are the vendor's own (see `accepted`)."""
     linted = []
+    every: list[LintFinding] = []
     for position, patch in enumerate(patches, start=1):
-        findings = lint_patch(patch.data, patch.name)
-        if findings:
-            linted.append(PatchLint(patch, position, tuple(findings)))
-    return linted
+        found = lint_patch(patch.data, patch.name)
+        every.extend(found)
+        failing, _ = accepted(found)
+        if failing:
+            linted.append(PatchLint(patch, position, tuple(failing)))
+    return linted, accepted(every)[1]
 
 
 def fix_advice(tree: Path, linted: PatchLint, total: int) -> str:

@@ -52,7 +52,7 @@ from patchtool.core.gitops import TOOL_COMMITTER, Git, user_identity
 from patchtool.core.gitpatch import read_patch
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
-from patchtool.series.lint import lint_rendered, warn_lint
+from patchtool.series.lint import lint_series, warn_lint
 from patchtool.series.privacy import stored_limit
 from patchtool.series.rendering import known_plaintexts, render_patches, seal_patches, stored_files
 from patchtool.sources.bases import NewBaseSpec, parse_onto, resolve_new_base
@@ -425,8 +425,11 @@ def _import_into(
     remember_series(tree, read_record(tree), parse_series(base), git, patches)
     # What check would refuse in the new patches, said now, while their commits
     # are the newest of the tree and easy to amend.
-    linted = [one for one in lint_rendered(patches) if one.patch in fresh]
+    everything, vendors_own = lint_series(patches)
+    linted = [one for one in everything if one.patch in fresh]
     warn_lint(reporter, tree, linted, len(patches))
+    if vendors_own is not None:
+        reporter.info(vendors_own)
     done.imported = [p.name for p in fresh]
     return done
 

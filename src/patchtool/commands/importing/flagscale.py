@@ -47,6 +47,7 @@ from patchtool.core.errors import ExitCode, NotFoundError, PatchtoolError, Usage
 from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
+from patchtool.series.lint import IMPORTED_TRAILER
 from patchtool.series.privacy import PRIVATE_TRAILER
 from patchtool.sources.bases import ensure_base, resolve_new_base
 from patchtool.store.model import DEVICE_FILE, BaseOrigin, BaseRef, GitUrl, NamedRecipient
@@ -246,8 +247,13 @@ def changes_of(found: BackendSet, strip_extra: int = 0) -> tuple[Change, ...]:
     changes = []
     for number, group in enumerate(found.groups, 1):
         name, address = email.utils.parseaddr(group.authorship.author)
-        message = group.message.rstrip("\n") + (
-            f"\n{PRIVATE_TRAILER}: yes" if group.encrypted else ""
+        # In the trailers' paragraph, after Upstream-Status: where the lines come
+        # from (lint takes their trailing whitespace for the vendor's own), and
+        # for an encrypted group, that its patch is private.
+        message = (
+            group.message.rstrip("\n")
+            + f"\n{IMPORTED_TRAILER}: FlagScale {found.source}"
+            + (f"\n{PRIVATE_TRAILER}: yes" if group.encrypted else "")
         )
         changes.append(
             Change(

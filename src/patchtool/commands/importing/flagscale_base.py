@@ -121,16 +121,15 @@ def choose_base(
                 "clone) that holds the commit.",
             )
         strip_extra = backend.sdist_root.rstrip("/").count("/") + 1
-    instead = f"this base is the released sdist of {found.version} instead" + (
-        f", whose top is the repository's {backend.sdist_root} folder" if strip_extra else ""
-    )
+    layout = f", whose top is the repository's {backend.sdist_root} folder" if strip_extra else ""
+    spec = NewBaseSpec(backend.sdist, found.version)
+    if found.commit is None:  # the release is the base FlagScale names
+        note = f"the released sdist of {found.version}{layout}" if strip_extra else ""
+        return BaseChoice(spec, note=note, strip_extra=strip_extra)
+    instead = f"this base is the released sdist of {found.version} instead{layout}"
     why = f"FlagScale pins {project} at {pinned}, which could not be used"
     reporter.warn(f"{found.device}/{found.backend}: {why} ({reason}); {instead}")
-    return BaseChoice(
-        NewBaseSpec(backend.sdist, found.version),
-        note=f"{why} ({stored}); {instead}",
-        strip_extra=strip_extra,
-    )
+    return BaseChoice(spec, note=f"{why} ({stored}); {instead}", strip_extra=strip_extra)
 
 
 def _named_by_user(found: BackendSet, onto: str | None, commit_id: str | None) -> BaseChoice:
