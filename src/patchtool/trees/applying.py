@@ -257,7 +257,7 @@ def describe_failure(patch: bytes, stderr: str, private: bool = False) -> str:
         )
         lines.append(f"  {path}: hunk {hunk} does not match the base")
         if number < len(searched):
-            lines.extend(redacted(searched[number].splitlines()[:8], private))
+            lines.extend(redacted(searched[number].splitlines(), private, limit=8))
     for match in _NOT_APPLY.finditer(stderr):
         if match["why"] != "patch does not apply":
             lines.append(f"  {unquote(match['path'])}: {match['why']}")
@@ -277,13 +277,15 @@ REMOVAL_DIFFERS = (
 )
 
 
-def redacted(searched: Sequence[str], private: bool) -> list[str]:
+def redacted(
+    searched: Sequence[str], private: bool, limit: int = CONTEXT_LINES_SHOWN
+) -> list[str]:
     """The one redaction rule of every failure report (import, unpatch, rebase,
     check): a private patch's failure is shown by file and position only, never
-    by its lines; a public one's shows the first lines git searched for."""
+    by its lines; a public one's shows the first `limit` lines git searched for."""
     if private:
         return []
-    return ["      | " + text for text in searched[:CONTEXT_LINES_SHOWN]]
+    return ["      | " + text for text in searched[:limit]]
 
 
 def hunk_label(number: int, header: str, private: bool) -> str:
