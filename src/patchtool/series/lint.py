@@ -135,8 +135,24 @@ def recipient_findings(
     return findings
 
 
-def lint_patch(data: bytes, name: str) -> list[LintFinding]:
-    """Every finding for one patch file's bytes: its message first, then the lines it adds."""
+# An added line that could break a line rule (trailing blank, conflict marker);
+# also matches header lines, which only makes a patch be read in full.
+_LINE_RULE_CANDIDATE = re.compile(
+    rb"^\+[^\n]*[ \t]\r?$|^\+(?:<<<<<<<|>>>>>>>|\|\|\|\|\|\|\||=======)", re.MULTILINE
+)
+
+
+def lint_patch(data: bytes, name: str, rendered: bool = False) -> list[LintFinding]:
+    """Every finding for one patch file's bytes: its message first, then the lines it adds.
+
+    `rendered`: git just wrote the patch from a commit (format-patch), so it reads
+    as a patch and changes files (rendering refuses an empty commit); unless some
+    added line could break a line rule, only its message is read, which spares
+    reading a megabyte of hunks line by line."""
+    if rendered and _LINE_RULE_CANDIDATE.search(data) is None:
+        return [
+            LintFinding(name, rule, text) for rule, text in _lint_message(_message_of(data))
+        ]
     message, files, problem = _read_for_lint(data)
     findings = [LintFinding(name, rule, text) for rule, text in _lint_message(message)]
     if problem is not None:
@@ -234,9 +250,7 @@ def _read_for_lint(data: bytes) -> tuple[str, list[_LintedFile], str | None]:
     from unidiff.patch import PatchSet
 
     text = data.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
-    first = next((i for i, line in enumerate(lines) if line.startswith("diff --git ")), None)
-    message = "\n".join(lines[:first] if first is not None else lines)
+    message = _message_of(data)
     try:
         patch_set = PatchSet(text)
     except UnidiffParseError as error:
@@ -258,6 +272,14 @@ def _read_for_lint(data: bytes) -> tuple[str, list[_LintedFile], str | None]:
         )
         files.append(_LintedFile(patched.path, added))
     return message, files, None
+
+
+def _message_of(data: bytes) -> str:
+    """The mail before the first `diff --git` line."""
+    first = re.search(rb"^diff --git ", data, re.MULTILINE)
+    head = data[: first.start()] if first else data
+    lines = head.decode("utf-8", "surrogateescape").split("\n")
+    return "\n".join(lines[:-1] if first else lines)
 
 
 def _lint_message(message: str) -> list[tuple[Rule, str]]:
@@ -350,7 +372,7 @@ def lint_series(patches: list[RenderedPatch]) -> tuple[list[PatchLint], str | No
     linted = []
     every: list[LintFinding] = []
     for position, patch in enumerate(patches, start=1):
-        found = lint_patch(patch.data, patch.name)
+        found = lint_patch(patch.data, patch.name, rendered=True)
         every.extend(found)
         failing, _ = accepted(found)
         if failing:

@@ -366,6 +366,7 @@ def _import_into(
             scratch = folder / "index"
             shutil.copyfile(tree / ".git" / "index", scratch)
             merged: list[tuple[str, str, tuple[str, ...]]] = []  # origin, commit, paths
+            head = (start, git.text("rev-parse", "HEAD^{tree}"))  # HEAD and its tree
             for number, change in enumerate(changes, start=1):
                 patch = folder / f"{number:05d}.patch"
                 patch.write_bytes(change.diff)
@@ -386,8 +387,14 @@ def _import_into(
                 text = with_source_body(message, change.source or change.origin).encode()
                 identity = _identity(change, options, tree)
                 needed: tuple[str, ...] = ()
-                if not _commit_from_index(git, patch, change, options, text, identity, scratch):
-                    # The slow path wants a true working tree: bring it up to HEAD.
+                made = _commit_from_index(
+                    git, patch, change, options, text, identity, scratch, head
+                )
+                if made is not None:
+                    head = made
+                else:
+                    # The slow path wants a true HEAD and working tree: bring them up.
+                    _move_head(git, head[0])
                     synced = _bring_files_up(git, synced)
                     needed = _apply(git, patch, change, number, len(changes), options, base, left)
                     if git.run("diff", "--cached", "--quiet", "HEAD", check=False).returncode == 0:
@@ -397,11 +404,14 @@ def _import_into(
                         continue
                     git.run("commit", "--quiet", "--no-verify", "-F", "-", input=text, env=identity)
                     synced = git.text("rev-parse", "HEAD")
+                    head = (synced, git.text("rev-parse", "HEAD^{tree}"))
                     shutil.copyfile(tree / ".git" / "index", scratch)
                 committed.append(change.origin)
                 if needed:
-                    merged.append((change.origin, git.text("rev-parse", "HEAD"), needed))
-            # The commits were made in the index alone: one pass brings the files up.
+                    merged.append((change.origin, head[0], needed))
+            # The commits were made in the index alone: HEAD moves to the last, and
+            # one pass brings the files up.
+            _move_head(git, head[0])
             synced = _bring_files_up(git, synced)
             # What git made of the changes, judged as unpatch judges a series.
             commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
@@ -452,30 +462,37 @@ def _commit_from_index(
     message: bytes,
     identity: dict[str, str],
     scratch: Path,
-) -> bool:
+    head: tuple[str, str],
+) -> tuple[str, str] | None:
     """Apply the change to the index alone and commit it there (write-tree,
     commit-tree, update-ref): no pass over the working tree's files, which on a
-    vLLM-sized tree costs more than the change itself. The working tree is
-    brought up to HEAD once, after the last change. False (nothing changed)
-    when the change does not apply as it is or changes nothing: the caller then
-    takes the full path, with its diagnosis and --3way."""
+    vLLM-sized tree costs more than the change itself. HEAD is moved and the
+    working tree brought up once, after the last change. `head` is the newest
+    commit (HEAD's to be) and its tree; the new ones come back, or None
+    (nothing changed) when the change does
+    not apply as it is or changes nothing: the caller then takes the full path,
+    with its diagnosis and --3way."""
     how = (f"-p{change.strip}", *(f"--exclude={glob}" for glob in options.excludes))
     index = {"GIT_INDEX_FILE": str(scratch)}
     applied = git.run("apply", *how, "--cached", "--", str(patch), check=False, env=index)
     if applied.returncode != 0:
-        git.run("read-tree", "HEAD", env=index)  # a failed apply changes nothing; be sure
-        return False
+        git.run("read-tree", head[0], env=index)  # a failed apply changes nothing; be sure
+        return None
     tree = git.run("write-tree", env=index).text.strip()
-    head = git.text("rev-parse", "HEAD")
-    if tree == git.text("rev-parse", "HEAD^{tree}"):
-        return False
+    if tree == head[1]:
+        return None
     # `git commit -F` cleans a message up as `stripspace` does; commit-tree does not.
     cleaned = git.run("stripspace", input=message).stdout
     commit = git.run(
-        "commit-tree", tree, "-p", head, "-F", "-", input=cleaned, env=identity
+        "commit-tree", tree, "-p", head[0], "-F", "-", input=cleaned, env=identity
     ).text.strip()
-    git.run("update-ref", "-m", "patchtool import", "HEAD", commit, head)
-    return True
+    return commit, tree
+
+
+def _move_head(git: Git, commit: str) -> None:
+    """HEAD (its branch) to `commit`, the newest of the commits made in the index."""
+    if git.text("rev-parse", "HEAD") != commit:
+        git.run("update-ref", "-m", "patchtool import", "HEAD", commit)
 
 
 def _apply(
