@@ -89,10 +89,10 @@ def read_patch(
     git's numstat names a renamed file by its new name only; `old_names` asks
     git again for the patch read in reverse (`-R`), whose names are the old
     ones, to fill in `old_path` where the two differ."""
-    reading = _read(git, strip, patch, data, excludes, ())
+    reading = _read(git, strip, patch, data, excludes, (), None)
     if not (old_names and reading.ok):
         return reading
-    reverse = _read(git, strip, patch, data, excludes, ("-R",))
+    reverse = _read(git, strip, patch, data, excludes, ("-R",), None)
     if not reverse.ok or len(reverse.entries) != len(reading.entries):
         return PatchReading((), reverse.returncode or 1, reverse.stderr)
     # git lists a reversed patch's sections last first.
@@ -103,6 +103,15 @@ def read_patch(
     return PatchReading(entries, 0, reading.stderr)
 
 
+def apply_to_index(
+    git: Git, index: Path, strip: int, patch: Path, excludes: Sequence[str] = ()
+) -> PatchReading:
+    """Apply a patch to the index file `index` alone (no file of the tree is
+    written) and read it in the same git call: git's reading of what it
+    applied, or `ok` false (and the index as it was) when it does not apply."""
+    return _read(git, strip, patch, None, excludes, ("--cached", "--apply"), index)
+
+
 def _read(
     git: Git,
     strip: int,
@@ -110,6 +119,7 @@ def _read(
     data: bytes | None,
     excludes: Sequence[str],
     extra: tuple[str, ...],
+    index: Path | None,
 ) -> PatchReading:
     args = [
         "apply",
@@ -120,11 +130,12 @@ def _read(
         "--summary",
         "-z",
     ]
+    env = {"GIT_INDEX_FILE": str(index)} if index is not None else None
     if data is not None:
-        result = git.run(*args, input=data, check=False)
+        result = git.run(*args, input=data, check=False, env=env)
     else:
         assert patch is not None
-        result = git.run(*args, "--", str(patch), check=False)
+        result = git.run(*args, "--", str(patch), check=False, env=env)
     if result.returncode != 0:
         return PatchReading((), result.returncode, result.stderr)
     return PatchReading(parse_numstat(result.stdout), 0, result.stderr)

@@ -48,7 +48,7 @@ from pathlib import Path
 from patchtool.core.errors import IntegrityError, UnsafeInputError, quoted
 from patchtool.core.fsutil import folds_to, path_problem, shown_path
 from patchtool.core.gitops import Git
-from patchtool.core.gitpatch import read_patch
+from patchtool.core.gitpatch import PatchReading, read_patch
 from patchtool.store.model import DEVICE_FILE, GitUrl, PatchLimits, limit_hint
 
 SYMLINK_MODE = "120000"
@@ -595,6 +595,11 @@ def paths_git_reads(git: Git, patch: Path, strip: int = 1, data: bytes | None = 
     still be judged. `data`, when given, is the patch (read from standard input;
     `patch` then only names it). Raises IntegrityError when git cannot read it."""
     reading = read_patch(git, strip, patch=patch if data is None else None, data=data)
+    return names_read(patch, reading)
+
+
+def names_read(patch: Path, reading: PatchReading) -> list[str]:
+    """The names in git's reading of `patch`; IntegrityError when git could not read it."""
     if not reading.ok:
         reason = reading.first_error()
         if reason.startswith("No valid patches in input"):

@@ -49,7 +49,7 @@ from patchtool.core.errors import (
 from patchtool.core.faults import kill_point
 from patchtool.core.fsutil import check_name, remove_tree, temporary_folder
 from patchtool.core.gitops import TOOL_COMMITTER, Git, user_identity
-from patchtool.core.gitpatch import read_patch
+from patchtool.core.gitpatch import PatchReading, apply_to_index, read_patch
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
 from patchtool.series.lint import lint_series, warn_lint
@@ -151,14 +151,30 @@ class ChangeConflict(ConflictError):
 def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimits) -> None:
     """Refuse a change that is too large, or names a path outside the tree or in
     .git, by the paths git itself reads from it (before it is applied)."""
-    from patchtool.series.safety import check_size, judge_paths, paths_git_reads
+    check_size_of(change, limits)
+    judge_reading(git, patch, change, read_patch(git, change.strip, patch=patch))
+
+
+def check_size_of(change: Change, limits: PatchLimits) -> None:
+    """Refuse a change past the device's limits, before git reads it."""
+    from patchtool.series.safety import check_size
 
     try:
         check_size(change.origin, change.diff, limits)
-        paths = paths_git_reads(git, patch, change.strip)
-        if not paths:
+    except PatchtoolError as error:
+        raise type(error)(error.message, hint="Nothing was imported.") from error
+
+
+def judge_reading(git: Git, patch: Path, change: Change, reading: PatchReading) -> None:
+    """Refuse a change git cannot read, that changes no file, or that names a
+    path outside the tree or in .git, by git's own reading of it."""
+    from patchtool.series.safety import judge_paths, names_read
+
+    try:
+        names = names_read(patch, reading)
+        if not names:
             raise IntegrityError(f"{change.origin}: holds no change to any file")
-        judge_paths(change.origin, paths)
+        judge_paths(change.origin, names)
     except PatchtoolError as error:
         message = error.message.replace(f"patch {patch}", change.origin)
         hint = "Nothing was imported."
@@ -371,7 +387,7 @@ def _import_into(
                 patch = folder / f"{number:05d}.patch"
                 patch.write_bytes(change.diff)
                 kill_point("import:change-written")
-                check_change_paths(git, patch, change, limits)
+                check_size_of(change, limits)
                 if options.excludes:
                     every = _sections(git, patch, change.strip, ())
                     kept = _sections(git, patch, change.strip, options.excludes)
@@ -393,6 +409,8 @@ def _import_into(
                 if made is not None:
                     head = made
                 else:
+                    # Judged before git writes a file of the tree.
+                    check_change_paths(git, patch, change, limits)
                     # The slow path wants a true HEAD and working tree: bring them up.
                     _move_head(git, head[0])
                     synced = _bring_files_up(git, synced)
@@ -465,28 +483,42 @@ def _commit_from_index(
     head: tuple[str, str],
 ) -> tuple[str, str] | None:
     """Apply the change to the index alone and commit it there (write-tree,
-    commit-tree, update-ref): no pass over the working tree's files, which on a
-    vLLM-sized tree costs more than the change itself. HEAD is moved and the
-    working tree brought up once, after the last change. `head` is the newest
-    commit (HEAD's to be) and its tree; the new ones come back, or None
-    (nothing changed) when the change does
-    not apply as it is or changes nothing: the caller then takes the full path,
-    with its diagnosis and --3way."""
-    how = (f"-p{change.strip}", *(f"--exclude={glob}" for glob in options.excludes))
-    index = {"GIT_INDEX_FILE": str(scratch)}
-    applied = git.run("apply", *how, "--cached", "--", str(patch), check=False, env=index)
-    if applied.returncode != 0:
-        git.run("read-tree", head[0], env=index)  # a failed apply changes nothing; be sure
+    commit-tree): no pass over the working tree's files, which on a vLLM-sized
+    tree costs more than the change itself. git reads the change in the call
+    that applies it, and every path it read is judged (check_change_paths'
+    rule) before anything reaches the disk: the index is a scratch copy, and
+    the tree's files are brought up once, after the last change. `head` is the
+    newest commit (HEAD's to be) and its tree; the new ones come back, or None
+    (nothing changed) when the change does not apply as it is or changes
+    nothing: the caller then takes the full path, with its diagnosis and --3way."""
+    applied = apply_to_index(git, scratch, change.strip, patch, options.excludes)
+    if not applied.ok:
+        git.run("read-tree", head[0], env={"GIT_INDEX_FILE": str(scratch)})  # be sure
         return None
-    tree = git.run("write-tree", env=index).text.strip()
+    judge_reading(git, patch, change, applied)
+    tree = git.run("write-tree", env={"GIT_INDEX_FILE": str(scratch)}).text.strip()
     if tree == head[1]:
         return None
-    # `git commit -F` cleans a message up as `stripspace` does; commit-tree does not.
-    cleaned = git.run("stripspace", input=message).stdout
     commit = git.run(
-        "commit-tree", tree, "-p", head[0], "-F", "-", input=cleaned, env=identity
+        "commit-tree", tree, "-p", head[0], "-F", "-", input=_clean(git, message), env=identity
     ).text.strip()
     return commit, tree
+
+
+def _clean(git: Git, message: bytes) -> bytes:
+    """The message as `git commit -F` leaves it (commit-tree takes it as it is):
+    git's `stripspace`, asked only when it would change something."""
+    lines = message.split(b"\n")
+    if (
+        message.endswith(b"\n")
+        and not message.endswith(b"\n\n")
+        and lines[0].strip()
+        and not any(line != line.rstrip(b" \t\r\v\f") for line in lines)
+        and b"\n\n\n" not in message
+        and b"\0" not in message
+    ):
+        return message
+    return git.run("stripspace", input=message).stdout
 
 
 def _move_head(git: Git, commit: str) -> None:
