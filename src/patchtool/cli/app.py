@@ -697,7 +697,10 @@ def import_command(
     vendor: Annotated[str | None, typer.Option(help="A new device's vendor.")] = None,
     onto: Annotated[
         str | None,
-        typer.Option(help="Create a base to import onto: a version or git+URL@COMMIT."),
+        typer.Option(
+            help="Create a base to import onto: a version or git+URL@COMMIT (with --flagscale: "
+            "for the sets that pin no base; --commit-id names an existing one instead)."
+        ),
     ] = None,
     base_version: Annotated[
         str | None, typer.Option(help="Version label of a new git base (default: 12 digits).")
@@ -752,7 +755,10 @@ def import_command(
     ] = None,
     dry_run: Annotated[
         bool,
-        typer.Option(help="With --flagscale: print the plan (devices, bases, patches, files)."),
+        typer.Option(
+            help="With --flagscale: print the plan (devices, bases, patches, their files, "
+            "authors and dates) and change nothing; needs no store."
+        ),
     ] = False,
     group_bytes: Annotated[
         int | None,
