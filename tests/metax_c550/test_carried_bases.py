@@ -35,19 +35,19 @@ SUBSET = ("M12 or test_stage_config_resolution or test_split_k_one_is_upstream_l
           " or test_default_rules or test_default_stage2_matches_reference"
           " or test_launch_arguments_bind_to_the_trees_kernel")
 
-# version -> (passed, deselected) of SUBSET. 8 M12 cases + 3 single tests
-# + the default rules (8 shapes, fp32, one kernel run) + from
+# version -> (passed, deselected by marker) of SUBSET. 8 M12 cases + 3
+# single tests + the default rules (8 shapes, fp32, one kernel run) + from
 # test_moe_tuner.py the tuner's call of invoke_fused_moe_kernel run
-# everywhere; the 3 expert-parallel cases and the block-quant case need the
-# expert_map / use_int8_w8a8 parameters that fused_experts_impl has from
-# 0.8, and are deselected (not skipped) before it. The prefill kernel's
-# tests (4 M12 cases, the 5 default rules from M = 512 on and the two
-# judgements of the rules against recorded runs) are deselected until the
-# prefill patch (0.7.2 patch 13) is carried to these bases: then 11 more
-# pass on each.
+# everywhere; the prefill kernel's tests (4 M12 cases, the 5 default rules
+# from M = 512 on and the two judgements of the rules against recorded
+# runs: 11) run on both since the prefill patch (0.7.2 patch 13) was carried
+# with `rebase -c 0.7.2 --onto 0.7.3,0.8.5`. The 3 expert-parallel cases,
+# the block-quant case and the prefill kernel's 4 expert-parallel cases need
+# the expert_map / use_int8_w8a8 parameters that fused_experts_impl has from
+# 0.8, and are deselected (not skipped) before it.
 EXPECTED = {
-    "0.7.3": (22, 15),
-    "0.8.5": (26, 11),
+    "0.7.3": (33, 8),
+    "0.8.5": (41, 0),
 }
 
 

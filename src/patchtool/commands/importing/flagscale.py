@@ -2,9 +2,10 @@
 
 vendors/flagscale reads the tree (every layout, decryption in memory) into
 `BackendSet`s; this module turns each into a device and a base of the store
-through the same `import_changes` that `import` uses, handing it the groups as
-its own `Change` values, so every patch passes the same safety checks and the
-store is written the same way:
+through the import that `import` runs (`changes.import_changes_locked`: this
+module holds the device's locks, per device), handing it the groups as its own
+`Change` values, so every patch passes the same safety checks and is written by
+the export pipeline that `patch` uses, byte-stable:
 
 - the device is created when the store lacks it (display name: FlagScale's
   folder name; vendor: the maker FlagScale's device is known by);
@@ -21,10 +22,11 @@ store is written the same way:
   written only into the build folder (import's scratch folder there), never
   into the temporary folder or the store.
 
-Each device and base is imported whole or not at all (import_changes removes
+Each device and base is imported whole or not at all (the import removes
 what it created when a change fails); one that fails, or cannot be read, does
 not stop the others. The result is one row per device and backend for the
-summary table (flagscale_report.py). This module never prints.
+summary table (flagscale_report.py). This module never prints; it reports
+through a `Reporter`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patchtool.commands.importing.changes import ChangeConflict, ImportOptions, import_changes
+from patchtool.commands.importing.changes import ImportOptions, import_changes_locked
 from patchtool.commands.importing.flagscale_base import BaseChoice, choose_base
 from patchtool.commands.importing.flagscale_report import (
     MigrateRow,
@@ -43,7 +45,14 @@ from patchtool.commands.importing.flagscale_report import (
 )
 from patchtool.commands.importing.inputs import Change
 from patchtool.commands.jobs import CacheJob
-from patchtool.core.errors import ExitCode, NotFoundError, PatchtoolError, UsageError, quoted
+from patchtool.core.errors import (
+    ChangeConflict,
+    ExitCode,
+    NotFoundError,
+    PatchtoolError,
+    UsageError,
+    quoted,
+)
 from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
@@ -76,7 +85,7 @@ class MigrateOptions(CacheJob):
     group_bytes: int = DEFAULT_GROUP_BYTES
     # The base of the sets that pin none (legacy): a new one, or one the device has.
     onto: str | None = None
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a base the device has
 
 
 @dataclass
@@ -176,7 +185,7 @@ def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) 
             wait=options.wait,
         ):
             choice = choose_base(
-                found, options, dict(options.git_urls), options.onto, options.commit_id, reporter
+                found, options, dict(options.git_urls), options.onto, options.base, reporter
             )
             row.base = choice.label
             try:
@@ -200,7 +209,7 @@ def _import_locked(
     new_device: bool,
     row: MigrateRow,
 ) -> None:
-    result = import_changes(
+    result = import_changes_locked(
         ImportOptions(
             store=options.store,
             build_dir=options.build_dir,
@@ -213,7 +222,7 @@ def _import_locked(
             keyring=options.keyring,
             display_name=found.flagscale_device,
             vendor=found.vendor or UNKNOWN_VENDOR,
-            commit_id=choice.commit_id,
+            base=choice.base,
             new_base=choice.spec,
             archive_paths=options.archive_paths,
             three_way=options.three_way,
@@ -286,7 +295,7 @@ def _report_conflicts(
     """The import stopped at the first patch that does not apply and left nothing.
     Say what fails in every patch, not only that one (flagscale_report.py)."""
     total = len(found.groups)
-    row.failed = len(error.trial.failed_paths)
+    row.failed = len(error.failed_paths)
     row.clean = row.files - row.failed
     row.reason = f"patch {error.number}/{total} does not apply: {row.failed} file(s)"
     row.details = error.message.splitlines()[1:]
@@ -324,8 +333,8 @@ def _report_conflicts(
 def _base_of(
     found: BackendSet, options: MigrateOptions, reporter: Reporter, choice: BaseChoice
 ) -> BaseRef:
-    if choice.commit_id is not None:
-        return options.store.resolve_base(found.device, choice.commit_id)
+    if choice.base is not None:
+        return options.store.resolve_base(found.device, choice.base)
     assert choice.spec is not None
     return resolve_new_base(
         choice.spec, options.store, found.device, options.cache, reporter, options.archive_paths

@@ -35,10 +35,10 @@ from patchtool.vendors.flagscale.model import BackendSet
 
 @dataclass(frozen=True)
 class BaseChoice:
-    """The base a set goes onto: a new one (`spec`) or one the device has (`commit_id`)."""
+    """The base a set goes onto: a new one (`spec`) or one the device has (`base`)."""
 
     spec: NewBaseSpec | None = None
-    commit_id: str | None = None
+    base: str | None = None
     note: str = ""  # for base.toml's [origin] note: why this base (no machine paths)
     strip_extra: int = 0  # path components the base's layout lacks (sglang's python/)
 
@@ -47,7 +47,7 @@ class BaseChoice:
         """The base as the summary names it (its folder's name)."""
         if self.spec is not None:
             return f"{self.spec.project}-{self.spec.version}"
-        return self.commit_id or "-"
+        return self.base or "-"
 
 
 def choose_base(
@@ -55,12 +55,12 @@ def choose_base(
     options: CacheJob,
     git_urls: dict[str, str],
     onto: str | None,
-    commit_id: str | None,
+    base: str | None,
     reporter: Reporter,
 ) -> BaseChoice:
     project = found.project
     if found.version is None and found.commit is None:
-        return _named_by_user(found, onto, commit_id)
+        return _named_by_user(found, onto, base)
     reason = "no commit is pinned"
     stored = reason  # the same, as base.toml may hold it: no machine path
     backend = found.backend_info
@@ -132,10 +132,10 @@ def choose_base(
     return BaseChoice(spec, note=f"{why} ({stored}); {instead}", strip_extra=strip_extra)
 
 
-def _named_by_user(found: BackendSet, onto: str | None, commit_id: str | None) -> BaseChoice:
+def _named_by_user(found: BackendSet, onto: str | None, base: str | None) -> BaseChoice:
     note = f"FlagScale names no {found.project} base for {found.source}"
-    if commit_id is not None:
-        return BaseChoice(commit_id=commit_id, note=f"{note}: --commit-id named it")
+    if base is not None:
+        return BaseChoice(base=base, note=f"{note}: --commit-id named it")
     if onto is not None:
         spec = parse_onto(onto, found.project)
         return BaseChoice(spec, note=f"{note}: --onto named it")

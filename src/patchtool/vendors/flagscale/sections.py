@@ -44,7 +44,7 @@ class PatchReader:
 
 
 @dataclass(frozen=True)
-class Section:
+class DiffSection:
     """One file diff: git's reading of it and its text."""
 
     entry: PatchEntry
@@ -100,7 +100,7 @@ def cut(text: bytes) -> list[bytes]:
 
 def read_sections(
     reader: PatchReader, text: bytes, source: str, old_names: bool = False
-) -> list[Section]:
+) -> list[DiffSection]:
     """Every file diff of a patch, with git's reading of each."""
     pieces = cut(text)
     if len(pieces) > SET_FILES_LIMIT:
@@ -128,7 +128,7 @@ def read_sections(
                     hint="The patch may have been edited by hand; write it again with git diff.",
                 )
         check_names(source, entry)
-        sections.append(Section(entry, piece))
+        sections.append(DiffSection(entry, piece))
     return sections
 
 
@@ -192,7 +192,7 @@ def read_per_file(reader: PatchReader, files: Sequence[tuple[str, str, bytes]]) 
                 hint="A per-file patch lies at <path>.patch for the file it changes.",
             )
         check_names(source, entry)
-        patches.append(Section(entry, piece).file(source))
+        patches.append(DiffSection(entry, piece).file(source))
     return patches
 
 
