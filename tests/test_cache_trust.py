@@ -368,13 +368,13 @@ def test_an_already_fetched_commit_gets_its_base_ref_and_passes_check(
     (upstream.store / "devA" / "git-base" / "base.toml").write_text(
         f'project = "vllm"\nversion = "2.0.dev1"\ncommit = "{later}"\n\n'
         f'[source]\ntype = "git"\nurl = "{origin}"\n'
-    )  # a new device's git base is vllm's (parse_onto): the same project
+    )  # the same project as devB's base below (--project)
     assert upstream.run("check", "--commit-id", "git-base").code == 0  # fetches later and first
     change = tmp_path / "note.diff"
     change.write_text("--- /dev/null\n+++ b/NOTE\n@@ -0,0 +1 @@\n+devB\n")
     imported = upstream.cli(
         "import", "-d", "devB", "--create", "--display-name", "Device B", "--vendor", "Example",
-        "--onto", f"git+{origin}@{first}", "--base-version", "2.0.dev0",
+        "--onto", f"git+{origin}@{first}", "--base-version", "2.0.dev0", "--project", "vllm",
         "--author", "B <b@example.invalid>", "-m", "Add the note", "--dir", str(upstream.build),
         str(change),
     )  # fmt: skip

@@ -27,8 +27,8 @@ def test_import_declares_the_options_of_both_forms_in_one_list() -> None:
     assert names == [
         "device", "files", "base", "strip", "series", "author", "date", "message",
         "build_dir", "create", "display_name", "vendor", "onto", "base_version", "sdist",
-        "exclude", "three_way", "flagscale", "backend", "private_key", "git_url", "dry_run",
-        "recipient", "identity", "no_wait",
+        "exclude", "three_way", "flagscale", "backend", "private_key", "git_url", "group_bytes",
+        "dry_run", "project", "recipient", "identity", "no_wait",
     ]  # fmt: skip
 
 
@@ -46,7 +46,7 @@ def test_flagscale_names_every_plain_option_given_in_declaration_order(tmp_path:
                                 str(tmp_path), "one.patch", "-c", "abc", cwd=tmp_path)  # fmt: skip
     assert result.code == 2
     assert error_lines(result) == [
-        "error: --flagscale takes no FILES, --commit-id, --message, --exclude: devices, bases "
+        "error: --flagscale takes no FILES, --message, --exclude: devices, bases "
         "and messages come from the FlagScale tree"
     ]
 
@@ -66,7 +66,8 @@ def test_a_flagscale_option_without_flagscale_names_them_all(tmp_path: Path) -> 
     result = run_cli_in_process("import", "-d", "x", "--git-url", "vllm=/x", cwd=tmp_path)
     assert result.code == 2
     assert error_lines(result) == [
-        "error: --backend, --private-key, --git-url and --dry-run go with --flagscale"
+        "error: --backend, --private-key, --git-url, --group-bytes and --dry-run go with "
+        "--flagscale"
     ]
 
 

@@ -13,9 +13,11 @@ from typing import Annotated
 
 from patchtool.cli import context
 from patchtool.cli.options import (
+    CommitOption,
     DeviceOption,
     DirOption,
     IdentityOption,
+    ImportOntoOption,
     ImportThreeWayOption,
     NoWaitOption,
     RecipientOption,
@@ -30,7 +32,9 @@ from patchtool.core.errors import ExitCode, UsageError, error_class, quoted
 # after the option of both forms that precedes it here (--3way).
 def import_flagscale(
     device: DeviceOption = None,
+    base: CommitOption = None,
     build_dir: DirOption = None,
+    onto: ImportOntoOption = None,
     sdist: SdistOption = None,
     three_way: ImportThreeWayOption = False,
     flagscale: Annotated[
@@ -46,11 +50,11 @@ def import_flagscale(
         str | None, typer.Option(help="With --flagscale: only this backend (e.g. vllm).")
     ] = None,
     private_key: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             metavar="PEM",
-            help="With --flagscale: the vendor's RSA private key for encrypted patches "
-            "(decrypted in memory; without it they are listed as skipped).",
+            help="With --flagscale: a vendor's RSA private key for encrypted patches "
+            "(decrypted in memory); repeatable, one per vendor. A set no key opens is skipped.",
         ),
     ] = None,
     git_url: Annotated[
@@ -61,22 +65,42 @@ def import_flagscale(
             "mirror or a local clone); repeatable.",
         ),
     ] = None,
+    group_bytes: Annotated[
+        int | None,
+        typer.Option(
+            metavar="BYTES",
+            help="With --flagscale: split a group whose patch is larger than this, by its "
+            "sub-folders (default 262144).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
-        typer.Option(help="With --flagscale: print the plan (devices, bases, patches, files)."),
+        typer.Option(
+            help="With --flagscale: print the plan (devices, bases, patches, their files, "
+            "authors and dates) and change nothing; needs no store."
+        ),
     ] = False,
     recipient: RecipientOption = None,
     identity: IdentityOption = None,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Import a FlagScale tree: every device and backend becomes a device and base."""
-    from patchtool.commands.importing.flagscale import MigrateOptions, migrate, render_summary
+    from patchtool.commands.importing.flagscale import (
+        MigrateOptions,
+        check_git_urls,
+        migrate,
+        plan,
+    )
+    from patchtool.commands.importing.flagscale_report import render_summary
     from patchtool.core.fsutil import check_name
     from patchtool.series.privacy import find_keyring
+    from patchtool.vendors.flagscale.model import DEFAULT_GROUP_BYTES
 
     assert flagscale is not None  # the join calls this form only with --flagscale
     recipients = parse_recipients(recipient)
     keyring = find_keyring(identity)
+    if onto is not None and base is not None:
+        raise UsageError("--onto creates a new base; --commit-id names an existing one: pick one")
     urls: dict[str, str] = {}
     for item in git_url or ():
         name, separator, url = item.partition("=")
@@ -85,32 +109,39 @@ def import_flagscale(
                 f"--git-url {quoted(item)}: give BACKEND=URL, e.g. vllm=/srv/mirror/vllm"
             )
         urls[name] = url
+    check_git_urls(urls)
+    if group_bytes is not None and group_bytes < 1:
+        raise UsageError("--group-bytes takes a number of bytes, 1 or more")
+    chosen = check_name("device", device) if device is not None else None
+    size = group_bytes or DEFAULT_GROUP_BYTES
+    private_keys = tuple(private_key or ())
+    if dry_run:  # reads the tree only: no store, build folder or cache is needed
+        for line in plan(flagscale, chosen, backend, private_keys, size):
+            print(line)
+        return
     store = context.store()
     options = MigrateOptions(
         store=store,
         build_dir=context.build_dir(build_dir, store),
         cache=context.cache(),
         root=flagscale,
-        device=check_name("device", device) if device is not None else None,
+        device=chosen,
         backend=backend,
-        private_key=private_key,
-        dry_run=dry_run,
+        private_keys=private_keys,
         three_way=three_way,
         git_urls=urls,
         archive_paths=tuple(sdist or ()),
         wait=not no_wait,
         recipients=recipients,
         keyring=keyring,
+        group_bytes=size,
+        onto=onto,
+        base=base,
     )
     result = migrate(options, context.reporter())
-    if dry_run:
-        for line in result.plan:
-            print(line)
-        return
     for line in render_summary(result.rows):
         print(line)
-    failed = result.failed
-    real = [row for row in failed if not row.reason.startswith("skipped")]
+    real = result.failed
     if real:
         # The first failure's code, as the class that carries it.
         raise error_class(ExitCode(real[0].exit_code))(

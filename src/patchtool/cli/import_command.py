@@ -27,6 +27,7 @@ from patchtool.cli.options import (
     DeviceOption,
     DirOption,
     IdentityOption,
+    ImportOntoOption,
     ImportThreeWayOption,
     NoWaitOption,
     RecipientOption,
@@ -65,10 +66,7 @@ def import_changes(
     ] = False,
     display_name: Annotated[str | None, typer.Option(help="A new device's display name.")] = None,
     vendor: Annotated[str | None, typer.Option(help="A new device's vendor.")] = None,
-    onto: Annotated[
-        str | None,
-        typer.Option(help="Create a base to import onto: a version or git+URL@COMMIT."),
-    ] = None,
+    onto: ImportOntoOption = None,
     base_version: Annotated[
         str | None, typer.Option(help="Version label of a new git base (default: 12 digits).")
     ] = None,
@@ -83,6 +81,13 @@ def import_changes(
         ),
     ] = None,
     three_way: ImportThreeWayOption = False,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            help="The project of the base --onto creates (e.g. vllm, Megatron-LM); default: "
+            "the device's, or NAME==VERSION's.",
+        ),
+    ] = None,
     recipient: RecipientOption = None,
     identity: IdentityOption = None,
     no_wait: NoWaitOption = False,
@@ -123,6 +128,7 @@ def import_changes(
         three_way=three_way,
         keyring=keyring,
         recipients=recipients,
+        project=project,
         wait=not no_wait,
     )
     if recipients and not create:
@@ -139,6 +145,8 @@ def import_changes(
             f"{merged.origin} needed a 3-way merge (new patch {merged.patch}): "
             + ", ".join(merged.paths)
         )
+    for origin in result.dropped:
+        reporter.warn(f"{origin}: already in the base: dropped")
     reporter.info(f"imported {len(result.imported)} patch(es) into {result.base.path}")
     print(result.base.path)
 

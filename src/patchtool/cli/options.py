@@ -84,6 +84,13 @@ NoWaitOption = Annotated[
 
 # The options both forms of `import` take (cli/import_command.py): one declaration,
 # so that `import --help` shows one option for both.
+ImportOntoOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Create a base to import onto: a version or git+URL@COMMIT (with --flagscale: "
+        "for the sets that pin no base; --commit-id names an existing one instead)."
+    ),
+]
 ImportThreeWayOption = Annotated[
     bool,
     typer.Option(

@@ -96,6 +96,7 @@ from patchtool.series.lint import (
     MESSAGE_ADVICE,
     WHITESPACE_FIX,
     LintSubject,
+    accepted,
     capped,
     series_findings,
     unlisted_files,
@@ -502,8 +503,9 @@ def _lint(
             )
         )
     names = tuple(r.name for r in config.recipients)
-    found = series_findings(subjects, names, config.limits)
-    return _record(base, "lint", capped(found), ExitCode.STALE, started)
+    failing, own = accepted(series_findings(subjects, names, config.limits))
+    record = _record(base, "lint", capped(failing), ExitCode.STALE, started)
+    return replace(record, details=(*record.details, own)) if own else record
 
 
 # --------------------------------------------------------------------------- offline

@@ -85,6 +85,10 @@ class LintFinding:
     patch: str  # the patch file's name
     rule: Rule
     message: str  # what is wrong, e.g. "line 19: adds trailing whitespace to demo/core.py"
+    # Where the lines came from when they are another tool's as imported (its
+    # `Imported-From:` trailer, e.g. "FlagScale"): trailing whitespace there is the
+    # vendor's own; it is reported, and accepted (see `accepted`).
+    vendors_own: str | None = None
 
     @property
     def in_message(self) -> bool:
@@ -104,6 +108,7 @@ class LintSubject:
     path: Path  # where the store holds it (or is about to)
     text: bytes | None = None  # None: read the file (a private one without a key: no text)
     header: PrivatePatch | None = None
+    rendered: bool = False  # `text` is what git just rendered from a commit (see _lint_patch)
 
     @property
     def private(self) -> bool:
@@ -120,7 +125,7 @@ def series_findings(
     found: list[LintFinding] = []
     for subject in subjects:
         if subject.text is not None:
-            found.extend(_lint_patch(subject.text, subject.name))
+            found.extend(_lint_patch(subject.text, subject.name, subject.rendered))
         elif not subject.private:
             found.extend(_lint_file(subject.path, limits))
         if subject.private:
@@ -183,17 +188,64 @@ def _recipient_findings(
     return findings
 
 
-def _lint_patch(data: bytes, name: str) -> list[LintFinding]:
-    """Every finding for one patch file's bytes: its message first, then the lines it adds."""
+# An added line that could break a line rule (trailing blank, conflict marker);
+# also matches header lines, which only makes a patch be read in full.
+_LINE_RULE_CANDIDATE = re.compile(
+    rb"^\+[^\n]*[ \t]\r?$|^\+(?:<<<<<<<|>>>>>>>|\|\|\|\|\|\|\||=======)", re.MULTILINE
+)
+
+
+def _lint_patch(data: bytes, name: str, rendered: bool = False) -> list[LintFinding]:
+    """Every finding for one patch file's bytes: its message first, then the lines it adds.
+
+    `rendered`: git just wrote the patch from a commit (format-patch), so it reads
+    as a patch and changes files (rendering refuses an empty commit); unless some
+    added line could break a line rule, only its message is read, which spares
+    reading a megabyte of hunks line by line."""
+    if rendered and _LINE_RULE_CANDIDATE.search(data) is None:
+        return [
+            LintFinding(name, rule, text) for rule, text in _lint_message(_message_of(data))
+        ]
     message, files, problem = _read_for_lint(data)
     findings = [LintFinding(name, rule, text) for rule, text in _lint_message(message)]
     if problem is not None:
         findings.append(LintFinding(name, "changes", problem))
     elif not files:
         findings.append(LintFinding(name, "changes", "changes no file"))
+    vendor = imported_from(message)
     for linted in files:
-        findings.extend(LintFinding(name, rule, text) for rule, text in _lint_added_lines(linted))
+        findings.extend(
+            LintFinding(name, rule, text, vendor if rule in VENDOR_RULES else None)
+            for rule, text in _lint_added_lines(linted)
+        )
     return findings
+
+
+# The one rule for what is the vendor's own in an imported patch: trailing
+# whitespace in the lines another tool's patch adds, as that tool has them.
+IMPORTED_TRAILER = "Imported-From"
+VENDOR_RULES: frozenset[Rule] = frozenset({"whitespace"})
+
+
+def imported_from(message: str) -> str | None:
+    """The tool a patch was imported from: its `Imported-From:` trailer's first word."""
+    found = re.search(rf"^{IMPORTED_TRAILER}:[ \t]*(\S+)", message, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def accepted(findings: Iterable[LintFinding]) -> tuple[list[LintFinding], str | None]:
+    """The findings that fail lint, and one line about those that are the
+    vendor's own (reported, not failed): how many, and from which tool."""
+    failing = [f for f in findings if f.vendors_own is None]
+    own = [f for f in findings if f.vendors_own is not None]
+    if not own:
+        return failing, None
+    tools = ", ".join(sorted({f.vendors_own for f in own if f.vendors_own}))
+    patches = len({f.patch for f in own})
+    return failing, (
+        f"{len(own)} line(s) with trailing whitespace in {patches} patch(es) imported from "
+        f"{tools}: the vendor's own, reported and accepted"
+    )
 
 
 def capped(findings: Iterable[LintFinding], limit: int = MAX_FINDINGS_SHOWN) -> list[str]:
@@ -253,9 +305,7 @@ def _read_for_lint(data: bytes) -> tuple[str, list[_LintedFile], str | None]:
     from unidiff.patch import PatchSet
 
     text = data.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
-    first = next((i for i, line in enumerate(lines) if line.startswith("diff --git ")), None)
-    message = "\n".join(lines[:first] if first is not None else lines)
+    message = _message_of(data)
     try:
         patch_set = PatchSet(text)
     except UnidiffParseError as error:
@@ -265,6 +315,9 @@ def _read_for_lint(data: bytes) -> tuple[str, list[_LintedFile], str | None]:
         info = str(patched.patch_info or "")
         is_link = re.search(r"^(new file mode|new mode) 120000$", info, re.M) is not None
         if patched.is_binary_file or patched.is_removed_file or is_link:
+            # It changes a file all the same (a deletion-only patch changes files);
+            # it adds no line to lint.
+            files.append(_LintedFile(patched.path, ()))
             continue
         added = tuple(
             (line.diff_line_no or 0, line.value.rstrip("\n").encode("utf-8", "surrogateescape"))
@@ -274,6 +327,14 @@ def _read_for_lint(data: bytes) -> tuple[str, list[_LintedFile], str | None]:
         )
         files.append(_LintedFile(patched.path, added))
     return message, files, None
+
+
+def _message_of(data: bytes) -> str:
+    """The mail before the first `diff --git` line."""
+    first = re.search(rb"^diff --git ", data, re.MULTILINE)
+    head = data[: first.start()] if first else data
+    lines = head.decode("utf-8", "surrogateescape").split("\n")
+    return "\n".join(lines[:-1] if first else lines)
 
 
 def _lint_message(message: str) -> list[tuple[Rule, str]]:
@@ -358,26 +419,31 @@ class PatchLint:
 
 def lint_rendered(
     patches: Sequence[RenderedPatch], base: BaseRef, recipients: Sequence[str], limits: PatchLimits
-) -> list[PatchLint]:
+) -> tuple[list[PatchLint], str | None]:
     """`series_findings` for the patches an export is about to write into `base`'s
-    folder (a private one by its plaintext and its sealed file's header), by patch."""
+    folder (a private one by its plaintext and its sealed file's header), by patch:
+    those that would fail check's lint, with their findings, and the line about
+    the findings that are the vendor's own (see `accepted`)."""
     subjects = [
         LintSubject(
             p.name,
             base.path / p.name,
             p.data,
             parse_private_patch(base.path / p.name, p.sealed) if p.sealed is not None else None,
+            rendered=True,
         )
         for p in patches
     ]
+    failing, own = accepted(series_findings(subjects, recipients, limits))
     by_name: dict[str, list[LintFinding]] = {}
-    for finding in series_findings(subjects, recipients, limits):
+    for finding in failing:
         by_name.setdefault(finding.patch, []).append(finding)
-    return [
+    linted = [
         PatchLint(patch, position, tuple(by_name[patch.name]))
         for position, patch in enumerate(patches, start=1)
         if patch.name in by_name
     ]
+    return linted, own
 
 
 def fix_advice(tree: Path, linted: PatchLint, total: int) -> str:

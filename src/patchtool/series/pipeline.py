@@ -109,14 +109,24 @@ class PreparedExport:
     plan: ExportPlan
 
     @cached_property
-    def lint(self) -> list[PatchLint]:
-        """What `check`'s lint would refuse in the files this export writes."""
+    def _linted(self) -> tuple[list[PatchLint], str | None]:
         # Imported here: the commands that only render (status, unpatch's look
         # at the tree it replaces) do not lint.
         from patchtool.series.lint import lint_rendered
 
         names = tuple(r.name for r in self.device.recipients)
         return lint_rendered(self.patches, self.base, names, self.device.limits)
+
+    @property
+    def lint(self) -> list[PatchLint]:
+        """What `check`'s lint would refuse in the files this export writes."""
+        return self._linted[0]
+
+    @property
+    def vendors_own(self) -> str | None:
+        """The line about lint findings that are the vendor's own (lint.accepted):
+        reported, not refused, as `check` does."""
+        return self._linted[1]
 
     @property
     def unlisted(self) -> list[str]:
@@ -192,3 +202,5 @@ def warn_written(
             reporter.warn(warning)
     linted = [one for one in export.lint if new is None or one.patch.name in new]
     warn_lint(reporter, tree, linted, len(export.patches))
+    if export.vendors_own is not None:
+        reporter.info(export.vendors_own)

@@ -48,6 +48,7 @@ from pathlib import Path
 from patchtool.core.errors import IntegrityError, UnsafeInputError, quoted
 from patchtool.core.fsutil import folds_to, path_problem, shown_path
 from patchtool.core.gitops import Git
+from patchtool.core.gitpatch import PatchReading, read_patch
 from patchtool.store.model import DEVICE_FILE, GitUrl, PatchLimits, limit_hint
 
 SYMLINK_MODE = "120000"
@@ -589,29 +590,24 @@ def _read_blobs(git: Git, wanted: dict[str, str]) -> dict[str, str]:
 
 
 def paths_git_reads(git: Git, patch: Path, strip: int = 1, data: bytes | None = None) -> list[str]:
-    """Every path name git reads from a patch (`git apply --numstat -z`), without
+    """Every path name git reads from a patch (core.gitpatch's reading), without
     applying it: for patches that cannot be applied, so that their paths can
     still be judged. `data`, when given, is the patch (read from standard input;
     `patch` then only names it). Raises IntegrityError when git cannot read it."""
-    numstat_args = ("apply", f"-p{strip}", "--numstat", "-z")
-    if data is not None:
-        numstat = git.run(*numstat_args, input=data, check=False)
-    else:
-        numstat = git.run(*numstat_args, "--", str(patch), check=False)
-    if numstat.returncode != 0:
-        reason = first_error(numstat.stderr)
+    reading = read_patch(git, strip, patch=patch if data is None else None, data=data)
+    return names_read(patch, reading)
+
+
+def names_read(patch: Path, reading: PatchReading) -> list[str]:
+    """The names in git's reading of `patch`; IntegrityError when git could not read it."""
+    if not reading.ok:
+        reason = reading.first_error()
         if reason.startswith("No valid patches in input"):
             raise IntegrityError(
                 f"patch {patch}: is an empty patch: it changes no file", CORRUPT_HINT
             )
         raise IntegrityError(f"patch {patch}: git cannot read it: {reason}", hint=CORRUPT_HINT)
-    names: list[str] = []
-    for field in numstat.stdout.split(b"\0"):
-        parts = field.split(b"\t")
-        name = parts[-1]
-        if name:
-            names.append(_decode(name))
-    return names
+    return reading.names
 
 
 def judge_paths(subject: str, paths: Iterable[str]) -> None:
@@ -619,9 +615,3 @@ def judge_paths(subject: str, paths: Iterable[str]) -> None:
         problem = path_problem(path)
         if problem is not None:
             raise unsafe(subject, f"path {shown_path(path)} {problem}")
-
-
-def first_error(stderr: str) -> str:
-    lines = [line.removeprefix("error: ").removeprefix("fatal: ") for line in stderr.splitlines()]
-    chosen = [line for line in lines if line and not line.startswith("hint:")]
-    return chosen[0].rstrip(": ") if chosen else "git gave no reason"

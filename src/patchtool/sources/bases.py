@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchtool.core import children
-from patchtool.core.errors import IntegrityError, NetworkError, NotFoundError, UsageError, quoted
+from patchtool.core.errors import (
+    GitError,
+    IntegrityError,
+    NetworkError,
+    NotFoundError,
+    UsageError,
+    quoted,
+)
 from patchtool.core.fsutil import check_name, sha256_of
 from patchtool.core.gitops import Git, run_plain
 from patchtool.core.report import Reporter
@@ -55,6 +62,7 @@ def ensure_base(
     archive_paths: tuple[Path, ...] = (),
     verify: Verification = "recorded",
     limits: PatchLimits = DEFAULT_LIMITS,
+    fetch_from: str | None = None,
 ) -> Path:
     """Make sure the cache holds `base.commit`, proven and intact, under a base ref;
     return the repository that holds it (`BaseCache.repository_for`).
@@ -69,6 +77,8 @@ def ensure_base(
     `verify="recorded"` trusts an earlier verification of the same commit while
     the object files are unchanged; `verify="full"` hashes every object again.
     `limits` (the device's) bound the download and the sdist's unpacking.
+    `fetch_from` is where a git base's missing commit is fetched from, when not
+    from its recorded URL (a mirror); the commit id is what makes it the base.
     """
     repository = cache.repository_for(base)
     base_ref = base_ref_name(base.commit)
@@ -89,7 +99,7 @@ def ensure_base(
         else:
             refs = read_refs(git, base_ref)
             if refs.get(base_ref) != base.commit and git.rev_parse(base.commit) is None:
-                fetch_git_commit(base, repository, reporter)
+                fetch_git_commit(base, repository, reporter, fetch_from)
         if refs.get(base_ref) != base.commit:
             git.run("update-ref", base_ref, base.commit)
         if verify == "full" or not recorded_as_verified(repository, base.commit):
@@ -132,15 +142,21 @@ def _import(
 # --------------------------------------------------------------------------- git bases
 
 
-def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> None:
-    """Fetch `base.commit` from the base's git source into its source's own cache
-    repository (never the one sdists are imported into). The URL is a parsed
-    `GitUrl` (no option, no remote helper, an allowed scheme), is passed after
-    `--`, and git runs with `protocol.allow` pinned to the same schemes. Each
-    fetch is bounded: over http(s) by git's low-speed limit, over any transport
-    by git_fetch_seconds (the network deadlines, sources/index/settings.py)."""
+def fetch_git_commit(
+    base: BaseRef, repository: Path, reporter: Reporter, fetch_from: str | None = None
+) -> None:
+    """Fetch `base.commit` from the base's git source (or `fetch_from`, a mirror)
+    into its source's own cache repository (never the one sdists are imported
+    into). The URL is a parsed `GitUrl` (no option, no remote helper, an allowed
+    scheme), is passed after `--`, and git runs with `protocol.allow` pinned to
+    the same schemes. When git cannot fetch, the error says why in git's own
+    words (its last line). Each fetch is bounded: over http(s) by git's
+    low-speed limit, over any transport by git_fetch_seconds (the network
+    deadlines, sources/index/settings.py)."""
     assert isinstance(base.source, GitSource)
     url = base.source.url.location(base.path)
+    if fetch_from is not None:
+        url = GitUrl(fetch_from).location(Path.cwd())
     reporter.step(f"fetching {base.commit[:12]} from {redact(url)}")
     deadlines = network_deadlines()
     fetch = [
@@ -158,7 +174,12 @@ def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> Non
                   timeout=deadlines.git_fetch_seconds)  # fmt: skip
     except children.TimeoutExpired:
         raise _fetch_deadline(url, deadlines.git_fetch_seconds) from None
-    except Exception:
+    except GitError as first:
+        if _unreachable(first.stderr):
+            raise NetworkError(
+                f"cannot fetch commit {base.commit[:12]} from {redact(url)}: "
+                f"{redact(git_reason(first.stderr))}"
+            ) from first
         # Servers that refuse fetch-by-id: take their branches and tags instead.
         try:
             run_plain(
@@ -174,8 +195,11 @@ def fetch_git_commit(base: BaseRef, repository: Path, reporter: Reporter) -> Non
             )
         except children.TimeoutExpired:
             raise _fetch_deadline(url, deadlines.git_fetch_seconds) from None
-        except Exception as error:
-            raise NetworkError(f"cannot fetch from {redact(url)}: {redact(str(error))}") from error
+        except GitError as error:
+            raise NetworkError(
+                f"cannot fetch commit {base.commit[:12]} from {redact(url)}: "
+                f"{redact(git_reason(error.stderr))}"
+            ) from error
     if Git(repository).rev_parse(base.commit) is None:
         raise NotFoundError(
             f"commit {base.commit} is not in {redact(url)}",
@@ -191,6 +215,30 @@ def _fetch_deadline(url: str, seconds: float) -> NetworkError:
     )
 
 
+def git_reason(stderr: str) -> str:
+    """git's own line for why a fetch failed: its first (the later ones are
+    git's general advice, "Could not read from remote repository."), without
+    its `fatal:` or `error:`."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("hint:")]
+    chosen = (lines or ["git gave no reason"])[0]
+    return chosen.removeprefix("fatal: ").removeprefix("error: ")
+
+
+def _unreachable(stderr: str) -> bool:
+    """Whether git could not reach the repository at all (no use asking it again)."""
+    return any(
+        marker in stderr
+        for marker in (
+            "Could not resolve host",
+            "unable to access",
+            "does not appear to be a git repository",
+            "Connection refused",
+            "Could not read from remote repository",
+        )
+    )
+
+
 # --------------------------------------------------------------------------- new bases
 
 
@@ -200,17 +248,30 @@ class NewBaseSpec:
 
     project: str
     version: str
-    git_url: str | None = None
+    git_url: str | None = None  # what base.toml records (the URL the user would share)
     git_commit: str | None = None
+    # Where the commit is fetched from when that is not `git_url` (a mirror or a
+    # local clone, import --flagscale's --git-url); never written into the store.
+    fetch_from: str | None = None
 
 
 def parse_onto(text: str, project: str | None, version_label: str | None = None) -> NewBaseSpec:
-    """`0.7.3`, `vllm==0.7.3`, or `git+<url-or-path>@<full commit>`. With no known
-    project (a device's first base), `name==version` names it; else it is vllm."""
+    """`0.7.3`, `vllm==0.7.3`, or `git+<url-or-path>@<full commit>`, for a base of
+    `project` (the device's, or --project's). With none known, `name==version`
+    names it; a bare version or a git source then needs --project: a base's
+    project decides its tree folder and cache repository, and is never guessed."""
     text = text.strip()
     if project is None:
-        project = text.partition("==")[0].strip() if "==" in text else "vllm"
-        check_name("project", project)
+        if "==" not in text:
+            what = "a git source" if text.startswith("git+") else f"version {quoted(text)}"
+            raise UsageError(
+                f"--onto {quoted(text)} names {what} but no project, and the device has no "
+                "base (or bases of several projects) to take it from",
+                hint="Name the project: --project NAME (e.g. --project vllm), or NAME==VERSION "
+                "for a release.",
+            )
+        project = text.partition("==")[0].strip()
+    check_name("project", project)
     if text.startswith("git+"):
         url, _, commit = text[4:].rpartition("@")
         if not url or not re.fullmatch(r"[0-9a-f]{40}", commit):
@@ -262,7 +323,7 @@ def resolve_new_base(
             GitSource(GitUrl(spec.git_url)),
             folder,
         )
-        ensure_base(base, cache, reporter, archive_paths, limits=limits)
+        ensure_base(base, cache, reporter, archive_paths, limits=limits, fetch_from=spec.fetch_from)
         return base
     source = _locate_sdist(spec, cache, reporter, archive_paths, limits)
     provisional = BaseRef(device, base_id, spec.project, spec.version, "0" * 40, source, folder)
@@ -286,6 +347,12 @@ def _locate_sdist(
     for candidate in local_sdists(filename, archive_paths):
         reporter.step(f"using local sdist {candidate}")
         return PypiSource(filename, sha256_of(candidate))
+    cached = cached_release(spec.project, spec.version, filename, cache)
+    if cached is not None:
+        # A warm cache asks no index: the import key proves these bytes were the
+        # release file when they were imported.
+        reporter.step(f"using {filename} imported earlier (sha256 {cached.sha256[:12]})")
+        return cached
     client = IndexClient(reporter=reporter, limits=limits)
     found = client.locate(
         spec.project,
@@ -310,6 +377,31 @@ def _locate_sdist(
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / filename, target)
     return PypiSource(filename, sha)
+
+
+def cached_release(
+    project: str, version: str, filename: str, cache: BaseCache
+) -> PypiSource | None:
+    """The release file the cache imported for `project` `version` under `filename`,
+    found by its import key (only the importer writes one, after it checked the
+    file's sha256); None when the cache holds no import of it, or several files of
+    that name (then the index says which is the release)."""
+    repository = cache.release_repository(project)
+    if not (repository / "HEAD").is_file():
+        return None
+    listing = Git(repository).lines("for-each-ref", "--format=%(refname)", "refs/patchtool/sdist/")
+    found = set()
+    for ref in listing:
+        parts = ref.split("/")
+        if len(parts) != 5:
+            continue
+        source = PypiSource(filename, parts[3])
+        try:
+            if import_key(project, version, source) == ref:
+                found.add(source)
+        except IntegrityError:
+            continue
+    return found.pop() if len(found) == 1 else None
 
 
 def _import_released(

@@ -258,28 +258,47 @@ def _damaged(repository: Path, what: str) -> IntegrityError:
 
 
 def objects_fingerprint(repository: Path) -> str:
-    """sha256 over (path, size, mtime_ns, inode) of every file under `objects/`.
+    """sha256 over (path, size, mtime_ns, inode) of every file under `objects/`,
+    a pack's checksum trailer standing for its mtime.
 
     ctime is left out on purpose: `git clone --local` hard-links the packs, and
-    that changes their ctime on every unpatch. What this cannot see is a file
-    rewritten in place that keeps its size and gets its mtime set back; `check`
-    verifies in full for that reason.
+    that changes their ctime on every unpatch. A pack's mtime is left out too:
+    git "freshens" a pack (sets its mtime to now) whenever it writes an object
+    the pack already holds, and in a build tree whose packs are hard-linked to
+    the cache's that happens on every import of a file the base has somewhere
+    (an empty `__init__.py`), so the fingerprint would change on every run; the
+    checksum git writes at a pack's end changes with its content instead. What
+    this cannot see is a file rewritten in place that keeps its size and gets
+    its mtime (or, for a pack, its trailer) set back; `check` verifies in full
+    for that reason.
     """
     objects = repository / "objects"
-    entries: list[tuple[str, int, int, int]] = []
+    entries: list[tuple[str, int, int | bytes, int]] = []
     for folder, _, files in os.walk(objects):
         for name in files:
             path = os.path.join(folder, name)
             try:
                 status = os.lstat(path)
+                stamp: int | bytes = status.st_mtime_ns
+                if name.endswith(".pack"):
+                    stamp = _pack_trailer(path)
             except FileNotFoundError:  # gone since the walk listed it: a changed state anyway
                 continue
             relative = os.path.relpath(path, objects)
-            entries.append((relative, status.st_size, status.st_mtime_ns, status.st_ino))
+            entries.append((relative, status.st_size, stamp, status.st_ino))
     digest = hashlib.sha256()
-    for relative, size, mtime, inode in sorted(entries):
-        digest.update(b"%s\0%d\0%d\0%d\n" % (os.fsencode(relative), size, mtime, inode))
+    for relative, size, stamp, inode in sorted(entries, key=lambda entry: entry[0]):
+        shown = stamp.hex().encode() if isinstance(stamp, bytes) else b"%d" % stamp
+        digest.update(b"%s\0%d\0%s\0%d\n" % (os.fsencode(relative), size, shown, inode))
     return digest.hexdigest()
+
+
+def _pack_trailer(path: str) -> bytes:
+    """The last 32 bytes of a pack: its checksum (20 bytes for SHA-1, 32 for SHA-256)."""
+    with open(path, "rb") as pack:
+        pack.seek(0, os.SEEK_END)
+        pack.seek(max(0, pack.tell() - 32))
+        return pack.read(32)
 
 
 @dataclass(frozen=True)

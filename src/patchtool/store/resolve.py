@@ -60,6 +60,16 @@ class Store:
                 hint="Create one with a base.toml and a series file.",
             )
         if selector is None:
+            projects = sorted({b.project for b in bases})
+            if config.default_base is None and len(projects) > 1:
+                # Versions of different projects do not compare: none is "the newest".
+                newest = [[b for b in bases if b.project == p][-1].base_id for p in projects]
+                raise UsageError(
+                    f"device {quoted(device)} has bases of {len(projects)} projects "
+                    f"({', '.join(projects)}): name the base",
+                    hint=f"Pass --commit-id (the newest of each: {', '.join(newest)}), or set "
+                    f"default-base in {config.path}.",
+                )
             if config.default_base is None:
                 return bases[-1]
             try:

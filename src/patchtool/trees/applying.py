@@ -28,6 +28,7 @@ from patchtool.core.errors import ConflictError, IntegrityError, UnsafeInputErro
 from patchtool.core.faults import pause_point
 from patchtool.core.fsutil import path_problem, shown_path, temporary_folder
 from patchtool.core.gitops import Git, GitResult, tool_identity
+from patchtool.core.gitpatch import unquote
 from patchtool.core.report import Reporter
 from patchtool.series.privacy import LoadedSeries, SeriesPatch, verify_description
 from patchtool.series.safety import (
@@ -211,7 +212,7 @@ def _raise_failure(git: Git, loaded: LoadedSeries, start: str, am_stderr: str) -
             error.message.replace(f"patch {patch_path}", where), CORRUPT_HINT
         ) from None
     details = describe_failure(
-        patch.data, check.stderr if check.returncode else am_stderr, show_text=not patch.private
+        patch.data, check.stderr if check.returncode else am_stderr, private=patch.private
     )
     series = loaded.series
     position = f"patch {applied + 1} of {len(loaded.patches)}"
@@ -223,9 +224,9 @@ def _raise_failure(git: Git, loaded: LoadedSeries, start: str, am_stderr: str) -
     )
 
 
-def describe_failure(patch: bytes, stderr: str, show_text: bool = True) -> str:
+def describe_failure(patch: bytes, stderr: str, private: bool = False) -> str:
     """Name the files and hunks git rejected, with the text it searched for
-    (unless `show_text` is off: a private patch's lines stay out of CI logs)."""
+    (`private`: by file and position only, see `redacted`)."""
     hunks_by_file: dict[str, list[tuple[int, str]]] = {}
     try:
         from unidiff.patch import PatchSet
@@ -234,9 +235,13 @@ def describe_failure(patch: bytes, stderr: str, show_text: bool = True) -> str:
             hunks_by_file[patched.path] = [
                 (
                     h.source_start,
-                    f"#{i} @@ -{h.source_start},{h.source_length} "
-                    f"+{h.target_start},{h.target_length} @@"
-                    + (f" {h.section_header}" if h.section_header and show_text else ""),
+                    hunk_label(
+                        i,
+                        f"@@ -{h.source_start},{h.source_length} +{h.target_start},"
+                        f"{h.target_length} @@"
+                        + (f" {h.section_header}" if h.section_header else ""),
+                        private,
+                    ),
                 )
                 for i, h in enumerate(patched, start=1)
             ]
@@ -245,37 +250,74 @@ def describe_failure(patch: bytes, stderr: str, show_text: bool = True) -> str:
     lines = []
     searched = re.findall(r"error: while searching for:\n(.*?)\n(?=error:)", stderr, re.S)
     for number, match in enumerate(_FAILED.finditer(stderr)):
-        path, line = match["path"], int(match["line"])
+        path, line = unquote(match["path"]), int(match["line"])
         hunk = next(
             (label for start, label in hunks_by_file.get(path, []) if start == line),
             f"at line {line}",
         )
         lines.append(f"  {path}: hunk {hunk} does not match the base")
-        if not show_text:
-            continue
         if number < len(searched):
-            context = searched[number].splitlines()[:8]
-            lines.extend("      | " + text for text in context)
+            lines.extend(redacted(searched[number].splitlines(), private, limit=8))
     for match in _NOT_APPLY.finditer(stderr):
         if match["why"] != "patch does not apply":
-            lines.append(f"  {match['path']}: {match['why']}")
+            lines.append(f"  {unquote(match['path'])}: {match['why']}")
+    for path in _removals(stderr):
+        lines.append(f"  {path}: {REMOVAL_DIFFERS}")
     if not lines:
-        tail = [line for line in stderr.strip().splitlines() if line][-6:]
+        tail = [line for line in without_searched_text(stderr).splitlines() if line][-6:]
         lines = ["  " + line for line in tail] or ["  git gave no reason"]
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- trial apply
-
-# How much a failure report shows: a vendor patch refreshed against the wrong
-# base can fail in a hundred hunks, and the first few tell what happened.
-MAX_HUNKS_SHOWN = 10
-
-
-MAX_PATHS_SHOWN = 5
-
+# --------------------------------------------------------------------------- redaction
 
 CONTEXT_LINES_SHOWN = 5
+REMOVAL_DIFFERS = (
+    "the file it removes differs from the base (git: removal patch leaves file contents)"
+)
+
+
+def redacted(
+    searched: Sequence[str], private: bool, limit: int = CONTEXT_LINES_SHOWN
+) -> list[str]:
+    """The one redaction rule of every failure report (import, unpatch, rebase,
+    check): a private patch's failure is shown by file and position only, never
+    by its lines; a public one's shows the first `limit` lines git searched for."""
+    if private:
+        return []
+    return ["      | " + text for text in searched[:limit]]
+
+
+def hunk_label(number: int, header: str, private: bool) -> str:
+    """A hunk as a report names it: its number and `@@` line, where a private
+    patch's `@@` line keeps its positions and loses the text after them (the
+    function or section git names there is the patch's content)."""
+    if private:
+        match = re.match(r"^(@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@)", header)
+        header = match.group(1) if match else ""
+    return f"#{number}" + (f" {header}" if header else "")
+
+
+def without_searched_text(stderr: str) -> str:
+    """git's messages less the lines it quotes from a file (its `while searching
+    for:` blocks), for the reports that show git's own words."""
+    return re.sub(r"(?m)^error: while searching for:\n.*?\n(?=error:)", "", stderr, flags=re.S)
+
+
+def _removals(stderr: str) -> list[str]:
+    """The files whose removal git refused because they differ from what the
+    patch removes (git names them only on the `Checking patch` line before)."""
+    found: list[str] = []
+    current: str | None = None
+    for line in stderr.splitlines():
+        if line.startswith("Checking patch ") and line.endswith("..."):
+            current = unquote(line[len("Checking patch ") : -3])
+        elif line == "error: removal patch leaves file contents" and current is not None:
+            found.append(current)
+    return list(dict.fromkeys(found))
+
+
+# --------------------------------------------------------------------------- trial apply
 
 
 @dataclass(frozen=True)
@@ -298,16 +340,22 @@ class TrialApply:
     missing: tuple[str, ...] = ()  # paths it changes that the tree lacks
     existing: tuple[str, ...] = ()  # paths it creates that the tree has
     other: tuple[str, ...] = ()  # git's other error lines, as git wrote them
+    # Paths it removes whose file differs from what it removes (git leaves them).
+    undeleted: tuple[str, ...] = ()
+    # Paths git refused whole for another reason (a binary patch, a mode change),
+    # with git's words.
+    refused: tuple[tuple[str, str], ...] = ()
 
     @property
     def failed_paths(self) -> tuple[str, ...]:
         """Each path with a problem, once, in the order git reported them."""
         paths = [h.path for h in self.rejected] + [*self.missing, *self.existing]
+        paths += [*self.undeleted, *(path for path, _ in self.refused)]
         return tuple(dict.fromkeys(paths))
 
     @property
     def clean(self) -> bool:
-        return not (self.rejected or self.missing or self.existing or self.other)
+        return not (self.failed_paths or self.other)
 
 
 _REJECTS = re.compile(r"^Applying patch (?P<path>.+) with \d+ rejects?\.\.\.$")
@@ -356,7 +404,10 @@ def _read_trial(copy: Path, stderr: str) -> TrialApply:
     missing: list[str] = []
     existing: list[str] = []
     other: list[str] = []
-    current: str | None = None
+    whole: dict[str, str] = {}  # paths git gave up on whole -> git's reason
+    current: str | None = None  # the file of git's last "Checking patch"
+    rejecting: str | None = None  # the file of its last "Applying patch ... with rejects"
+    reason = ""  # git's last error line about the current file
     searching = False
     for line in stderr.splitlines():
         if searching:
@@ -365,32 +416,43 @@ def _read_trial(copy: Path, stderr: str) -> TrialApply:
             continue
         if line == "error: while searching for:":
             searching = True
+        elif line.startswith("Checking patch ") and line.endswith("..."):
+            current, reason = unquote(line[len("Checking patch ") : -3]), ""
         elif match := _REJECTS.match(line):
-            current = _unquote(match["path"])
-            numbers.setdefault(current, [])
-        elif (match := _REJECTED.match(line)) and current is not None:
-            numbers[current].append(int(match["number"]))
+            rejecting = unquote(match["path"])
+            numbers.setdefault(rejecting, [])
+        elif (match := _REJECTED.match(line)) and rejecting is not None:
+            numbers[rejecting].append(int(match["number"]))
         elif match := _FILE_PROBLEM.match(line):
-            path, why = _unquote(match["path"]), match["why"]
+            path, why = unquote(match["path"]), match["why"]
             if why.startswith("already exists"):
                 existing.append(path)
             elif why != "patch does not apply":
                 missing.append(path)
+            elif path not in numbers:
+                whole.setdefault(path, reason)
         elif line.startswith(("error: ", "fatal: ")) and not line.startswith(
             "error: patch failed: "
         ):
-            other.append(line)
+            if current is not None and line.startswith("error: "):
+                reason = line.removeprefix("error: ")
+            else:
+                other.append(line)
     rejected: list[RejectedHunk] = []
     for path, hunk_numbers in numbers.items():
         hunks = _read_rejects(copy / (path + ".rej"))
         for position, number in enumerate(hunk_numbers):
             header, searched = hunks[position] if position < len(hunks) else ("", ())
             rejected.append(RejectedHunk(path, number, header, searched))
+    undeleted = [p for p, why in whole.items() if why == "removal patch leaves file contents"]
+    refused = [(p, why) for p, why in whole.items() if p not in undeleted and p not in missing]
     return TrialApply(
         tuple(rejected),
         tuple(dict.fromkeys(missing)),
         tuple(dict.fromkeys(existing)),
         tuple(other),
+        tuple(undeleted),
+        tuple(refused),
     )
 
 
@@ -411,39 +473,29 @@ def _read_rejects(path: Path) -> list[tuple[str, tuple[str, ...]]]:
     return [(header, tuple(lines)) for header, lines in hunks]
 
 
-def _unquote(path: str) -> str:
-    """git's C-quoted path ("a\\tb") as the path itself."""
-    if not (path.startswith('"') and path.endswith('"')):
-        return path
-    import codecs
-
-    raw = codecs.escape_decode(path[1:-1].encode("ascii", "backslashreplace"))[0]
-    return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else path
-
-
-def describe_trial(trial: TrialApply, labels: Mapping[str, str] | None = None) -> list[str]:
-    """The lines of a failure report: each rejected hunk with the first lines git
-    searched for, each missing or existing path; capped, with counts. `labels`
-    maps a path as in the tree to how to show it."""
+def describe_trial(
+    trial: TrialApply, labels: Mapping[str, str] | None = None, private: bool = False
+) -> list[str]:
+    """The lines of a failure report: every rejected hunk (with the first lines
+    git searched for, unless `private`: see `redacted`), every path that is
+    missing, exists already, or differs from what the patch removes; all of
+    them, however many: the list is the point. `labels` maps a path as in the
+    tree to how to show it."""
 
     def named(path: str) -> str:
         return (labels or {}).get(path, path)
 
     lines = []
-    for hunk in trial.rejected[:MAX_HUNKS_SHOWN]:
-        header = f" {hunk.header}" if hunk.header else ""
-        lines.append(f"  {named(hunk.path)}: hunk #{hunk.number}{header} does not match the base")
-        lines.extend("      | " + text for text in hunk.searched[:CONTEXT_LINES_SHOWN])
-    rest = trial.rejected[MAX_HUNKS_SHOWN:]
-    if rest:
-        files = len({h.path for h in rest})
-        lines.append(f"  ... and {len(rest)} more hunk(s) in {files} file(s)")
-    for paths, why, more in (
-        (trial.missing, "does not exist in the tree", "that do not exist in the tree"),
-        (trial.existing, "already exists in the tree", "that already exist in the tree"),
-    ):
-        lines.extend(f"  {named(path)}: {why}" for path in paths[:MAX_PATHS_SHOWN])
-        if len(paths) > MAX_PATHS_SHOWN:
-            lines.append(f"  ... and {len(paths) - MAX_PATHS_SHOWN} more path(s) {more}")
+    for hunk in trial.rejected:
+        label = hunk_label(hunk.number, hunk.header, private)
+        lines.append(f"  {named(hunk.path)}: hunk {label} does not match the base")
+        lines.extend(redacted(hunk.searched, private))
+    lines.extend(f"  {named(path)}: does not exist in the tree" for path in trial.missing)
+    lines.extend(f"  {named(path)}: already exists in the tree" for path in trial.existing)
+    lines.extend(f"  {named(path)}: {REMOVAL_DIFFERS}" for path in trial.undeleted)
+    lines.extend(
+        f"  {named(path)}: git refused it" + (f" ({why})" if why else "")
+        for path, why in trial.refused
+    )
     lines.extend("  " + line for line in trial.other)
     return lines

@@ -36,6 +36,7 @@ import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from patchtool.commands.importing.inputs import AUTHOR, Change, read_changes
 from patchtool.commands.jobs import CachedDeviceJob
@@ -52,6 +53,7 @@ from patchtool.core.errors import (
 from patchtool.core.faults import kill_point
 from patchtool.core.fsutil import check_name, remove_tree, temporary_folder
 from patchtool.core.gitops import TOOL_COMMITTER, Git, user_identity
+from patchtool.core.gitpatch import PatchReading, apply_to_index, read_patch
 from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
@@ -71,6 +73,9 @@ from patchtool.trees.applying import describe_failure, describe_trial, trial_app
 from patchtool.trees.export import export_tree
 from patchtool.trees.record import TreeLocation, read_record
 from patchtool.trees.staging import device_scratch, discard
+
+if TYPE_CHECKING:
+    from patchtool.sources.bases import NewBaseSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +101,13 @@ class ImportOptions(CachedDeviceJob):
     origin: BaseOrigin | None = None
     # Written as [private.recipients] into a device that --create makes.
     recipients: tuple[NamedRecipient, ...] = ()
+    # The changes themselves, when the caller read them (import --flagscale): then
+    # `inputs` is not read.
+    changes: tuple[Change, ...] = ()
+    # The new base, when the caller chose it (import --flagscale); else --onto's.
+    new_base: NewBaseSpec | None = None
+    # The project of a base --onto names (--project); else the device's, or NAME==VERSION's.
+    project: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,7 @@ class ImportResult:
     three_way: tuple[ThreeWayChange, ...] = ()
     excluded_sections: int = 0  # file sections --exclude left out, over all changes
     skipped: tuple[str, ...] = ()  # changes (origins) whose every section was excluded
+    dropped: tuple[str, ...] = ()  # changes (origins) already in the base: nothing to commit
 
 
 # --------------------------------------------------------------------------- checks
@@ -123,14 +136,30 @@ class ImportResult:
 def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimits) -> None:
     """Refuse a change that is too large, or names a path outside the tree or in
     .git, by the paths git itself reads from it (before it is applied)."""
-    from patchtool.series.safety import check_size, judge_paths, paths_git_reads
+    check_size_of(change, limits)
+    judge_reading(git, patch, change, read_patch(git, change.strip, patch=patch))
+
+
+def check_size_of(change: Change, limits: PatchLimits) -> None:
+    """Refuse a change past the device's limits, before git reads it."""
+    from patchtool.series.safety import check_size
 
     try:
         check_size(change.origin, change.diff, limits)
-        paths = paths_git_reads(git, patch, change.strip)
-        if not paths:
+    except PatchtoolError as error:
+        raise type(error)(error.message, hint="Nothing was imported.") from error
+
+
+def judge_reading(git: Git, patch: Path, change: Change, reading: PatchReading) -> None:
+    """Refuse a change git cannot read, that changes no file, or that names a
+    path outside the tree or in .git, by git's own reading of it."""
+    from patchtool.series.safety import judge_paths, names_read
+
+    try:
+        names = names_read(patch, reading)
+        if not names:
             raise IntegrityError(f"{change.origin}: holds no change to any file")
-        judge_paths(change.origin, paths)
+        judge_paths(change.origin, names)
     except PatchtoolError as error:
         message = error.message.replace(f"patch {patch}", change.origin)
         hint = "Nothing was imported."
@@ -166,7 +195,7 @@ def import_changes_locked(options: ImportOptions, reporter: Reporter) -> ImportR
     limits = options.store.device(options.device).limits if device_file.is_file() else None
     device_dir = options.build_dir / check_name("device", options.device)
     with scratch_folder(device_scratch(device_dir), "import-") as workspace:
-        changes = read_changes(
+        changes = list(options.changes) or read_changes(
             options.inputs,
             options.strip,
             options.series_file,
@@ -188,13 +217,23 @@ def import_changes_locked(options: ImportOptions, reporter: Reporter) -> ImportR
         three_way=tuple(done.three_way),
         excluded_sections=done.excluded_sections,
         skipped=tuple(done.skipped),
+        dropped=tuple(done.dropped),
     )
 
 
 def _device_and_base(options: ImportOptions, created: list[Path], reporter: Reporter) -> BaseRef:
     store = options.store
     device_folder = store.root / check_name("device", options.device)
-    if not (device_folder / DEVICE_FILE).is_file():
+    exists = (device_folder / DEVICE_FILE).is_file()
+    spec = options.new_base
+    from patchtool.sources.bases import parse_onto, resolve_new_base
+
+    if spec is None and options.onto is not None:
+        # Read before anything is created: a base's project is named, never guessed.
+        projects = {base.project for base in store.bases(options.device)} if exists else set()
+        project = options.project or (projects.pop() if len(projects) == 1 else None)
+        spec = parse_onto(options.onto, project, options.version_label)
+    if not exists:
         if not options.create:
             store.device(options.device)  # raises NotFoundError with the known devices
         if not options.display_name or not options.vendor:
@@ -209,13 +248,8 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
         )
         reporter.step(f"created device {options.device}")
     limits = store.device(options.device).limits
-    if options.onto is None:
+    if spec is None:
         return store.resolve_base(options.device, options.base)
-    from patchtool.sources.bases import parse_onto, resolve_new_base
-
-    bases = store.bases(options.device)
-    project = bases[-1].project if bases else None
-    spec = parse_onto(options.onto, project, options.version_label)
     new = resolve_new_base(
         spec, store, options.device, options.cache, reporter, options.archive_paths, limits=limits
     )
@@ -312,6 +346,7 @@ class _Imported:
     three_way: list[ThreeWayChange] = field(default_factory=list)
     excluded_sections: int = 0
     skipped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
 
 def _import_into(
@@ -348,11 +383,12 @@ def _import_into(
             scratch = folder / "index"
             shutil.copyfile(tree / ".git" / "index", scratch)
             merged: list[tuple[str, str, tuple[str, ...]]] = []  # origin, commit, paths
+            head = (start, git.text("rev-parse", "HEAD^{tree}"))  # HEAD and its tree
             for number, change in enumerate(changes, start=1):
                 patch = folder / f"{number:05d}.patch"
                 patch.write_bytes(change.diff)
                 kill_point("import:change-written")
-                check_change_paths(git, patch, change, limits)
+                check_size_of(change, limits)
                 if options.excludes:
                     every = _sections(git, patch, change.strip, ())
                     kept = _sections(git, patch, change.strip, options.excludes)
@@ -368,17 +404,33 @@ def _import_into(
                 text = with_source_body(message, change.source or change.origin).encode()
                 identity = _identity(change, options, tree)
                 needed: tuple[str, ...] = ()
-                if not _commit_from_index(git, patch, change, options, text, identity, scratch):
-                    # The slow path wants a true working tree: bring it up to HEAD.
+                made = _commit_from_index(
+                    git, patch, change, options, text, identity, scratch, head
+                )
+                if made is not None:
+                    head = made
+                else:
+                    # Judged before git writes a file of the tree.
+                    check_change_paths(git, patch, change, limits)
+                    # The slow path wants a true HEAD and working tree: bring them up.
+                    _move_head(git, head[0])
                     synced = _bring_files_up(git, synced)
                     needed = _apply(git, patch, change, number, len(changes), options, base, left)
+                    if git.run("diff", "--cached", "--quiet", "HEAD", check=False).returncode == 0:
+                        # git merged it into nothing: the base holds the change already.
+                        done.dropped.append(change.origin)
+                        git.run("reset", "--quiet", "--hard", "HEAD")
+                        continue
                     git.run("commit", "--quiet", "--no-verify", "-F", "-", input=text, env=identity)
                     synced = git.text("rev-parse", "HEAD")
+                    head = (synced, git.text("rev-parse", "HEAD^{tree}"))
                     shutil.copyfile(tree / ".git" / "index", scratch)
                 committed.append(change.origin)
                 if needed:
-                    merged.append((change.origin, git.text("rev-parse", "HEAD"), needed))
-            # The commits were made in the index alone: one pass brings the files up.
+                    merged.append((change.origin, head[0], needed))
+            # The commits were made in the index alone: HEAD moves to the last, and
+            # one pass brings the files up.
+            _move_head(git, head[0])
             synced = _bring_files_up(git, synced)
             # What git made of the changes, judged as unpatch judges a series.
             commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
@@ -425,30 +477,51 @@ def _commit_from_index(
     message: bytes,
     identity: dict[str, str],
     scratch: Path,
-) -> bool:
+    head: tuple[str, str],
+) -> tuple[str, str] | None:
     """Apply the change to the index alone and commit it there (write-tree,
-    commit-tree, update-ref): no pass over the working tree's files, which on a
-    vLLM-sized tree costs more than the change itself. The working tree is
-    brought up to HEAD once, after the last change. False (nothing changed)
-    when the change does not apply as it is or changes nothing: the caller then
-    takes the full path, with its diagnosis and --3way."""
-    how = (f"-p{change.strip}", *(f"--exclude={glob}" for glob in options.excludes))
-    index = {"GIT_INDEX_FILE": str(scratch)}
-    applied = git.run("apply", *how, "--cached", "--", str(patch), check=False, env=index)
-    if applied.returncode != 0:
-        git.run("read-tree", "HEAD", env=index)  # a failed apply changes nothing; be sure
-        return False
-    tree = git.run("write-tree", env=index).text.strip()
-    head = git.text("rev-parse", "HEAD")
-    if tree == git.text("rev-parse", "HEAD^{tree}"):
-        return False
-    # `git commit -F` cleans a message up as `stripspace` does; commit-tree does not.
-    cleaned = git.run("stripspace", input=message).stdout
+    commit-tree): no pass over the working tree's files, which on a vLLM-sized
+    tree costs more than the change itself. git reads the change in the call
+    that applies it, and every path it read is judged (check_change_paths'
+    rule) before anything reaches the disk: the index is a scratch copy, and
+    the tree's files are brought up once, after the last change. `head` is the
+    newest commit (HEAD's to be) and its tree; the new ones come back, or None
+    (nothing changed) when the change does not apply as it is or changes
+    nothing: the caller then takes the full path, with its diagnosis and --3way."""
+    applied = apply_to_index(git, scratch, change.strip, patch, options.excludes)
+    if not applied.ok:
+        git.run("read-tree", head[0], env={"GIT_INDEX_FILE": str(scratch)})  # be sure
+        return None
+    judge_reading(git, patch, change, applied)
+    tree = git.run("write-tree", env={"GIT_INDEX_FILE": str(scratch)}).text.strip()
+    if tree == head[1]:
+        return None
     commit = git.run(
-        "commit-tree", tree, "-p", head, "-F", "-", input=cleaned, env=identity
+        "commit-tree", tree, "-p", head[0], "-F", "-", input=_clean(git, message), env=identity
     ).text.strip()
-    git.run("update-ref", "-m", "patchtool import", "HEAD", commit, head)
-    return True
+    return commit, tree
+
+
+def _clean(git: Git, message: bytes) -> bytes:
+    """The message as `git commit -F` leaves it (commit-tree takes it as it is):
+    git's `stripspace`, asked only when it would change something."""
+    lines = message.split(b"\n")
+    if (
+        message.endswith(b"\n")
+        and not message.endswith(b"\n\n")
+        and lines[0].strip()
+        and not any(line != line.rstrip(b" \t\r\v\f") for line in lines)
+        and b"\n\n\n" not in message
+        and b"\0" not in message
+    ):
+        return message
+    return git.run("stripspace", input=message).stdout
+
+
+def _move_head(git: Git, commit: str) -> None:
+    """HEAD (its branch) to `commit`, the newest of the commits made in the index."""
+    if git.text("rev-parse", "HEAD") != commit:
+        git.run("update-ref", "-m", "patchtool import", "HEAD", commit)
 
 
 def _apply(
@@ -492,10 +565,14 @@ def _apply(
                 "  3-way merge not possible: this tree lacks the blobs the change's "
                 "`index` lines name (a plain diff has none)"
             ]
-    details = describe_trial(trial, _labels(change))
+    details = describe_trial(trial, _labels(change), private=change.private)
     if not details:
         verbose = git.run("apply", *how, "--check", "--verbose", "--", str(patch), check=False)
-        details = [describe_failure(patch.read_bytes(), verbose.stderr or applied.stderr)]
+        details = [
+            describe_failure(
+                patch.read_bytes(), verbose.stderr or applied.stderr, private=change.private
+            )
+        ]
     paths = _sections(git, patch, change.strip, options.excludes) or []
     summary = []
     if trial.rejected:
@@ -505,6 +582,10 @@ def _apply(
         summary.append(f"{len(trial.missing)} of its {len(paths)} path(s) do not exist in the tree")
     if trial.existing:
         summary.append(f"{len(trial.existing)} path(s) it creates already exist")
+    if trial.undeleted:
+        summary.append(f"{len(trial.undeleted)} file(s) it removes differ from the base")
+    if trial.refused:
+        summary.append(f"{len(trial.refused)} file(s) git refused whole")
     hint = "Refresh the change against this base."
     if trial.missing and 2 * len(trial.missing) > len(paths):
         hint = strip_hint(git, patch, change.strip, options.excludes) or (
@@ -545,33 +626,8 @@ def _refuse_unsafe(change: Change, stderr: str) -> None:
 def _sections(git: Git, patch: Path, strip: int, excludes: tuple[str, ...]) -> list[str] | None:
     """One path per file section, as git reads them with this -p (the new name of
     a rename); None when git cannot read the patch with this -p."""
-    read = git.run(
-        "apply",
-        f"-p{strip}",
-        *(f"--exclude={glob}" for glob in excludes),
-        "--numstat",
-        "-z",
-        "--",
-        str(patch),
-        check=False,
-    )
-    if read.returncode != 0:
-        return None
-    fields = read.stdout.split(b"\0")
-    paths: list[str] = []
-    index = 0
-    while index < len(fields):
-        parts = fields[index].split(b"\t", 2)
-        index += 1
-        if len(parts) < 3:
-            continue
-        name = parts[2]
-        if not name and index + 1 < len(fields):  # "added\tdeleted\t\0old\0new"
-            name = fields[index + 1]
-            index += 2
-        if name:
-            paths.append(name.decode("utf-8", "surrogateescape"))
-    return paths
+    reading = read_patch(git, strip, patch=patch, excludes=excludes)
+    return reading.paths if reading.ok else None
 
 
 def strip_hint(git: Git, patch: Path, strip: int, excludes: tuple[str, ...] = ()) -> str | None:

@@ -1,35 +1,32 @@
 """`import --flagscale`: a FlagScale `hardware/` tree into the store.
 
-flagscale.py reads the tree (every layout, decryption in memory) into typed
+vendors/flagscale reads the tree (every layout, decryption in memory) into
 `BackendSet`s; this module turns each into a device and a base of the store
 through the import that `import` runs (`changes.import_changes_locked`: this
-module holds the device's locks, per device), so every patch passes the same
-safety checks and is written by the export pipeline that `patch` uses,
-byte-stable:
+module holds the device's locks, per device), handing it the groups as its own
+`Change` values, so every patch passes the same safety checks and is written by
+the export pipeline that `patch` uses, byte-stable:
 
 - the device is created when the store lacks it (display name: FlagScale's
-  folder name; vendor: the part of that name before the first `_`);
-- the base is the backend's git commit that diff.yaml pins (`backends_commit`),
-  fetched from the backend's repository (`--git-url NAME=URL` overrides it, for
-  a mirror or a local clone). When that commit cannot be fetched (no network,
-  or a commit the repository no longer has), the released sdist of
-  `backends_version` is taken instead and base.toml's `[origin] note` says so;
-- each component group becomes one patch, with the author and date that
-  diff.yaml and patch_history.yaml give (or flagscale.py's stated placeholder),
-  a body naming its FlagScale sources and an `Upstream-Status:` trailer;
+  folder name; vendor: the maker FlagScale's device is known by);
+- the base's project is the set's backend, and the base is chosen by
+  flagscale_base.py (the pinned commit, a mirror of it, or the release);
+- each group becomes one patch with the subject, body, author and date the
+  reader derived for it (vendors/flagscale/grouping.py), and an
+  `Upstream-Status:` trailer;
 - diff.yaml's contact, models and task are kept in base.toml's `[origin]`;
 - a group made from FlagScale's encrypted files (read with the vendor's RSA
   key) becomes a private patch: its commit gets the `Patchtool-Private: yes`
-  trailer, so the export encrypts it with age to the device's recipients
-  (`--recipient NAME=KEY` for a new device). Its plaintext is written only
-  into the build folder (the mails the importer reads sit in a scratch folder
-  there, `<dir>/<device>/.patchtool-scratch/`, locked while the run lives and
-  removed when it ends), never into the temporary folder or the store.
+  trailer, so the store holds it encrypted with age to the device's
+  recipients (`--recipient NAME=KEY` for a new device). Its plaintext is
+  written only into the build folder (import's scratch folder there), never
+  into the temporary folder or the store.
 
 Each device and base is imported whole or not at all (the import removes
-what it created when a change fails); one that fails does not stop the others.
-The result is one row per device and backend for the summary table.
-This module never prints; it reports through a `Reporter`.
+what it created when a change fails); one that fails, or cannot be read, does
+not stop the others. The result is one row per device and backend for the
+summary table (flagscale_report.py). This module never prints; it reports
+through a `Reporter`.
 """
 
 from __future__ import annotations
@@ -37,41 +34,40 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from email.header import Header
 from pathlib import Path
 
 from patchtool.commands.importing.changes import ImportOptions, import_changes_locked
+from patchtool.commands.importing.flagscale_base import BaseChoice, choose_base
+from patchtool.commands.importing.flagscale_report import (
+    MigrateRow,
+    failure_details,
+    try_each_group,
+)
+from patchtool.commands.importing.inputs import Change
 from patchtool.commands.jobs import CacheJob
 from patchtool.core.errors import (
     ChangeConflict,
     ExitCode,
-    NetworkError,
     NotFoundError,
     PatchtoolError,
     UsageError,
     quoted,
 )
-from patchtool.core.gitops import Git
 from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
+from patchtool.series.lint import IMPORTED_TRAILER
 from patchtool.series.privacy import PRIVATE_TRAILER
-from patchtool.series.safety import check_size
-from patchtool.sources.bases import ensure_base, parse_onto, resolve_new_base
-from patchtool.store.model import DEFAULT_LIMITS, DEVICE_FILE, BaseOrigin, GitUrl, NamedRecipient
-from patchtool.trees.applying import TrialApply, checkout_base, describe_trial, trial_apply
+from patchtool.sources.bases import ensure_base, resolve_new_base
+from patchtool.store.model import DEVICE_FILE, BaseOrigin, BaseRef, GitUrl, NamedRecipient
 from patchtool.trees.staging import device_scratch
-from patchtool.vendors.flagscale import BackendSet, PatchGroup, read_flagscale, render_plan
-
-# Where each backend's history lives (FlagScale names the backends by these folders).
-BACKEND_REPOSITORIES: Mapping[str, str] = {
-    "vllm": "https://github.com/vllm-project/vllm.git",
-    "sglang": "https://github.com/sgl-project/sglang.git",
-    "Megatron-LM": "https://github.com/NVIDIA/Megatron-LM.git",
-    "FlagScale": "https://github.com/FlagOpen/FlagScale.git",
-}
-REASON_LINES = 12  # lines of a failure's message kept in the summary's details
+from patchtool.vendors.flagscale.model import (
+    BACKENDS,
+    DEFAULT_GROUP_BYTES,
+    UNKNOWN_VENDOR,
+    BackendSet,
+)
+from patchtool.vendors.flagscale.reading import read_flagscale, render_plan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,124 +76,92 @@ class MigrateOptions(CacheJob):
     root: Path  # a FlagScale checkout, or its hardware/ folder
     device: str | None = None
     backend: str | None = None
-    private_key: Path | None = None
-    dry_run: bool = False
+    private_keys: tuple[Path, ...] = ()
     three_way: bool = False
     git_urls: Mapping[str, str] = field(default_factory=dict)  # backend -> URL or path
     wait: bool = True
     # Recipients of the private patches (FlagScale's encrypted files) of a new device.
     recipients: tuple[NamedRecipient, ...] = ()
-
-
-@dataclass
-class MigrateRow:
-    """One line of the summary: a device and backend of the FlagScale tree."""
-
-    device: str
-    backend: str
-    base: str = "-"
-    files: int = 0
-    patches: int = 0
-    clean: int = 0  # files that applied as they are
-    three_way: int = 0  # files that needed a 3-way merge
-    failed: int = 0  # files that did not apply, or every file of a set that failed
-    reason: str = ""  # why the set failed or was skipped ("" when imported)
-    onto: tuple[str, str | None] | None = None  # the base chosen: --onto text, label
-    exit_code: int = 0  # the failure's exit code (errors.ExitCode)
-    details: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.reason
+    group_bytes: int = DEFAULT_GROUP_BYTES
+    # The base of the sets that pin none (legacy): a new one, or one the device has.
+    onto: str | None = None
+    base: str | None = None  # --commit-id: a base the device has
 
 
 @dataclass
 class MigrateResult:
     rows: list[MigrateRow]
-    plan: list[str]  # what --dry-run prints (also filled on a real run)
 
     @property
     def failed(self) -> list[MigrateRow]:
-        return [row for row in self.rows if not row.ok]
+        """The sets that were not imported for a reason other than being skipped."""
+        return [row for row in self.rows if not row.ok and not row.skipped]
+
+
+def check_git_urls(git_urls: Mapping[str, str]) -> None:
+    for name, url in git_urls.items():
+        GitUrl(url)  # refused here, before anything is read, if it is not a safe address
+        if name not in BACKENDS:
+            raise UsageError(
+                f"--git-url {name}=…: unknown backend {quoted(name)} (known: {', '.join(BACKENDS)})"
+            )
+
+
+def plan(
+    root: Path,
+    device: str | None,
+    backend: str | None,
+    private_keys: tuple[Path, ...],
+    group_bytes: int,
+) -> list[str]:
+    """What --dry-run prints: the store is not needed, nothing is written."""
+    return render_plan(read_flagscale(root, device, backend, private_keys, group_bytes))
 
 
 def migrate(options: MigrateOptions, reporter: Reporter) -> MigrateResult:
     """Read the FlagScale tree, then import every device and backend found."""
-    for name, url in options.git_urls.items():
-        GitUrl(url)  # refused here, before anything is read, if it is not a safe address
-        if name not in BACKEND_REPOSITORIES:
-            known = ", ".join(BACKEND_REPOSITORIES)
-            raise UsageError(f"--git-url {name}=…: unknown backend {quoted(name)} (known: {known})")
-    sets = read_flagscale(options.root, options.device, options.backend, options.private_key)
+    check_git_urls(options.git_urls)
+    sets = read_flagscale(
+        options.root, options.device, options.backend, options.private_keys, options.group_bytes
+    )
     if not sets:
         raise NotFoundError(
             f"no device and backend of {options.root} matches "
             f"{_filter_text(options.device, options.backend)}",
             hint="`patchtool import --flagscale PATH --dry-run` lists what is there.",
         )
-    plan = render_plan(sets)
-    if options.dry_run:
-        return MigrateResult([_planned_row(found) for found in sets], plan)
     rows = []
     for found in sets:
         reporter.step(f"importing {found.source} as {found.device}")
         rows.append(_import_set(found, options, reporter))
-    return MigrateResult(rows, plan)
-
-
-def render_summary(rows: list[MigrateRow]) -> list[str]:
-    """The summary table, fixed columns, one row per device and backend, then the
-    reasons of the rows that failed or were skipped."""
-    header = ("device", "backend", "base", "files", "patches", "clean", "3-way", "failed")
-    table = [header] + [
-        (
-            row.device,
-            row.backend,
-            row.base,
-            str(row.files),
-            str(row.patches),
-            str(row.clean),
-            str(row.three_way),
-            str(row.failed),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in table
-    ]
-    for row in rows:
-        if row.reason:
-            lines.append(f"{row.device}/{row.backend}: {row.reason}")
-            lines.extend(f"  {detail}" for detail in row.details)
-    return lines
+    return MigrateResult(rows)
 
 
 # --------------------------------------------------------------------------- one set
 
 
-def _planned_row(found: BackendSet) -> MigrateRow:
-    return MigrateRow(
+def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) -> MigrateRow:
+    row = MigrateRow(
         found.device,
         found.backend,
-        base=_base_label(found),
+        base=_planned_base(found),
         files=found.files,
         patches=len(found.groups),
-        reason="" if found.groups else _nothing_reason(found),
     )
-
-
-def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) -> MigrateRow:
-    row = _planned_row(found)
+    if found.problem is not None:
+        row.reason = f"cannot be read: {found.problem}"
+        row.exit_code = found.problem_code
+        row.details = [found.problem_hint] if found.problem_hint else []
+        return row
     if not found.groups:
-        row.failed = 0
+        row.reason = "skipped: " + (found.skipped[0] if found.skipped else "no patch files")
+        if len(found.skipped) > 1:
+            row.reason += f" (and {len(found.skipped) - 1} more; --dry-run lists them)"
         return row
     device_file = options.store.root / found.device / DEVICE_FILE
+    new_device = not device_file.is_file()
     if any(g.encrypted for g in found.groups) and not (
-        options.recipients
-        if not device_file.is_file()
-        else options.store.device(found.device).recipients
+        options.recipients if new_device else options.store.device(found.device).recipients
     ):
         row.reason = (
             "its encrypted patches become private patches, encrypted to the device's "
@@ -207,42 +171,33 @@ def _import_set(found: BackendSet, options: MigrateOptions, reporter: Reporter) 
             "pass --recipient NAME=AGE-OR-SSH-PUBLIC-KEY for a new device, or add "
             f"[private.recipients] to {device_file}"
         ]
-        row.failed = row.files
         row.exit_code = int(ExitCode.USAGE)
         return row
-    # In the build folder, never the shared temporary folder: decrypted patches
-    # are written here in clear (a killed run's folder is removed by the next,
-    # see trees.staging.recover_interrupted).
     device_dir = options.build_dir / found.device
     device_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with (
-            device_locks(
-                options.build_dir,
-                options.store.root,
-                found.device,
-                reporter,
-                writes_store=True,
-                wait=options.wait,
-            ),
-            # Locked while this run lives: recovery (the unpatch that import
-            # runs included) removes only the scratch folders of dead runs.
-            scratch_folder(device_scratch(device_dir), "flagscale-") as scratch,
+        with device_locks(
+            options.build_dir,
+            options.store.root,
+            found.device,
+            reporter,
+            writes_store=True,
+            wait=options.wait,
         ):
-            mails = tuple(
-                _write_mail(scratch / f"{number:04d}.patch", group, found)
-                for number, group in enumerate(found.groups, 1)
+            choice = choose_base(
+                found, options, dict(options.git_urls), options.onto, options.base, reporter
             )
+            row.base = choice.label
             try:
-                _import_locked(found, options, reporter, mails, row)
+                _import_locked(found, options, reporter, choice, new_device, row)
             except ChangeConflict as error:
                 row.exit_code = int(error.exit_code)
-                _report_conflicts(found, options, reporter, row, error, scratch)
+                _report_conflicts(found, options, reporter, choice, row, error, device_dir)
     except PatchtoolError as error:
-        row.reason = error.message.splitlines()[0]
-        row.failed = row.files
+        lines = error.message.splitlines()
+        row.reason = lines[0]
         row.exit_code = int(error.exit_code)
-        row.details = error.message.splitlines()[1 : 1 + REASON_LINES]
+        row.details = lines[1:] + ([error.hint] if error.hint else [])
     return row
 
 
@@ -250,26 +205,25 @@ def _import_locked(
     found: BackendSet,
     options: MigrateOptions,
     reporter: Reporter,
-    mails: tuple[Path, ...],
+    choice: BaseChoice,
+    new_device: bool,
     row: MigrateRow,
 ) -> None:
-    onto, label, note = _choose_base(found, options, reporter)
-    row.onto = (onto, label)
     result = import_changes_locked(
         ImportOptions(
             store=options.store,
             build_dir=options.build_dir,
             device=found.device,
             cache=options.cache,
-            inputs=mails,
-            strip=1,
-            create=not (options.store.root / found.device / DEVICE_FILE).is_file(),
+            inputs=(),
+            changes=changes_of(found, choice.strip_extra),
+            create=new_device,
             recipients=options.recipients,
             keyring=options.keyring,
             display_name=found.flagscale_device,
-            vendor=found.flagscale_device.split("_", 1)[0],
-            onto=onto,
-            version_label=label,
+            vendor=found.vendor or UNKNOWN_VENDOR,
+            base=choice.base,
+            new_base=choice.spec,
             archive_paths=options.archive_paths,
             three_way=options.three_way,
             origin=BaseOrigin(
@@ -278,7 +232,7 @@ def _import_locked(
                 contact=found.contact or "",
                 models=found.models,
                 task=found.task,
-                note=note,
+                note=choice.note,
             ),
         ),
         reporter,
@@ -286,151 +240,114 @@ def _import_locked(
     row.base = result.base.base_id
     merged = {path for change in result.three_way for path in change.paths}
     row.three_way = len(merged)
-    row.clean = row.files - row.three_way
+    row.dropped = list(result.dropped)
+    dropped_files = sum(
+        len(group.files)
+        for number, group in enumerate(found.groups, 1)
+        if _origin(found, number, group.subject) in result.dropped
+    )
+    row.clean = row.files - row.three_way - dropped_files
     row.patches = len(result.imported)
+
+
+def changes_of(found: BackendSet, strip_extra: int = 0) -> tuple[Change, ...]:
+    """Each group as the importer's own change: its diff, the -p it is read with,
+    its author, date and message (a private patch's trailer for an encrypted one)."""
+    changes = []
+    for number, group in enumerate(found.groups, 1):
+        name, address = email.utils.parseaddr(group.authorship.author)
+        # In the trailers' paragraph, after Upstream-Status: where the lines come
+        # from (lint takes their trailing whitespace for the vendor's own), and
+        # for an encrypted group, that its patch is private.
+        message = (
+            group.message.rstrip("\n")
+            + f"\n{IMPORTED_TRAILER}: FlagScale {found.source}"
+            + (f"\n{PRIVATE_TRAILER}: yes" if group.encrypted else "")
+        )
+        changes.append(
+            Change(
+                _origin(found, number, group.subject),
+                group.diff(),
+                found.strip + strip_extra,
+                author=(name, address),
+                date=group.authorship.date,
+                message=message + "\n",
+                source=found.source,
+                private=group.encrypted,
+            )
+        )
+    return tuple(changes)
+
+
+def _origin(found: BackendSet, number: int, subject: str) -> str:
+    return f"{found.source}, patch {number} of {len(found.groups)} ({subject})"
 
 
 def _report_conflicts(
     found: BackendSet,
     options: MigrateOptions,
     reporter: Reporter,
+    choice: BaseChoice,
     row: MigrateRow,
     error: ChangeConflict,
-    scratch: Path,
+    device_dir: Path,
 ) -> None:
     """The import stopped at the first patch that does not apply and left nothing.
-    Say what fails in every patch, not only that one: each group is tried on a
-    throw-away checkout of the base, in order (a group that fails is left out
-    and the next one tried), and every failing file and hunk is listed."""
+    Say what fails in every patch, not only that one (flagscale_report.py)."""
     total = len(found.groups)
     row.failed = len(error.failed_paths)
     row.clean = row.files - row.failed
     row.reason = f"patch {error.number}/{total} does not apply: {row.failed} file(s)"
-    row.details = error.message.splitlines()[1 : 1 + REASON_LINES]
-    if row.onto is None:
-        return
+    row.details = error.message.splitlines()[1:]
     reporter.step(f"trying every patch of {found.source} to report each failure")
     try:
-        failures = _try_each_group(found, options, reporter, row.onto, scratch)
+        base = _base_of(found, options, reporter, choice)
+        repository = ensure_base(base, options.cache, reporter, options.archive_paths)
+        # In the build folder, never the shared temporary folder: the trial tree
+        # holds decrypted patches in clear.
+        with scratch_folder(device_scratch(device_dir), "flagscale-") as scratch:
+            failures, merged = try_each_group(
+                found,
+                base,
+                repository,
+                scratch,
+                found.strip + choice.strip_extra,
+                options.three_way,
+            )
     except PatchtoolError as diagnosis:
         reporter.warn(f"could not try the other patches: {diagnosis.message.splitlines()[0]}")
         return
-    row.failed = sum(len(trial.failed_paths) for _, trial in failures)
-    row.clean = row.files - row.failed
-    row.reason = f"{len(failures)} of {total} patch(es) do not apply: {row.failed} file(s)"
-    row.details = []
-    for number, trial in failures:
-        row.details.append(f"patch {number}/{total} ({found.groups[number - 1].subject}):")
-        row.details.extend(describe_trial(trial))
-
-
-def _try_each_group(
-    found: BackendSet,
-    options: MigrateOptions,
-    reporter: Reporter,
-    onto: tuple[str, str | None],
-    scratch: Path,
-) -> list[tuple[int, TrialApply]]:
-    project = found.project or found.backend
-    base = resolve_new_base(
-        parse_onto(onto[0], project, onto[1]),
-        options.store,
-        found.device,
-        options.cache,
-        reporter,
-        options.archive_paths,
-    )
-    repository = ensure_base(base, options.cache, reporter, options.archive_paths)
-    tree = scratch / "trial" / base.project
-    tree.parent.mkdir(parents=True)
-    checkout_base(repository, tree, base, "trial")
-    git = Git(tree)
-    failures = []
-    for number, group in enumerate(found.groups, 1):
-        patch = scratch / f"group-{number:04d}.diff"
-        diff = group.diff()
-        # Bounded before git reads it, as every patch is (the device may not exist
-        # yet: the defaults apply); the import itself checks each change again.
-        check_size(f"{found.source} ({group.component})", diff, DEFAULT_LIMITS)
-        patch.write_bytes(diff)
-        if git.run("apply", "-p1", "--index", "--", str(patch), check=False).returncode != 0:
-            failures.append((number, trial_apply(git, patch, scratch, 1)))
-    return failures
-
-
-def _choose_base(
-    found: BackendSet, options: MigrateOptions, reporter: Reporter
-) -> tuple[str, str | None, str]:
-    """The base to import onto, as `--onto` text, its version label, and the note
-    for base.toml: the pinned commit when it can be fetched, else the release."""
-    project = found.project or found.backend
-    url = options.git_urls.get(found.backend) or BACKEND_REPOSITORIES.get(found.backend)
-    reason = "no repository is known for it" if url is None else "no commit is pinned"
-    if found.commit is not None and url is not None:
-        onto = f"git+{url}@{found.commit.lower()}"
-        try:
-            resolve_new_base(
-                parse_onto(onto, project, found.version),
-                options.store,
-                found.device,
-                options.cache,
-                reporter,
-                options.archive_paths,
-            )
-            return onto, found.version, ""
-        except (NetworkError, NotFoundError) as error:
-            reason = error.message.splitlines()[0]
-    if found.version is None or found.project is None:
-        raise NotFoundError(
-            f"{found.source}: no base to import onto: the pinned commit cannot be used "
-            f"({reason}) and {found.backend} has no released sdist to fall back on",
-            hint="Pass --git-url BACKEND=URL naming a repository (or a local clone) that "
-            "holds the commit.",
+    if not failures:  # each applies to the base alone: it is the series on it that conflicts
+        row.details.append(
+            f"every patch applies to {base.base_id} alone: the conflict is with the series the "
+            "device already has on it"
         )
-    pinned = f"commit {found.commit}" if found.commit else "no commit"
-    note = (
-        f"FlagScale pins {found.backend} at {pinned}, which could not be used ({reason}); "
-        f"this base is the released sdist of {found.version} instead"
+        return
+    row.failed = sum(len(trial.failed_paths) for _, trial in failures)
+    row.three_way = len(merged)
+    row.clean = row.files - row.failed - row.three_way
+    row.reason = f"{len(failures)} of {total} patch(es) do not apply: {row.failed} file(s)"
+    row.details = failure_details(found, failures)
+
+
+def _base_of(
+    found: BackendSet, options: MigrateOptions, reporter: Reporter, choice: BaseChoice
+) -> BaseRef:
+    if choice.base is not None:
+        return options.store.resolve_base(found.device, choice.base)
+    assert choice.spec is not None
+    return resolve_new_base(
+        choice.spec, options.store, found.device, options.cache, reporter, options.archive_paths
     )
-    reporter.warn(f"{found.device}/{found.backend}: {note}")
-    return f"{found.project}=={found.version}", None, note
 
 
-def _write_mail(path: Path, group: PatchGroup, found: BackendSet) -> Path:
-    """One group as a format-patch mail: git mailinfo reads its author, date and
-    message, and the importer takes it like any other mbox input."""
-    name, address = email.utils.parseaddr(found.author)
-    author = email.utils.formataddr(
-        (str(Header(name, "utf-8")) if not name.isascii() else name, address)
-    )
-    when = datetime.fromisoformat(found.date.replace("Z", "+00:00"))
-    headers = [
-        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001",
-        f"From: {author}",
-        f"Date: {email.utils.format_datetime(when)}",
-        f"Subject: [PATCH] {group.subject}",
-        "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=UTF-8",
-        "Content-Transfer-Encoding: 8bit",
-        "",
-        group.body.rstrip("\n") + (f"\n{PRIVATE_TRAILER}: yes" if group.encrypted else ""),
-        "---",
-        "",
-    ]
-    path.write_bytes("\n".join(headers).encode("utf-8") + group.diff())
-    return path
-
-
-def _base_label(found: BackendSet) -> str:
+def _planned_base(found: BackendSet) -> str:
+    """The base a set names, as the summary shows it before one is chosen."""
+    if found.problem is not None:
+        return "-"
     if found.version:
-        return f"{found.project or found.backend}-{found.version}"
-    return f"{found.backend}-{found.commit[:12]}" if found.commit else "-"
-
-
-def _nothing_reason(found: BackendSet) -> str:
-    if found.skipped:
-        return "skipped: " + "; ".join(found.skipped)
-    return "no patch files"
+        return f"{found.project}-{found.version}"
+    return f"{found.project}-{found.commit[:12]}" if found.commit else "-"
 
 
 def _filter_text(device: str | None, backend: str | None) -> str:

@@ -16,10 +16,17 @@ from pathlib import Path
 from patchtool.core.errors import NotFoundError, UsageError, quoted
 from patchtool.core.fsutil import check_relative_path, read_regular_file, temporary_folder
 from patchtool.core.gitops import Git
+from patchtool.series.privacy import PRIVATE_TRAILER
 from patchtool.store.model import DEFAULT_LIMITS, PatchLimits, limit_hint
 from patchtool.store.series import check_series_length
 
 AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]+)>\s*$")
+_PRIVATE = re.compile(rf"^{PRIVATE_TRAILER}:[ \t]*(yes|true)[ \t]*$", re.MULTILINE | re.IGNORECASE)
+
+
+def marks_private(message: str) -> bool:
+    """Whether a message carries the trailer that makes its commit a private patch."""
+    return _PRIVATE.search(message) is not None
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,9 @@ class Change:
     # as given (its name when given by an absolute path), the mbox message, the
     # quilt series line.
     source: str = ""
+    # Its commit becomes a private patch (the message's Patchtool-Private: trailer):
+    # a failure to apply it is reported by file and position only.
+    private: bool = False
 
 
 def read_changes(
@@ -222,6 +232,7 @@ def _read_mbox(
                     date=fields.get("Date"),
                     message=message or None,
                     source=source_here,
+                    private=marks_private(message),
                 )
             )
         return changes
