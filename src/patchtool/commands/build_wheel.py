@@ -47,6 +47,7 @@ from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.store.model import DeviceConfig
 from patchtool.store.series import parse_series
+from patchtool.trees.in_progress import refuse_in_progress
 from patchtool.trees.record import TreeRecord, find_tree, read_record
 from patchtool.trees.staging import WHEEL_STAGE_PREFIX, recover_interrupted
 from patchtool.trees.work import TreeWork, tree_work
@@ -108,6 +109,7 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
 
 
 def _build_wheel(options: WheelOptions, tree: Path, reporter: Reporter) -> WheelResult:
+    refuse_in_progress(tree.parent, tree, "build-wheel")
     device = options.store.device(options.device)
     record = read_record(tree)
     base = options.store.resolve_base(device.name, record.base_id)
