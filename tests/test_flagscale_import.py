@@ -94,7 +94,7 @@ def test_a_flagscale_tree_becomes_a_device_and_base_that_unpatches(world: World)
         "model-executor-metax-c550-changes-from-flagscale.patch",
     ]
     assert (world.store / "metax_C550" / "device.toml").read_text() == (
-        'display-name = "Metax_C550"\nvendor = "Metax"\n\n[build]\nenv-script = "env.sh"\n'
+        'display-name = "Metax_C550"\nvendor = "Metax"\n'
     )
     # The store it wrote passes check (lint included) and unpatches.
     checked = run_cli("check", "--offline", cwd=world.project)
