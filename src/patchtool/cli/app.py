@@ -59,7 +59,8 @@ DeviceOption = Annotated[
     typer.Option(
         "--device-type",
         "-d",
-        help="Device name: a folder of the store (default: the build tree you are in).",
+        help="Device name: a folder of the store (default: the build tree you are in, "
+        "else the store's only device).",
     ),
 ]
 DirOption = Annotated[
@@ -200,8 +201,8 @@ def _device_context(
     DIR/<device>), the store, and the build folder checked."""
     from patchtool.cli.whereabouts import device_for
 
-    name = device_for(device, _here())
     store = _store()
+    name = device_for(device, _here(), store if must_exist else None)
     if must_exist:
         store.device(name)
     return _DeviceContext(_reporter(), store, _build_dir(build_dir, store), name)
@@ -241,7 +242,7 @@ def unpatch(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Create DIR/<device>/<project>: the upstream base plus the device's series, as git commits."""
-    from patchtool.commands.unpatch import UnpatchOptions
+    from patchtool.commands.unpatch import UnpatchOptions, backup_notice
     from patchtool.commands.unpatch import unpatch as run_unpatch
     from patchtool.series.privacy import find_keyring
 
@@ -264,7 +265,7 @@ def unpatch(
     )
     result = run_unpatch(options, reporter)
     if result.backup is not None:
-        reporter.warn(f"the previous tree held unexported work; it was moved to {result.backup}")
+        reporter.warn(backup_notice(result.backup, result.tree))
     if result.three_way:
         reporter.warn("needed a 3-way merge: " + ", ".join(result.three_way))
     reporter.info(
@@ -457,6 +458,8 @@ def status(
     if as_json:
         _emit_json(found.to_json())
         return
+    for line in found.in_progress:
+        print(line)
     print(f"tree:       {found.tree}")
     print(f"base:       {found.base} ({found.project} {found.version}, {found.base_commit})")
     for title, lines in (
@@ -533,14 +536,15 @@ def check_command(
     ] = False,
 ) -> None:
     """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
+    from patchtool.cli.whereabouts import sole_device
     from patchtool.commands.check import CheckOptions, run_checks, run_forecasts
     from patchtool.core.fsutil import check_name
     from patchtool.series.privacy import find_keyring
     from patchtool.sources.cache import BaseCache, cache_root
 
-    if base is not None and device is None:
-        raise UsageError("--commit-id needs --device-type", hint="Name the device it belongs to.")
     store = _store()
+    if base is not None and device is None:
+        device = sole_device(store, "--commit-id needs --device-type")
     options = CheckOptions(
         store=store,
         cache=BaseCache(cache_root(_globals.cache_dir)),
