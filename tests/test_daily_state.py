@@ -243,6 +243,21 @@ def test_a_backup_of_a_device_without_a_tree_says_how_to_make_one(
     )
 
 
+def test_a_command_run_in_a_set_aside_tree_writes_nothing(exported: SyntheticUpstream) -> None:
+    assert run_cli("unpatch", cwd=exported.tree).code == 0
+    [old] = [p for p in (exported.build / "devA").iterdir()
+             if p.name.startswith(".patchtool-previous-")]  # fmt: skip
+    device_folder = sorted(p.name for p in (exported.build / "devA").iterdir())
+    for command in (["status"], ["patch"], ["unpatch", "--force"]):
+        result = run_cli_in_process(*command, cwd=old / "demo")
+        assert result.code == 3, result.output
+        assert error_lines(result)[0] == (
+            f"error: the working folder is inside a build tree that unpatch replaced: {old / 'demo'}"
+        )
+    assert sorted(p.name for p in (exported.build / "devA").iterdir()) == device_folder
+    assert not (exported.build / "devA" / "devA").exists()
+
+
 # --------------------------------------------------------------------------- #5 one device
 
 
