@@ -94,7 +94,7 @@ def test_a_flagscale_tree_becomes_a_device_and_base_that_unpatches(world: World)
         "change-vllm-model-executor-fused-moe-py.patch",
     ]
     assert (world.store / "metax_C550" / "device.toml").read_text() == (
-        'display-name = "Metax_C550"\nvendor = "MetaX"\n\n[build]\nenv-script = "env.sh"\n'
+        'display-name = "Metax_C550"\nvendor = "MetaX"\n'
     )
     # The store it wrote passes check (lint included) and unpatches.
     checked = run_cli("check", "--offline", cwd=world.project)
@@ -289,7 +289,8 @@ def test_the_c550_series_as_a_flagscale_diff_imports_unpatches_and_builds(
     device_toml = project / "patches" / "metax_C550" / "device.toml"
     required = (REPOSITORY / "patches" / "metax_C550" / "device.toml").read_text()
     wanted = required[required.index("required-files"):]
-    device_toml.write_text(device_toml.read_text()
+    # The series adds env.sh; import writes no env-script (issue 21 #9): name it.
+    device_toml.write_text(device_toml.read_text() + '\n[build]\nenv-script = "env.sh"\n'
                            + 'skip-build-requires = ["cmake", "ninja"]\n' + wanted)
     made = run_cli("unpatch", "-d", "metax_C550", cwd=project, env=env)
     assert made.code == 0, made.output

@@ -97,12 +97,16 @@ def test_from_inside_the_store_the_build_folder_is_beside_it(upstream: Synthetic
 
 
 def test_outside_a_tree_a_device_must_be_named(upstream: SyntheticUpstream) -> None:
+    # With one device it is the default (tests/test_daily_state.py); with two, name one.
+    other = upstream.store / "devB"
+    other.mkdir()
+    (other / "device.toml").write_text('display-name = "B"\nvendor = "Example"\n')
     result = run_cli("status", cwd=upstream.root)
     assert result.code == 2
     assert result.stderr.splitlines() == [
-        "error: no device named and not inside a build tree",
-        "hint: Pass --device-type NAME (`patchtool list` shows the devices), or run the "
-        "command from inside a build tree.",
+        "error: no device named and not inside a build tree, and the store has 2 devices: "
+        "devA, devB",
+        "hint: Pass --device-type NAME, or run the command from inside a build tree.",
     ]
 
 

@@ -75,8 +75,8 @@ def device_context(
     DIR/<device>), the store, and the build folder checked."""
     from patchtool.cli.whereabouts import device_for
 
-    name = device_for(device, tree_here())
     found_store = store()
+    name = device_for(device, tree_here(), found_store if must_exist else None)
     if must_exist:
         found_store.device(name)
     return DeviceContext(reporter(), found_store, build_dir(given_dir, found_store), name)

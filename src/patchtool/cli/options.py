@@ -18,7 +18,8 @@ DeviceOption = Annotated[
     typer.Option(
         "--device-type",
         "-d",
-        help="Device name: a folder of the store (default: the build tree you are in).",
+        help="Device name: a folder of the store (default: the build tree you are in, "
+        "else the store's only device).",
     ),
 ]
 DirOption = Annotated[

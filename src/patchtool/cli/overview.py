@@ -3,7 +3,7 @@ tree's state. Data only; cli/app.py prints it (as a table, text or JSON)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from patchtool.core.gitops import Git
 from patchtool.series.privacy import Keyring
 from patchtool.store.resolve import Store
 from patchtool.store.series import parse_series
+from patchtool.trees.in_progress import in_progress_lines
 from patchtool.trees.record import find_tree, read_record
 from patchtool.trees.work import tree_work
 
@@ -51,7 +52,11 @@ class TreeStatus:
     commits: list[str]  # "<short id> <subject>", oldest first
     unexported: list[str]
     uncommitted: list[str]
-    other: list[str]  # stashes, side branches
+    other: list[str]  # stashes, side branches; private patches --public-only left out
+    # What the tree is in the middle of (a rebase, git's own operation): status
+    # leads with these lines (trees/in_progress.py renders them).
+    in_progress: list[str] = field(default_factory=list)
+    left_out_private: list[str] = field(default_factory=list)  # by --public-only
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -62,13 +67,20 @@ class TreeStatus:
 def tree_status(
     store: Store, build_dir: Path, device: str, keyring: Keyring | None = None
 ) -> TreeStatus:
-    """The device's build tree: its base, its commits, and the work the store lacks."""
+    """The device's build tree: what it is in the middle of, its base, its commits,
+    and the work the store lacks."""
     tree = find_tree(build_dir, device)
+    in_progress = in_progress_lines(tree)
     record = read_record(tree)
     git = Git(tree)
     base = store.resolve_base(device, record.base_id)
     log = git.lines("log", "--reverse", "--format=%h %s", f"{record.base_commit}..HEAD")
     work = tree_work(git, base, record.base_commit, keyring)
+    other = list(work.other)
+    if record.skipped_private:
+        other.append(
+            public_only_note(record.skipped_private, len(parse_series(base).entries), device)
+        )
     return TreeStatus(
         tree=str(tree),
         device=device,
@@ -79,5 +91,17 @@ def tree_status(
         commits=log,
         unexported=work.unexported,
         uncommitted=work.uncommitted,
-        other=work.other,
+        other=other,
+        in_progress=in_progress,
+        left_out_private=list(record.skipped_private),
+    )
+
+
+def public_only_note(left_out: tuple[str, ...], series_patches: int, device: str) -> str:
+    """What a tree made with --public-only lacks, and how to get it."""
+    count = len(left_out)
+    return (
+        f"made with --public-only: it holds {series_patches - count} of the series' "
+        f"{series_patches} patches; {count} private patch(es) left out: {', '.join(left_out)} "
+        f"(`patchtool unpatch -d {device} --identity FILE` makes the tree with them)"
     )

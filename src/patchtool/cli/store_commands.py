@@ -107,13 +107,14 @@ def check(
     ] = False,
 ) -> None:
     """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
+    from patchtool.cli.whereabouts import sole_device
     from patchtool.commands.check import CheckOptions, run_checks, run_forecasts
     from patchtool.core.fsutil import check_name
     from patchtool.series.privacy import find_keyring
 
-    if base is not None and device is None:
-        raise UsageError("--commit-id needs --device-type", hint="Name the device it belongs to.")
     store = context.store()
+    if base is not None and device is None:
+        device = sole_device(store, "--commit-id needs --device-type")
     options = CheckOptions(
         store=store,
         cache=context.cache(),

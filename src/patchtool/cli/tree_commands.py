@@ -40,7 +40,7 @@ def unpatch(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Create DIR/<device>/<project>: the upstream base plus the device's series, as git commits."""
-    from patchtool.commands.unpatch import UnpatchOptions
+    from patchtool.commands.unpatch import UnpatchOptions, backup_notice
     from patchtool.commands.unpatch import unpatch as run_unpatch
     from patchtool.series.privacy import find_keyring
 
@@ -63,7 +63,7 @@ def unpatch(
     )
     result = run_unpatch(options, reporter)
     if result.backup is not None:
-        reporter.warn(f"the previous tree held unexported work; it was moved to {result.backup}")
+        reporter.warn(backup_notice(result.backup, result.tree))
     if result.three_way:
         reporter.warn("needed a 3-way merge: " + ", ".join(result.three_way))
     reporter.info(
@@ -214,6 +214,8 @@ def status(
     if as_json:
         context.emit_json(found.to_json())
         return
+    for line in found.in_progress:
+        print(line)
     print(f"tree:       {found.tree}")
     print(f"base:       {found.base} ({found.project} {found.version}, {found.base_commit})")
     for title, lines in (

@@ -19,7 +19,7 @@ from patchtool.core.errors import IntegrityError, NotFoundError, UsageError
 from patchtool.core.fsutil import check_build_dir, check_name
 from patchtool.store.resolve import Store, find_store
 from patchtool.trees.record import TreeRecord, enclosing_tree, read_record
-from patchtool.trees.staging import PREVIOUS_PREFIX
+from patchtool.trees.staging import PREVIOUS_PREFIX, backup_made, is_backup
 
 
 def working_folder() -> Path:
@@ -69,10 +69,33 @@ def tree_around(folder: Path) -> Here | None:
             "if anything was written in it.",
         )
     try:
-        return Here(tree, read_record(tree))
+        record = read_record(tree)
     except (NotFoundError, IntegrityError):
         # A damaged record: commands then need -d, --dir and --store, as outside.
         return None
+    if is_backup(tree):
+        raise in_a_backup(tree, record)
+    return Here(tree, record)
+
+
+def in_a_backup(backup: Path, record: TreeRecord) -> NotFoundError:
+    """A command run inside `<dir>/<device>/backups/<name>`: where the device's tree
+    is. Raised before any lock is taken, so the run writes nothing."""
+    device_dir = backup.parent.parent
+    tree = device_dir / record.project
+    made = backup_made(backup) or "at a time its name does not say"
+    where = (
+        f"the tree is at {tree}"
+        if (tree / ".git").is_dir()
+        else f"the device has no tree now (`patchtool unpatch -d {record.device}` makes one "
+        f"at {tree})"
+    )
+    return NotFoundError(
+        f"this is a backup of the build tree of {record.device}, made {made}; {where}",
+        hint=f"`cd {shlex.quote(str(tree))}` to work in the tree: commands do not run in a "
+        "backup, which is yours to compare with, take commits from (`git fetch "
+        f"{shlex.quote(str(backup))} HEAD` in the tree, then cherry-pick) or remove.",
+    )
 
 
 def store_for(cwd: Path, explicit: Path | None, here: Here | None) -> Store:
@@ -104,14 +127,36 @@ def build_dir_for(build_dir: Path | None, store: Store, here: Here | None) -> Pa
     return check_build_dir(build_dir, [store.root, store.root.parent])
 
 
-def device_for(device: str | None, here: Here | None) -> str:
-    """--device-type, else the device of the build tree we are in."""
+def device_for(device: str | None, here: Here | None, store: Store | None) -> str:
+    """--device-type, else the device of the build tree we are in, else the store's
+    one device (`store`: None where a device is being created, which must be named)."""
     if device is None:
-        if here is None:
+        if here is not None:
+            device = here.record.device
+        elif store is not None:
+            device = sole_device(store, "no device named and not inside a build tree")
+        else:
             raise UsageError(
                 "no device named and not inside a build tree",
                 hint="Pass --device-type NAME (`patchtool list` shows the devices), or run "
                 "the command from inside a build tree.",
             )
-        device = here.record.device
     return check_name("device", device)
+
+
+def sole_device(store: Store, why: str) -> str:
+    """The device a command takes when none is named and no tree says which: the
+    store's only one. With several (or none), `why` starts the error, which lists
+    them: the one rule for every command (`check -c` included)."""
+    names = store.device_names()
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise UsageError(
+            f"{why}, and the store {store.root} has no devices",
+            hint="Create one with `patchtool import --create --device-type NAME ...`.",
+        )
+    raise UsageError(
+        f"{why}, and the store has {len(names)} devices: {', '.join(names)}",
+        hint="Pass --device-type NAME, or run the command from inside a build tree.",
+    )

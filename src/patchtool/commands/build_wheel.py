@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from patchtool.commands.jobs import DeviceJob
 from patchtool.core import children
-from patchtool.core.errors import BuildError, DirtyTreeError
+from patchtool.core.errors import BuildError, DirtyTreeError, UsageError
 from patchtool.core.faults import kill_point
 from patchtool.core.fsutil import (
     atomic_write,
@@ -47,6 +47,7 @@ from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.store.model import DeviceConfig
 from patchtool.store.series import parse_series
+from patchtool.trees.in_progress import refuse_in_progress
 from patchtool.trees.record import TreeRecord, find_tree, read_record
 from patchtool.trees.staging import WHEEL_STAGE_PREFIX, recover_interrupted
 from patchtool.trees.work import TreeWork, tree_work
@@ -59,7 +60,13 @@ from patchtool.wheel.buildenv import (
     requirement_names,
     torch_missing,
 )
-from patchtool.wheel.envsh import SourcedEnvironment, sandbox_environment, source_env_script
+from patchtool.wheel.envsh import (
+    CONVENTIONAL_ENV_SCRIPT,
+    SourcedEnvironment,
+    nothing_sourced,
+    sandbox_environment,
+    source_env_script,
+)
 from patchtool.wheel.provenance import add_provenance, provenance_record, verify_required
 
 if TYPE_CHECKING:
@@ -108,6 +115,7 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
 
 
 def _build_wheel(options: WheelOptions, tree: Path, reporter: Reporter) -> WheelResult:
+    refuse_in_progress(tree.parent, tree, "build-wheel")
     device = options.store.device(options.device)
     record = read_record(tree)
     base = options.store.resolve_base(device.name, record.base_id)
@@ -142,7 +150,9 @@ def _build_wheel(options: WheelOptions, tree: Path, reporter: Reporter) -> Wheel
         head=head,
         tree_state="dirty" if work else "public-only" if record.skipped_private else "exported",
         # A file of the tree, at a path device.toml names (links in the tree were judged).
-        env_script=read_regular_file(
+        env_script=None
+        if device.build.env_script is None
+        else read_regular_file(
             tree / device.build.env_script,
             device.limits.tree_file_bytes,
             follow_symlinks=True,
@@ -236,6 +246,21 @@ def _source_env(
     home = device_dir / ".patchtool-home"
     remove_tree(home)
     sandbox = sandbox_environment(os.environ, home)
+    if device.build.env_script is None:
+        script = CONVENTIONAL_ENV_SCRIPT
+        if env_args:
+            raise UsageError(
+                "--env-arg is an argument for the env script, and the device has none",
+                hint=f'Name it in {device.path} (env-script = "{script}" under [build]), '
+                "or leave out --env-arg.",
+            )
+        reporter.step(f"sourcing no env script: {device.path} names none (build.env-script)")
+        if (tree / script).is_file():
+            reporter.warn(
+                f"the tree has {script}, which is not sourced: add "
+                f'env-script = "{script}" under [build] in {device.path} to source it'
+            )
+        return nothing_sourced(sandbox)
     reporter.step(f"sourcing {device.build.env_script} {' '.join(env_args)}".rstrip())
     sourced = source_env_script(
         tree, device.build.env_script, env_args, sandbox, device.build.env_timeout

@@ -33,6 +33,7 @@ from patchtool.store.model import BaseRef
 from patchtool.store.series import parse_series, series_digest
 from patchtool.store.transaction import ExportPlan, recover_export
 from patchtool.trees.export import export_tree
+from patchtool.trees.in_progress import refuse_in_progress
 from patchtool.trees.record import TreeRecord, find_tree, read_record
 from patchtool.trees.work import uncommitted_files
 
@@ -71,6 +72,7 @@ def export_series(options: ExportOptions, reporter: Reporter) -> ExportResult:
 
 
 def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
+    refuse_in_progress(tree.parent, tree, "patch")
     record = read_record(tree)
     base = options.store.resolve_base(options.device, options.base or record.base_id)
     if base.commit != record.base_commit:

@@ -112,6 +112,13 @@ class ChangeConflict(ConflictError):
         self.merge_conflicts = merge_conflicts
 
 
+class OperationInProgressError(DirtyTreeError):
+    """The build tree is in the middle of an operation that must end first: a
+    patchtool rebase (stopped, or killed), or git's own rebase, am, merge,
+    cherry-pick, revert or bisect, or a detached HEAD behind the tree's branch
+    (exit 5, as a tree holding work: nothing was changed)."""
+
+
 class LintError(StaleStoreError):
     """`patch --strict`: the patches would not pass `check`'s lint (exit 7, as in check)."""
 

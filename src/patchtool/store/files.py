@@ -143,8 +143,14 @@ def parse_device(path: Path, name: str) -> DeviceConfig:
         ),
         skip_build_requires=project_names(path, build_table, "skip-build-requires", "build."),
     )
-    for required in (build.env_script, *build.required_files):
+    script = () if build.env_script is None else (build.env_script,)
+    for required in (*script, *build.required_files):
         check_relative_path(f"{path}: path", required)
+    if build.env_args and build.env_script is None:
+        raise IntegrityError(
+            f"{path}: build.env-args without build.env-script: there is no script to pass them to",
+            hint="Name the script (env-script = \"env.sh\") or remove env-args.",
+        )
     limits = _parse_limits(path, subtable(path, data, "limits"))
     return DeviceConfig(
         recipients=_parse_recipients(path, subtable(path, data, "private")),
@@ -304,12 +310,9 @@ def render_base(base: BaseRef) -> str:
 
 
 def render_device(display_name: str, vendor: str, recipients: Iterable[NamedRecipient]) -> str:
-    """device.toml for a new device (import --create, import --flagscale)."""
-    data: dict[str, Any] = {
-        "display-name": display_name,
-        "vendor": vendor,
-        "build": {"env-script": BuildSettings().env_script},
-    }
+    """device.toml for a new device (import --create, import --flagscale): no
+    env-script, which a device that has one adds (build-wheel builds without one)."""
+    data: dict[str, Any] = {"display-name": display_name, "vendor": vendor}
     named = {r.name: r.key for r in recipients}
     if named:
         data["private"] = {"recipients": named}

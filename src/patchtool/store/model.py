@@ -28,7 +28,9 @@ PRIVATE_SUFFIX = ".patch.age"
 class BuildSettings:
     """What `build-wheel` needs to know about a device."""
 
-    env_script: str = "env.sh"
+    # The script build-wheel sources in the tree (build.env-script); None: the
+    # device has none, and the build runs without one.
+    env_script: str | None = None
     env_args: tuple[str, ...] = ()
     target_device: str = "empty"
     required_files: tuple[str, ...] = ()

@@ -47,6 +47,7 @@ from patchtool.store.model import BaseRef, DeviceConfig
 from patchtool.store.resolve import Store
 from patchtool.store.series import parse_series, series_digest
 from patchtool.trees.applying import apply_series, checkout_base
+from patchtool.trees.in_progress import refuse_in_progress
 from patchtool.trees.record import TreeLocation, TreeRecord, find_tree, read_record, write_record
 from patchtool.trees.staging import (
     backup_path,
@@ -93,6 +94,8 @@ def build_tree(request: TreeBuild, reporter: Reporter) -> BuiltTree:
     """Build the device's tree aside and swap it in (the caller holds the build
     folder's lock for the device and the store's lock, shared, for the device)."""
     device: DeviceConfig = request.store.device(request.device)
+    # A rebase works in the device's tree: replacing it would orphan the rebase.
+    refuse_in_progress(request.build_dir / device.name, None, "unpatch", force=request.force)
     current = _current_tree(request.build_dir, device.name)
     base = _choose_base(request, device, current, reporter)
     series = parse_series(base, device.limits)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import asdict, dataclass, replace
@@ -174,8 +175,30 @@ def device_scratch(device_dir: Path) -> Path:
     return device_dir / SCRATCH_FOLDER
 
 
+_BACKUP_STAMP = "%Y%m%dT%H%M%SZ"
+_BACKUP_NAME = re.compile(r"-(\d{8}T\d{6}Z)(?:-\d+)?$")
+
+
+def backup_made(backup: Path) -> str | None:
+    """When a backup was made, as its name (backup_path) says: '2025-02-01 12:00:00
+    UTC'; None for a name backup_path did not make."""
+    found = _BACKUP_NAME.search(backup.name)
+    if found is None:
+        return None
+    try:
+        made = time.strptime(found.group(1), _BACKUP_STAMP)
+    except ValueError:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", made)
+
+
+def is_backup(tree: Path) -> bool:
+    """Whether `tree` is a build tree kept in `<dir>/<device>/backups/`."""
+    return tree.parent.name == BACKUP_FOLDER
+
+
 def backup_path(device_dir: Path, project: str) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = time.strftime(_BACKUP_STAMP, time.gmtime())
     candidate = device_dir / BACKUP_FOLDER / f"{project}-{stamp}"
     suffix = 1
     while candidate.exists():

@@ -41,6 +41,8 @@ from typing import IO
 from patchtool.core import children
 from patchtool.core.errors import BuildError, NotFoundError
 
+# The name a device's env script has by custom (a device.toml names its own).
+CONVENTIONAL_ENV_SCRIPT = "env.sh"
 _MARKER = b"\0--patchtool-env-sh-sourced--\0"
 # Variables bash itself changes on every run: not env.sh's doing.
 _BASH_OWN = {"_", "SHLVL", "PWD", "OLDPWD"}
@@ -61,7 +63,7 @@ env -0
 
 @dataclass(frozen=True)
 class SourcedEnvironment:
-    script: Path
+    script: Path | None  # None: the device has no env script (nothing_sourced)
     arguments: tuple[str, ...]
     changed: dict[str, str]  # added or changed by env.sh
     removed: tuple[str, ...]
@@ -78,6 +80,11 @@ def _parse(block: bytes) -> dict[str, str]:
                 "utf-8", "surrogateescape"
             )
     return values
+
+
+def nothing_sourced(environment: Mapping[str, str]) -> SourcedEnvironment:
+    """The environment of a device without an env script: the sandboxed one as it is."""
+    return SourcedEnvironment(None, (), {}, (), dict(environment), "")
 
 
 def source_env_script(

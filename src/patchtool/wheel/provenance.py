@@ -42,7 +42,7 @@ def provenance_record(
     record: TreeRecord,
     head: HeadFacts,
     tree_state: str,
-    env_script: bytes,
+    env_script: bytes | None,  # None: the device has no env script
     env_args: Sequence[str],
     target: str,
     interpreter: BuildInterpreter,
@@ -68,7 +68,9 @@ def provenance_record(
         ],
         "tree_commit": head.commit,
         "tree_state": tree_state,
-        "env_script": {
+        "env_script": None
+        if env_script is None
+        else {
             "path": device.build.env_script,
             "sha256": hashlib.sha256(env_script).hexdigest(),
             "arguments": list(env_args),

@@ -71,6 +71,7 @@ from patchtool.store.model import (
 from patchtool.store.series import folder_file_bytes, write_base_files
 from patchtool.trees.applying import describe_failure, describe_trial, trial_apply
 from patchtool.trees.export import export_tree
+from patchtool.trees.in_progress import refuse_in_progress
 from patchtool.trees.record import TreeLocation, read_record
 from patchtool.trees.staging import device_scratch, discard
 
@@ -194,6 +195,7 @@ def import_changes_locked(options: ImportOptions, reporter: Reporter) -> ImportR
     device_file = options.store.root / check_name("device", options.device) / DEVICE_FILE
     limits = options.store.device(options.device).limits if device_file.is_file() else None
     device_dir = options.build_dir / check_name("device", options.device)
+    refuse_in_progress(device_dir, None, "import")
     with scratch_folder(device_scratch(device_dir), "import-") as workspace:
         changes = list(options.changes) or read_changes(
             options.inputs,
@@ -274,6 +276,7 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
     from patchtool.trees.building import TreeBuild, build_tree
 
     tree = TreeLocation(options.build_dir, options.device, base.project).tree
+    refuse_in_progress(tree.parent, tree, "import")
     if tree.is_dir():
         try:
             record = read_record(tree)

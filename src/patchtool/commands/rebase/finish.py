@@ -32,7 +32,6 @@ from patchtool.commands.rebase.state import (
     RebaseState,
     marker_path,
     save_state,
-    state_path,
 )
 from patchtool.core.errors import IntegrityError, UsageError
 from patchtool.core.faults import kill_point
@@ -49,6 +48,7 @@ from patchtool.store.files import move_base_folder_in, move_base_folder_out, wri
 from patchtool.store.model import SERIES_FILE, BaseRef
 from patchtool.store.resolve import Store
 from patchtool.store.series import parse_series, render_series, series_digest, write_base_files
+from patchtool.trees.in_progress import state_path
 from patchtool.trees.picking import commit_patch_ids
 from patchtool.trees.record import BASE_REF, BASE_TAG, TreeRecord, write_record
 

@@ -23,7 +23,6 @@ from patchtool.commands.rebase.state import (
     marker_path,
     owns_tree,
     rebase_in_progress,
-    state_path,
 )
 from patchtool.core.errors import ConflictError, DirtyTreeError, UsageError
 from patchtool.core.faults import kill_point
@@ -35,6 +34,7 @@ from patchtool.series.safety import TreeJudge
 from patchtool.sources.cache import base_ref_name
 from patchtool.store.model import BaseRef
 from patchtool.trees.applying import apply_series, checkout_base
+from patchtool.trees.in_progress import state_path
 from patchtool.trees.record import BASE_REF, BASE_TAG, METADATA_FILE, TreeRecord, write_record
 from patchtool.trees.staging import TRASH_PREFIX, new_stage
 from patchtool.trees.work import existing_work

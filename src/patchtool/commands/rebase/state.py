@@ -1,6 +1,7 @@
 """A rebase's state: the file beside the build tree and the tree's mark.
 
-The state lives in `<dir>/<device>/.patchtool-rebase-<project>.json` (the
+The state lives in `<dir>/<device>/.patchtool-rebase-<project>.json`
+(trees/in_progress.py: where, and the line every other command shows; the
 device folder is patchtool's own; a tree the rebase creates does not exist yet
 when the state must first be written). It is written before the tree is
 touched and moves through the phases "starting" (what `--abort` needs to put
@@ -26,10 +27,8 @@ from patchtool.commands.jobs import CachedDeviceJob
 from patchtool.core.errors import UsageError, quoted
 from patchtool.core.fsutil import atomic_write, check_name, read_json_record
 from patchtool.store.model import BaseOrigin, BaseRef, GitSource, GitUrl, PypiSource
+from patchtool.trees.in_progress import STATE_PREFIX, STATE_SUFFIX, state_files, state_path
 
-# The state file, in the device's build folder: STATE_PREFIX + project + STATE_SUFFIX.
-STATE_PREFIX = ".patchtool-rebase-"
-STATE_SUFFIX = ".json"
 # In the tree's .git: the id of the rebase that may change this tree.
 MARKER_FILE = "patchtool-rebase-id"
 STARTING, PICKING, FINISHING, NEXT = "starting", "picking", "finishing", "next"
@@ -141,12 +140,6 @@ class RebaseResult:
     carried: tuple[BaseRef, ...] = ()  # a carry: every base it updated, in order
 
 
-def state_path(tree: Path) -> Path:
-    """`<dir>/<device>/.patchtool-rebase-<project>.json`: beside the tree, not in it,
-    so that it can be written before the tree exists and survives a half-made one."""
-    return tree.parent / f"{STATE_PREFIX}{tree.name}{STATE_SUFFIX}"
-
-
 def save_state(tree: Path, state: RebaseState) -> None:
     data = asdict(state)
     data["new_base"]["path"] = str(state.new_base.path)
@@ -214,15 +207,7 @@ def owns_tree(tree: Path, state: RebaseState) -> bool:
 
 def find_rebasing_tree(build_dir: Path, device: str) -> Path:
     device_dir = build_dir / check_name("device", device)
-    states = (
-        sorted(
-            p
-            for p in device_dir.glob(f"{STATE_PREFIX}*{STATE_SUFFIX}")
-            if p.is_file() and len(p.name) > len(STATE_PREFIX) + len(STATE_SUFFIX)
-        )
-        if device_dir.is_dir()
-        else []
-    )
+    states = state_files(device_dir)
     if not states:
         raise UsageError(
             f"no rebase is in progress for device {quoted(device)} under {device_dir}",
