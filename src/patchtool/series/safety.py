@@ -46,9 +46,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchtool.core.errors import IntegrityError, UnsafeInputError, quoted
-from patchtool.core.fsutil import folds_to, path_problem, shown_path
+from patchtool.core.fsutil import MAX_PATH_BYTES, folds_to, path_problem, shown_path
 from patchtool.core.gitops import Git
 from patchtool.store.model import DEVICE_FILE, GitUrl, PatchLimits, limit_hint
+
+# The most files a TreeJudge listing holds: no base within any device's limits
+# has more (a git base was measured before, sources/extent.py; an sdist bounded
+# as it was imported). One entry of `ls-tree -r -z` is at most its mode, type,
+# id and a path within fsutil's limits (a longer path is refused with it).
+_MOST_PATHS = max(PatchLimits.ceiling("git_base_paths"), PatchLimits.ceiling("sdist_members"))
+_LONGEST_RECORD = 6 + 1 + 6 + 1 + 64 + 1 + 4 * MAX_PATH_BYTES
 
 SYMLINK_MODE = "120000"
 GITLINK_MODE = "160000"
@@ -395,18 +402,24 @@ class TreeJudge:
 
     def __init__(self, git: Git, commit: str, subject: str) -> None:
         """Load and judge the tree of `commit` in `git`'s repository (bare or not);
-        `subject` names it in errors ("base vllm 0.7.2")."""
+        `subject` names it in errors ("base vllm 0.7.2"). The listing is read as
+        it streams and never holds more than the files a base within the
+        ceilings can have: a base was bounded before (sources/extent.py,
+        sources/sdist.py); a build tree's commit was not."""
         self.entries: dict[str, tuple[str, str]] = {}
         self.targets: dict[str, str] = {}
-        listing = git.run("ls-tree", "-r", "-z", "--full-tree", commit).stdout
-        for record in listing.split(b"\0"):
-            if not record:
-                continue
+        for record in _listing(git, commit, subject):
             meta, _, raw_path = record.partition(b"\t")
-            mode, _, oid = meta.decode().split(" ")
-            self.entries[_decode(raw_path)] = (mode, oid)
-        for path, (mode, _) in self.entries.items():
+            mode, _, oid = meta.decode("ascii", "replace").split(" ")
+            path = _decode(raw_path)
             self._judge_entry(subject, path, mode)
+            self.entries[path] = (mode, oid)
+            if len(self.entries) > _MOST_PATHS:
+                raise IntegrityError(
+                    f"{subject}: its tree lists more than {_MOST_PATHS} files, more than "
+                    "any device's limits allow a base",
+                    hint="Nothing was checked out. Check that it is the tree you mean.",
+                )
         links = {p: oid for p, (mode, oid) in self.entries.items() if mode == SYMLINK_MODE}
         self.targets = _read_blobs(git, links)
         self._judge_links(subject, self.targets)
@@ -526,6 +539,22 @@ class TreeJudge:
                     raise unsafe(subject, f"{where}: {error.message}") from None
             if field == "update" and value.startswith("!"):
                 raise unsafe(subject, f"{where}: update runs a command ({quoted(value)})")
+
+
+def _listing(git: Git, commit: str, subject: str) -> Iterator[bytes]:
+    """`ls-tree -r -z` of `commit`, an entry at a time as git writes it."""
+    records = git.records("ls-tree", "-r", "-z", "--full-tree", commit, longest=_LONGEST_RECORD)
+    while True:
+        try:
+            record = next(records, None)
+        except IntegrityError:  # a record past `longest`: a path no tree may hold
+            raise unsafe(
+                subject, f"a path of more than {_LONGEST_RECORD} bytes is in its tree"
+            ) from None
+        if record is None:
+            return
+        if record:
+            yield record
 
 
 def _decode(raw: bytes) -> str:
