@@ -53,7 +53,8 @@ class PatchLimits:
     unpack before they refuse it unread (exit 6). Each is checked before the
     bytes are produced: a patch's size before git reads it, a binary hunk's
     declared size before git inflates it, an sdist member's declared size
-    before it is read, a page or download as it streams in.
+    before it is read, a git base's tree by its objects' headers before it is
+    listed or checked out, a page or download as it streams in.
 
     `[limits]` in device.toml raises or lowers them, each up to its ceiling
     (`ceiling`): a store arrives by pull request, and a value above the ceiling
@@ -78,6 +79,13 @@ class PatchLimits:
     sdist_bytes: int = _limit(256 * _MIB, 4 * _GIB)
     sdist_member_bytes: int = _limit(64 * _MIB, 1 * _GIB)
     sdist_members: int = _limit(50_000, 1_000_000)
+    # A git base's tree as it would be checked out, measured from its objects'
+    # headers before anything lists or checks it out: its files together, its
+    # largest file, its paths (files, links and folders, a folder named twice
+    # counted twice).
+    git_base_bytes: int = _limit(256 * _MIB, 4 * _GIB)
+    git_base_file_bytes: int = _limit(64 * _MIB, 1 * _GIB)
+    git_base_paths: int = _limit(100_000, 2_000_000)
     # What the package index sends: one page of its simple API, one download.
     index_page_bytes: int = _limit(32 * _MIB, 512 * _MIB)
     download_bytes: int = _limit(256 * _MIB, 4 * _GIB)
@@ -85,8 +93,13 @@ class PatchLimits:
     @property
     def tree_file_bytes(self) -> int:
         """The largest file a tree made within these limits can hold (a patch's
-        text, a binary hunk's result, an sdist member)."""
-        return max(self.patch_bytes, self.binary_hunk_bytes, self.sdist_member_bytes)
+        text, a binary hunk's result, a base's file)."""
+        return max(
+            self.patch_bytes,
+            self.binary_hunk_bytes,
+            self.sdist_member_bytes,
+            self.git_base_file_bytes,
+        )
 
     @staticmethod
     def ceiling(key: str) -> int:

@@ -1,0 +1,169 @@
+"""Bounds against the attack report on the issue-19 fixes (ATTACK19): a git base
+measured from its objects' headers before it is listed or checked out (HIGH 1),
+copies and renames counted before git applies a patch (HIGH 2), an sdist's tar
+header records bounded as they are read (MEDIUM 3), and hostile store shapes
+refused as errors that name the file (LOW 11). Each bomb is small: the test
+store's [limits] are lowered to meet it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import SyntheticUpstream, error_lines, git, write_git_base
+
+GIT_BASE_WHAT = (
+    "Nothing was checked out. Check that base.toml names the upstream commit you mean, "
+    "or raise {key} under [limits] in the device's device.toml (at most {ceiling}) if an "
+    "input this large is intended."
+)
+
+
+def set_limits(world: SyntheticUpstream, limits: str) -> None:
+    device = world.store / "devA" / "device.toml"
+    device.write_text(device.read_text() + f"\n[limits]\n{limits}\n")
+
+
+def hash_blob(repository: Path, data: bytes) -> str:
+    return git(repository, "hash-object", "-w", "--stdin", input=data).strip()
+
+
+def make_tree(repository: Path, entries: list[tuple[str, str, str]]) -> str:
+    """A tree object of (mode, oid, name) entries, made with `git mktree`."""
+    kinds = {"040000": "tree"}
+    listing = "".join(f"{mode} {kinds.get(mode, 'blob')} {oid}\t{name}\n"
+                      for mode, oid, name in entries)  # fmt: skip
+    return git(repository, "mktree", input=listing.encode()).strip()
+
+
+def git_base_in_store(world: SyntheticUpstream, tree: str, repository: Path) -> str:
+    """devA's base `git-base`, its source the bare `repository`, its commit one
+    holding `tree`."""
+    commit = git(repository, "commit-tree", "-m", "bomb", tree).strip()
+    write_git_base(world, str(repository), commit)
+    return commit
+
+
+def bare_in_store(world: SyntheticUpstream) -> Path:
+    repository = world.root / "up.git"
+    git(world.root, "init", "--quiet", "--bare", str(repository))
+    return repository
+
+
+def tree_bomb(repository: Path, width: int, depth: int) -> str:
+    """`width` files in a folder, named `width` times per level, `depth` levels down:
+    width**(depth+1) files from depth+2 objects."""
+    blob = hash_blob(repository, b"x\n")
+    tree = make_tree(repository, [("100644", blob, f"f{i}") for i in range(width)])
+    for _ in range(depth):
+        tree = make_tree(repository, [("040000", tree, f"d{i}") for i in range(width)])
+    return tree
+
+
+# --------------------------------------------------------------------------- HIGH 1
+
+
+def test_a_git_tree_bomb_is_refused_from_its_headers(upstream: SyntheticUpstream) -> None:
+    """HIGH 1: ten folders of ten folders of ten files (1,110 paths from 4 objects)
+    against git-base-paths = 500: refused before any listing or checkout."""
+    set_limits(upstream, "git-base-paths = 500")
+    repository = bare_in_store(upstream)
+    commit = git_base_in_store(upstream, tree_bomb(repository, 10, 2), repository)
+    base_file = upstream.store / "devA" / "git-base" / "base.toml"
+    result = upstream.run("unpatch", "--commit-id", "git-base")
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
+        f"error: {base_file}: commit {commit[:12]}: its tree has more than 500 paths "
+        "(files and folders, as checked out)",
+        "hint: " + GIT_BASE_WHAT.format(key="git-base-paths", ceiling=2000000),
+    ]
+    assert [p.name for p in (upstream.build / "devA").iterdir()] == [".patchtool.lock"]
+    checked = upstream.run("check", "--commit-id", "git-base")
+    assert checked.code == 6, checked.output
+    assert (
+        "FAIL  devA  git-base  source\n"
+        f"        {base_file}: commit {commit[:12]}: its tree has more than 500 paths "
+        "(files and folders, as checked out)\n"
+    ) in checked.stdout
+
+
+def test_a_deep_tree_bomb_is_refused_reading_a_few_objects(upstream: SyntheticUpstream) -> None:
+    """HIGH 1's own bomb: 1e9 files from 11 objects, at the default limits."""
+    repository = bare_in_store(upstream)
+    commit = git_base_in_store(upstream, tree_bomb(repository, 10, 8), repository)
+    result = upstream.run("check", "--commit-id", "git-base")
+    assert result.code == 6, result.output
+    assert (
+        f"commit {commit[:12]}: its tree has more than 100000 paths (files and folders, "
+        "as checked out)\n"
+    ) in result.stdout
+
+
+def test_a_git_blob_bomb_is_refused_by_its_header(upstream: SyntheticUpstream) -> None:
+    """HIGH 1: a blob larger than git-base-file-bytes, named by its path."""
+    set_limits(upstream, "git-base-file-bytes = 4096")
+    repository = bare_in_store(upstream)
+    big = hash_blob(repository, bytes(5000))
+    small = hash_blob(repository, b"x\n")
+    inner = make_tree(repository, [("100644", big, "big.bin"), ("100644", small, "a.txt")])
+    tree = make_tree(repository, [("040000", inner, "data")])
+    commit = git_base_in_store(upstream, tree, repository)
+    result = upstream.run("unpatch", "--commit-id", "git-base")
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
+        f"error: {upstream.store / 'devA' / 'git-base' / 'base.toml'}: commit {commit[:12]}: "
+        "file 'data/big.bin' is 5000 bytes, more than the limit of 4096",
+        "hint: " + GIT_BASE_WHAT.format(key="git-base-file-bytes", ceiling=1073741824),
+    ]
+
+
+def test_a_git_base_s_bytes_are_summed_where_each_file_appears(
+    upstream: SyntheticUpstream,
+) -> None:
+    """HIGH 1: one 1,000-byte file named in ten folders is 10,000 bytes checked out."""
+    set_limits(upstream, "git-base-bytes = 9999")
+    repository = bare_in_store(upstream)
+    blob = hash_blob(repository, bytes(1000))
+    inner = make_tree(repository, [("100644", blob, "f")])
+    tree = make_tree(repository, [("040000", inner, f"d{i}") for i in range(10)])
+    commit = git_base_in_store(upstream, tree, repository)
+    result = upstream.run("unpatch", "--commit-id", "git-base")
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
+        f"error: {upstream.store / 'devA' / 'git-base' / 'base.toml'}: commit {commit[:12]}: "
+        "its files hold more than 9999 bytes together",
+        "hint: " + GIT_BASE_WHAT.format(key="git-base-bytes", ceiling=4294967296),
+    ]
+
+
+def test_a_recorded_extent_is_held_to_the_limits_of_the_device_at_hand(
+    upstream: SyntheticUpstream,
+) -> None:
+    """HIGH 1: a warm cache keeps the extent it measured; a device with lower limits
+    is refused from the record, as a cold cache would refuse it."""
+    repository = bare_in_store(upstream)
+    blob = hash_blob(repository, bytes(1000))
+    tree = make_tree(repository, [("100644", blob, f"f{i}") for i in range(3)])
+    commit = git_base_in_store(upstream, tree, repository)
+    first = upstream.run("unpatch", "--commit-id", "git-base")
+    assert first.code == 0, first.output
+    set_limits(upstream, "git-base-bytes = 2999")
+    again = upstream.run("unpatch", "--commit-id", "git-base")
+    assert again.code == 6, again.output
+    assert error_lines(again)[0] == (
+        f"error: {upstream.store / 'devA' / 'git-base' / 'base.toml'}: commit {commit[:12]}: "
+        "its files hold more than 2999 bytes together"
+    )
+    assert "verifying" not in again.stderr
+
+
+def test_a_git_base_within_its_limits_is_checked_out(upstream: SyntheticUpstream) -> None:
+    """The limits count exactly: 3 files and a folder are 4 paths, 3,000 bytes."""
+    set_limits(upstream, "git-base-paths = 4\ngit-base-bytes = 3000\ngit-base-file-bytes = 1000")
+    repository = bare_in_store(upstream)
+    blob = hash_blob(repository, bytes(1000))
+    inner = make_tree(repository, [("100644", blob, f"f{i}") for i in range(3)])
+    git_base_in_store(upstream, make_tree(repository, [("040000", inner, "d")]), repository)
+    result = upstream.run("unpatch", "--commit-id", "git-base")
+    assert result.code == 0, result.output
+    tree = upstream.build / "devA" / "demo"
+    assert sorted(p.name for p in (tree / "d").iterdir()) == ["f0", "f1", "f2"]
