@@ -167,3 +167,84 @@ def test_a_git_base_within_its_limits_is_checked_out(upstream: SyntheticUpstream
     assert result.code == 0, result.output
     tree = upstream.build / "devA" / "demo"
     assert sorted(p.name for p in (tree / "d").iterdir()) == ["f0", "f1", "f2"]
+
+
+# --------------------------------------------------------------------------- HIGH 2
+
+COPY_WHAT = (
+    "Nothing was applied. git reads each copied or renamed file whole into memory and "
+    "writes it again: copy fewer files, or raise {key} under [limits] in the device's "
+    "device.toml (at most {ceiling}) if an input this large is intended."
+)
+
+
+def copy_patch(subject: str, sections: list[tuple[str, str, str]]) -> bytes:
+    """A mail patch made only of (kind, source, target) sections, kind "copy" or
+    "rename", each about a hundred bytes."""
+    body = "".join(
+        f"diff --git a/{source} b/{target}\nsimilarity index 100%\n"
+        f"{kind} from {source}\n{kind} to {target}\n"
+        for kind, source, target in sections
+    )
+    return (
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        "From: A <a@example.invalid>\nDate: Sat, 1 Feb 2025 12:00:00 +0000\n"
+        f"Subject: [PATCH] {subject}\n\nWhy.\n---\n{body}--\n2.39.0\n\n"
+    ).encode()
+
+
+def store_series(world: SyntheticUpstream, patches: dict[str, bytes]) -> None:
+    for name, data in patches.items():
+        (world.base_folder / name).write_bytes(data)
+    (world.base_folder / "series").write_text("".join(f"{name}\n" for name in patches))
+
+
+def test_copies_past_copy_patch_bytes_are_refused_before_git_reads_them(
+    upstream: SyntheticUpstream,
+) -> None:
+    """HIGH 2: five copies of demo/data.bin (1,024 bytes) in one patch; each counts
+    its source and all a patch so far could add to it (the patch's own bytes)."""
+    patch = copy_patch("Copy", [("copy", "demo/data.bin", f"c{i}.bin") for i in range(5)])
+    each = 1024 + len(patch)
+    set_limits(upstream, f"copy-patch-bytes = {3 * each}")
+    store_series(upstream, {"0001-copy.patch": patch})
+    result = upstream.run("unpatch")
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
+        f"error: patch {upstream.base_folder / '0001-copy.patch'} (series line 1): line 20: "
+        f"the copy or rename to 'c3.bin' makes its copies and renames {4 * each} bytes "
+        f"together, more than the limit of {3 * each}",
+        "hint: " + COPY_WHAT.format(key="copy-patch-bytes", ceiling=2147483648),
+    ]
+    assert not (upstream.build / "devA" / "demo").exists()
+    checked = upstream.run("check")
+    assert checked.code == 6, checked.output
+    assert "makes its copies and renames" in checked.stdout
+
+
+def test_copies_of_copies_and_renames_count_against_copy_series_bytes(
+    upstream: SyntheticUpstream,
+) -> None:
+    """HIGH 2: a rename counts as a copy; a copy of an earlier copy counts its
+    source's size; the series' sum is bounded across patches."""
+    first = copy_patch("Copy", [("copy", "demo/data.bin", "c.bin")])
+    second = copy_patch("Rename", [("copy", "c.bin", "d.bin"), ("rename", "c.bin", "r.bin")])
+    growth = len(first) + len(second)
+    counted = (1024 + len(first)) + 2 * (1024 + growth)
+    set_limits(upstream, f"copy-series-bytes = {counted - 1}")
+    store_series(upstream, {"0001-copy.patch": first, "0002-rename.patch": second})
+    result = upstream.run("unpatch")
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
+        f"error: patch {upstream.base_folder / '0002-rename.patch'} (series line 2): line 12: "
+        f"the copy or rename to 'r.bin' makes the series' copies and renames {counted} bytes "
+        f"together, more than the limit of {counted - 1}",
+        "hint: " + COPY_WHAT.format(key="copy-series-bytes", ceiling=8589934592),
+    ]
+    device = upstream.store / "devA" / "device.toml"
+    device.write_text(device.read_text().replace(str(counted - 1), str(counted)))
+    applied = upstream.run("unpatch")
+    assert applied.code == 0, applied.output
+    tree = upstream.build / "devA" / "demo"
+    assert (tree / "d.bin").read_bytes() == (tree / "r.bin").read_bytes()
+    assert not (tree / "c.bin").exists()

@@ -73,6 +73,10 @@ class PatchLimits:
     binary_hunk_bytes: int = _limit(64 * _MIB, 1 * _GIB)
     binary_patch_bytes: int = _limit(256 * _MIB, 2 * _GIB)
     binary_series_bytes: int = _limit(1 * _GIB, 8 * _GIB)
+    # What a patch's `copy from`/`rename from` sections make git read and write
+    # again (each its source's size): in one patch, in a series.
+    copy_patch_bytes: int = _limit(256 * _MIB, 2 * _GIB)
+    copy_series_bytes: int = _limit(1 * _GIB, 8 * _GIB)
     # Patches one series lists.
     series_patches: int = _limit(1000, 10_000)
     # A released sdist, unpacked: all members, one member, how many members.
