@@ -7,9 +7,18 @@ store's [limits] are lowered to meet it."""
 
 from __future__ import annotations
 
+import gzip
+import io
+import tarfile
 from pathlib import Path
 
+import pytest
 from helpers import SyntheticUpstream, error_lines, git, write_git_base
+
+from patchtool.core.errors import PatchtoolError, UnsafeInputError, quoted
+from patchtool.core.gitops import Git
+from patchtool.sources.sdist import import_sdist
+from patchtool.store.model import PypiSource
 
 GIT_BASE_WHAT = (
     "Nothing was checked out. Check that base.toml names the upstream commit you mean, "
@@ -248,3 +257,80 @@ def test_copies_of_copies_and_renames_count_against_copy_series_bytes(
     tree = upstream.build / "devA" / "demo"
     assert (tree / "d.bin").read_bytes() == (tree / "r.bin").read_bytes()
     assert not (tree / "c.bin").exists()
+
+
+# --------------------------------------------------------------------------- MEDIUM 3
+
+RECORD_HINT = (
+    "Nothing was imported. Check that the file is the released sdist: no name or header "
+    "of a real one is this large."
+)
+
+
+def odd_sdist(path: Path, form: int, odd: tarfile.TarInfo) -> Path:
+    """A gzipped tar of `form` with one plain member, then `odd` (no content)."""
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w", format=form) as tar:
+        plain = tarfile.TarInfo("demo-1.0/setup.py")
+        plain.size = 2
+        tar.addfile(plain, io.BytesIO(b"x\n"))
+        tar.addfile(odd, io.BytesIO(b"x") if odd.size else None)
+    path.write_bytes(gzip.compress(stream.getvalue()))
+    return path
+
+
+def refused(archive: Path, tmp_path: Path) -> PatchtoolError:
+    """import_sdist's refusal; nothing reached git fast-import (no ref, no object)."""
+    repository = tmp_path / "import.git"
+    Git(tmp_path).run("init", "--quiet", "--bare", str(repository))
+    with pytest.raises(PatchtoolError) as caught:
+        import_sdist(archive, repository, "demo", "1.0", PypiSource("demo-1.0.tar.gz", "0" * 64))
+    assert Git(repository).run("count-objects").text.strip() == "0 objects, 0 kilobytes"
+    assert Git(repository).run("for-each-ref").text.strip() == ""
+    return caught.value
+
+
+def test_a_long_gnu_name_is_refused_by_its_declared_size(tmp_path: Path) -> None:
+    """MEDIUM 3: a GNU long-name record of 70,012 bytes is refused unread."""
+    odd = tarfile.TarInfo("demo-1.0/" + "a/" * 35_000 + "x")
+    odd.size = 1
+    error = refused(odd_sdist(tmp_path / "long.tar.gz", tarfile.GNU_FORMAT, odd), tmp_path)
+    assert (error.exit_code, error.message, error.hint) == (
+        6,
+        f"{tmp_path / 'long.tar.gz'}: a long name of 70011 bytes, more than the limit of "
+        "65536; it was not read",
+        RECORD_HINT,
+    )
+
+
+def test_a_long_gnu_link_name_is_refused_by_its_declared_size(tmp_path: Path) -> None:
+    odd = tarfile.TarInfo("demo-1.0/link")
+    odd.type, odd.linkname = tarfile.SYMTYPE, "b/" * 40_000
+    error = refused(odd_sdist(tmp_path / "link.tar.gz", tarfile.GNU_FORMAT, odd), tmp_path)
+    assert error.message == (
+        f"{tmp_path / 'link.tar.gz'}: a long link name of 80001 bytes, more than the limit "
+        "of 65536; it was not read"
+    )
+
+
+def test_a_large_pax_record_is_refused_by_its_declared_size(tmp_path: Path) -> None:
+    odd = tarfile.TarInfo("demo-1.0/x.txt")
+    odd.size = 1
+    odd.pax_headers = {"comment": "A" * 70_000}
+    error = refused(odd_sdist(tmp_path / "pax.tar.gz", tarfile.PAX_FORMAT, odd), tmp_path)
+    assert error.message == (
+        f"{tmp_path / 'pax.tar.gz'}: a PAX header of 70015 bytes, more than the limit of "
+        "65536; it was not read"
+    )
+
+
+def test_a_member_path_past_the_depth_rule_never_reaches_fast_import(tmp_path: Path) -> None:
+    """MEDIUM 3: a name within the record bound but 100 components deep."""
+    odd = tarfile.TarInfo("demo-1.0/" + "a/" * 99 + "x")
+    odd.size = 1
+    error = refused(odd_sdist(tmp_path / "deep.tar.gz", tarfile.GNU_FORMAT, odd), tmp_path)
+    assert isinstance(error, UnsafeInputError)
+    assert error.message == (
+        f"{tmp_path / 'deep.tar.gz'}: member {quoted(odd.name)}: its path has 100 "
+        "components, more than the limit of 64"
+    )

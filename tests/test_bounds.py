@@ -663,13 +663,19 @@ def test_a_member_declaring_a_terabyte_over_endless_zeros_is_refused_unread(tmp_
 def test_the_decompressed_stream_stops_at_its_bound_whatever_the_headers_say(
     tmp_path: Path,
 ) -> None:
-    """A pax header is read into memory by the tar reader itself, before any member
-    is seen: 8 MiB of zeros declared as one. The stream stops at the bound."""
-    info = tarfile.TarInfo("././@PaxHeader")
-    info.type = tarfile.XHDTYPE
-    info.size = 8 * MIB
+    """Pax headers are read into memory by the tar reader itself, before any member
+    is seen: twenty of 60 KiB each, each one within the bound on one header record
+    (test_attack_bounds.py), chained before the first member. The stream stops at
+    the bound."""
+    record = b"61440 comment=" + b"A" * 61425 + b"\n"
+    head = b""
+    for _ in range(20):
+        info = tarfile.TarInfo("././@PaxHeader")
+        info.type = tarfile.XHDTYPE
+        info.size = len(record)
+        head += info.tobuf(tarfile.USTAR_FORMAT) + record
     archive = tmp_path / "pax.tar.gz"
-    archive.write_bytes(gzip_of(info.tobuf(tarfile.USTAR_FORMAT), 8 * MIB))
+    archive.write_bytes(gzip_of(head, 0))
     limits = PatchLimits(sdist_bytes=MIB, sdist_members=10)
     error = refused_import(archive, tmp_path, limits)
     assert error.message == (
