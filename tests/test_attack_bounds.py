@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import SyntheticUpstream, error_lines, git, write_git_base
+from helpers import SyntheticUpstream, check_records, error_lines, git, write_git_base
 
 from patchtool.core.errors import PatchtoolError, UnsafeInputError, quoted
 from patchtool.core.gitops import Git
@@ -334,3 +335,82 @@ def test_a_member_path_past_the_depth_rule_never_reaches_fast_import(tmp_path: P
         f"{tmp_path / 'deep.tar.gz'}: member {quoted(odd.name)}: its path has 100 "
         "components, more than the limit of 64"
     )
+
+
+# --------------------------------------------------------------------------- LOW 11
+
+
+def test_a_series_that_is_a_folder_is_refused_naming_it(upstream: SyntheticUpstream) -> None:
+    """LOW 11: an internal error (IsADirectoryError, exit 1) before; check --json
+    still prints its records."""
+    series = upstream.base_folder / "series"
+    series.unlink()
+    series.mkdir()
+    listed = upstream.cli("list", "--json")
+    assert listed.code == 10, listed.output
+    assert listed.stdout == ""
+    assert error_lines(listed) == [f"error: {series} is a folder, not a regular file"]
+    checked = upstream.cli("check", "--json")
+    assert checked.code == 10, checked.output
+    records = check_records(checked.stdout)
+    assert [(r["check"], r["ok"]) for r in records if r["check"] == "series"] == [
+        ("series", False)
+    ]
+    assert [r["details"] for r in records if r["check"] == "series"] == [
+        [f"{series} is a folder, not a regular file"]
+    ]
+
+
+def test_a_base_toml_that_is_a_folder_is_refused_naming_it(upstream: SyntheticUpstream) -> None:
+    base_file = upstream.base_folder / "base.toml"
+    base_file.unlink()
+    base_file.mkdir()
+    listed = upstream.cli("list", "--json")
+    assert listed.code == 10, listed.output
+    assert error_lines(listed) == [f"error: {base_file} is a folder, not a regular file"]
+    checked = upstream.cli("check", "--json")
+    assert checked.code == 10, checked.output
+    assert json.loads(checked.stdout)["exit_code"] == 10
+    assert f"{base_file} is a folder, not a regular file" in checked.stdout
+
+
+def test_toml_nested_past_python_s_recursion_is_refused_naming_the_file(
+    upstream: SyntheticUpstream,
+) -> None:
+    """LOW 11: 5,000 nested arrays, or inline tables, in device.toml (RecursionError
+    and exit 1 before)."""
+    device = upstream.store / "devA" / "device.toml"
+    plain = device.read_text()
+    message = (
+        f"error: {device}: not valid TOML for patchtool: its arrays or tables nest too deeply"
+    )
+    for nested in ("[" * 5000 + "]" * 5000, "{a = " * 3000 + "1" + "}" * 3000):
+        device.write_text(plain + f"x = {nested}\n")
+        listed = upstream.cli("list", "--json")
+        assert listed.code == 6, listed.output
+        assert error_lines(listed) == [
+            message, "hint: No store file nests more than a few levels: fix the file."
+        ]
+        checked = upstream.cli("check", "--json")
+        assert checked.code == 6, checked.output
+        assert json.loads(checked.stdout)["exit_code"] == 6
+        assert message.removeprefix("error: ") in checked.stdout
+
+
+def test_a_git_url_python_cannot_split_is_refused_naming_the_file(
+    upstream: SyntheticUpstream,
+) -> None:
+    """LOW 11: `ssh://[-oProxyCommand=…]/x` raised ValueError (Invalid IPv6 URL)."""
+    folder = write_git_base(upstream, "ssh://[-oProxyCommand=touch x]/x", "a" * 40)
+    listed = upstream.cli("list", "--json")
+    assert listed.code == 10, listed.output
+    assert error_lines(listed) == [
+        f"error: {folder / 'base.toml'}: source.url: git URL "
+        "'ssh://[-oProxyCommand=touch x]/x' cannot be read as a URL: a host in brackets "
+        "must be an IPv6 address",
+        "hint: Use an https://, ssh://, git:// or file:// URL, user@host:path, or a local path.",
+    ]
+    checked = upstream.cli("check", "--json")
+    assert checked.code == 10, checked.output
+    assert json.loads(checked.stdout)["exit_code"] == 10
+    assert "a host in brackets must be an IPv6 address" in checked.stdout

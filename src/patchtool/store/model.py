@@ -210,14 +210,18 @@ def _git_url_problem(value: str) -> str | None:
     if "::" in head:
         return "uses a remote helper ('<transport>::'), which could run commands"
     if "://" in value:
-        parsed = urllib.parse.urlsplit(value)
+        try:
+            parsed = urllib.parse.urlsplit(value)
+            hostname = parsed.hostname
+        except ValueError:  # Python's words for it vary by version ("Invalid IPv6 URL")
+            return "cannot be read as a URL: a host in brackets must be an IPv6 address"
         scheme = parsed.scheme.lower()
         if scheme not in GitUrl.SCHEMES:
             return f"uses the scheme {quoted(scheme)}; allowed: https, ssh, git, file"
         netloc = parsed.netloc.rsplit("@", 1)
-        if any(part.startswith("-") for part in netloc):
+        if any(part.lstrip("[").startswith("-") for part in netloc):
             return "has a host or user that starts with '-'"
-        if scheme != "file" and not parsed.hostname:
+        if scheme != "file" and not hostname:
             return "names no host"
         return None
     match = _SCP_LIKE.match(value)
