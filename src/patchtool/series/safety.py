@@ -12,7 +12,9 @@ past the check. So the verdict comes from git:
    (`[limits]` in device.toml); a mail that git would decode before reading
    (a transfer encoding, format=flowed, MIME parts) is refused, as what git
    reads would not be what was measured. This is a resource limit, not a
-   reading: what the patch does is still for git to say.
+   reading: what the patch does is still for git to say. Before git applies a
+   series, `check_copies` bounds what its copy and rename sections make git
+   read and write again (each counted at the largest size its source can have).
 2. git applies the series (applying.py) with `core.protectHFS`/`core.protectNTFS`
    on (gitops pins both on every call), so git itself refuses `.git` in every
    spelling and any write beyond a symlink; `git_refusal` turns such a refusal
