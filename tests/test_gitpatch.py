@@ -110,6 +110,6 @@ def test_git_is_the_only_reader_of_a_patch() -> None:
         if re.search(r"rb?\"\^@@ -", text):
             hunks.append(name)
     assert numstat == ["core/gitpatch.py"]
-    # sources/index.py unquotes pip's configuration values, not git's names.
-    assert decoders == ["core/gitpatch.py", "sources/index.py"]
+    # sources/index/settings.py unquotes pip's configuration values, not git's names.
+    assert decoders == ["core/gitpatch.py", "sources/index/settings.py"]
     assert hunks == []

@@ -67,6 +67,7 @@ from patchtool.core.fsutil import temporary_folder
 
 # Re-exported so that call sites need no `import subprocess` of their own.
 DEVNULL = subprocess.DEVNULL
+PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
 CompletedProcess = subprocess.CompletedProcess
 Popen = subprocess.Popen

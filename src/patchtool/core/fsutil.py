@@ -329,10 +329,15 @@ def open_regular(
         if info is not None and not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
             raise UnsafeInputError(f"{shown} is not a regular file", hint=kind_hint) from error
         raise IntegrityError(f"{shown} cannot be read: {error.strerror or error}") from error
+    # Asked before the descriptor becomes a file object: Python refuses to make one
+    # of a folder (IsADirectoryError), which O_RDONLY opens without complaint.
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        folder = stat.S_ISDIR(info.st_mode)
+        what = "a folder, not a regular file" if folder else "not a regular file"
+        raise UnsafeInputError(f"{shown} is {what}", hint=kind_hint)
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeInputError(f"{shown} is not a regular file", hint=kind_hint)
         yield handle, info.st_size
 
 

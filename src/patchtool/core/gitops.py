@@ -22,12 +22,12 @@ needs is one git command.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from patchtool.core import children
-from patchtool.core.errors import GitError, NotFoundError
+from patchtool.core.errors import GitError, IntegrityError, NotFoundError
 
 TOOL_NAME = "patchtool"
 TOOL_EMAIL = "patchtool@localhost.invalid"
@@ -213,6 +213,44 @@ class Git:
         if check and result.returncode != 0:
             raise GitError(list(args), result.returncode, result.stderr)
         return result
+
+    def records(self, *args: str, separator: bytes = b"\0", longest: int) -> Iterator[bytes]:
+        """git's output read as it comes, one record (up to `separator`) at a time,
+        for output that input decides the length of (`ls-tree -r`): the caller
+        stops when it has seen enough, and git is ended then. A record longer than
+        `longest` bytes ends the read with IntegrityError. GitError when git fails."""
+        process = children.start(
+            ["git", *_PINNED_CONFIG, *args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=children.PIPE,
+            # Read after stdout ends: the commands this serves write little to stderr.
+            stderr=children.PIPE,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        finished = False
+        try:
+            pending = b""
+            while chunk := os.read(process.stdout.fileno(), 1 << 16):
+                parts = (pending + chunk).split(separator)
+                pending = parts.pop()
+                if len(pending) > longest:
+                    raise IntegrityError(
+                        f"git {args[0]} gave a record of more than {longest} bytes"
+                    )
+                yield from parts
+            if pending:
+                yield pending
+            finished = True
+        finally:
+            if not finished:
+                process.kill()
+            process.stdout.close()
+            stderr = process.stderr.read().decode("utf-8", "replace")
+            process.stderr.close()
+            returncode = process.wait()
+        if returncode != 0:
+            raise GitError(list(args), returncode, stderr)
 
     def text(self, *args: str) -> str:
         return self.run(*args).text.strip()

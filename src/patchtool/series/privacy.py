@@ -45,7 +45,14 @@ from patchtool.core.errors import (
 from patchtool.core.fsutil import read_regular_file
 from patchtool.series.safety import check_series_binary, check_size
 from patchtool.store.files import read_store_file
-from patchtool.store.model import SERIES_FILE, NamedRecipient, PatchLimits, PatchSeries, SeriesEntry
+from patchtool.store.model import (
+    DEFAULT_LIMITS,
+    SERIES_FILE,
+    NamedRecipient,
+    PatchLimits,
+    PatchSeries,
+    SeriesEntry,
+)
 from patchtool.store.private_file import PrivatePatch, parse_private_patch, render_private_patch
 
 if TYPE_CHECKING:
@@ -156,6 +163,8 @@ class LoadedSeries:
     series: PatchSeries
     patches: tuple[SeriesPatch, ...]
     skipped: tuple[SeriesEntry, ...] = ()  # private patches left out (public part only)
+    # The limits the patches were read within: what applying them may still refuse.
+    limits: PatchLimits = DEFAULT_LIMITS
 
     def private_pairs(self) -> list[tuple[str, bytes]]:
         """(stored sha256, plaintext) of every private patch read."""
@@ -218,7 +227,7 @@ def load_series(
         patches.append(
             SeriesPatch(entry, path, plaintext, hashlib.sha256(stored).hexdigest(), description)
         )
-    return LoadedSeries(series, tuple(patches), skipped)
+    return LoadedSeries(series, tuple(patches), skipped, limits)
 
 
 def stored_limit(limits: PatchLimits) -> int:

@@ -12,7 +12,9 @@ past the check. So the verdict comes from git:
    (`[limits]` in device.toml); a mail that git would decode before reading
    (a transfer encoding, format=flowed, MIME parts) is refused, as what git
    reads would not be what was measured. This is a resource limit, not a
-   reading: what the patch does is still for git to say.
+   reading: what the patch does is still for git to say. Before git applies a
+   series, `check_copies` bounds what its copy and rename sections make git
+   read and write again (each counted at the largest size its source can have).
 2. git applies the series (applying.py) with `core.protectHFS`/`core.protectNTFS`
    on (gitops pins both on every call), so git itself refuses `.git` in every
    spelling and any write beyond a symlink; `git_refusal` turns such a refusal
@@ -46,10 +48,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchtool.core.errors import IntegrityError, UnsafeInputError, quoted
-from patchtool.core.fsutil import folds_to, path_problem, shown_path
+from patchtool.core.fsutil import MAX_PATH_BYTES, folds_to, path_problem, shown_path
 from patchtool.core.gitops import Git
-from patchtool.core.gitpatch import PatchReading, read_patch
+from patchtool.core.gitpatch import PatchReading, read_patch, unquote
 from patchtool.store.model import DEVICE_FILE, GitUrl, PatchLimits, limit_hint
+
+# The most files a TreeJudge listing holds: no base within any device's limits
+# has more (a git base was measured before, sources/extent.py; an sdist bounded
+# as it was imported). One entry of `ls-tree -r -z` is at most its mode, type,
+# id and a path within fsutil's limits (a longer path is refused with it).
+_MOST_PATHS = max(PatchLimits.ceiling("git_base_paths"), PatchLimits.ceiling("sdist_members"))
+_LONGEST_RECORD = 6 + 1 + 6 + 1 + 64 + 1 + 4 * MAX_PATH_BYTES
 
 SYMLINK_MODE = "120000"
 GITLINK_MODE = "160000"
@@ -396,18 +405,24 @@ class TreeJudge:
 
     def __init__(self, git: Git, commit: str, subject: str) -> None:
         """Load and judge the tree of `commit` in `git`'s repository (bare or not);
-        `subject` names it in errors ("base vllm 0.7.2")."""
+        `subject` names it in errors ("base vllm 0.7.2"). The listing is read as
+        it streams and never holds more than the files a base within the
+        ceilings can have: a base was bounded before (sources/extent.py,
+        sources/sdist.py); a build tree's commit was not."""
         self.entries: dict[str, tuple[str, str]] = {}
         self.targets: dict[str, str] = {}
-        listing = git.run("ls-tree", "-r", "-z", "--full-tree", commit).stdout
-        for record in listing.split(b"\0"):
-            if not record:
-                continue
+        for record in _listing(git, commit, subject):
             meta, _, raw_path = record.partition(b"\t")
-            mode, _, oid = meta.decode().split(" ")
-            self.entries[_decode(raw_path)] = (mode, oid)
-        for path, (mode, _) in self.entries.items():
+            mode, _, oid = meta.decode("ascii", "replace").split(" ")
+            path = _decode(raw_path)
             self._judge_entry(subject, path, mode)
+            self.entries[path] = (mode, oid)
+            if len(self.entries) > _MOST_PATHS:
+                raise IntegrityError(
+                    f"{subject}: its tree lists more than {_MOST_PATHS} files, more than "
+                    "any device's limits allow a base",
+                    hint="Nothing was checked out. Check that it is the tree you mean.",
+                )
         links = {p: oid for p, (mode, oid) in self.entries.items() if mode == SYMLINK_MODE}
         self.targets = _read_blobs(git, links)
         self._judge_links(subject, self.targets)
@@ -529,6 +544,22 @@ class TreeJudge:
                 raise unsafe(subject, f"{where}: update runs a command ({quoted(value)})")
 
 
+def _listing(git: Git, commit: str, subject: str) -> Iterator[bytes]:
+    """`ls-tree -r -z` of `commit`, an entry at a time as git writes it."""
+    records = git.records("ls-tree", "-r", "-z", "--full-tree", commit, longest=_LONGEST_RECORD)
+    while True:
+        try:
+            record = next(records, None)
+        except IntegrityError:  # a record past `longest`: a path no tree may hold
+            raise unsafe(
+                subject, f"a path of more than {_LONGEST_RECORD} bytes is in its tree"
+            ) from None
+        if record is None:
+            return
+        if record:
+            yield record
+
+
 def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
@@ -615,3 +646,137 @@ def judge_paths(subject: str, paths: Iterable[str]) -> None:
         problem = path_problem(path)
         if problem is not None:
             raise unsafe(subject, f"path {shown_path(path)} {problem}")
+
+
+# --------------------------------------------------------------------------- copies and renames
+
+# A `copy from`/`copy to` section is a hundred bytes of patch that make git read
+# its source whole into memory and write it again; two thousand of them
+# amplify one large base file without bound. The extended header lines that
+# make a section a copy or a rename, as git reads them (apply.c: a line starts
+# with the keyword; a later line of a kind overrides an earlier one).
+_SECTION_START = re.compile(rb"^diff --git ", re.M)
+_COPY_LINE = re.compile(
+    rb"^(copy from|copy to|rename from|rename to|rename old|rename new) (.*)$", re.M
+)
+_SOURCE_KEYWORDS = (b"copy from", b"rename from", b"rename old")
+
+COPY_WHAT = (
+    "Nothing was applied. git reads each copied or renamed file whole into memory "
+    "and writes it again: copy fewer files"
+)
+
+
+@dataclass(frozen=True)
+class CopySection:
+    line: int  # its `diff --git` line, from 1
+    sources: tuple[str, ...]  # every name a source line gives (git takes the last)
+    target: str  # the name its last `copy to`/`rename to` line gives ("" if none)
+
+
+def copy_sections(data: bytes) -> list[CopySection]:
+    """Every section of `data` with a copy or rename line, with the names those
+    lines give. A bound, not git's reading: a section git reads as a copy starts
+    with `diff --git` and holds such a line; which of its names git takes does
+    not matter to the caller, which counts the largest."""
+    starts = [match.start() for match in _SECTION_START.finditer(data)]
+    sections: list[CopySection] = []
+    line = 1
+    counted = 0
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else len(data)
+        found = list(_COPY_LINE.finditer(data, start, end))
+        if not found:
+            continue
+        line += data.count(b"\n", counted, start)
+        counted = start
+        sources = tuple(_c_name(m[2]) for m in found if m[1] in _SOURCE_KEYWORDS)
+        targets = [_c_name(m[2]) for m in found if m[1] not in _SOURCE_KEYWORDS]
+        sections.append(CopySection(line, sources, targets[-1] if targets else ""))
+    return sections
+
+
+def _c_name(raw: bytes) -> str:
+    """A name as git writes it in a header line (C-quoted when it starts with `"`),
+    read by git's one quoted-name reader (core/gitpatch.unquote)."""
+    return unquote(_decode(raw.rstrip(b"\r")))
+
+
+def check_copies(
+    git: Git,
+    base: dict[str, tuple[str, str]],
+    patches: Sequence[tuple[str, bytes]],
+    limits: PatchLimits,
+) -> None:
+    """Refuse a series whose copy and rename sections make git produce more than
+    `copy-patch-bytes` in one patch or `copy-series-bytes` in all (exit 6),
+    before git reads it. `base` is the tree the series applies to (path -> mode,
+    blob id: `TreeJudge.entries` of the base); `patches` are (label, bytes).
+
+    Each section counts the largest file it could copy: a source's size in the
+    base (from its blob's header), or the size an earlier copy gave it, plus
+    what every patch so far could have added to any file (its bytes and its
+    binary hunks' declared sizes); a source that is neither counts as the
+    largest file the tree can hold by then. An upper bound, never less than
+    what git writes."""
+    found = [(label, data, copy_sections(data)) for label, data in patches]
+    if not any(sections for _, _, sections in found):
+        return
+    sizes = _base_sizes(git, base)
+    largest_base = max(sizes.values(), default=0)
+    produced: dict[str, int] = {}
+    growth = series_total = 0
+    for label, data, sections in found:
+        growth += len(data) + _declared_binary(data)
+        patch_total = 0
+        for section in sections:
+            known = [produced.get(name, sizes.get(name)) for name in section.sources]
+            origin = [size for size in known if size is not None]
+            if not origin:
+                origin = [max(largest_base, max(produced.values(), default=0))]
+            size = max(origin) + growth
+            patch_total += size
+            series_total += size
+            if section.target:
+                produced[section.target] = max(origin)
+            where = (
+                f"{label}: line {section.line}: the copy or rename to "
+                f"{shown_path(section.target or '?')}"
+            )
+            if patch_total > limits.copy_patch_bytes:
+                raise IntegrityError(
+                    f"{where} makes its copies and renames {patch_total} bytes together, "
+                    f"more than the limit of {limits.copy_patch_bytes}",
+                    hint=limit_hint("copy-patch-bytes", COPY_WHAT),
+                )
+            if series_total > limits.copy_series_bytes:
+                raise IntegrityError(
+                    f"{where} makes the series' copies and renames {series_total} bytes "
+                    f"together, more than the limit of {limits.copy_series_bytes}",
+                    hint=limit_hint("copy-series-bytes", COPY_WHAT),
+                )
+
+
+def _declared_binary(data: bytes) -> int:
+    """What `data`'s binary hunks declare they inflate to, together (a delta
+    whose header cannot be read was refused by check_size)."""
+    return sum(
+        declared
+        for hunk in binary_hunks(data)
+        if hunk.kind == "literal" or hunk.result is not None
+        for _, declared in hunk.sizes()
+    )
+
+
+def _base_sizes(git: Git, base: dict[str, tuple[str, str]]) -> dict[str, int]:
+    """path -> size of every file and link of `base`, from one `cat-file --batch-check`."""
+    oids = sorted({oid for mode, oid in base.values() if mode != GITLINK_MODE})
+    if not oids:
+        return {}
+    out = git.run("cat-file", "--batch-check", input="".join(f"{o}\n" for o in oids).encode())
+    by_oid: dict[str, int] = {}
+    for line in out.stdout.decode("ascii", "replace").splitlines():
+        fields = line.split(" ")
+        if len(fields) == 3 and fields[2].isdigit():
+            by_oid[fields[0]] = int(fields[2])
+    return {path: by_oid.get(oid, 0) for path, (mode, oid) in base.items() if mode != GITLINK_MODE}

@@ -39,12 +39,15 @@ from patchtool.sources.cache import (
     locked_cache_repository,
     read_refs,
     recorded_as_verified,
+    recorded_extent,
     verify_and_record,
 )
+from patchtool.sources.extent import base_subject, check_extent, measure_base
 from patchtool.sources.index.credentials import redact
 from patchtool.sources.index.settings import ENVIRONMENT, network_deadlines
 from patchtool.sources.sdist import import_key, import_sdist, local_sdists, obtain_sdist
 from patchtool.store.model import (
+    BASE_FILE,
     DEFAULT_LIMITS,
     BaseRef,
     GitSource,
@@ -79,6 +82,8 @@ def ensure_base(
     `limits` (the device's) bound the download and the sdist's unpacking.
     `fetch_from` is where a git base's missing commit is fetched from, when not
     from its recorded URL (a mirror); the commit id is what makes it the base.
+    `limits` also bound a git base's tree, before anything lists or checks it
+    out (`bound_base`): a refused base gets no base ref.
     """
     repository = cache.repository_for(base)
     base_ref = base_ref_name(base.commit)
@@ -100,12 +105,32 @@ def ensure_base(
             refs = read_refs(git, base_ref)
             if refs.get(base_ref) != base.commit and git.rev_parse(base.commit) is None:
                 fetch_git_commit(base, repository, reporter, fetch_from)
+        bound_base(git, base, verify, limits, reporter)
         if refs.get(base_ref) != base.commit:
             git.run("update-ref", base_ref, base.commit)
-        if verify == "full" or not recorded_as_verified(repository, base.commit):
-            reporter.step(f"verifying {base.label} ({base.commit[:12]}) in the cache")
-            verify_and_record(repository, base.commit, reporter)
         return repository
+
+
+def bound_base(
+    git: Git, base: BaseRef, verify: Verification, limits: PatchLimits, reporter: Reporter
+) -> None:
+    """Hold a git base's tree to `limits` before anything lists, verifies or checks
+    it out: measured from its objects' headers (extent.py), or, where the cache
+    verified this state of its objects before, its recorded extent; then verify
+    the base (cache.py) and record both. An sdist base was bounded as it was
+    imported (sdist.py)."""
+    extent = None
+    if isinstance(base.source, GitSource):
+        subject = base_subject(str(base.path / BASE_FILE), base.commit)
+        extent = None if verify == "full" else recorded_extent(git.cwd, base.commit)
+        if extent is not None:
+            check_extent(extent, limits, subject)
+            return
+        extent = measure_base(git, base.commit, limits, subject)
+    elif verify != "full" and recorded_as_verified(git.cwd, base.commit):
+        return
+    reporter.step(f"verifying {base.label} ({base.commit[:12]}) in the cache")
+    verify_and_record(git.cwd, base.commit, reporter, extent)
 
 
 def held_in_cache(base: BaseRef, cache: BaseCache) -> bool:

@@ -41,7 +41,10 @@ commit's tree is read and hashed again (`verify_base_objects`). Success is
 remembered in `<repository>/patchtool-verified.json` together with a
 fingerprint of the object files (path, size, mtime, inode), so a warm cache
 pays for the full check once per state of its object files; `check` always
-verifies in full.
+verifies in full. Before a git base is verified (which reads every object),
+its tree is measured from the objects' headers (extent.py) and refused past
+the device's limits; the record keeps that extent beside the commit, so a warm
+run holds it against the limits of the device at hand without reading.
 
 A `git` base is fetched from the recorded URL or path (`bases.fetch_git_commit`).
 """
@@ -53,14 +56,15 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Literal
 
-from patchtool.core.errors import IntegrityError
-from patchtool.core.fsutil import atomic_write
+from patchtool.core.errors import IntegrityError, PatchtoolError
+from patchtool.core.fsutil import atomic_write, read_regular_file
 from patchtool.core.gitops import Git
 from patchtool.core.report import Reporter
+from patchtool.sources.extent import Extent
 from patchtool.store.model import BaseRef, GitSource, PypiSource
 
 CACHE_ENVIRONMENT_VARIABLE = "PATCHTOOL_CACHE_DIR"
@@ -305,20 +309,37 @@ def _pack_trailer(path: str) -> bytes:
 class _VerifiedRecord:
     fingerprint: str
     commits: frozenset[str]
+    extents: dict[str, Extent]
 
 
 def _read_verified_record(repository: Path) -> _VerifiedRecord | None:
     """The record of earlier verifications; None if absent or unreadable (verify again)."""
     try:
-        data = json.loads((repository / VERIFIED_RECORD).read_bytes())
-    except (OSError, ValueError):
+        data = json.loads(read_regular_file(repository / VERIFIED_RECORD, _RECORD_LIMIT))
+    except (OSError, ValueError, RecursionError, PatchtoolError):
         return None
     if not isinstance(data, dict):
         return None
     fingerprint, commits = data.get("fingerprint"), data.get("commits")
     if not isinstance(fingerprint, str) or not isinstance(commits, list):
         return None
-    return _VerifiedRecord(fingerprint, frozenset(c for c in commits if isinstance(c, str)))
+    extents = {}
+    found = data.get("extents")
+    for commit, values in (found.items() if isinstance(found, dict) else ()):
+        if (
+            isinstance(values, list)
+            and len(values) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in values[:3])
+            and isinstance(values[3], str)
+        ):
+            extents[commit] = Extent(*values)
+    return _VerifiedRecord(
+        fingerprint, frozenset(c for c in commits if isinstance(c, str)), extents
+    )
+
+
+# The record names a few commits; a file past this is not patchtool's.
+_RECORD_LIMIT = 1 << 20
 
 
 def recorded_as_verified(repository: Path, commit: str) -> bool:
@@ -330,17 +351,40 @@ def recorded_as_verified(repository: Path, commit: str) -> bool:
     )
 
 
-def verify_and_record(repository: Path, commit: str, reporter: Reporter) -> None:
-    """Verify `commit` in the cache repository and remember it for this state of its
-    object files (the caller holds the cache lock)."""
+def recorded_extent(repository: Path, commit: str) -> Extent | None:
+    """The extent recorded when `commit` (a git base) was last verified, if its
+    objects are unchanged since (same fingerprint); None means measure again."""
+    record = _read_verified_record(repository)
+    if (
+        record is None
+        or commit not in record.commits
+        or record.fingerprint != objects_fingerprint(repository)
+    ):
+        return None
+    return record.extents.get(commit)
+
+
+def verify_and_record(
+    repository: Path, commit: str, reporter: Reporter, extent: Extent | None = None
+) -> None:
+    """Verify `commit` in the cache repository and remember it, with its extent
+    where it was measured (a git base's, within the device's limits), for this
+    state of its object files (the caller holds the cache lock)."""
     # Taken before the objects are read: a change while they are read shows next time.
     fingerprint = objects_fingerprint(repository)
     verify_base_objects(repository, commit)
     record = _read_verified_record(repository)
-    commits = set(record.commits) if record and record.fingerprint == fingerprint else set()
-    if commit in commits:
+    same = record is not None and record.fingerprint == fingerprint
+    commits = set(record.commits) if record and same else set()
+    extents = dict(record.extents) if record and same else {}
+    if commit in commits and (extent is None or extents.get(commit) == extent):
         return
-    data = {"fingerprint": fingerprint, "commits": sorted(commits | {commit})}
+    if extent is not None:
+        extents[commit] = extent
+    kept = commits | {commit}
+    data: dict[str, object] = {"fingerprint": fingerprint, "commits": sorted(kept)}
+    if any(c in kept for c in extents):  # a git base's; a repository of sdists has none
+        data["extents"] = {c: list(astuple(e)) for c, e in sorted(extents.items()) if c in kept}
     try:
         atomic_write(repository / VERIFIED_RECORD, (json.dumps(data, indent=2) + "\n").encode())
     except IntegrityError as error:

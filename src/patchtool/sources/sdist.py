@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 from patchtool.core.errors import IntegrityError, NotFoundError, UnsafeInputError, quoted
-from patchtool.core.fsutil import sha256_of
+from patchtool.core.fsutil import path_problem, sha256_of
 from patchtool.core.gitops import Git, tool_identity
 from patchtool.core.report import Reporter
 from patchtool.sources.cache import BaseCache, base_ref_name
@@ -150,6 +150,8 @@ def _read_members(archive: Path, limits: PatchLimits) -> Iterator[tuple[_Member,
         while True:
             try:
                 info = tar.next()
+            except _HeaderRecordTooLarge as error:
+                raise _record_too_large(archive, error) from None
             except _ARCHIVE_ERRORS as error:
                 raise IntegrityError(f"{archive}: corrupt or truncated archive: {error}") from error
             if info is None:
@@ -236,6 +238,9 @@ def _safe_member(
             )
     elif not info.isfile():
         raise UnsafeInputError(f"{archive}: member {quoted(name)} is not a regular file")
+    problem = path_problem(path)
+    if problem is not None:
+        raise UnsafeInputError(f"{archive}: member {quoted(name)}: its path {problem}")
     if path in seen:
         raise UnsafeInputError(f"{archive}: member {quoted(name)} appears twice")
     seen.add(path)
@@ -269,10 +274,54 @@ def _open_tar(archive: Path, limits: PatchLimits) -> Iterator[tarfile.TarFile]:
             else:
                 inner = raw
             bounded = _Bounded(inner, limit, archive)
-            tar = stack.enter_context(tarfile.open(fileobj=bounded, mode="r|"))  # type: ignore[call-overload]
+            tar = stack.enter_context(
+                tarfile.open(fileobj=bounded, mode="r|", tarinfo=_BoundedTarInfo)  # type: ignore[call-overload]
+            )
+        except _HeaderRecordTooLarge as error:
+            raise _record_too_large(archive, error) from None
         except _ARCHIVE_ERRORS as error:
             raise IntegrityError(f"{archive}: not a readable sdist archive: {error}") from error
         yield tar
+
+
+# The most bytes one extended header record may hold (a GNU long name or link
+# name, a PAX header): a path within fsutil's limits and a few PAX keys fit
+# many times over. tarfile reads such a record whole into memory, so it is
+# refused by its declared size before it is read.
+LONGEST_HEADER_RECORD = 64 * 1024
+_HEADER_RECORDS = {
+    tarfile.GNUTYPE_LONGNAME: "a long name",
+    tarfile.GNUTYPE_LONGLINK: "a long link name",
+    tarfile.XHDTYPE: "a PAX header",
+    tarfile.XGLTYPE: "a global PAX header",
+    tarfile.SOLARIS_XHDTYPE: "a PAX header",
+}
+
+
+class _HeaderRecordTooLarge(Exception):
+    """An extended header record past LONGEST_HEADER_RECORD (its words, no archive)."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's member, whose extended header records are bounded before they are
+    read (`_proc_member` is the hook tarfile names for subclasses)."""
+
+    def _proc_member(self, stream: tarfile.TarFile) -> tarfile.TarInfo:
+        what = _HEADER_RECORDS.get(self.type)
+        if what is not None and self.size > LONGEST_HEADER_RECORD:
+            raise _HeaderRecordTooLarge(
+                f"{what} of {self.size} bytes, more than the limit of {LONGEST_HEADER_RECORD}; "
+                "it was not read"
+            )
+        return super()._proc_member(stream)  # type: ignore[misc,no-any-return]
+
+
+def _record_too_large(archive: Path, error: _HeaderRecordTooLarge) -> IntegrityError:
+    return IntegrityError(
+        f"{archive}: {error}",
+        hint="Nothing was imported. Check that the file is the released sdist: no name or "
+        "header of a real one is this large.",
+    )
 
 
 class _Readable(Protocol):

@@ -123,6 +123,11 @@ def _load_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise IntegrityError(f"{path}: not valid TOML: {error}") from error
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise IntegrityError(
+            f"{path}: not valid TOML for patchtool: its arrays or tables nest too deeply",
+            hint="No store file nests more than a few levels: fix the file.",
+        ) from None
 
 
 def parse_device(path: Path, name: str) -> DeviceConfig:

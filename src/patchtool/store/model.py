@@ -55,7 +55,8 @@ class PatchLimits:
     unpack before they refuse it unread (exit 6). Each is checked before the
     bytes are produced: a patch's size before git reads it, a binary hunk's
     declared size before git inflates it, an sdist member's declared size
-    before it is read, a page or download as it streams in.
+    before it is read, a git base's tree by its objects' headers before it is
+    listed or checked out, a page or download as it streams in.
 
     `[limits]` in device.toml raises or lowers them, each up to its ceiling
     (`ceiling`): a store arrives by pull request, and a value above the ceiling
@@ -74,12 +75,23 @@ class PatchLimits:
     binary_hunk_bytes: int = _limit(64 * _MIB, 1 * _GIB)
     binary_patch_bytes: int = _limit(256 * _MIB, 2 * _GIB)
     binary_series_bytes: int = _limit(1 * _GIB, 8 * _GIB)
+    # What a patch's `copy from`/`rename from` sections make git read and write
+    # again (each its source's size): in one patch, in a series.
+    copy_patch_bytes: int = _limit(256 * _MIB, 2 * _GIB)
+    copy_series_bytes: int = _limit(1 * _GIB, 8 * _GIB)
     # Patches one series lists.
     series_patches: int = _limit(1000, 10_000)
     # A released sdist, unpacked: all members, one member, how many members.
     sdist_bytes: int = _limit(256 * _MIB, 4 * _GIB)
     sdist_member_bytes: int = _limit(64 * _MIB, 1 * _GIB)
     sdist_members: int = _limit(50_000, 1_000_000)
+    # A git base's tree as it would be checked out, measured from its objects'
+    # headers before anything lists or checks it out: its files together, its
+    # largest file, its paths (files, links and folders, a folder named twice
+    # counted twice).
+    git_base_bytes: int = _limit(256 * _MIB, 4 * _GIB)
+    git_base_file_bytes: int = _limit(64 * _MIB, 1 * _GIB)
+    git_base_paths: int = _limit(100_000, 2_000_000)
     # What the package index sends: one page of its simple API, one download.
     index_page_bytes: int = _limit(32 * _MIB, 512 * _MIB)
     download_bytes: int = _limit(256 * _MIB, 4 * _GIB)
@@ -87,8 +99,13 @@ class PatchLimits:
     @property
     def tree_file_bytes(self) -> int:
         """The largest file a tree made within these limits can hold (a patch's
-        text, a binary hunk's result, an sdist member)."""
-        return max(self.patch_bytes, self.binary_hunk_bytes, self.sdist_member_bytes)
+        text, a binary hunk's result, a base's file)."""
+        return max(
+            self.patch_bytes,
+            self.binary_hunk_bytes,
+            self.sdist_member_bytes,
+            self.git_base_file_bytes,
+        )
 
     @staticmethod
     def ceiling(key: str) -> int:
@@ -195,14 +212,18 @@ def _git_url_problem(value: str) -> str | None:
     if "::" in head:
         return "uses a remote helper ('<transport>::'), which could run commands"
     if "://" in value:
-        parsed = urllib.parse.urlsplit(value)
+        try:
+            parsed = urllib.parse.urlsplit(value)
+            hostname = parsed.hostname
+        except ValueError:  # Python's words for it vary by version ("Invalid IPv6 URL")
+            return "cannot be read as a URL: a host in brackets must be an IPv6 address"
         scheme = parsed.scheme.lower()
         if scheme not in GitUrl.SCHEMES:
             return f"uses the scheme {quoted(scheme)}; allowed: https, ssh, git, file"
         netloc = parsed.netloc.rsplit("@", 1)
-        if any(part.startswith("-") for part in netloc):
+        if any(part.lstrip("[").startswith("-") for part in netloc):
             return "has a host or user that starts with '-'"
-        if scheme != "file" and not parsed.hostname:
+        if scheme != "file" and not hostname:
             return "names no host"
         return None
     match = _SCP_LIKE.match(value)

@@ -62,6 +62,13 @@ def parse_private_patch(path: Path, data: bytes) -> PrivatePatch:
         table = tomllib.loads(header.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise IntegrityError(f"{path}: its header is not valid TOML: {error}") from error
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise IntegrityError(
+            f"{path}: its header is not valid TOML for patchtool: its arrays or tables nest "
+            "too deeply",
+            hint="Restore the file from the store's history, or export it again with "
+            "`patchtool patch`.",
+        ) from None
     check_keys(path, table, _PRIVATE_HEADER_KEYS, "")
 
     def text(value: str, key: str) -> str:

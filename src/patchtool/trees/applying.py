@@ -35,6 +35,7 @@ from patchtool.series.safety import (
     CORRUPT_HINT,
     UNSAFE_HINT,
     TreeJudge,
+    check_copies,
     git_refusal,
     judge_paths,
     paths_git_reads,
@@ -97,6 +98,7 @@ def apply_series(
     for patch in patches:
         verify_description(git, patch)
     judge_paths_first(git, patches)
+    check_copies(git, judge.entries, [(p.label, p.data) for p in patches], loaded.limits)
     start = git.text("rev-parse", "HEAD")
     # Hooks are off through core.hooksPath (gitops); `am --no-verify` needs git 2.40.
     am = ("am", "--keep-cr", "--committer-date-is-author-date")

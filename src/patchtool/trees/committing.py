@@ -22,7 +22,7 @@ from pathlib import Path
 from patchtool.core.fsutil import temporary_folder
 from patchtool.core.gitops import Git, tool_identity
 from patchtool.series.privacy import LoadedSeries, verify_description
-from patchtool.series.safety import TreeJudge
+from patchtool.series.safety import TreeJudge, check_copies
 from patchtool.trees.applying import judge_paths_first
 
 _FIELDS = {"Author": "GIT_AUTHOR_NAME", "Email": "GIT_AUTHOR_EMAIL", "Date": "GIT_AUTHOR_DATE"}
@@ -41,6 +41,7 @@ def commit_series(
     for patch in patches:
         verify_description(git, patch)
     judge_paths_first(git, patches)
+    check_copies(git, judge.entries, [(p.label, p.data) for p in patches], loaded.limits)
     git_dir = Path(git.text("rev-parse", "--absolute-git-dir"))
     commits: list[str] = []
     # Inside the tree's own .git: a private patch's plaintext passes through here.
