@@ -263,8 +263,6 @@ def unpatch(
         wait=not no_wait,
     )
     result = run_unpatch(options, reporter)
-    if result.backup is not None:
-        reporter.warn(f"the previous tree held unexported work; it was moved to {result.backup}")
     if result.three_way:
         reporter.warn("needed a 3-way merge: " + ", ".join(result.three_way))
     reporter.info(

@@ -47,7 +47,9 @@ def refuse_to_start(options: RebaseOptions, tree: Path) -> None:
             hint=f"Go on with `patchtool rebase -d {options.device} --continue`, "
             "or --skip / --abort.",
         )
-    work = existing_work(tree, options.store, options.device, options.keyring)
+    # What rebase keeps in place (ignored files, the reflog, .git's state) does
+    # not stop it: it changes the tree where it is, it does not replace it.
+    work = existing_work(tree, options.store, options.device, options.keyring).refused
     if work:
         raise DirtyTreeError(
             f"the build tree {tree} holds work that exists nowhere else:\n  {work}",
