@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patchtool.core.errors import PatchtoolError
 from patchtool.core.gitops import Git
 from patchtool.series.privacy import Keyring
 from patchtool.store.resolve import Store
@@ -18,11 +19,21 @@ from patchtool.trees.work import tree_work
 
 def store_listing(store: Store) -> list[dict[str, Any]]:
     """One entry per device and base, with the command that checks it alone: the
-    `include` list of a CI matrix (GitHub Actions strategy.matrix) as it is."""
+    `include` list of a CI matrix (GitHub Actions strategy.matrix) as it is. A
+    device that cannot be read (a folder without a valid device.toml), or that
+    has no base, is one entry with base null, as in `check --json`: CI runs its
+    check, which fails by name."""
     entries: list[dict[str, Any]] = []
     for name in store.device_names():
-        device = store.device(name)
-        for base in store.bases(name):
+        try:
+            device = store.device(name)
+            bases = store.bases(name)
+        except PatchtoolError as error:
+            entries.append(_device_entry(name, None, error.message))
+            continue
+        if not bases:
+            entries.append(_device_entry(name, device.display_name, "no base"))
+        for base in bases:
             series = parse_series(base).entries
             entries.append(
                 {
@@ -39,6 +50,16 @@ def store_listing(store: Store) -> list[dict[str, Any]]:
                 }
             )
     return entries
+
+
+def _device_entry(name: str, display_name: str | None, problem: str) -> dict[str, Any]:
+    return {
+        "device": name,
+        "display_name": display_name,
+        "base": None,
+        "problem": problem,
+        "command": f"patchtool check -d {name}",
+    }
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,10 @@ def list_bases(
 
     table = Table("device", "base", "version", "commit", "source", "patches", box=None)
     for r in records:
+        if r["base"] is None:
+            # A device check refuses: the problem stands where its bases would.
+            table.add_row(escape(r["device"]), "-", escape(r["problem"]), "", "", "")
+            continue
         table.add_row(
             *(
                 escape(str(value))

@@ -40,7 +40,7 @@ def unpatch(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Create DIR/<device>/<project>: the upstream base plus the device's series, as git commits."""
-    from patchtool.commands.unpatch import UnpatchOptions, backup_notice
+    from patchtool.commands.unpatch import UnpatchOptions
     from patchtool.commands.unpatch import unpatch as run_unpatch
     from patchtool.series.privacy import find_keyring
 
@@ -62,8 +62,6 @@ def unpatch(
         wait=not no_wait,
     )
     result = run_unpatch(options, reporter)
-    if result.backup is not None:
-        reporter.warn(backup_notice(result.backup, result.tree))
     if result.three_way:
         reporter.warn("needed a 3-way merge: " + ", ".join(result.three_way))
     reporter.info(

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchtool.core.errors import IntegrityError, NotFoundError, UsageError
+from patchtool.core.errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError
 from patchtool.core.fsutil import check_build_dir, check_name
 from patchtool.store.resolve import Store, find_store
 from patchtool.trees.record import TreeRecord, enclosing_tree, read_record
@@ -114,8 +114,18 @@ def store_for(cwd: Path, explicit: Path | None, here: Here | None) -> Store:
 
 def build_dir_for(build_dir: Path | None, store: Store, here: Here | None) -> Path:
     """--dir; else the build folder of the tree we are in; else build/ beside the store."""
-    if build_dir is None:
-        build_dir = here.tree.parent.parent if here is not None else store.root.parent / "build"
+    if build_dir is None and here is not None:
+        build_dir = here.tree.parent.parent
+    elif build_dir is None:
+        build_dir = store.root.parent / "build"
+        # Found, not chosen (as a linked patches/ found by searching): a `build`
+        # link that comes with a pull request would send trees anywhere.
+        if build_dir.is_symlink():
+            raise UnsafeInputError(
+                f"the build folder {build_dir} is a symlink; patchtool does not follow a "
+                "linked build folder it finds",
+                hint="Replace the link by a folder, or pass --dir to build there on purpose.",
+            )
     else:
         inside = enclosing_tree(build_dir.resolve())
         if inside is not None:

@@ -115,7 +115,9 @@ from patchtool.store.model import (
     PatchSeries,
     PypiSource,
 )
+from patchtool.store.resolve import Store
 from patchtool.store.series import parse_series
+from patchtool.store.transaction import STAGE_SUFFIX, export_leftovers
 from patchtool.trees.forecast import Forecast, ForecastJob, forecast_onto
 
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
@@ -205,17 +207,17 @@ class CheckReport:
         records (the device's own record heads every entry of the device). A
         device whose device.toml fails, or that has no base, is one entry with
         base null."""
-        device_records: dict[str, CheckRecord] = {}
+        device_records: dict[str, list[CheckRecord]] = {}
         bases: dict[str, dict[str, list[CheckRecord]]] = {}
         for record in self.records:
             if not record.base:
-                device_records[record.device] = record
+                device_records.setdefault(record.device, []).append(record)
                 bases.setdefault(record.device, {})
             else:
                 bases.setdefault(record.device, {}).setdefault(record.base, []).append(record)
         entries = []
         for device, found in bases.items():
-            own = [device_records[device]] if device in device_records else []
+            own = device_records.get(device, [])
             groups: dict[str | None, list[CheckRecord]] = {None: []} if not found else {}
             groups.update(found)
             for base, records in groups.items():
@@ -298,7 +300,12 @@ def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
                     raise
                 slots.append([_timed(_failure(device, "", "config", error), started)])
                 continue
-            slots.append([_timed(CheckRecord(device, "", "config", True), started)])
+            problem = _default_base_problem(options.store, device, config)
+            record = CheckRecord(device, "", "config", True) if problem is None else problem
+            slots.append([_timed(record, started)])
+            leftovers = _export_leftovers(options.store, device)
+            if leftovers is not None:
+                slots.append([leftovers])
             # Shared: other checks and unpatch may read along, an export waits.
             locks.enter_context(store_lock(options.store.root, device, False, reporter))
             for base_file in _base_files(options, device):
@@ -341,11 +348,7 @@ def run_forecasts(options: CheckOptions, onto: str, reporter: Reporter) -> list[
             bases = options.store.bases(device)
             if not bases:
                 continue
-            base = (
-                options.store.resolve_base(device, options.base)
-                if options.base
-                else bases[-1]
-            )
+            base = options.store.resolve_base(device, options.base) if options.base else bases[-1]
             locks.enter_context(store_lock(options.store.root, device, False, reporter))
             futures.append(pool.submit(forecast_onto, job, base, config, onto, reporter))
         try:
@@ -359,7 +362,54 @@ def _base_files(options: CheckOptions, device: str) -> list[Path]:
     store = options.store
     if options.base is not None:
         return [store.resolve_base(device, options.base).path / BASE_FILE]
-    return sorted((store.root / device).glob(f"*/{BASE_FILE}"))
+    leftovers = set(export_leftovers(store.root / device))
+    return sorted(
+        path
+        for path in (store.root / device).glob(f"*/{BASE_FILE}")
+        if path.parent not in leftovers
+    )
+
+
+def _default_base_problem(store: Store, device: str, config: DeviceConfig) -> CheckRecord | None:
+    """device.toml's `default-base` must name one of the device's bases, as
+    `unpatch` without --commit-id will read it (None: it does, or is not set). A
+    base folder that cannot be read is its own base's failure, not this one's."""
+    if config.default_base is None:
+        return None
+    try:
+        if not store.bases(device):
+            return None
+    except PatchtoolError:
+        return None
+    try:
+        store.resolve_base(device, None)
+    except PatchtoolError as error:
+        return _failure(device, "", "config", error)
+    return None
+
+
+def _export_leftovers(store: Store, device: str) -> CheckRecord | None:
+    """The device's record of what killed exports left (None: nothing): a failure
+    in every check of the device, `--commit-id` or not, so that a committed
+    leftover fails CI, and one that says what it is and how it goes."""
+    leftovers = export_leftovers(store.root / device)
+    if not leftovers:
+        return None
+    details = [
+        f"{path}: left by a `patchtool patch` (or `import`) that was killed while it "
+        f"wrote {path.parent.name}/{_export_base_name(path)}; that base folder is whole"
+        for path in leftovers
+    ]
+    details.append(
+        f"hint: the next `patchtool patch --device-type {device}` removes it, or remove it "
+        "yourself: rm -r -- " + " ".join(str(path) for path in leftovers)
+    )
+    return CheckRecord(device, "", "leftovers", False, tuple(details), ExitCode.INTEGRITY)
+
+
+def _export_base_name(stage: Path) -> str:
+    name = stage.name.removesuffix(".old").removesuffix(STAGE_SUFFIX)
+    return name.removeprefix(".")
 
 
 def _check_base_file(

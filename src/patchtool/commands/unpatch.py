@@ -7,9 +7,7 @@ without `--force`, and then it moves to `<dir>/<device>/backups/`.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
-from pathlib import Path
 
 from patchtool.commands.jobs import CachedDeviceJob
 from patchtool.core.locks import device_locks
@@ -55,22 +53,3 @@ def _unpatch(options: UnpatchOptions, reporter: Reporter) -> BuiltTree:
         ),
         reporter,
     )
-
-
-def backup_notice(backup: Path, tree: Path) -> str:
-    """What `unpatch --force` says of the backup it made. A shell that ran it from
-    inside the old tree now sits in the backup (the folder moved, the shell's
-    working folder with it): name the folder to `cd` to."""
-    notice = f"the previous tree held unexported work; it was moved to {backup}"
-    try:
-        here = Path.cwd().resolve()
-    except OSError:
-        return notice
-    kept = backup.resolve()
-    if here == kept or kept in here.parents:
-        same_place = tree / here.relative_to(kept)
-        notice += (
-            f"; this shell is now in that backup: `cd {shlex.quote(str(same_place))}` "
-            "enters the new tree"
-        )
-    return notice

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from patchtool.core.errors import LockedError
+from patchtool.core.errors import LockedError, UnsafeInputError
 from patchtool.core.fsutil import check_name
 from patchtool.core.report import Reporter
 
@@ -35,9 +35,17 @@ LOCK_NAME = ".patchtool.lock"
 
 @contextmanager
 def build_lock(device_dir: Path, reporter: Reporter, wait: bool = True) -> Iterator[None]:
-    """One run at a time per build folder and device."""
+    """One run at a time per build folder and device. The device's folder is a
+    real folder: a link there (one a pull request may commit) would send the
+    tree, the lock and backups/ wherever it points."""
     from filelock import FileLock, Timeout
 
+    if device_dir.is_symlink():
+        raise UnsafeInputError(
+            f"the build folder's device folder {device_dir} is a symlink; patchtool "
+            "writes build trees into plain folders only",
+            hint="Replace the link by a folder, or pass --dir to build elsewhere.",
+        )
     device_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(device_dir / LOCK_NAME))
     try:

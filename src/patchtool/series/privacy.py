@@ -222,7 +222,7 @@ def load_series(
         stored = read_store_file(path, stored_limit(limits))
         description = parse_private_patch(path, stored)
         plaintext = decrypt_patch(path, description, keyring, recipients)
-        binary += check_size(f"patch {path}", plaintext, limits).binary
+        binary += check_size(f"patch {path}", plaintext, limits, private=True).binary
         check_series_binary(f"{series.base.path / SERIES_FILE}", binary, limits)
         patches.append(
             SeriesPatch(entry, path, plaintext, hashlib.sha256(stored).hexdigest(), description)

@@ -22,13 +22,26 @@ class Store:
     root: Path
 
     def device_names(self) -> list[str]:
+        """Every folder under the store's root is a device, valid or not: the one
+        answer to which folders `check` checks and `list` lists, so that a folder
+        without a (readable) device.toml fails `check` by name and stands in the
+        CI matrix instead of being skipped by both. Files (a README) are not
+        devices."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / DEVICE_FILE).is_file())
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
 
     def device(self, name: str) -> DeviceConfig:
         check_name("device", name)
-        path = store_folder(self.root / name) / DEVICE_FILE
+        folder = store_folder(self.root / name)
+        path = folder / DEVICE_FILE
+        if folder.is_dir() and not path.is_file():
+            what = "is not a file" if (path.exists() or path.is_symlink()) else "does not exist"
+            raise IntegrityError(
+                f"the store folder {folder} is not a valid device: {path} {what}",
+                hint="Every folder under the store is a device: give it a device.toml "
+                "(display-name, vendor), or move the folder out of the store.",
+            )
         if not (path.is_file() or path.is_symlink()):
             known = self.device_names()
             suggestion = did_you_mean(name, known)

@@ -86,6 +86,22 @@ def export_stage(base_folder: Path) -> Path:
     return base_folder.with_name(f".{base_folder.name}{STAGE_SUFFIX}")
 
 
+def export_leftovers(device_folder: Path) -> list[Path]:
+    """The stages a killed export left in a device's folder (`.<base>.patchtool-export`
+    and its `.old` twin): patchtool's own, never base folders, and removed by the
+    next export of that base (`recover_export`). `check` names them, under the
+    store's lock, where no export runs."""
+    if not device_folder.is_dir() or device_folder.is_symlink():
+        return []
+    return sorted(
+        child
+        for child in device_folder.iterdir()
+        if child.name.startswith(".")
+        and child.name.endswith((STAGE_SUFFIX, STAGE_SUFFIX + ".old"))
+        and (child.is_dir() or child.is_symlink())
+    )
+
+
 def recover_export(base_folder: Path) -> None:
     """Undo what a killed export left: a stage beside the base folder. With the
     atomic exchange it holds either the unfinished new state or the old one

@@ -8,7 +8,9 @@ with one atomic `renameat2(RENAME_EXCHANGE)` where the kernel offers it. A
 failure or an interrupt leaves the previous tree exactly as it was.
 
 A tree that holds work found nowhere else is never replaced without `--force`,
-and then it is moved to `<dir>/<device>/backups/`, never deleted. That check is
+and then it is moved to `<dir>/<device>/backups/`, never deleted; one that holds
+what patchtool cannot tell is saved elsewhere (ignored files, commits only its
+reflog holds, the user's hooks or config: trees.work) goes there unasked. That check is
 made again right before the swap, together with the tree's whole state
 (staging.TreeState: every file's stats, refs, index). The replaced tree is never
 removed by the run that replaced it: one changed between the check and the
@@ -31,6 +33,7 @@ kill and pause points fire for both).
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +91,9 @@ class BuiltTree:
     three_way: list[str] = field(default_factory=list)
     backup: Path | None = None
     replaced: bool = False
+    # What the replaced tree held that patchtool cannot tell is saved elsewhere
+    # (trees.work.TreeWork.kept): why it went to `backup` unasked ('' if not).
+    kept: str = ""
 
 
 def build_tree(request: TreeBuild, reporter: Reporter) -> BuiltTree:
@@ -119,8 +125,8 @@ def build_tree(request: TreeBuild, reporter: Reporter) -> BuiltTree:
 
     # Checked now to fail fast, and again just before the swap (below).
     work_to_keep = existing_work(target, request.store, device.name, request.keyring)
-    if work_to_keep and not request.force:
-        raise _dirty(target, work_to_keep, device.name)
+    if work_to_keep.refused and not request.force:
+        raise _dirty(target, work_to_keep.refused, device.name)
 
     cache_repository = ensure_base(
         base, request.cache, reporter, request.archive_paths, limits=device.limits
@@ -155,8 +161,16 @@ def build_tree(request: TreeBuild, reporter: Reporter) -> BuiltTree:
         )
         pause_point("unpatch:before-swap")
         kill_point("unpatch:before-swap")
-        backup = _swap_in(tree, target, request, device.name, location, stage)
+        backup, kept = _swap_in(tree, target, request, device.name, location, stage)
         kill_point("unpatch:swapped")
+        if backup is not None:
+            # Said here, for every command that builds a tree (unpatch, import).
+            what = (
+                f"what patchtool cannot tell is saved elsewhere ({kept})"
+                if kept
+                else "unexported work"
+            )
+            reporter.warn(backup_notice(backup, target, what))
     finally:
         # Whatever happened, the stage goes, but for the tree it replaced (if it
         # holds it): that one is set aside for the next run to judge.
@@ -170,6 +184,7 @@ def build_tree(request: TreeBuild, reporter: Reporter) -> BuiltTree:
         three_way=three_way,
         backup=backup,
         replaced=replaced,
+        kept=kept,
     )
 
 
@@ -180,29 +195,30 @@ def _swap_in(
     device: str,
     location: TreeLocation,
     stage: Path,
-) -> Path | None:
+) -> tuple[Path | None, str]:
     """Put the new tree in place of the old one, atomically; return where the old
-    one was kept, if it had to be (work found in it, or anything written in it
+    one was kept, if it had to be (work found in it, what patchtool cannot tell
+    is saved elsewhere: the second value says what, or anything written in it
     between the last check and the swap). Otherwise the old tree is left in the
     stage with its state at the last check (staging.record_previous)."""
     if not (target.exists() or target.is_symlink()):
         os.rename(tree, target)
-        return None
+        return None, ""
     # Re-verified right before the swap: work made in the tree while this run
     # built the new one must not be replaced unseen. Its state is taken before
     # the check (the index after it: `git status` may refresh it).
     before = tree_state(target)
     work_to_keep = existing_work(target, request.store, device, request.keyring)
     seen = None if before is None else before.with_index_of(target)
-    if work_to_keep and not request.force:
-        raise _dirty(target, work_to_keep, device)
+    if work_to_keep.refused and not request.force:
+        raise _dirty(target, work_to_keep.refused, device)
     pause_point("unpatch:checked-again")
-    if work_to_keep:
+    if work_to_keep.refused or work_to_keep.kept:
         backup = backup_path(location.device_dir, location.project)
         backup.parent.mkdir(parents=True, exist_ok=True)
         os.rename(target, backup)
         os.rename(tree, target)
-        return backup
+        return backup, "" if work_to_keep.refused else work_to_keep.kept
     record_previous(stage, target, seen)
     exchange_paths(tree, target)
     pause_point("unpatch:swapped")
@@ -213,8 +229,8 @@ def _swap_in(
         backup = backup_path(location.device_dir, location.project)
         backup.parent.mkdir(parents=True, exist_ok=True)
         os.rename(tree, backup)
-        return backup
-    return None
+        return backup, ""
+    return None, ""
 
 
 def _current_tree(build_dir: Path, device: str) -> tuple[Path, TreeRecord] | None:
@@ -253,3 +269,23 @@ def _dirty(target: Path, work: str, device: str) -> DirtyTreeError:
         hint=f"Export it with `patchtool patch --device-type {device}` (commit first, "
         "or use -m), or pass --force to move the old tree to a backup folder.",
     )
+
+
+def backup_notice(backup: Path, tree: Path, what: str = "unexported work") -> str:
+    """What a command that replaced a tree says of the backup it made (`what`:
+    what the tree held). A shell that ran it from inside the old tree now sits
+    in the backup (the folder moved, the shell's working folder with it): name
+    the folder to `cd` to."""
+    notice = f"the previous tree held {what}; it was moved to {backup}"
+    try:
+        here = Path.cwd().resolve()
+    except OSError:
+        return notice
+    kept = backup.resolve()
+    if here == kept or kept in here.parents:
+        same_place = tree / here.relative_to(kept)
+        notice += (
+            f"; this shell is now in that backup: `cd {shlex.quote(str(same_place))}` "
+            "enters the new tree"
+        )
+    return notice

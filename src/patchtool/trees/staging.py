@@ -9,6 +9,7 @@ changed after its last check: that one goes to `backups/`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from patchtool.core import children
 from patchtool.core.errors import PatchtoolError
+from patchtool.core.faults import pause_point
 from patchtool.core.fsutil import atomic_write, check_name, read_json_object, remove_tree
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import remove_dead_scratch
@@ -27,6 +29,8 @@ from patchtool.core.scratch import remove_dead_scratch
 STAGE_PREFIX = ".patchtool-stage-"
 WHEEL_STAGE_PREFIX = ".patchtool-wheel-"
 TRASH_PREFIX = ".patchtool-trash-"
+# Beside a trash folder: the pid of the background removal working on it.
+REMOVAL_SUFFIX = ".removing"
 # A tree a finished unpatch replaced, kept for the next run to judge; its record
 # (in it, beside the tree) holds the tree's state at the last check.
 PREVIOUS_PREFIX = ".patchtool-previous-"
@@ -49,8 +53,11 @@ def recover_interrupted(device_dir: Path, reporter: Reporter) -> None:
     - `.patchtool-stage-*`, `.patchtool-wheel-*`: a killed run's staging folders,
       removed and reported as such. A stage killed right after its swap holds
       the replaced tree and its record: that tree is settled as above.
-    - `.patchtool-trash-*`: folders a finished run handed to a background
-      removal that has not ended (or was killed): removed without a word.
+    - `.patchtool-trash-*`: folders a finished run verified (after their
+      rename) and handed to a background removal: left alone while it runs;
+      else removed only if what is left is that verified tree, unchanged, and
+      moved to `backups/` otherwise (a write from a shell inside, or what a
+      killed removal left).
     - `.patchtool-scratch/`: the scratch folders of imports that were killed
       (those whose lock is free; a live one is left alone).
 
@@ -66,8 +73,11 @@ def recover_interrupted(device_dir: Path, reporter: Reporter) -> None:
         elif name.startswith((STAGE_PREFIX, WHEEL_STAGE_PREFIX)):
             reporter.info(f"removing {name}, left by an interrupted run")
             _settle_previous(child, device_dir, reporter)
+        elif name.startswith(TRASH_PREFIX) and name.endswith(REMOVAL_SUFFIX):
+            if not child.with_name(name.removesuffix(REMOVAL_SUFFIX)).exists():
+                child.unlink(missing_ok=True)
         elif name.startswith(TRASH_PREFIX):
-            _remove(child, reporter)
+            _settle_trash(child, device_dir, reporter)
 
 
 def _remove(folder: Path, reporter: Reporter) -> None:
@@ -77,7 +87,9 @@ def _remove(folder: Path, reporter: Reporter) -> None:
 
 def _settle_previous(folder: Path, device_dir: Path, reporter: Reporter) -> None:
     """Remove `folder`, unless it holds a replaced tree that changed after its
-    last check: that tree goes to backups/ first."""
+    last check: that tree goes to backups/ first. An unchanged tree is renamed to
+    its trash name and checked again there (a shell inside it follows the
+    rename): only then is it handed to the background removal."""
     previous = _previous_tree(folder)
     if previous is None:
         _remove(folder, reporter)
@@ -85,8 +97,16 @@ def _settle_previous(folder: Path, device_dir: Path, reporter: Reporter) -> None
     old, seen = previous
     if seen is not None and tree_state(old) == seen:
         # The common case, on every unpatch: let it go in the background.
-        discard(folder)
-        return
+        trash = _trash_name(folder)
+        try:
+            os.rename(folder, trash)
+        except OSError:
+            trash = folder
+        pause_point("unpatch:trash-renamed")
+        if tree_state(trash / old.name) == seen:
+            _remove_in_background(trash)
+            return
+        folder, old = trash, trash / old.name
     backup = backup_path(device_dir, old.name)
     try:
         backup.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +120,62 @@ def _settle_previous(folder: Path, device_dir: Path, reporter: Reporter) -> None
     why = "was changed after its last check" if seen is not None else "could not be read whole"
     reporter.warn(f"the tree an earlier unpatch replaced {why}; it was moved to {backup}")
     _remove(folder, reporter)
+
+
+def _settle_trash(trash: Path, device_dir: Path, reporter: Reporter) -> None:
+    """A trash folder an earlier run handed to its background removal. Still
+    being removed: left alone. Otherwise removed only when what it holds is the
+    tree that run verified, unchanged (the removal never started); anything
+    else in it (a file a shell inside wrote, what a killed removal left) goes
+    to backups/, never removed unseen."""
+    if _removal_running(trash):
+        return
+    marker = _removal_marker(trash)
+    previous = _previous_tree(trash)
+    verified = previous is not None and previous[1] is not None
+    if (verified and previous and tree_state(previous[0]) == previous[1]) or _empty(trash):
+        _remove(trash, reporter)
+    else:
+        backup = backup_path(device_dir, trash.name.removeprefix("."))
+        try:
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(trash, backup)
+        except OSError as error:
+            reporter.warn(
+                f"could not move {trash} to {backup} ({error.strerror or error}); "
+                "it is left where it is"
+            )
+            return
+        reporter.warn(
+            f"a removal of a replaced tree did not finish, or something was written in it "
+            f"while it ran; what was left of it was moved to {backup}"
+        )
+    marker.unlink(missing_ok=True)
+
+
+def _empty(folder: Path) -> bool:
+    try:
+        return not folder.is_dir() or folder.is_symlink() or not any(folder.iterdir())
+    except OSError:
+        return False
+
+
+def _trash_name(folder: Path) -> Path:
+    return folder.with_name(f"{TRASH_PREFIX}{os.getpid()}-{time.monotonic_ns()}")
+
+
+def _removal_marker(trash: Path) -> Path:
+    return trash.with_name(trash.name + REMOVAL_SUFFIX)
+
+
+def _removal_running(trash: Path) -> bool:
+    """Whether the background removal the marker beside `trash` names still runs."""
+    try:
+        pid = int(_removal_marker(trash).read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    return os.fsencode(str(trash)) in command
 
 
 def record_previous(stage: Path, tree: Path, state: TreeState | None) -> None:
@@ -142,23 +218,29 @@ def _previous_tree(folder: Path) -> tuple[Path, TreeState | None] | None:
 
 
 def discard(folder: Path) -> None:
-    """Remove a folder patchtool made (a replaced tree that was found unchanged)
-    without making the user wait: it is renamed to a trash name at once and
-    deleted by a detached process. If that process dies, the next run's recovery
-    removes it."""
+    """Remove a folder patchtool made (a stage, a tree that holds nothing to
+    keep) without making the user wait: it is renamed to a trash name at once and
+    deleted by a detached process."""
     if not folder.exists():
         return
-    trash = folder.with_name(f"{TRASH_PREFIX}{os.getpid()}-{time.monotonic_ns()}")
+    trash = _trash_name(folder)
     try:
         os.rename(folder, trash)
     except OSError:
         remove_tree(folder)
         return
+    _remove_in_background(trash)
+
+
+def _remove_in_background(trash: Path) -> None:
+    """`rm -rf` of a trash folder in a detached process, its pid beside the
+    folder so that the next run's recovery leaves a running removal alone. If it
+    dies, that recovery judges what is left (`_settle_trash`)."""
     try:
         # Needs nothing of the caller: the neutral folder (it outlives this run and
         # must hold no folder of the user's) and an environment whose PATH has no
         # relative entry, so an `rm` in the working folder or the tree never runs.
-        children.start(
+        process = children.start(
             ["rm", "-rf", "--", str(trash)],
             cwd=children.NEUTRAL_FOLDER,
             env=children.environment(),
@@ -168,6 +250,9 @@ def discard(folder: Path) -> None:
         )
     except OSError:
         remove_tree(trash)
+        return
+    with contextlib.suppress(OSError):
+        atomic_write(_removal_marker(trash), f"{process.pid}\n".encode())
 
 
 def device_scratch(device_dir: Path) -> Path:

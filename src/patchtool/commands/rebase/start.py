@@ -36,7 +36,7 @@ from patchtool.store.model import BaseRef
 from patchtool.trees.applying import apply_series, checkout_base
 from patchtool.trees.in_progress import state_path
 from patchtool.trees.record import BASE_REF, BASE_TAG, METADATA_FILE, TreeRecord, write_record
-from patchtool.trees.staging import TRASH_PREFIX, new_stage
+from patchtool.trees.staging import TRASH_PREFIX, backup_path, new_stage
 from patchtool.trees.work import existing_work
 
 
@@ -47,7 +47,9 @@ def refuse_to_start(options: RebaseOptions, tree: Path) -> None:
             hint=f"Go on with `patchtool rebase -d {options.device} --continue`, "
             "or --skip / --abort.",
         )
-    work = existing_work(tree, options.store, options.device, options.keyring)
+    # What rebase keeps in place (ignored files, the reflog, .git's state) does
+    # not stop it: it changes the tree where it is, it does not replace it.
+    work = existing_work(tree, options.store, options.device, options.keyring).refused
     if work:
         raise DirtyTreeError(
             f"the build tree {tree} holds work that exists nowhere else:\n  {work}",
@@ -207,7 +209,19 @@ def restore_tree(tree: Path, state: RebaseState, reporter: Reporter) -> None:
             )
         state_path(tree).unlink(missing_ok=True)
         return
+    edits = _edits_made(tree)
     if not state.tree_existed:
+        if edits:
+            # The tree goes, but not what was written in it while the rebase stopped.
+            backup = backup_path(tree.parent, tree.name)
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tree, backup)
+            state_path(tree).unlink(missing_ok=True)
+            reporter.warn(
+                f"the tree this rebase made held changes made while it was stopped "
+                f"({_some(list(edits))}); it was moved to {backup}"
+            )
+            return
         # One rename takes the whole tree away; the next run's recovery removes
         # the trash folder if this one is killed before it does.
         trash = tree.with_name(f"{TRASH_PREFIX}{os.getpid()}-{state.rebase_id}")
@@ -217,6 +231,20 @@ def restore_tree(tree: Path, state: RebaseState, reporter: Reporter) -> None:
         state_path(tree).unlink(missing_ok=True)
         return
     git = Git(tree)
+    tracked = [name for name, line in edits.items() if not line.startswith("??")]
+    if tracked:
+        # Saved before the reset below drops them: tracked edits as one diff
+        # against HEAD (`git apply` puts them back); untracked files stay.
+        diff = git.run("diff", "--binary", "--no-color", "--no-ext-diff", "HEAD").stdout
+        saved = backup_path(tree.parent, f"{tree.name}-rebase-abort")
+        saved = saved.with_name(saved.name + ".diff")
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(saved, diff)
+        reporter.warn(
+            f"the changes made in {tree} while the rebase was stopped ({_some(tracked)}) "
+            f"were saved to {saved} before the tree was put back; `git apply {saved}` "
+            "restores them"
+        )
     git.run("cherry-pick", "--quit", check=False)
     git.run("am", "--abort", check=False)
     head = state.saved_head
@@ -235,3 +263,16 @@ def restore_tree(tree: Path, state: RebaseState, reporter: Reporter) -> None:
         atomic_write(tree / ".git" / METADATA_FILE, state.saved_record.encode("utf-8"))
     state_path(tree).unlink(missing_ok=True)
     marker_path(tree).unlink(missing_ok=True)
+
+
+def _edits_made(tree: Path) -> dict[str, str]:
+    """The tree's changed files (tracked ones against HEAD, untracked ones, a
+    conflict's files included), each with its `git status` line."""
+    if not (tree / ".git").is_dir():
+        return {}
+    result = Git(tree).run("status", "--porcelain=v1", "--untracked-files=all", check=False)
+    return {line[3:]: line for line in result.text.splitlines() if len(line) > 3}
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
