@@ -66,9 +66,10 @@ TILES = [
     (128, 128, 64, 8, 3, 1), (128, 128, 64, 8, 4, 1), (128, 128, 64, 8, 3, 16),
     (128, 128, 64, 4, 4, 1), (128, 256, 64, 8, 3, 1), (128, 256, 64, 8, 4, 1),
     (128, 256, 64, 8, 3, 16), (128, 128, 128, 8, 3, 1),
-    (256, 128, 64, 8, 3, 1),
+    (128, 256, 64, 8, 4, 16), (128, 256, 128, 8, 2, 16),
+    (256, 128, 64, 8, 3, 1), (256, 128, 64, 8, 3, 16),
 ]
-TAILS = {32: (16, ), 64: (0, 16, 32), 128: (0, 32, 64), 256: ()}
+TAILS = {32: (16, ), 64: (0, 16, 32), 128: (0, 32, 64), 256: (0, 32, 64)}
 COMPILE_M = 512
 
 
@@ -94,6 +95,10 @@ def candidates(shape_name, M, extra=()):
         out.append(tile_config(tile))
         out += [tile_config(tile, tail) for tail in TAILS[tile[0]]]
         out.append(dict(tile_config(tile), PERSISTENT=1))
+        # The persistent walk carrying short blocks (issue 24, second
+        # round): 128- and 256-row tiles, where a tail is most padding.
+        out += [dict(tile_config(tile, tail), PERSISTENT=1)
+                for tail in TAILS[tile[0]] if tail and tile[0] >= 128]
     out += [dict(c) for c in extra if c not in out]
     return out
 

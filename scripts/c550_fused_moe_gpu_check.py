@@ -147,6 +147,10 @@ PREFILL_CASES = [
                               PERSISTENT=1)),
     ("persistent w2, carry w1", _prefill(64, 128, 64, 4, 3, 32,
                                           TAIL_BLOCK_SIZE_M=0, PERSISTENT=1)),
+    ("persistent carrying BM128", dict(_prefill(128, 256, 64, 8, 3, 64),
+                                       PERSISTENT=1)),
+    ("persistent carrying BM256", dict(_prefill(256, 128, 64, 8, 3, 64),
+                                       PERSISTENT=1)),
 ]
 MIXTRAL = (8, 2, 4096, 1792)  # E, top-k, hidden, N per rank
 
@@ -231,6 +235,8 @@ def main():
                             PREFILL_CASES[0][1])
         big_ok &= check_big(fm, args.label + ", persistent",
                             PREFILL_CASES[4][1])
+        big_ok &= check_big(fm, args.label + ", persistent carrying",
+                            PREFILL_CASES[6][1])
     print(f"shape checks: {failures} failure(s); >2^31 case: "
           f"{'PASS' if big_ok else 'FAIL'}", flush=True)
     if args.base_tree:

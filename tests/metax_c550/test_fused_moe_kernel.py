@@ -488,6 +488,8 @@ def test_expert_parallel_prefill_kernel_matches_reference(fm, schedule, parity):
 @pytest.mark.parametrize("schedule", [
     pytest.param({"TAIL_BLOCK_SIZE_M": 16}, id="tail16"),
     pytest.param({"PERSISTENT": 1}, id="persistent"),
+    pytest.param({"PERSISTENT": 1, "TAIL_BLOCK_SIZE_M": 16},
+                 id="persistent-tail16"),
 ])
 def test_prefill_kernel_matches_reference(fm, M, H, N, E, topk, dtype,
                                           schedule):
@@ -518,6 +520,20 @@ def test_persistent_walks_every_tile_once(fm, monkeypatch):
 
 
 @pytest.mark.prefill_kernel
+def test_persistent_walk_carries_short_blocks(fm, monkeypatch):
+    # PERSISTENT with TAIL_BLOCK_SIZE_M: the walk visits every aligned
+    # block, and runs exactly the tiles of the one-program-a-tile grid
+    # (PREFILL_TILES): expert 0's short block is carried by its full block,
+    # expert 1's short block alone is one 16-row tile.
+    spy = TileSpy(fm, monkeypatch)
+    inputs = routed_inputs(PREFILL_COUNTS, 64, 32, torch.float16, seed=28)
+    config = dict(_prefill(32, 32, 32, 16, group=4), PERSISTENT=1)
+    check(run_patched(fm, inputs, config), torch_moe_reference(*inputs),
+          torch.float16)
+    assert sorted(spy.calls) == sorted(list(PREFILL_TILES) * 4)
+
+
+@pytest.mark.prefill_kernel
 def test_prefill_stage_mixes_kernels_and_block_sizes(fm):
     # w1 on the prefill kernel at BLOCK_SIZE_M 64 (tail 32), w2 on
     # fused_moe_kernel at 16 with split-K: two alignments, two kernels.
@@ -540,8 +556,6 @@ def test_prefill_stage_mixes_kernels_and_block_sizes(fm):
     (dict(_prefill(64, 32, 32, 16), SPLIT_K=2),
      "a fused MoE config cannot combine SPLIT_K > 1 with TAIL_BLOCK_SIZE_M "
      "or PERSISTENT"),
-    (dict(_prefill(64, 32, 32, 16), PERSISTENT=1),
-     "a fused MoE config cannot combine PERSISTENT with TAIL_BLOCK_SIZE_M > 0"),
     ({**SMALL, "PERSISTENT": 2}, "PERSISTENT must be 0 or 1, not 2"),
 ])
 def test_prefill_key_is_checked(fm, config, message):
@@ -587,6 +601,8 @@ def _sparse_rows(path, rows, row_stride, width, dtype):
                  marks=pytest.mark.prefill_kernel),
     pytest.param(dict(SMALL, PERSISTENT=1), id="persistent",
                  marks=pytest.mark.prefill_kernel),
+    pytest.param(dict(_prefill(32, 32, 32, 16), PERSISTENT=1),
+                 id="persistent-tail", marks=pytest.mark.prefill_kernel),
 ])
 def test_rows_past_2_31_elements(fm, tmp_path, config):
     # The w2 GEMM's A (rows of silu_and_mul output) and C (the (M, topk, H)

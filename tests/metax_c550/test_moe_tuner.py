@@ -84,7 +84,7 @@ def test_decode_space(tuner):
 
 def test_prefill_space(tuner):
     configs = tuner.candidates(r1_tp8(tuner), 4096, "stage1", 132)
-    assert len(configs) == 1036
+    assert len(configs) == 1904
     assert {c["BLOCK_SIZE_M"] for c in configs} == {16, 32, 64, 128, 256}
     assert {c["GROUP_SIZE_M"] for c in configs} == {1, 16, 64}
     assert not any("SPLIT_K" in c for c in configs)
@@ -94,34 +94,39 @@ def test_prefill_space(tuner):
         assert smem * c["num_stages"] <= 200 * 1024, c
         assert rows * c["BLOCK_SIZE_N"] / (32 * c["num_warps"]) <= 256, c
     # The prefill kernel's key, a quarter or half of BLOCK_SIZE_M (at
-    # least 16), beside the plain tile it extends: 128 rows per expert.
+    # least 16), beside the plain tile it extends, alone and with the
+    # persistent walk: 128 rows per expert.
     prefill = [c for c in configs if "TAIL_BLOCK_SIZE_M" in c]
-    assert len(prefill) == 489
+    assert len(prefill) == 2 * 489
+    assert len([c for c in prefill if "PERSISTENT" in c]) == 489
     assert {(c["BLOCK_SIZE_M"], c["TAIL_BLOCK_SIZE_M"]) for c in prefill} == {
         (32, 16), (64, 16), (64, 32), (128, 32), (128, 64), (256, 64), (256, 128)}
     plain = [json.dumps(c, sort_keys=True) for c in configs if c == tuner.plain(c)]
     assert all(json.dumps(tuner.plain(c), sort_keys=True) in plain for c in prefill)
 
 
-@pytest.mark.parametrize("M,tails,persistent", [
-    (256, set(), 0),  # 8 rows per expert: BLOCK_SIZE_M 16 only, no tail
-    (512, {(32, 16)}, 55),  # 16 rows: BLOCK_SIZE_M 32 at most
-    (1024, {(32, 16), (64, 16), (64, 32)}, 106),
+@pytest.mark.parametrize("M,tails,persistent,carrying", [
+    (256, set(), 0, 0),  # 8 rows per expert: BLOCK_SIZE_M 16 only, no tail
+    (512, {(32, 16)}, 55, 52),  # 16 rows: BLOCK_SIZE_M 32 at most
+    (1024, {(32, 16), (64, 16), (64, 32)}, 106, 138),
 ])
-def test_prefill_keys_join_where_an_expert_fills_half_a_block(tuner, M, tails,
-                                                               persistent):
-    # The w2 GEMM (reduction 256: at most 4 K steps) gets PERSISTENT beside
-    # each plain tile the tails join; the w1 GEMM (7168: at least 28 K
-    # steps) never does.
-    configs = tuner.candidates(r1_tp8(tuner), M, "stage2", 132)
-    assert {(c["BLOCK_SIZE_M"], c["TAIL_BLOCK_SIZE_M"]) for c in configs
-            if "TAIL_BLOCK_SIZE_M" in c} == tails
-    walking = [c for c in configs if "PERSISTENT" in c]
-    assert len(walking) == persistent
-    assert all(c["PERSISTENT"] == 1 and "TAIL_BLOCK_SIZE_M" not in c
-               and c["BLOCK_SIZE_M"] >= 32 for c in walking)
-    stage1 = tuner.candidates(r1_tp8(tuner), M, "stage1", 132)
-    assert not any("PERSISTENT" in c for c in stage1)
+def test_prefill_keys_join_where_an_expert_fills_half_a_block(
+        tuner, M, tails, persistent, carrying):
+    # PERSISTENT joins beside each plain tile the tails join, and beside
+    # each tail (the walk carrying short blocks), for short reductions (w2,
+    # 256: at most 4 K steps) and long ones (w1, 7168) alike: on an H100
+    # the walk was the fastest Mixtral w1 at M >= 2048 (64 K steps).
+    for stage in ("stage2", "stage1"):
+        configs = tuner.candidates(r1_tp8(tuner), M, stage, 132)
+        assert {(c["BLOCK_SIZE_M"], c["TAIL_BLOCK_SIZE_M"]) for c in configs
+                if "TAIL_BLOCK_SIZE_M" in c} == tails
+        walking = [c for c in configs if "PERSISTENT" in c]
+        assert all(c["PERSISTENT"] == 1 and c["BLOCK_SIZE_M"] >= 32
+                   for c in walking)
+        assert len([c for c in walking
+                    if "TAIL_BLOCK_SIZE_M" not in c]) == persistent, stage
+        assert len([c for c in walking
+                    if "TAIL_BLOCK_SIZE_M" in c]) == carrying, stage
 
 
 def test_choose_keeps_the_prefill_key_out_of_the_top_level(tuner):
