@@ -210,6 +210,32 @@ def test_a_changed_patch_carries_its_change_onto_the_hand_resolution(
     assert "return 100\n" in core and "return 111\n" in core
 
 
+def test_a_patch_with_a_new_body_carries_it_and_keeps_the_hand_resolution(
+    carried: SyntheticUpstream,
+) -> None:
+    world = carried
+    before = patches(folder(world, "1.1"))
+    tree = on_10(world)
+    git(tree, "-c", "sequence.editor=sed -i 's/^pick \\(.* Change ten\\)$/edit \\1/'",
+        "rebase", "--quiet", "-i", "patchtool/base")  # fmt: skip
+    git(tree, "commit", "--quiet", "--amend", "-m", "Change ten\n\nTen is a hundred on devA.")
+    git(tree, "rebase", "--continue")
+    export(world)
+    done = world.run("rebase", "-c", "1.0", "--onto", "1.1")
+    assert done.code == 0, done.output
+    after = patches(folder(world, "1.1"))
+    assert sorted(after) == sorted(before)
+    old, new = before["change-ten.patch"].decode(), after["change-ten.patch"].decode()
+    assert "Subject: [PATCH] Change ten\n\nTen is a hundred on devA.\n\ndiff --git" in new
+    # the code is the target's version, byte for byte (the hand resolution)
+    assert old[old.index("\ndiff --git"):] == new[new.index("\ndiff --git"):]
+    assert {n: b for n, b in after.items() if n != "change-ten.patch"} == {
+        n: b for n, b in before.items() if n != "change-ten.patch"}  # fmt: skip
+    assert "| 3 | change-ten.patch | updated | clean | change-ten.patch | change-ten.patch |" in (
+        report(world, "1.1")
+    )
+
+
 def test_a_changed_patch_whose_earlier_version_is_gone_is_picked_anew(
     carried: SyntheticUpstream,
 ) -> None:

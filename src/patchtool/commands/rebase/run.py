@@ -305,7 +305,16 @@ def _fold(git: Git, state: RebaseState, patch: PatchState, note: str | None) -> 
     there already), with the message `message_from` names."""
     kept = state.patches[state.position - 1]
     if git.run("diff", "--cached", "--quiet", "HEAD", check=False).returncode == 0:
-        patch.outcome, patch.note = ALREADY_IN, note
+        if patch.message_from is None:
+            patch.outcome, patch.note = ALREADY_IN, note
+            return
+        # Only the message changed on the from-base (a reworded body): the
+        # target's version keeps its code and takes the new message.
+        git.run("commit", "--quiet", "--amend", "--no-verify", "--allow-empty",
+                "--allow-empty-message", "-C", patch.message_from)  # fmt: skip
+        patch.outcome, patch.note = "clean", note
+        patch.detail = "only its message changed: the new message replaces this base's"
+        kept.new_commit, kept.outcome = git.text("rev-parse", "HEAD"), patch.outcome
         return
     by_hand = note is not None or patch.conflicts
     if not by_hand:
