@@ -90,20 +90,24 @@ class SyntheticUpstream:
     def tree(self) -> Path:
         return self.build / "devA" / "demo"
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
-        """`patchtool --store STORE ARGS...`, in this process or in a subprocess
-        (see `in_process`)."""
-        runner = run_cli_in_process if self.in_process else run_cli
+    def cli(self, *args: str, env: dict[str, str] | None = None,
+            in_process: bool | None = None) -> CliResult:  # fmt: skip
+        """`patchtool --store STORE ARGS...`, in this process or in a subprocess:
+        as `in_process` says, or else as the world's `in_process` says."""
+        here = self.in_process if in_process is None else in_process
+        runner = run_cli_in_process if here else run_cli
         return runner("--store", str(self.store), *args, env=env)
 
     def run(self, command: str, *extra: str, build: Path | None = None,
-            env: dict[str, str] | None = None) -> CliResult:  # fmt: skip
+            env: dict[str, str] | None = None, in_process: bool | None = None) -> CliResult:  # fmt: skip
         """`patchtool --store STORE COMMAND --device-type devA --dir BUILD EXTRA...`:
-        the build folder is `build` or the world's own; `check` takes no --dir."""
+        the build folder is `build` or the world's own; `check` takes no --dir. The
+        one way to run a command on devA (`world.run("unpatch")`, not a helper of
+        a test file's own)."""
         args = [command, "--device-type", "devA"]
         if command != "check":
             args += ["--dir", str(build or self.build)]
-        return self.cli(*args, *extra, env=env)
+        return self.cli(*args, *extra, env=env, in_process=in_process)
 
 
 def make_upstream(root: Path) -> SyntheticUpstream:
@@ -124,6 +128,18 @@ def make_upstream(root: Path) -> SyntheticUpstream:
     write_base(base, "demo", "1.0", commit, sha)
     (base / "series").write_text("# demo series\n")
     return SyntheticUpstream(root, store, root / "build", sdist, sha, commit)
+
+
+def series_names(world: SyntheticUpstream) -> list[str]:
+    """The patch files devA's demo-1.0 series lists, in order."""
+    lines = (world.base_folder / "series").read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def store_and_tree(world: SyntheticUpstream) -> tuple[object, ...]:
+    """What a refused command leaves as it was: the store's files, the tree's files
+    and the tree's HEAD."""
+    return (snapshot(world.store), snapshot(world.tree), git(world.tree, "rev-parse", "HEAD"))
 
 
 def add_second_base(world: SyntheticUpstream) -> Path:
@@ -309,17 +325,13 @@ def _fresh_process_caches() -> Iterator[None]:
     """What patchtool keeps for the life of a process (pip's settings, read from
     the environment, and the build tree around the working folder) is read
     afresh by each run, as a new process would, and not left to the next test."""
-    from patchtool.cli import app as cli
-    from patchtool.sources import index
+    from patchtool.cli.app import clear_process_caches
 
-    caches = (index.load_settings, cli._here)
-    for cache in caches:
-        cache.cache_clear()
+    clear_process_caches()
     try:
         yield
     finally:
-        for cache in caches:
-            cache.cache_clear()
+        clear_process_caches()
 
 
 def error_lines(result: CliResult | str) -> list[str]:
@@ -331,6 +343,11 @@ def error_lines(result: CliResult | str) -> list[str]:
     starts = [number for number, line in enumerate(lines) if line.startswith("error: ")]
     assert starts, f"no error: line in stderr:\n{stderr}"
     return lines[starts[0]:]
+
+
+def warning_lines(result: CliResult) -> list[str]:
+    """The `warning:` lines a run printed on stderr, in order."""
+    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
 
 
 def check_records(stdout: str) -> list[dict[str, Any]]:

@@ -33,7 +33,6 @@ from helpers import (
     error_lines,
     git,
     make_sdist,
-    run_cli_in_process,
     write_base,
 )
 from test_flagscale import diff_yaml, modify, refusal, write
@@ -757,12 +756,6 @@ def endless(serve: Serve, upstream: SyntheticUpstream,  # noqa: F811 - the impor
     yield handler
 
 
-def unpatch_in_process(world: SyntheticUpstream) -> tuple[int, list[str]]:
-    result = run_cli_in_process("--store", str(world.store), "unpatch", "--device-type", "devA",
-                                "--dir", str(world.build))  # fmt: skip
-    return result.code, error_lines(result) if result.code else []
-
-
 DOWNLOAD_HINT = (
     "hint: Nothing was kept. Check the index or mirror you use, or raise download-bytes under "
     "[limits] in the device's device.toml (at most 4294967296) if an input this large is "
@@ -774,10 +767,10 @@ def test_an_endless_simple_page_is_refused_at_its_bound(
     upstream: SyntheticUpstream, endless: type[Endless], hermetic_seal: Path
 ) -> None:
     endless.endless = "page"  # the default bound: 32 MiB
-    code, lines = unpatch_in_process(upstream)
+    result = upstream.run("unpatch", in_process=True)
     port = endless.port  # type: ignore[attr-defined]
-    assert code == 6
-    assert lines == [
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
         f"error: http://127.0.0.1:{port}/simple/demo/: the index's page is more than the limit "
         f"of {32 * MIB} bytes; it was not read further",
         "hint: Check that the URL is a package index, or raise index-page-bytes under [limits] "
@@ -789,10 +782,10 @@ def test_an_endless_file_stops_at_the_download_limit_and_leaves_nothing(
     upstream: SyntheticUpstream, endless: type[Endless], hermetic_seal: Path
 ) -> None:
     set_limits(upstream, download_bytes=MIB)
-    code, lines = unpatch_in_process(upstream)
+    result = upstream.run("unpatch", in_process=True)
     port = endless.port  # type: ignore[attr-defined]
-    assert code == 6
-    assert lines == [
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
         f"error: http://127.0.0.1:{port}/files/demo-1.0.tar.gz: more than the limit of {MIB} "
         "bytes; the download was stopped",
         DOWNLOAD_HINT,
@@ -807,24 +800,24 @@ def test_a_file_announced_or_listed_past_the_limit_is_never_read(
     url = f"http://127.0.0.1:{port}/files/demo-1.0.tar.gz"
     set_limits(upstream, download_bytes=MIB)
     endless.length = 10 * GIB
-    code, lines = unpatch_in_process(upstream)
-    assert code == 6
-    assert lines == [f"error: {url}: {10 * GIB} bytes, more than the limit of {MIB}",
+    result = upstream.run("unpatch", in_process=True)
+    assert result.code == 6, result.output
+    assert error_lines(result) == [f"error: {url}: {10 * GIB} bytes, more than the limit of {MIB}",
                      DOWNLOAD_HINT]  # fmt: skip
 
     endless.length, endless.size, endless.requests[:] = None, 10 * GIB, []
-    code, lines = unpatch_in_process(upstream)
-    assert code == 6
-    assert lines == [
+    result = upstream.run("unpatch", in_process=True)
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
         f"error: {url}: the index lists it at {10 * GIB} bytes, more than the limit of {MIB}",
         DOWNLOAD_HINT,
     ]
     assert endless.requests == ["/simple/demo/"]  # the file was never asked for
 
     endless.size = 100
-    code, lines = unpatch_in_process(upstream)
-    assert code == 6
-    assert lines == [
+    result = upstream.run("unpatch", in_process=True)
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
         f"error: {url}: more than the 100 bytes the index lists; the download was stopped",
         "hint: Nothing was kept. Check the index or mirror you use.",
     ]

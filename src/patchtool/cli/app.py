@@ -957,10 +957,24 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def clear_process_caches() -> None:
+    """Forget what patchtool keeps for the life of a process: the build tree around
+    the working folder, and pip's settings (read from its files and the environment).
+    main() calls it first, so that each run in a process that runs several (tests,
+    embedding) reads both afresh, as a new process would; call it after a run to
+    leave nothing of that run behind."""
+    _here.cache_clear()
+    # Only a command that reaches an index imports it; start-up does not pay for it.
+    if "patchtool.sources.index" in sys.modules:
+        from patchtool.sources.index import load_settings
+
+        load_settings.cache_clear()
+
+
 def main(argv: list[str] | None = None) -> None:
     # typer's standalone mode handles usage errors (exit 2), --help and Exit;
     # everything the core raises comes through here.
-    _here.cache_clear()  # main() may run more than once in a process (tests, embedding)
+    clear_process_caches()
     command = typer.main.get_command(app)
     _hide_empty_defaults(command)
     args = list(sys.argv[1:] if argv is None else argv)
