@@ -385,6 +385,16 @@ def commit_all(tree: Path, subject: str, body: str = "Because tests need it.\n\n
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
+def base_tree(tree: Path, target: Path) -> Path:
+    """The files of a build tree's base commit (`patchtool/base`: the unpatched
+    upstream) written into the new folder `target`."""
+    archive = subprocess.run(["git", "archive", "--format=tar", "patchtool/base"],
+                             cwd=tree, capture_output=True, check=True).stdout  # fmt: skip
+    target.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 @dataclass
 class RealVllm:
     """A copy of the repository's store, a session-wide cache, and a build folder

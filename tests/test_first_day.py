@@ -410,8 +410,11 @@ def expose_torch(venv_python: Path, folder: Path) -> None:
 @pytest.mark.integration
 def test_plain_pip_install_then_unpatch_and_build_wheel(real_vllm: RealVllm, tmp_path: Path) -> None:
     checkout = tmp_path / "checkout"
+    # Not what runs write into the checkout: another worker of this run may be
+    # writing there now (.ci-cache is CI's PATCHTOOL_TEST_CACHE_DIR).
     shutil.copytree(REPOSITORY, checkout, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"))  # fmt: skip
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
+        ".ci-cache"))  # fmt: skip
     env = {key: value for key, value in os.environ.items()
            if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_CONFIG_FILE")}  # fmt: skip
     if USER_PIP_CONFIG:
