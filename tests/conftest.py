@@ -16,12 +16,29 @@ from helpers import REPOSITORY, RealVllm, SyntheticUpstream, base_tree, make_ups
 FIXED_DATE = "2025-02-01T12:00:00+00:00"
 
 
+# The fixtures made from the real vLLM sdists (here and in metax_c550/conftest.py):
+# a test that asks for one, directly or through a fixture of its own, is marked
+# `integration` when collected, so that the quick tier (`scripts/test --quick`)
+# leaves it out without each file having to say so.
+REAL_VLLM_FIXTURES = frozenset({
+    "real_vllm", "real_vllm_base_tree", "c550_wheel", "c550_wheel_tree",
+    "c550_base", "c550_tree", "vllm_base_tree", "carried_trees",
+})  # fmt: skip
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "cli_in_process: the `upstream` world runs patchtool's CLI in the test's own process "
         "(helpers.run_cli_in_process), for modules where a real process is not the point",
     )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_VLLM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,12 @@ import os
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from patchtool.core.gitops import Git
 from patchtool.sources.sdist import import_sdist
@@ -68,6 +70,15 @@ DEMO_FILES: dict[str, bytes | tuple[str, str]] = {
     "tools/run.sh": b"#!/bin/sh\necho run\n",
     "docs/link.md": ("link", "../README.md"),
 }
+
+
+def kill_points(points: Sequence[str]) -> list[Any]:
+    """The parameters of a test that kills a command at each of `points`: the first
+    point runs in the quick tier (`scripts/test --quick`), the others are marked
+    `slow` and run in the whole suite, so that a quick run still kills each command
+    once."""
+    first, *others = points
+    return [first, *(pytest.param(point, marks=pytest.mark.slow) for point in others)]
 
 
 @dataclass

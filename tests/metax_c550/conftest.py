@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skipped, for a tree that lacks it (0.7.2 has the prefill kernel and no
     vLLM 0.8 code). The cross product of a carried test's parameters and the
     bases holds cases that are not carried (a shape without the mark, on
-    0.8.5): those were never meant to run, and are dropped unreported."""
+    0.8.5): those are deselected too, so that pytest's counts add up."""
     given = _given_tree()
     if given is not None:
         lacks = {HOME_BASE: found_in(given, HOME_BASE).lacks()}
@@ -60,9 +60,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         callspec = getattr(item, "callspec", None)
         version = callspec.params.get("c550_base", HOME_BASE) if callspec else HOME_BASE
-        if version != HOME_BASE and not item.get_closest_marker("carried"):
-            continue
-        if any(item.get_closest_marker(name) for name in lacks[version]):
+        not_carried = version != HOME_BASE and not item.get_closest_marker("carried")
+        if not_carried or any(item.get_closest_marker(name) for name in lacks[version]):
             deselected.append(item)
         else:
             kept.append(item)
