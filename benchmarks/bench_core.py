@@ -454,7 +454,7 @@ from collections import defaultdict
 from pathlib import Path
 import patchtool.trees.building as apply, patchtool.core.gitops as gitops
 import patchtool.trees.staging as staging, patchtool.trees.work as work
-import patchtool.series.safety as safety
+import patchtool.series.safety as safety, patchtool.series.pipeline as pipeline
 from patchtool.cli.app import main
 
 store, cache, build, device = sys.argv[1:5]
@@ -494,7 +494,7 @@ wrap(apply, "tree_state", "the old tree's state (stat walk), at the check and af
 wrap(apply, "set_aside", "set the old tree aside (rename)")
 wrap(apply, "recover_interrupted", "recover_interrupted (judges the tree set aside last time)")
 wrap(staging, "discard", "  of which: discard an unchanged old tree (rename + detached rm)")
-wrap(work, "render_patches", "render_patches (one git log + format-patch)")
+wrap(pipeline, "render_patches", "render_patches (one git log + format-patch)")
 wrap(work, "uncommitted_files", "git status (uncommitted files)")
 wrap(work, "side_work", "side work (stash, branches)")
 

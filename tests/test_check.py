@@ -190,7 +190,7 @@ def test_an_unknown_device_is_a_usage_error(good: SyntheticUpstream) -> None:
     result = good.cli("check", "--device-type", "devB")
     assert result.code == 3
     assert error_lines(result) == [
-        f"error: unknown device 'devB': {good.store / 'devB' / 'device.toml'} does not exist. "
-        "Did you mean 'devA'?",
+        f"error: unknown device 'devB': {good.store / 'devB' / 'device.toml'} does not exist; "
+        "did you mean 'devA'?",
         "hint: Known devices: devA.",
     ]

@@ -24,7 +24,8 @@ from helpers import (
     snapshot,
 )
 
-from patchtool.commands.check import CHECKS, OfflineViolationError, forbid_network
+from patchtool.commands.check import CHECKS, forbid_network
+from patchtool.core.errors import OfflineViolationError
 
 SKIPPED_SOURCE = (
     "skipped: demo-1.0's source is not in the cache (needs demo-1.0.tar.gz; run "

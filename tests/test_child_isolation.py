@@ -457,7 +457,9 @@ def test_rebase_of_an_empty_series_is_an_empty_series_with_a_report(
     assert (folder / "series").read_text() == "# demo series\n"
     report = (folder / "rebase-report.md").read_text()
     assert "- patches: 0: no patches\n" in report
-    assert report.endswith("```\n(no patches on either side)\n```\n")
+    assert report.endswith(
+        "```\n(no patches on either side)\n```\n<!-- patchtool:end range-diff -->\n"
+    )
     assert upstream.cli("check", "--device-type", "devA").code == 0
 
 

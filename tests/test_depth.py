@@ -107,8 +107,8 @@ def test_check_of_a_patch_1000_folders_deep_is_exit_10_with_json_and_no_scratch_
             ("source", True): [],
             ("series", True): [],
             ("safety", False): [message],
-            ("apply", False): ["not run: the base or a patch is unsafe or damaged"],
-            ("export", False): ["not run: the base or a patch is unsafe or damaged"],
+            ("apply", None): ["not run: the base or a patch is unsafe or damaged"],
+            ("export", None): ["not run: the base or a patch is unsafe or damaged"],
             ("lint", True): [],
         }
         assert error_lines(result) == [

@@ -23,9 +23,9 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
 from patchtool.core.errors import BuildError
+from patchtool.core.values import canonical_name
 from patchtool.wheel.buildenv import (
     BuildInterpreter,
-    canonical_name,
     check_build_requirements,
     missing_module_error,
     query_interpreter,

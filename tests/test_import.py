@@ -247,8 +247,8 @@ def test_a_new_device_and_base_are_created_and_removed_on_failure(
     unknown = upstream.cli("import", "-d", "devB", "--dir", str(upstream.build), str(patch))
     assert unknown.code == 3
     assert error_lines(unknown) == [
-        f"error: unknown device 'devB': {upstream.store / 'devB' / 'device.toml'} does not exist. "
-        "Did you mean 'devA'?",
+        f"error: unknown device 'devB': {upstream.store / 'devB' / 'device.toml'} does not exist; "
+        "did you mean 'devA'?",
         "hint: Known devices: devA.",
     ]
     made = upstream.cli("import", "-d", "devB", "--create", "--display-name", "Device B",

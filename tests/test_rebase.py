@@ -226,11 +226,9 @@ def test_an_existing_target_folder_and_a_missing_version_are_refused(
     exists = world.run("rebase", "--onto", "1.1")
     assert exists.code == 2
     assert exists.stderr.splitlines()[-2:] == [
-        f"error: the base folder {new_folder(world)} already exists",
-        "hint: Rebase onto another version. To carry new patches onto this base, build its "
-        "tree elsewhere first (`patchtool unpatch -d devA -c 1.1 --dir OTHER`) so that its "
-        "conflict resolutions stay at hand, then remove the folder and rebase again "
-        "(docs/rebase.md, 'Adding patches below a carried base').",
+        f"error: the base folder {new_folder(world)} already exists, without a base.toml",
+        "hint: Move it away, or rebase onto another version. `--onto` a base the device has "
+        "carries the series' changes onto it.",
     ]
     new_folder(world).rmdir()
     monkeypatch.setenv("PIP_INDEX_URL", (world.root / "empty-index").as_uri())

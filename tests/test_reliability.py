@@ -18,8 +18,9 @@ from patchtool.core.faults import VARIABLE
 
 UNPATCH_POINTS = ["unpatch:checked-out", "unpatch:applied", "unpatch:before-swap",
                   "unpatch:swapped"]  # fmt: skip
-EXPORT_POINTS = ["export:staged-unchanged", "export:wrote-patch", "export:before-exchange",
-                 "export:after-exchange"]  # fmt: skip
+EXPORT_POINTS = ["patch:export:staged-unchanged", "patch:export:wrote-patch",
+                 "patch:export:before-exchange", "patch:export:after-exchange",
+                 "patch:export:written"]  # fmt: skip
 WHEEL_POINTS = ["build-wheel:built", "build-wheel:moved"]
 
 # Every run here is a process of its own (the `upstream` world's default): killed at
@@ -92,7 +93,7 @@ def test_patch_killed_at_any_point_leaves_old_or_new_store(upstream: SyntheticUp
     assert again.code == 0, again.output
     after = folder_bytes(upstream.base_folder)
     assert during in (before, after)
-    assert during == (after if point == "export:after-exchange" else before)
+    assert during == (after if point.endswith(("after-exchange", "written")) else before)
     assert leftovers(upstream) == []
     assert upstream.run("patch", "--check").code == 0
 

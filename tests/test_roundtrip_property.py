@@ -110,11 +110,11 @@ def test_any_edit_sequence_round_trips(operations: list[tuple[str, str | None, o
             apply_operation(world.tree, operation)
         commit(world.tree)
         expected = snapshot(world.tree)
-        export_series(export_options, world.tree, NullReporter())
+        export_series(export_options, NullReporter())
         store_after_first = {p.name: p.read_bytes() for p in world.base_folder.iterdir()}
         unpatch(unpatch_options, NullReporter())
         assert snapshot(world.tree) == expected
-        second = export_series(export_options, world.tree, NullReporter())
+        second = export_series(export_options, NullReporter())
         assert second.plan.is_noop and not second.written
         assert {p.name: p.read_bytes() for p in world.base_folder.iterdir()} == store_after_first
     finally:

@@ -43,8 +43,8 @@ def test_unknown_device_exits_3_and_names_known_devices(upstream: SyntheticUpstr
     result = upstream.cli("unpatch", "--device-type", "devB", "--dir", str(upstream.build))
     assert result.code == 3
     assert error_lines(result) == [
-        f"error: unknown device 'devB': {upstream.store / 'devB' / 'device.toml'} does not exist. "
-        "Did you mean 'devA'?",
+        f"error: unknown device 'devB': {upstream.store / 'devB' / 'device.toml'} does not exist; "
+        "did you mean 'devA'?",
         "hint: Known devices: devA.",
     ]
     assert not upstream.build.exists() or not (upstream.build / "devB").exists()

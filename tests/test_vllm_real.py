@@ -170,8 +170,7 @@ def test_build_without_torch_says_how_to_install_it(private_world: RealVllm, tmp
     from patchtool.store.resolve import Store
 
     options = WheelOptions(store=Store(world.store), build_dir=world.build, device="metax_C550",
-                           tree=world.tree, out_dir=tmp_path / "out",
-                           python=str(venv / "bin" / "python"))  # fmt: skip
+                           out_dir=tmp_path / "out", python=str(venv / "bin" / "python"))  # fmt: skip
     with pytest.raises(BuildError) as caught:
         build_wheel(options, NullReporter())
     assert "has no torch installed" in caught.value.message

@@ -25,14 +25,15 @@ from c550_bases import HOME_BASE, SeriesBase, is_carried, series_bases
 
 
 def test_the_series_bases_and_what_their_trees_have() -> None:
-    # The prefill kernel (0.7.2's patch 13) is not carried yet: its tests (4
-    # M12 cases, the 5 default rules from M = 512 on, the two judgements of
-    # the rules against recorded runs) are deselected on 0.7.3 and 0.8.5
-    # until it is, and then run there too.
+    # The prefill kernel (0.7.2's patch 13) was carried to 0.7.3 and 0.8.5 with
+    # `rebase -c 0.7.2 --onto 0.7.3,0.8.5`: its tests (4 M12 cases, the 5 default
+    # rules from M = 512 on, the two judgements of the rules against recorded
+    # runs) run on every base. The vLLM 0.8 tests (expert parallelism, int8 w8a8
+    # under split-K) are deselected on 0.7.x.
     assert series_bases() == {
         "0.7.2": SeriesBase("0.7.2", vllm_08=False, prefill_kernel=True),
-        "0.7.3": SeriesBase("0.7.3", vllm_08=False, prefill_kernel=False),
-        "0.8.5": SeriesBase("0.8.5", vllm_08=True, prefill_kernel=False),
+        "0.7.3": SeriesBase("0.7.3", vllm_08=False, prefill_kernel=True),
+        "0.8.5": SeriesBase("0.8.5", vllm_08=True, prefill_kernel=True),
     }
     assert HOME_BASE == "0.7.2"
 
@@ -51,6 +52,7 @@ def test_the_tests_that_run_on_every_base() -> None:
             "test_default_rules_leave_fp32_to_upstream",
             "test_default_stage2_matches_reference",
             "test_expert_parallel_matches_reference",
+            "test_expert_parallel_prefill_kernel_matches_reference",
             "test_no_new_keys_bit_identical_to_base",
             "test_prefill_kernel_matches_reference",  # M12 only
             "test_split_k_block_quant_clamps_block_size_k",

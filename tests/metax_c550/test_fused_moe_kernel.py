@@ -464,6 +464,39 @@ def test_prefill_kernel_without_tail_runs_full_tiles(fm, monkeypatch):
                                       (192, 5, 32, 0)]
 
 
+@pytest.mark.carried
+@pytest.mark.prefill_kernel
+@pytest.mark.vllm_08
+@pytest.mark.parametrize("schedule", [
+    pytest.param(_prefill(32, 32, 32, 16), id="tail16"),
+    pytest.param(dict(_prefill(32, 32, 32, 0, group=4), PERSISTENT=1),
+                 id="persistent"),
+])
+@pytest.mark.parametrize("parity", [0, 1], ids=["even-local", "odd-local"])
+def test_expert_parallel_prefill_kernel_matches_reference(fm, schedule, parity):
+    # vLLM >= 0.8: with an expert_map, blocks of experts not on this rank
+    # get expert id -1; the prefill kernel writes zeros for them as
+    # fused_moe_kernel does (never reading expert -1's weights), and never
+    # carries a short block across them. PREFILL_COUNTS: expert 0's short
+    # block is carried by its full block when expert 0 is local
+    # (even-local), and both are -1 blocks when it is not (odd-local).
+    assert "expert_map" in _impl_params(fm)
+    inputs = routed_inputs(PREFILL_COUNTS, 64, 32, torch.float32, seed=23)
+    x, w1, w2, tw, ti = inputs
+    E = len(PREFILL_COUNTS)
+    local = torch.arange(E) % 2 == parity
+    expert_map = torch.full((E, ), -1, dtype=torch.int32)
+    expert_map[local] = torch.arange(int(local.sum()), dtype=torch.int32)
+    ref = torch_moe_reference(x, w1, w2, tw * local[ti.long()], ti)
+    _poison_allocator()
+    with vllm_loader.override_config(schedule):
+        out = fm.fused_experts_impl(x, w1[local].contiguous(),
+                                    w2[local].contiguous(), tw, ti,
+                                    global_num_experts=E,
+                                    expert_map=expert_map)
+    check(out, ref, torch.float32)
+
+
 @pytest.mark.prefill_kernel
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,H,N,E,topk", SHAPES)

@@ -23,7 +23,7 @@ import click
 import typer
 
 from patchtool import __version__
-from patchtool.core.errors import ExitCode, PatchtoolError, UsageError, quoted
+from patchtool.core.errors import ExitCode, PatchtoolError, UsageError, error_class, quoted
 from patchtool.core.report import RichReporter
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def _emit_json(data: Any) -> None:
 @app.command()
 def unpatch(
     device: DeviceOption = None,
-    commit_id: UnpatchCommitOption = None,
+    base: UnpatchCommitOption = None,
     build_dir: DirOption = None,
     force: Annotated[
         bool,
@@ -243,7 +243,6 @@ def unpatch(
     """Create DIR/<device>/<project>: the upstream base plus the device's series, as git commits."""
     from patchtool.commands.unpatch import UnpatchOptions
     from patchtool.commands.unpatch import unpatch as run_unpatch
-    from patchtool.core.locks import device_locks
     from patchtool.series.privacy import find_keyring
 
     context = _device_context(device, build_dir)
@@ -255,22 +254,15 @@ def unpatch(
         build_dir=context.build_dir,
         device=device,
         cache=_cache(),
-        commit_id=commit_id,
+        base=base,
         force=force,
         three_way=three_way,
         archive_paths=tuple(sdist or ()),
         keyring=find_keyring(identity),
         public_only=public_only,
-    )
-    with device_locks(
-        options.build_dir,
-        options.store.root,
-        device,
-        reporter,
-        writes_store=False,
         wait=not no_wait,
-    ):
-        result = run_unpatch(options, reporter)
+    )
+    result = run_unpatch(options, reporter)
     if result.backup is not None:
         reporter.warn(f"the previous tree held unexported work; it was moved to {result.backup}")
     if result.three_way:
@@ -286,7 +278,7 @@ def unpatch(
 def patch(
     device: DeviceOption = None,
     build_dir: DirOption = None,
-    commit_id: TreeCommitOption = None,
+    base: TreeCommitOption = None,
     check: Annotated[
         bool,
         typer.Option(
@@ -316,9 +308,9 @@ def patch(
     reencrypt: Annotated[
         bool,
         typer.Option(
-            help="Encrypt every private patch anew, to the recipients device.toml names now "
-            "(after adding or removing one). Without it an unchanged private patch keeps its "
-            "file byte for byte."
+            help="Encrypt every private patch anew, to the recipients device.toml names now. "
+            "Without it an unchanged private patch keeps its file byte for byte unless its "
+            "recipients are not device.toml's (one was added or removed there)."
         ),
     ] = False,
     publish: Annotated[
@@ -336,9 +328,7 @@ def patch(
     A commit whose message has the trailer `Patchtool-Private: yes` becomes a private
     patch (NAME.patch.age), encrypted to device.toml's [private.recipients]."""
     from patchtool.commands.export import ExportOptions, export_series
-    from patchtool.core.locks import device_locks
     from patchtool.series.privacy import find_keyring
-    from patchtool.trees.record import find_tree
 
     context = _device_context(device, build_dir)
 
@@ -348,7 +338,7 @@ def patch(
         store=context.store,
         build_dir=context.build_dir,
         device=device,
-        commit_id=commit_id,
+        base=base,
         check=check,
         message=message,
         force=force,
@@ -356,17 +346,9 @@ def patch(
         keyring=find_keyring(identity),
         reencrypt=reencrypt,
         publish=publish,
-    )
-    with device_locks(
-        options.build_dir,
-        options.store.root,
-        device,
-        reporter,
-        writes_store=not check,
         wait=not no_wait,
-    ):
-        tree = find_tree(options.build_dir, device)
-        result = export_series(options, tree, reporter)
+    )
+    result = export_series(options, reporter)
     plan = result.plan
     if plan.is_noop:
         reporter.info(f"store unchanged: {len(plan.unchanged)} patch(es) in {plan.base.path}")
@@ -399,29 +381,24 @@ def build_wheel_command(
 ) -> None:
     """Source the tree's env.sh and build the device's vLLM wheel; verify and record it."""
     from patchtool.commands.build_wheel import WheelOptions, build_wheel
-    from patchtool.core.locks import device_locks
     from patchtool.series.privacy import find_keyring
-    from patchtool.trees.record import find_tree
 
     context = _device_context(device, build_dir)
 
     device = context.device
-    reporter, store, resolved_dir = context.reporter, context.store, context.build_dir
-    with device_locks(
-        resolved_dir, store.root, device, reporter, writes_store=False, wait=not no_wait
-    ):
-        options = WheelOptions(
-            store=store,
-            build_dir=resolved_dir,
-            device=device,
-            tree=find_tree(resolved_dir, device),
-            out_dir=out,
-            target_device=target_device,
-            env_args=tuple(env_arg) if env_arg else None,
-            allow_dirty=allow_dirty,
-            keyring=find_keyring(identity),
-        )
-        result = build_wheel(options, reporter)
+    reporter = context.reporter
+    options = WheelOptions(
+        store=context.store,
+        build_dir=context.build_dir,
+        device=device,
+        out_dir=out,
+        target_device=target_device,
+        env_args=tuple(env_arg) if env_arg else None,
+        allow_dirty=allow_dirty,
+        keyring=find_keyring(identity),
+        wait=not no_wait,
+    )
+    result = build_wheel(options, reporter)
     reporter.info(f"sha256 {result.sha256}")
     print(result.wheel)
 
@@ -494,7 +471,7 @@ def status(
         print(f"note: {line}")
 
 
-# --- check (added with check.py) -------------------------------------------------------
+# --------------------------------------------------------------------------- check
 
 
 @app.command("check")
@@ -503,7 +480,7 @@ def check_command(
         str | None,
         typer.Option("--device-type", "-d", help="Check only this device (default: all)."),
     ] = None,
-    commit_id: Annotated[
+    base: Annotated[
         str | None,
         typer.Option(
             "--commit-id", "-c", help="Check only this base (default: every base of the device)."
@@ -541,21 +518,34 @@ def check_command(
     ] = False,
     identity: IdentityOption = None,
     public_only: PublicOnlyOption = False,
+    forecast: Annotated[
+        str | None,
+        typer.Option(
+            "--forecast",
+            metavar="VERSION",
+            help="Instead of the checks: forecast the rebase of every device's newest base "
+            "(or --commit-id's) onto VERSION, side by side (see `rebase --dry-run`); exit 4 "
+            "if a patch would conflict.",
+        ),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="With --forecast: the forecast as Markdown.")
+    ] = False,
 ) -> None:
     """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
-    from patchtool.commands.check import CheckOptions, run_checks
+    from patchtool.commands.check import CheckOptions, run_checks, run_forecasts
     from patchtool.core.fsutil import check_name
     from patchtool.series.privacy import find_keyring
     from patchtool.sources.cache import BaseCache, cache_root
 
-    if commit_id is not None and device is None:
+    if base is not None and device is None:
         raise UsageError("--commit-id needs --device-type", hint="Name the device it belongs to.")
     store = _store()
     options = CheckOptions(
         store=store,
         cache=BaseCache(cache_root(_globals.cache_dir)),
         device=check_name("device", device) if device is not None else None,
-        commit_id=commit_id,
+        base=base,
         archive_paths=tuple(sdist or ()),
         offline=offline,
         jobs=jobs,
@@ -563,6 +553,15 @@ def check_command(
         public_only=public_only,
     )
     reporter = _reporter()
+    if markdown and forecast is None:
+        raise UsageError("--markdown goes with --forecast")
+    if forecast is not None:
+        from patchtool.trees.forecast import raise_for_conflicts
+
+        found = run_forecasts(options, forecast, reporter)
+        _print_forecasts(found, as_json, markdown)
+        raise_for_conflicts(found)
+        return
     report = run_checks(options, reporter)
     if as_json:
         _emit_json(report.matrix())
@@ -578,13 +577,13 @@ def check_command(
     report.raise_for_failures()
 
 
-# --- rebase and import (added with rebase.py and importer.py) --------------------------
+# --------------------------------------------------------------------------- rebase and import
 
 
 @app.command("rebase")
 def rebase_command(
     device: DeviceOption = None,
-    commit_id: Annotated[
+    base: Annotated[
         str | None,
         typer.Option(
             "--commit-id",
@@ -621,10 +620,35 @@ def rebase_command(
     ] = None,
     identity: IdentityOption = None,
     no_wait: NoWaitOption = False,
+    carried: Annotated[
+        bool,
+        typer.Option(
+            "--carried",
+            help="Carry onto every base carried from the -c base (their rebase reports say "
+            "so), each from the one it was carried from.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Forecast only: try every patch onto --onto in a scratch repository and "
+            "say clean, 3-way, conflict (files, hunks) or already upstream; exit 4 if any "
+            "conflicts. Writes nothing into the store or the build folder.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: the forecast as JSON.")
+    ] = False,
+    markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help="With --dry-run: the forecast as Markdown (a CI summary)."),
+    ] = False,
 ) -> None:
-    """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges."""
-    from patchtool.commands.rebase import RebaseOptions, rebase
-    from patchtool.core.locks import device_locks
+    """Carry a device's series onto a newer upstream base, patch by patch, with 3-way merges;
+    onto existing bases (`--onto 0.7.3,0.8.5`, `--carried`), carry what changed since."""
+    from patchtool.commands.rebase.run import rebase
+    from patchtool.commands.rebase.state import RebaseOptions
     from patchtool.series.privacy import find_keyring
 
     flags = (("continue", continue_), ("skip", skip), ("abort", abort))
@@ -632,10 +656,14 @@ def rebase_command(
     if len(actions) > 1:
         raise UsageError("--continue, --skip and --abort exclude each other")
     action = actions[0] if actions else "start"
-    if action != "start" and (onto is not None or commit_id is not None):
-        raise UsageError(f"--{action} takes no --onto or --commit-id: the rebase has them")
+    if action != "start" and (onto is not None or base is not None or carried or dry_run):
+        raise UsageError(
+            f"--{action} takes no --onto, --commit-id, --carried or --dry-run: the rebase has them"
+        )
     if note is not None and action != "continue":
         raise UsageError("--note goes with --continue")
+    if (as_json or markdown) and not dry_run:
+        raise UsageError("--json and --markdown go with --dry-run")
     context = _device_context(device, build_dir)
     device = context.device
     reporter = context.reporter
@@ -645,17 +673,19 @@ def rebase_command(
         device=device,
         cache=_cache(),
         onto=onto,
-        commit_id=commit_id,
+        base=base,
         action=action,
         note=note,
         version_label=base_version,
         archive_paths=tuple(sdist or ()),
         keyring=find_keyring(identity),
+        wait=not no_wait,
+        carried=carried,
     )
-    with device_locks(
-        options.build_dir, options.store.root, device, reporter, writes_store=True, wait=not no_wait
-    ):
-        result = rebase(options, reporter)
+    if dry_run:
+        _forecast(options, reporter, as_json, markdown)
+        return
+    result = rebase(options, reporter)
     if result.new_base is None:
         reporter.info(f"rebase aborted; {result.tree} and the store are as they were")
         print(result.tree)
@@ -663,7 +693,37 @@ def rebase_command(
     for name, outcome in result.outcomes:
         reporter.info(f"{outcome:>19}  {name}")
     reporter.info(f"report: {result.report}")
+    for carried_base in result.carried[:-1]:
+        print(carried_base.path)
     print(result.new_base.path)
+
+
+def _forecast(options: Any, reporter: RichReporter, as_json: bool, markdown: bool) -> None:
+    """`rebase --dry-run`: print the forecast, exit 4 if a patch would conflict."""
+    from patchtool.commands.rebase.forecast import forecast
+    from patchtool.trees.forecast import raise_for_conflicts
+
+    found = [forecast(options, reporter)]
+    _print_forecasts(found, as_json, markdown)
+    raise_for_conflicts(found)
+
+
+def _print_forecasts(found: list[Any], as_json: bool, markdown: bool) -> None:
+    from patchtool.trees.forecast import forecasts_json, forecasts_markdown
+
+    if as_json:
+        _emit_json(forecasts_json(found))
+    elif markdown:
+        sys.stdout.write(forecasts_markdown(found))
+    else:
+        for forecast in found:
+            totals = ", ".join(f"{n} {o}" for o, n in forecast.totals().items() if n)
+            head = f"{forecast.device}  {forecast.base} -> {forecast.onto}"
+            print(f"{head}: {totals or 'no patches'}")
+            for number, patch in enumerate(forecast.patches, start=1):
+                print(f"  {number:>3}  {patch.outcome:16}  {patch.name}")
+                for conflict in patch.conflicts:
+                    print(f"         {conflict}")
 
 
 @app.command("import")
@@ -673,7 +733,7 @@ def import_command(
         list[Path] | None,
         typer.Argument(help="mbox files, plain diffs, or quilt folders (series + patches)."),
     ] = None,
-    commit_id: CommitOption = None,
+    base: CommitOption = None,
     strip: Annotated[
         int, typer.Option("-p", help="Leading path components to strip (like patch -p).")
     ] = 1,
@@ -768,7 +828,6 @@ def import_command(
 ) -> None:
     """Import outside patches (mbox, plain diffs, quilt, a FlagScale tree) as new patches."""
     from patchtool.commands.importing.changes import ImportOptions, import_changes
-    from patchtool.core.locks import device_locks
     from patchtool.series.privacy import find_keyring
 
     recipients = _recipients(tuple(recipient or ()))
@@ -776,7 +835,7 @@ def import_command(
 
     if flagscale is not None:
         given = {
-            "FILES": bool(files), "--commit-id": commit_id is not None, "-p": strip != 1,
+            "FILES": bool(files), "--commit-id": base is not None, "-p": strip != 1,
             "--series": series is not None, "--author": author is not None,
             "--date": date is not None, "--message": message is not None, "--create": create,
             "--display-name": display_name is not None, "--vendor": vendor is not None,
@@ -798,7 +857,7 @@ def import_command(
         raise UsageError("--backend, --private-key, --git-url and --dry-run go with --flagscale")
     if strip < 0:
         raise UsageError("-p takes a number of path components, 0 or more")
-    if onto is not None and commit_id is not None:
+    if onto is not None and base is not None:
         raise UsageError("--onto creates a new base; --commit-id names an existing one: pick one")
     context = _device_context(device, build_dir, must_exist=not create)
     device = context.device
@@ -809,7 +868,7 @@ def import_command(
         device=device,
         cache=_cache(),
         inputs=tuple(files or ()),
-        commit_id=commit_id,
+        base=base,
         strip=strip,
         series_file=series,
         author=author,
@@ -825,13 +884,11 @@ def import_command(
         three_way=three_way,
         keyring=keyring,
         recipients=recipients,
+        wait=not no_wait,
     )
     if recipients and not create:
         raise UsageError("--recipient goes with --create or --flagscale (a new device.toml)")
-    with device_locks(
-        options.build_dir, options.store.root, device, reporter, writes_store=True, wait=not no_wait
-    ):
-        result = import_changes(options, reporter)
+    result = import_changes(options, reporter)
     for name in result.imported:
         reporter.info(f"new patch {name}")
     if options.excludes:
@@ -899,14 +956,13 @@ def _import_flagscale(
     failed = result.failed
     real = [row for row in failed if not row.reason.startswith("skipped")]
     if real:
-        error = PatchtoolError(
+        # The first failure's code, as the class that carries it.
+        raise error_class(ExitCode(real[0].exit_code))(
             f"{len(real)} of {len(result.rows)} device and backend set(s) were not imported: "
             + ", ".join(f"{row.device}/{row.backend}" for row in real),
             hint="The summary above says why; the sets that were imported are in the store. "
             "Fix what failed and import again with -d and --backend.",
         )
-        error.exit_code = ExitCode(real[0].exit_code)
-        raise error
 
 
 def _recipients(items: tuple[str, ...]) -> tuple[NamedRecipient, ...]:

@@ -43,10 +43,11 @@ from patchtool.core.fsutil import (
     temporary_folder,
 )
 from patchtool.core.gitops import Git
+from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.store.model import DeviceConfig
 from patchtool.store.series import parse_series
-from patchtool.trees.record import TreeRecord, read_record
+from patchtool.trees.record import TreeRecord, find_tree, read_record
 from patchtool.trees.staging import WHEEL_STAGE_PREFIX, recover_interrupted
 from patchtool.trees.work import TreeWork, tree_work
 from patchtool.wheel.buildenv import (
@@ -75,7 +76,6 @@ STATE_NAME = ".patchtool-last-build.json"
 
 @dataclass(frozen=True, kw_only=True)
 class WheelOptions(DeviceJob):
-    tree: Path
     out_dir: Path | None = None
     target_device: str | None = None
     env_args: tuple[str, ...] | None = None
@@ -94,22 +94,35 @@ class WheelResult:
 
 
 def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
-    """Build (or reuse) the device's wheel (the caller holds the device lock)."""
-    device = options.store.device(options.device)
-    record = read_record(options.tree)
-    base = options.store.resolve_base(device.name, record.base_id)
-    git = Git(options.tree)
-    work = tree_work(git, base, record.base_commit, options.keyring)
-    _refuse_incomplete(options, record, work)
+    """Build (or reuse) the wheel of the device's build tree, holding the device's
+    locks (the store's shared)."""
+    with device_locks(
+        options.build_dir,
+        options.store.root,
+        options.device,
+        reporter,
+        writes_store=False,
+        wait=options.wait,
+    ):
+        return _build_wheel(options, find_tree(options.build_dir, options.device), reporter)
 
-    device_dir = options.tree.parent
+
+def _build_wheel(options: WheelOptions, tree: Path, reporter: Reporter) -> WheelResult:
+    device = options.store.device(options.device)
+    record = read_record(tree)
+    base = options.store.resolve_base(device.name, record.base_id)
+    git = Git(tree)
+    work = tree_work(git, base, record.base_commit, options.keyring)
+    _refuse_incomplete(options, tree, record, work)
+
+    device_dir = tree.parent
     recover_interrupted(device_dir, reporter)
     out_dir = (options.out_dir or device_dir / "dist").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / f"{device.name}-build.log"
     target = options.target_device or device.build.target_device
     env_args = options.env_args if options.env_args is not None else device.build.env_args
-    sourced = _source_env(options.tree, device, env_args, device_dir, reporter)
+    sourced = _source_env(tree, device, env_args, device_dir, reporter)
 
     head = read_head(git, record.base_commit)
     build_requires = list(head.build_requires)
@@ -130,7 +143,7 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         tree_state="dirty" if work else "public-only" if record.skipped_private else "exported",
         # A file of the tree, at a path device.toml names (links in the tree were judged).
         env_script=read_regular_file(
-            options.tree / device.build.env_script,
+            tree / device.build.env_script,
             device.limits.tree_file_bytes,
             follow_symlinks=True,
         ),
@@ -168,15 +181,15 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         "SETUPTOOLS_SCM_PRETEND_VERSION": base.version,
     }
     worktree = _prepare_worktree(git, device_dir, head.commit)
-    with temporary_folder(device_dir, WHEEL_STAGE_PREFIX) as staging:
+    with temporary_folder(device_dir, WHEEL_STAGE_PREFIX) as stage:
         reporter.step(f"building the {target} wheel (log: {log_path})")
-        status = _run_build(options.python, worktree, Path(staging), build_env, log_path)
+        status = _run_build(options.python, worktree, Path(stage), build_env, log_path)
         if status != 0:
             log_text = log_path.read_text("utf-8", "replace")
             raise build_log_error(log_text, log_path, status, build_requires, skip, options.python)
-        built = sorted(Path(staging).glob("*.whl"))
+        built = sorted(Path(stage).glob("*.whl"))
         if len(built) != 1:
-            raise BuildError(f"the build produced {len(built)} wheels in {staging}, expected 1")
+            raise BuildError(f"the build produced {len(built)} wheels in {stage}, expected 1")
         wheel = built[0]
         reporter.step("checking the wheel for the device's required files")
         verify_required(wheel, device.build.required_files)
@@ -189,20 +202,22 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
     return WheelResult(final, sha, provenance, False, log_path, sourced.changed)
 
 
-def _refuse_incomplete(options: WheelOptions, record: TreeRecord, work: TreeWork) -> None:
+def _refuse_incomplete(
+    options: WheelOptions, tree: Path, record: TreeRecord, work: TreeWork
+) -> None:
     """A wheel's provenance names the store's series: the tree must be exactly
     that series (unless --allow-dirty)."""
     if options.allow_dirty:
         return
     if work:
         raise DirtyTreeError(
-            f"the build tree {options.tree} is not what the store describes:\n  {work.describe()}",
+            f"the build tree {tree} is not what the store describes:\n  {work.describe()}",
             hint="Export it (`patchtool patch`) so the wheel's provenance is true, "
             "or pass --allow-dirty to build the committed HEAD anyway.",
         )
     if record.skipped_private:
         raise DirtyTreeError(
-            f"the build tree {options.tree} was made with --public-only: it lacks the private "
+            f"the build tree {tree} was made with --public-only: it lacks the private "
             f"patches {', '.join(record.skipped_private)}",
             hint="Make the tree with an identity that opens them (`patchtool unpatch --force "
             "--identity FILE`), or pass --allow-dirty to build the public part anyway (the "
@@ -235,9 +250,9 @@ def _source_env(
 
 
 def _run_build(
-    python: str, worktree: Path, staging: Path, environment: dict[str, str], log_path: Path
+    python: str, worktree: Path, stage: Path, environment: dict[str, str], log_path: Path
 ) -> int:
-    """`python -m build --wheel --no-isolation` into `staging`, logged; its status.
+    """`python -m build --wheel --no-isolation` into `stage`, logged; its status.
 
     The build runs the tree's setup.py by design (build-wheel builds the tree the
     user chose) and takes env.sh's exports, PYTHONPATH included, so the interpreter
@@ -255,7 +270,7 @@ def _run_build(
                 "--no-isolation",
                 "--skip-dependency-check",
                 "--outdir",
-                str(staging),
+                str(stage),
                 str(worktree),
             ],
             cwd=folder,

@@ -13,11 +13,13 @@ it records one `CheckRecord` per check:
              applies it) reaches outside the tree, into .git or through a
              symlink; the base tree is judged the same way (safety.py)
     apply    the series applies with `git am`, no fuzz, no 3-way help
-    export   a fresh export of that tree writes the store byte for byte
+    export   a fresh export of that tree (series/pipeline.py, as `patch`
+             exports) writes the store byte for byte
     lint     subject, a body that says why, a valid Upstream-Status trailer,
-             no added trailing whitespace or conflict markers (the rules live
-             in lint.py, which `patch` and `import` apply too); a private
-             patch must be encrypted to exactly the recipients device.toml names
+             no added trailing whitespace or conflict markers; a private
+             patch must be encrypted to exactly the recipients device.toml
+             names (the rule set is lint.series_findings, which `patch` and
+             `import` run on what they write)
 
 The tree for `safety`, `apply` and `export` is built with applying.py's pieces
 in a scratch folder under the cache (scratch.py: `<cache>/scratch/check-*`,
@@ -45,13 +47,20 @@ before `ensure_base` is called, and `ensure_base` is then handed exactly one
 existing local file, so its lookup ends there (a missing or mismatching file
 raises, it never goes on to the index client); as a second wall, any socket
 connect or name lookup in the process while an offline check runs raises
-`OfflineViolationError`.
+`OfflineViolationError` (exit 1: a bug in patchtool, not a network failure).
+
+`check --forecast VERSION` (`run_forecasts`) runs none of these: it forecasts
+the rebase of every device's newest base onto VERSION (trees/forecast.py, what
+`rebase --dry-run` runs), side by side like the checks, in scratch
+repositories under the cache.
 
 Exit codes: every failed check carries the code of its kind of problem
 (config and source: 6 or the fetch error's own code; safety: 10, or 6 for a
 corrupt patch; apply: 4; series, export and lint: 7, "the store needs work").
 The run exits with the most serious code present, in the order
-10 > 6 > 3 > 11 > 4 > 7. Skipped records carry no code: an offline run whose
+1 > 10 > 6 > 3 > 11 > 4 > 7 (1: a bug in patchtool, such as an offline check
+that reached for the network), raising the error class of that code
+(errors.error_class). Skipped records carry no code: an offline run whose
 every check that ran passed exits 0.
 """
 
@@ -69,7 +78,15 @@ from pathlib import Path
 from typing import Any
 
 from patchtool.commands.jobs import CacheJob
-from patchtool.core.errors import ConflictError, ExitCode, NetworkError, PatchtoolError, quoted
+from patchtool.core.errors import (
+    ConflictError,
+    ExitCode,
+    OfflineViolationError,
+    PatchtoolError,
+    SourceNotLocal,
+    error_class,
+    quoted,
+)
 from patchtool.core.fsutil import sha256_of
 from patchtool.core.gitops import Git
 from patchtool.core.locks import store_lock
@@ -78,14 +95,12 @@ from patchtool.core.scratch import scratch_folder, scratch_root
 from patchtool.series.lint import (
     MESSAGE_ADVICE,
     WHITESPACE_FIX,
-    LintFinding,
+    LintSubject,
     capped,
-    lint_file,
-    lint_patch,
-    recipient_findings,
+    series_findings,
+    unlisted_files,
 )
 from patchtool.series.privacy import LoadedSeries, load_series
-from patchtool.series.rendering import stored_files
 from patchtool.series.safety import TreeJudge, judge_paths, paths_git_reads
 from patchtool.sources.bases import ensure_base, held_in_cache
 from patchtool.sources.cache import BaseCache, base_ref_name
@@ -94,17 +109,17 @@ from patchtool.store.files import parse_base
 from patchtool.store.model import (
     BASE_FILE,
     DEVICE_FILE,
-    PATCH_SUFFIX,
-    PRIVATE_SUFFIX,
     BaseRef,
     DeviceConfig,
     PatchSeries,
     PypiSource,
 )
 from patchtool.store.series import parse_series
+from patchtool.trees.forecast import Forecast, ForecastJob, forecast_onto
 
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
 _SEVERITY = (
+    ExitCode.INTERNAL,  # a bug in patchtool (an offline check that reached the network)
     ExitCode.UNSAFE,
     ExitCode.INTEGRITY,
     ExitCode.NOT_FOUND,
@@ -114,24 +129,10 @@ _SEVERITY = (
 )
 
 
-class ChecksFailedError(PatchtoolError):
-    """Some checks failed; `exit_code` is the most serious code among them."""
-
-    def __init__(self, message: str, exit_code: ExitCode, hint: str | None = None) -> None:
-        super().__init__(
-            message, hint=hint or "Fix what the report above lists and run check again."
-        )
-        self.exit_code = exit_code
-
-
-class OfflineViolationError(NetworkError):
-    """An offline check tried to reach the network: a bug in patchtool's offline path."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class CheckOptions(CacheJob):
     device: str | None = None
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a commit id, unique prefix, folder name or version
     offline: bool = False  # never fetch: skip what needs a source that is not local
     # Bases checked at the same time (None: the machine's cores); the report's
     # order is the serial run's whatever this is.
@@ -147,7 +148,9 @@ class CheckRecord:
     ok: bool
     details: tuple[str, ...] = ()
     exit_code: ExitCode = ExitCode.OK  # for a failure: the code its problem maps to
-    skipped: bool = False  # offline: not run because the base's source is not local
+    # Not run: offline without the base's source, or an earlier check of the base
+    # failed (its record carries the code), or the public part only.
+    skipped: bool = False
     duration: float = 0.0  # seconds this check took (0 for one that did not run)
 
     def to_json(self) -> dict[str, Any]:
@@ -241,7 +244,13 @@ class CheckReport:
             names = ", ".join(f"{r.device}/{r.base or DEVICE_FILE} {r.check}" for r in failed)
             lint = [r for r in failed if r.check == "lint"]
             hint = _lint_hint(lint[0].device, lint[0].base) if lint else None
-            raise ChecksFailedError(f"{len(failed)} check(s) failed: {names}", self.exit_code, hint)
+            if self.exit_code == ExitCode.INTERNAL:
+                hint = "A check failed on a bug in patchtool: run again with --debug and report it."
+            # The class of the most serious code: the exit code is the class's.
+            raise error_class(self.exit_code)(
+                f"{len(failed)} check(s) failed: {names}",
+                hint=hint or "Fix what the report above lists and run check again.",
+            )
 
 
 def _worst(records: list[CheckRecord]) -> ExitCode:
@@ -308,10 +317,47 @@ def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
     return report
 
 
+def run_forecasts(options: CheckOptions, onto: str, reporter: Reporter) -> list[Forecast]:
+    """`check --forecast VERSION`: every device's newest base (or the one
+    --commit-id names) forecast onto VERSION, side by side (up to
+    `options.jobs`); the forecasts in the devices' order."""
+    devices = [options.device] if options.device else options.store.device_names()
+    workers = max(1, options.jobs or os.cpu_count() or 1)
+    job = ForecastJob(
+        store=options.store,
+        cache=options.cache,
+        archive_paths=options.archive_paths,
+        keyring=options.keyring,
+        public_only=options.public_only,
+    )
+    with (
+        ExitStack() as locks,
+        ThreadPoolExecutor(workers, thread_name_prefix="patchtool-forecast") as pool,
+    ):
+        futures = []
+        for device in devices:
+            config = options.store.device(device)
+            bases = options.store.bases(device)
+            if not bases:
+                continue
+            base = (
+                options.store.resolve_base(device, options.base)
+                if options.base
+                else bases[-1]
+            )
+            locks.enter_context(store_lock(options.store.root, device, False, reporter))
+            futures.append(pool.submit(forecast_onto, job, base, config, onto, reporter))
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
 def _base_files(options: CheckOptions, device: str) -> list[Path]:
     store = options.store
-    if options.commit_id is not None:
-        return [store.resolve_base(device, options.commit_id).path / BASE_FILE]
+    if options.base is not None:
+        return [store.resolve_base(device, options.base).path / BASE_FILE]
     return sorted((store.root / device).glob(f"*/{BASE_FILE}"))
 
 
@@ -408,19 +454,12 @@ def _check_series(
     series = None
     try:
         series = parse_series(base, config.limits)
-        listed = set(series.names)
-        unlisted = sorted(
-            p.name
-            for suffix in (PATCH_SUFFIX, PRIVATE_SUFFIX)
-            for p in base.path.glob(f"*{suffix}")
-            if p.name not in listed
-        )
+        problems = unlisted_files(base.path, set(series.names))
         loaded = load_series(
             series, config.limits, options.keyring, config.recipients, options.public_only
         )
     except PatchtoolError as error:
         return _timed(_failure(base.device, base.base_id, "series", error), started), series, None
-    problems = [f"{n} is in {base.path} but series does not list it" for n in unlisted]
     record = _record(base, "series", problems, ExitCode.STALE, started)
     left_out = [f"public part only: left out the private patch {e.name}" for e in loaded.skipped]
     if left_out:
@@ -445,36 +484,29 @@ def _record(
 def _lint(
     base: BaseRef, series: PatchSeries, loaded: LoadedSeries | None, config: DeviceConfig
 ) -> CheckRecord:
-    """lint.py's rules on every patch that can be read (a private one in its
-    plaintext), and every private patch's recipients against device.toml's. The
-    patches the series check read are linted as read; only when it could not
-    read them (no key) are the files read here."""
+    """The rule set (lint.series_findings, which `patch` and `import` run on what
+    they write) on every patch of the series: the patches the series check read
+    are linted as read (a private one in its plaintext); only when it could not
+    read them (no key) are the files read there."""
     started = time.perf_counter()
     read = {p.entry.name: p for p in loaded.patches} if loaded else {}
-    names = tuple(r.name for r in config.recipients)
-    found: list[LintFinding] = []
+    subjects = []
     for entry in series.entries:
-        path = base.path / entry.name
         patch = read.get(entry.name)
-        if patch is not None:
-            found.extend(lint_patch(patch.data, entry.name))
-        elif not entry.private:
-            found.extend(lint_file(path, config.limits))
-        if entry.private:
-            header = patch.description if patch is not None else None
-            found.extend(recipient_findings(path, names, config.limits, header))
+        subjects.append(
+            LintSubject(
+                entry.name,
+                base.path / entry.name,
+                patch.data if patch is not None else None,
+                patch.description if patch is not None else None,
+            )
+        )
+    names = tuple(r.name for r in config.recipients)
+    found = series_findings(subjects, names, config.limits)
     return _record(base, "lint", capped(found), ExitCode.STALE, started)
 
 
 # --------------------------------------------------------------------------- offline
-
-
-class SourceNotLocal(Exception):
-    """Offline, and the base's source is neither in the cache nor in a local place."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def local_source(
@@ -564,8 +596,7 @@ def _safety_apply_export(
     scratch: Path,
     reporter: Reporter,
 ) -> list[CheckRecord]:
-    from patchtool.series.rendering import render_patches, seal_patches
-    from patchtool.store.transaction import plan_export
+    from patchtool.series.pipeline import prepare_export
     from patchtool.trees.applying import apply_series, checkout_base
 
     device, base_id = base.device, base.base_id
@@ -600,11 +631,8 @@ def _safety_apply_export(
             return [*applied, CheckRecord(device, base_id, "export", False, why, skipped=True)]
         started = time.perf_counter()
         try:
-            git = Git(tree)
-            rendered = render_patches(git, base.commit)
             known = loaded.plaintext_digests()
-            sealed = seal_patches(git, rendered, base, config, known)
-            plan = plan_export(base, stored_files(sealed))
+            plan = prepare_export(Git(tree), base, base.commit, config, recorded=known).plan
         except PatchtoolError as error:
             return [*applied, _timed(_failure(device, base_id, "export", error), started)]
     problems = [f"a fresh export would write: {line}" for line in plan.describe()]
@@ -639,4 +667,8 @@ def _failure(device: str, base_id: str, check: str, error: PatchtoolError) -> Ch
 
 
 def _skipped(device: str, base_id: str, checks: tuple[str, ...], why: str) -> list[CheckRecord]:
-    return [CheckRecord(device, base_id, c, False, (f"not run: {why}",)) for c in checks]
+    """Checks not run because an earlier one of the base failed: skipped (no code of
+    their own; the failure that stopped them has one)."""
+    return [
+        CheckRecord(device, base_id, c, False, (f"not run: {why}",), skipped=True) for c in checks
+    ]

@@ -1,16 +1,20 @@
 """`patch`: the commits after the base in a build tree, back into the store, byte-stable.
 
-The commits are rendered as patch files by series/rendering.py (format-patch with
-every option that affects the bytes pinned; private patches sealed) and
-written by store/transaction.py: only the base's folder, and in it only `series` and the
-patch files `series` lists (old or new), as one atomic change.
+The commits go through the export pipeline (series/pipeline.py: rendered by
+format-patch with every option that affects the bytes pinned, private patches
+sealed, the write planned) and are written by trees/export.py: only the base's
+folder, and in it only `series` and the patch files `series` lists (old or
+new), as one atomic change, then remembered in the tree's record.
 
 Refused: a tree made with --public-only (it would drop the private patches), a
 private change that lost its trailer (it would be published), and an export
 over a series that changed since the tree last read it (a lost update).
-Every exported patch is linted with `check`'s rules (lint.py): after writing,
-each finding is a warning that names the patch and says how to fix its commit
-in the tree; with `strict` the export fails instead and writes nothing.
+Every exported patch is linted with `check`'s rules (lint.series_findings, the
+one rule set): after writing, each finding is a warning that names the patch
+and says how to fix its commit in the tree; with `strict` the export fails
+instead and writes nothing. A private patch whose recipients are not
+device.toml's is encrypted anew, so what `patch` writes never fails `check`'s
+recipients rule.
 """
 
 from __future__ import annotations
@@ -21,28 +25,21 @@ from pathlib import Path
 from patchtool.commands.jobs import DeviceJob
 from patchtool.core.errors import DirtyTreeError, StaleStoreError, UsageError, quoted
 from patchtool.core.gitops import Git, user_identity
+from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
-from patchtool.series.lint import PatchLint, lint_refusal, lint_rendered, warn_lint
-from patchtool.series.rendering import (
-    context_leaks,
-    known_plaintexts,
-    refuse_publishing,
-    render_patches,
-    seal_patches,
-    stored_files,
-)
+from patchtool.series.lint import PatchLint, lint_refusal
+from patchtool.series.pipeline import prepare_export
 from patchtool.store.model import BaseRef
 from patchtool.store.series import parse_series, series_digest
-from patchtool.store.transaction import ExportPlan, plan_export, recover_export, write_plan
-from patchtool.trees.record import TreeRecord, read_record, remember_series
+from patchtool.store.transaction import ExportPlan, recover_export
+from patchtool.trees.export import export_tree
+from patchtool.trees.record import TreeRecord, find_tree, read_record
 from patchtool.trees.work import uncommitted_files
-
-# --------------------------------------------------------------------------- private patches
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions(DeviceJob):
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a commit id, unique prefix, folder name or version
     check: bool = False
     message: str | None = None
     force: bool = False
@@ -59,10 +56,23 @@ class ExportResult:
     lint: tuple[PatchLint, ...] = ()  # the patches check's lint would refuse
 
 
-def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
-    """Export a build tree into its base's folder (the caller holds the device lock)."""
+def export_series(options: ExportOptions, reporter: Reporter) -> ExportResult:
+    """Export the device's build tree into its base's folder, holding the device's
+    locks (the store's exclusive, unless `check`)."""
+    with device_locks(
+        options.build_dir,
+        options.store.root,
+        options.device,
+        reporter,
+        writes_store=not options.check,
+        wait=options.wait,
+    ):
+        return _export(options, find_tree(options.build_dir, options.device), reporter)
+
+
+def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
     record = read_record(tree)
-    base = options.store.resolve_base(options.device, options.commit_id or record.base_id)
+    base = options.store.resolve_base(options.device, options.base or record.base_id)
     if base.commit != record.base_commit:
         raise UsageError(
             f"the build tree {tree} was made from base {record.base_id} "
@@ -107,15 +117,26 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
         # swap, the next export is a no-op and never reaches write_plan.
         recover_export(base.path)
     reporter.step(f"rendering commits after {record.base_id} ({record.base_commit[:12]})")
-    patches = render_patches(git, record.base_commit)
-    if not options.publish:
-        refuse_publishing(git, record.private_patch_ids, patches)
-    known = known_plaintexts(base, record.private, options.keyring)
-    patches = seal_patches(git, patches, base, device, known, options.reencrypt)
-    plan = plan_export(base, stored_files(patches))
-    linted = lint_rendered(patches)
-    if options.strict and linted:
-        raise lint_refusal(tree, base, linted, len(patches), committed)
+    export = prepare_export(
+        git,
+        base,
+        record.base_commit,
+        device,
+        recorded=record.private,
+        keyring=options.keyring,
+        reencrypt=options.reencrypt,
+        private_patch_ids=() if options.publish else record.private_patch_ids,
+    )
+    plan, total = export.plan, len(export.patches)
+    if options.strict and export.lint:
+        raise lint_refusal(tree, base, export.lint, total, committed)
+    recipients = ", ".join(r.name for r in device.recipients)
+    for patch in export.resealed:
+        before = ", ".join(patch.resealed_from or ()) or "no one"
+        reporter.info(
+            f"{patch.name}: encrypted anew to device.toml's recipients {recipients} "
+            f"(it was encrypted to {before})"
+        )
     if options.check:
         if not plan.is_noop:
             raise StaleStoreError(
@@ -124,14 +145,9 @@ def export_series(options: ExportOptions, tree: Path, reporter: Reporter) -> Exp
                 hint=f"Run `patchtool patch --device-type {options.device}` and commit the store.",
             )
         return ExportResult(plan=plan, committed=committed, written=False)
-    if not plan.is_noop:
-        write_plan(plan)
-    remember_series(tree, record, parse_series(base), git, patches)
-    for warning in context_leaks(patches):
-        reporter.warn(warning)
-    warn_lint(reporter, tree, linted, len(patches))
+    export_tree(export, tree, record, git, "patch", reporter)
     return ExportResult(
-        plan=plan, committed=committed, written=not plan.is_noop, lint=tuple(linted)
+        plan=plan, committed=committed, written=not plan.is_noop, lint=tuple(export.lint)
     )
 
 
@@ -154,9 +170,10 @@ def _refuse_lost_update(
         return
     if not adds_commit:
         device = options.store.device(options.device)
-        known = known_plaintexts(base, record.private, options.keyring)
-        rendered = seal_patches(git, render_patches(git, record.base_commit), base, device, known)
-        if plan_export(base, stored_files(rendered)).is_noop:
+        export = prepare_export(
+            git, base, record.base_commit, device, recorded=record.private, keyring=options.keyring
+        )
+        if export.plan.is_noop:
             return
     raise StaleStoreError(
         f"the store's series in {base.path} changed since the build tree {tree} last "
@@ -167,6 +184,3 @@ def _refuse_lost_update(
         "from which you cherry-pick your commits. Or pass --force to replace the "
         "store's series with this tree's.",
     )
-
-
-# --------------------------------------------------------------------------- lint at export

@@ -10,21 +10,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from patchtool.commands.jobs import CachedDeviceJob
+from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.trees.building import BuiltTree, TreeBuild, build_tree
 
 
 @dataclass(frozen=True, kw_only=True)
 class UnpatchOptions(CachedDeviceJob):
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a commit id, unique prefix, folder name or version
     force: bool = False
     three_way: bool = False
     public_only: bool = False  # leave private patches out instead of needing a key
 
 
 def unpatch(options: UnpatchOptions, reporter: Reporter) -> BuiltTree:
-    """Build the device's tree (the caller holds the build folder's lock for the
-    device and the store's lock, shared, for the device)."""
+    """Build the device's tree, holding the build folder's lock for the device and
+    the store's lock, shared, for the device."""
+    with device_locks(
+        options.build_dir,
+        options.store.root,
+        options.device,
+        reporter,
+        writes_store=False,
+        wait=options.wait,
+    ):
+        return _unpatch(options, reporter)
+
+
+def _unpatch(options: UnpatchOptions, reporter: Reporter) -> BuiltTree:
     return build_tree(
         TreeBuild(
             store=options.store,
@@ -33,7 +46,7 @@ def unpatch(options: UnpatchOptions, reporter: Reporter) -> BuiltTree:
             cache=options.cache,
             keyring=options.keyring,
             archive_paths=options.archive_paths,
-            commit_id=options.commit_id,
+            base=options.base,
             force=options.force,
             three_way=options.three_way,
             public_only=options.public_only,

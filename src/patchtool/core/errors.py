@@ -2,7 +2,11 @@
 
 The core raises these and nothing else for expected failures; `cli/app.py` is
 the one place that turns them into a message, a hint and an exit code. Exit codes
-are part of the public interface (the README lists them): never renumber.
+are part of the public interface (the README lists them): never renumber. An
+error's exit code is its class's, never set on an instance: a failure that
+gathers others (check's report, import --flagscale's sets) raises the class
+of the code it ends with (`error_class`). Every PatchtoolError subclass is
+defined here.
 """
 
 from __future__ import annotations
@@ -15,13 +19,18 @@ class ExitCode(IntEnum):
     OK = 0
     INTERNAL = 1  # a bug in patchtool: please report it
     USAGE = 2  # bad command line or bad option value
-    NOT_FOUND = 3  # unknown device, base, build tree, patch file, package
+    NOT_FOUND = 3  # unknown device, base, build tree, patch file, package; no key for a patch
     CONFLICT = 4  # a patch does not apply
     DIRTY = 5  # a build tree holds uncommitted or unexported work
     INTEGRITY = 6  # hash mismatch, corrupt or invalid store/config files
-    STALE = 7  # `patch --check`: the store differs from a fresh export
+    # The store needs work: it differs from a fresh export (`patch --check`, check's
+    # export), a series lists the wrong files, a patch fails lint, or the store's
+    # series changed since a tree read it (a lost update).
+    STALE = 7
     BUILD = 8  # env.sh or the wheel build failed, or the wheel lacks a file
-    LOCKED = 9  # another run holds the device's lock (--no-wait)
+    # A lock is held: another patchtool run holds the device's (--no-wait), or git's
+    # lock files in a build tree (a git command running there, or killed there).
+    LOCKED = 9
     UNSAFE = 10  # input that would reach outside the tree (paths, links)
     NETWORK = 11  # the package index or git remote could not be reached
 
@@ -77,6 +86,54 @@ class NetworkError(PatchtoolError):
     exit_code = ExitCode.NETWORK
 
 
+class MissingKeyError(NotFoundError):
+    """A private patch is in the way and no identity that opens it was given (exit 3)."""
+
+
+class ChangeConflict(ConflictError):
+    """`import`: a change does not apply (exit 4). The message names every hunk and
+    path that failed, not only the first, and what a 3-way merge (when asked for)
+    left in conflict."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str,
+        *,
+        origin: str,
+        number: int,
+        failed_paths: tuple[str, ...],
+        merge_conflicts: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, hint)
+        self.origin = origin
+        self.number = number  # 1-based, among the changes read
+        self.failed_paths = failed_paths  # each path with a problem, once
+        self.merge_conflicts = merge_conflicts
+
+
+class LintError(StaleStoreError):
+    """`patch --strict`: the patches would not pass `check`'s lint (exit 7, as in check)."""
+
+
+class OfflineViolationError(PatchtoolError):
+    """An offline check tried to reach the network. `check --offline` decides
+    before it fetches that it needs no network; reaching it all the same is a bug
+    in patchtool (exit 1), not a network failure."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class SourceNotLocal(Exception):
+    """Not a failure: `check --offline` found a base's source neither in the cache
+    nor in a local place, so the checks that need it are skipped (`reason` says
+    why). Never leaves check."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class GitError(PatchtoolError):
     """A git command failed in a way no caller anticipated; keeps git's stderr."""
 
@@ -91,6 +148,28 @@ class GitError(PatchtoolError):
         self.git_args = args
         self.returncode = returncode
         self.stderr = stderr
+
+
+def error_class(code: ExitCode) -> type[PatchtoolError]:
+    """The class whose exit code is `code`: what a failure that gathers others
+    raises to end with their most serious code."""
+    classes: tuple[type[PatchtoolError], ...] = (
+        PatchtoolError,
+        UsageError,
+        NotFoundError,
+        ConflictError,
+        DirtyTreeError,
+        IntegrityError,
+        StaleStoreError,
+        BuildError,
+        LockedError,
+        UnsafeInputError,
+        NetworkError,
+    )
+    for kind in classes:
+        if kind.exit_code == code:
+            return kind
+    raise ValueError(f"no error class has the exit code {code}")
 
 
 # --------------------------------------------------------------------------- quoting input

@@ -1,6 +1,6 @@
 """Named kill points for fault-injection tests.
 
-`kill_point("export:after-stage")` does nothing unless the environment variable
+`kill_point("unpatch:before-swap")` does nothing unless the environment variable
 PATCHTOOL_KILL_AT names that point; then the process kills itself with SIGKILL,
 exactly as an out-of-memory killer or a cancelled CI job would. The tests use
 this to prove that a run killed at any point leaves the store and the previous

@@ -9,10 +9,12 @@ and a build folder may be used by a run while another starts. So:
 - `store_lock`: the store's device folder itself is locked (flock on the
   folder, so nothing is written into the store), exclusively by the commands
   that write the store (`patch`, `import`, `rebase`) and shared by those that
-  only read it (`unpatch`, `check`, `build-wheel`, `status`).
+  only read it (`unpatch`, `check`, `build-wheel`).
 
 `device_locks` takes both, always in that order, so two runs cannot deadlock.
-Both are OS locks: a killed run releases them with its process.
+Both are OS locks: a killed run releases them with its process. Each command
+takes them itself, in its own function (commands/jobs.py), never the cli;
+`check` takes the store's alone (it never touches a build folder).
 """
 
 from __future__ import annotations

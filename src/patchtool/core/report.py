@@ -2,7 +2,8 @@
 
 The core calls `Reporter` methods; it never prints. The CLI passes a
 `RichReporter`, which renders on stderr so that stdout stays free for
-results and `--json`. Tests pass a `RecordingReporter` and assert on it.
+results and `--json`. A test that calls the core directly (not through the
+CLI) may pass a `RecordingReporter` and read what was reported.
 """
 
 from __future__ import annotations

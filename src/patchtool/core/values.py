@@ -19,24 +19,36 @@ from patchtool.core.fsutil import check_name
 # A project name as PEP 508 spells it; at most this many in skip-build-requires.
 _PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
 _SKIP_BUILD_REQUIRES_LIMIT = 32
+# A name PEP 503 leaves as it is: lower case, single dashes between its parts.
+_CANONICAL_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
-def did_you_mean(value: str, choices: Iterable[str], *, within_sentence: bool = False) -> str:
-    """The one "did you mean" of an unknown name: the choice closest to `value`
-    (difflib's closest match) as a sentence to append, ` Did you mean 'x'?`, or
-    within the sentence, `; did you mean 'x'?`; "" when no choice is close."""
+def canonical_name(name: str) -> str:
+    """A project's name as PEP 503 puts it (`Setuptools_SCM` is `setuptools-scm`):
+    packaging.utils.canonicalize_name, the one normalisation. A name that is
+    already canonical (most are) is returned as it is, without importing
+    packaging.utils, whose import costs every command that reads a device.toml."""
+    if _CANONICAL_NAME.fullmatch(name):
+        return name
+    from packaging.utils import canonicalize_name
+
+    return str(canonicalize_name(name))
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """The one "did you mean" of an unknown name, in one wording: the choice
+    closest to `value` (difflib's closest match) as `; did you mean 'x'?`, to
+    end the sentence that names the unknown value; "" when no choice is close."""
     close = difflib.get_close_matches(value, list(choices), n=1)
     if not close:
         return ""
-    if within_sentence:
-        return f"; did you mean {quoted(close[0])}?"
-    return f" Did you mean {quoted(close[0])}?"
+    return f"; did you mean {quoted(close[0])}?"
 
 
 def check_keys(path: Path, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     for key in table:
         if key not in allowed:
-            suggestion = did_you_mean(key, sorted(allowed), within_sentence=True)
+            suggestion = did_you_mean(key, sorted(allowed))
             valid = ", ".join(sorted(allowed))
             raise IntegrityError(
                 f"{path}: unknown key {where}{quoted(key)}{suggestion}",
@@ -81,7 +93,7 @@ def project_names(path: Path, table: Mapping[str, Any], key: str, where: str) ->
                 hint="Give names as in pyproject.toml's [build-system] requires, "
                 'without versions, e.g. "cmake".',
             )
-        name = re.sub(r"[-_.]+", "-", name).lower()
+        name = canonical_name(name)
         if name not in canonical:
             canonical.append(name)
     return tuple(canonical)

@@ -1,8 +1,11 @@
 """Lint: the style rules every patch of the store must meet, in one place.
 
-`check` applies them to the store's files; `patch` and `import` apply them to
-what they just wrote, so that a problem is reported where it can still be fixed
-(in the build tree's commits), not only later in CI. The rules:
+`series_findings` is the rule set, the one function both sides run: `check`
+on the store's files as they are, `patch` and `import` (through the export
+pipeline, series/pipeline.py) on the files they are about to write, so that
+what `check` would refuse is reported where it can still be fixed (in the
+build tree's commits), not only later in CI. A rule added there is a rule of
+both. The rules:
 
     subject          the message has a subject
     body             a body that says why the change is needed
@@ -10,6 +13,11 @@ what they just wrote, so that a problem is reported where it can still be fixed
     changes          the patch reads as a patch and changes some file
     whitespace       no added line ends in spaces or tabs
     conflict-marker  no added line is a merge conflict marker
+    recipients       a private patch is encrypted to exactly the recipients
+                     device.toml names
+
+and, of the base folder (`unlisted_files`; check's `series` record): `series`
+lists every patch file the folder holds.
 
 Upstream-Status values (after Yocto's list): `Pending`, `Submitted <where>`,
 `Backport [<where>]`, `Denied <why>`, `Inappropriate <why>` and
@@ -23,17 +31,17 @@ what a patch may touch (that is git's reading, in safety.py). It never prints.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from patchtool.core.errors import PatchtoolError, StaleStoreError, quoted
+from patchtool.core.errors import LintError, PatchtoolError, quoted
 from patchtool.core.report import Reporter
-from patchtool.series.privacy import stored_limit
+from patchtool.series.privacy import recipient_changes, stored_limit
 from patchtool.series.rendering import RenderedPatch
 from patchtool.store.files import read_store_file
-from patchtool.store.model import BaseRef, PatchLimits
+from patchtool.store.model import PATCH_SUFFIX, PRIVATE_SUFFIX, BaseRef, PatchLimits
 from patchtool.store.private_file import PrivatePatch, parse_private_patch
 
 Rule = Literal[
@@ -46,9 +54,13 @@ Rule = Literal[
     "conflict-marker",
     "recipients",
 ]
-# Rules about the commit message (fixed by rewording the commit); the others
-# are about the lines it changes (fixed by editing the commit).
+# Rules about the commit message (fixed by rewording the commit); recipients
+# are the store file's (fixed by exporting again); the others are about the
+# lines it changes (fixed by editing the commit).
 MESSAGE_RULES: frozenset[Rule] = frozenset({"subject", "body", "upstream-status"})
+# How a private patch comes to be encrypted to device.toml's recipients: an
+# export re-encrypts every file whose recipients differ (series/rendering.py).
+REENCRYPT = "re-encrypt: `patchtool patch`"
 
 UPSTREAM_STATUS_VALUES = (
     "Pending, Submitted <where>, Backport [<where>], Denied <why>, Inappropriate <why>, "
@@ -66,12 +78,10 @@ _TRAILER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*:\s")
 _MARKERS = (b"<<<<<<<", b">>>>>>>", b"|||||||")
 
 
-class LintError(StaleStoreError):
-    """`patch --strict`: the patches would not pass `check`'s lint (exit 7, as in check)."""
-
-
 @dataclass(frozen=True)
 class LintFinding:
+    """One thing a rule found in one patch."""
+
     patch: str  # the patch file's name
     rule: Rule
     message: str  # what is wrong, e.g. "line 19: adds trailing whitespace to demo/core.py"
@@ -84,54 +94,96 @@ class LintFinding:
         return f"{self.patch}: {self.message}"
 
 
-def lint_file(path: Path, limits: PatchLimits) -> list[LintFinding]:
+@dataclass(frozen=True)
+class LintSubject:
+    """One patch of a series as the rules read it: its file's name and place in
+    the store, its text when it is at hand (a private patch's plaintext), and a
+    private patch's clear header when it was already read."""
+
+    name: str
+    path: Path  # where the store holds it (or is about to)
+    text: bytes | None = None  # None: read the file (a private one without a key: no text)
+    header: PrivatePatch | None = None
+
+    @property
+    def private(self) -> bool:
+        return self.name.endswith(PRIVATE_SUFFIX)
+
+
+def series_findings(
+    subjects: Iterable[LintSubject], recipients: Sequence[str], limits: PatchLimits
+) -> list[LintFinding]:
+    """The rule set: every finding for the patches of a series, in series order,
+    each patch's message first, then the lines it adds, then (a private patch)
+    its recipients against device.toml's `recipients` (names). What `check`
+    refuses and what `patch` and `import` warn about, by construction."""
+    found: list[LintFinding] = []
+    for subject in subjects:
+        if subject.text is not None:
+            found.extend(_lint_patch(subject.text, subject.name))
+        elif not subject.private:
+            found.extend(_lint_file(subject.path, limits))
+        if subject.private:
+            found.extend(_recipient_findings(subject, recipients, limits))
+    return found
+
+
+def unlisted_files(folder: Path, listed: Collection[str]) -> list[str]:
+    """The patch files of a base folder that `series` does not list (`listed`:
+    what it lists, or will once an export is written), each as the problem it is."""
+    unlisted = sorted(
+        path.name
+        for suffix in (PATCH_SUFFIX, PRIVATE_SUFFIX)
+        for path in folder.glob(f"*{suffix}")
+        if path.name not in listed
+    )
+    return [f"{name} is in {folder} but series does not list it" for name in unlisted]
+
+
+def _lint_file(path: Path, limits: PatchLimits) -> list[LintFinding]:
     """Lint a patch file of the store (read as the store is read: no links, size-limited)."""
     try:
         data = read_store_file(path, limits.patch_bytes)
     except PatchtoolError as error:
         return [LintFinding(path.name, "unreadable", f"cannot be read ({error.message})")]
-    return lint_patch(data, path.name)
+    return _lint_patch(data, path.name)
 
 
-def recipient_findings(
-    path: Path,
-    recipients: tuple[str, ...],
-    limits: PatchLimits,
-    header: PrivatePatch | None = None,
+def _recipient_findings(
+    subject: LintSubject, recipients: Sequence[str], limits: PatchLimits
 ) -> list[LintFinding]:
     """A private patch must be encrypted to exactly the recipients device.toml
-    names: one removed there can still read it, one added cannot (yet). `header`
-    is the file's header when it was already read; else the file is read here."""
+    names: one removed there can still read it, one added cannot (yet)."""
+    header = subject.header
     if header is None:
         try:
-            header = parse_private_patch(path, read_store_file(path, stored_limit(limits)))
+            data = read_store_file(subject.path, stored_limit(limits))
+            header = parse_private_patch(subject.path, data)
         except PatchtoolError as error:
-            return [LintFinding(path.name, "unreadable", f"cannot be read ({error.message})")]
-    stale = [name for name in header.recipients if name not in recipients]
-    missing = [name for name in recipients if name not in header.recipients]
+            return [LintFinding(subject.name, "unreadable", f"cannot be read ({error.message})")]
+    stale, missing = recipient_changes(header.recipients, recipients)
     findings = []
     if stale:
         findings.append(
             LintFinding(
-                path.name,
+                subject.name,
                 "recipients",
                 f"is encrypted to {', '.join(stale)}, whom device.toml no longer names "
-                "(re-encrypt: `patchtool patch --reencrypt`)",
+                f"({REENCRYPT})",
             )
         )
     if missing:
         findings.append(
             LintFinding(
-                path.name,
+                subject.name,
                 "recipients",
-                f"is not encrypted to {', '.join(missing)}, whom device.toml names "
-                "(re-encrypt: `patchtool patch --reencrypt`)",
+                f"is not encrypted to {', '.join(missing)}, whom device.toml names ({REENCRYPT})",
             )
         )
     return findings
 
 
-def lint_patch(data: bytes, name: str) -> list[LintFinding]:
+def _lint_patch(data: bytes, name: str) -> list[LintFinding]:
     """Every finding for one patch file's bytes: its message first, then the lines it adds."""
     message, files, problem = _read_for_lint(data)
     findings = [LintFinding(name, rule, text) for rule, text in _lint_message(message)]
@@ -190,6 +242,8 @@ def whitespace_advice(findings: Iterable[LintFinding], tree: Path) -> str | None
 
 @dataclass(frozen=True)
 class _LintedFile:
+    """One file a patch changes, with the lines it adds."""
+
     path: str
     added: tuple[tuple[int, bytes], ...]  # (line of the patch file, content)
 
@@ -302,13 +356,28 @@ class PatchLint:
     findings: tuple[LintFinding, ...]
 
 
-def lint_rendered(patches: list[RenderedPatch]) -> list[PatchLint]:
-    linted = []
-    for position, patch in enumerate(patches, start=1):
-        findings = lint_patch(patch.data, patch.name)
-        if findings:
-            linted.append(PatchLint(patch, position, tuple(findings)))
-    return linted
+def lint_rendered(
+    patches: Sequence[RenderedPatch], base: BaseRef, recipients: Sequence[str], limits: PatchLimits
+) -> list[PatchLint]:
+    """`series_findings` for the patches an export is about to write into `base`'s
+    folder (a private one by its plaintext and its sealed file's header), by patch."""
+    subjects = [
+        LintSubject(
+            p.name,
+            base.path / p.name,
+            p.data,
+            parse_private_patch(base.path / p.name, p.sealed) if p.sealed is not None else None,
+        )
+        for p in patches
+    ]
+    by_name: dict[str, list[LintFinding]] = {}
+    for finding in series_findings(subjects, recipients, limits):
+        by_name.setdefault(finding.patch, []).append(finding)
+    return [
+        PatchLint(patch, position, tuple(by_name[patch.name]))
+        for position, patch in enumerate(patches, start=1)
+        if patch.name in by_name
+    ]
 
 
 def fix_advice(tree: Path, linted: PatchLint, total: int) -> str:

@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from patchtool.core.errors import IntegrityError, NotFoundError, UsageError, quoted
+from patchtool.core.errors import (
+    IntegrityError,
+    MissingKeyError,
+    NotFoundError,
+    UsageError,
+    quoted,
+)
 from patchtool.core.fsutil import read_regular_file
 from patchtool.series.safety import check_series_binary, check_size
 from patchtool.store.files import read_store_file
@@ -55,10 +61,6 @@ TAMPER_HINT = (
     "Restore the file from the store's history (git log -p -- FILE), or have one of its "
     "recipients export the patch again."
 )
-
-
-class MissingKeyError(NotFoundError):
-    """A private patch is in the way and no identity that opens it was given (exit 3)."""
 
 
 # --------------------------------------------------------------------------- identities
@@ -255,8 +257,7 @@ def decrypt_patch(
             f"{path}: no identity in {keyring.source} opens it (its header names the "
             f"recipients {', '.join(private.recipients) or 'none'})",
             hint="Use the identity of one of its recipients, or ask one of them to add your "
-            "public key to [private.recipients] in device.toml and run "
-            "`patchtool patch --reencrypt`.",
+            "public key to [private.recipients] in device.toml and run `patchtool patch`.",
         ) from None
 
 
@@ -293,6 +294,18 @@ def plaintext_subject(data: bytes) -> str:
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def recipient_changes(
+    encrypted_to: Sequence[str], names: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """How a private patch file's recipients (its header's names) differ from
+    those device.toml names: (stale, missing), the names it is encrypted to that
+    device.toml no longer names, and those device.toml names that it is not
+    encrypted to. The one comparison: lint reports it, the export re-encrypts on it."""
+    stale = [name for name in encrypted_to if name not in names]
+    missing = [name for name in names if name not in encrypted_to]
+    return stale, missing
 
 
 def seal(
@@ -350,7 +363,7 @@ def private_record(
 ) -> tuple[dict[str, str], tuple[str, ...]]:
     """What a build tree's record keeps of its private patches, given as (stored
     sha256, plaintext): stored sha256 -> plaintext sha256, and the patch-ids of
-    their changes (see tree.TreeRecord)."""
+    their changes (see trees.record.TreeRecord)."""
     digests = {stored: hashlib.sha256(plain).hexdigest() for stored, plain in private}
     ids = tuple(i for i in patch_ids(git, [plain for _, plain in private]) if i)
     return digests, ids

@@ -9,9 +9,11 @@ patch renames nothing.
 
 A commit whose message has the trailer `Patchtool-Private: yes` is a private
 patch (privacy.py): `seal_patches` gives it its stored file, the one the store
-already holds byte for byte when its plaintext is unchanged, else a new age
-encryption to the device's recipients. `context_leaks` and `refuse_publishing`
-guard what private patches would otherwise show in clear.
+already holds byte for byte when its plaintext is unchanged and it is encrypted
+to exactly device.toml's recipients, else a new age encryption to them.
+`context_leaks` and `refuse_publishing` guard what private patches would
+otherwise show in clear. The steps are put together, once for every command,
+by series/pipeline.py.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from patchtool.series.privacy import (
     is_private_message,
     patch_ids,
     plaintext_subject,
+    recipient_changes,
     seal,
     stored_limit,
 )
@@ -70,6 +73,9 @@ class RenderedPatch:
     data: bytes  # the patch (for a private one: its plaintext)
     private: bool = False  # the commit has the trailer `Patchtool-Private: yes`
     sealed: bytes | None = None  # a private patch's file: clear header and ciphertext
+    # A private patch whose plaintext the store holds, encrypted anew all the same
+    # because its file's recipients (these) were not device.toml's; else None.
+    resealed_from: tuple[str, ...] | None = None
 
     @property
     def file_data(self) -> bytes:
@@ -182,8 +188,11 @@ def seal_patches(
     reencrypt: bool = False,
 ) -> list[RenderedPatch]:
     """Give every private patch its file: the one in the store, byte for byte,
-    when it holds this very plaintext (no churn), else a new encryption to the
-    device's recipients (always, with `reencrypt`)."""
+    when it holds this very plaintext (no churn) encrypted to exactly the
+    recipients device.toml names; else a new encryption to the device's
+    recipients (always, with `reencrypt`). A file kept as it is never has
+    recipients that `check`'s lint would refuse."""
+    names = tuple(r.name for r in device.recipients)
     sealed = []
     for patch in patches:
         if not patch.private:
@@ -192,26 +201,33 @@ def seal_patches(
         plain = hashlib.sha256(patch.data).hexdigest()
         stored_path = base.path / patch.name
         data: bytes | None = None
+        resealed_from = None
         if not reencrypt and stored_path.is_file() and not stored_path.is_symlink():
             try:
                 stored = read_store_file(stored_path, stored_limit(device.limits))
             except PatchtoolError:
                 stored = b""  # not one of ours to keep: it is encrypted again
             if known.get(hashlib.sha256(stored).hexdigest()) == plain:
-                data = stored
+                encrypted_to = parse_private_patch(stored_path, stored).recipients
+                stale, missing = recipient_changes(encrypted_to, names)
+                if stale or missing:
+                    resealed_from = encrypted_to
+                else:
+                    data = stored
         if data is None:
             files = paths_git_reads(git, stored_path, data=patch.data)
             data = seal(
                 patch.data, plaintext_subject(patch.data), files, device.recipients, device.path
             )
-        sealed.append(replace(patch, sealed=data))
+        sealed.append(replace(patch, sealed=data, resealed_from=resealed_from))
     return sealed
 
 
-def context_leaks(patches: list[RenderedPatch]) -> list[str]:
+def context_leaks(patches: list[RenderedPatch]) -> list[tuple[str, str]]:
     """Public patches whose context or removed lines repeat lines that an earlier
     private patch adds: those lines are in the store in clear. A line counts
-    when it has at least 8 characters besides white space (not `pass`, `}`)."""
+    when it has at least 8 characters besides white space (not `pass`, `}`).
+    Each as (the public patch's name, the warning)."""
 
     def lines(data: bytes, marks: bytes) -> set[bytes]:
         found = set()
@@ -230,7 +246,7 @@ def context_leaks(patches: list[RenderedPatch]) -> list[str]:
         return found
 
     added: dict[bytes, str] = {}
-    warnings = []
+    warnings: list[tuple[str, str]] = []
     for patch in patches:
         if patch.private:
             added.update(dict.fromkeys(lines(patch.data, b"+"), patch.name))
@@ -239,9 +255,12 @@ def context_leaks(patches: list[RenderedPatch]) -> list[str]:
         if shown:
             sources = ", ".join(sorted(set(shown)))
             warnings.append(
-                f"{patch.name} shows in clear {len(shown)} line(s) that the private patch(es) "
-                f"{sources} add (as its context): keep the public change away from them, or "
-                "make it private too"
+                (
+                    patch.name,
+                    f"{patch.name} shows in clear {len(shown)} line(s) that the private "
+                    f"patch(es) {sources} add (as its context): keep the public change away "
+                    "from them, or make it private too",
+                )
             )
     return warnings
 

@@ -377,7 +377,7 @@ def unsafe(subject: str, problem: str) -> UnsafeInputError:
 
 
 @dataclass(frozen=True)
-class Change:
+class ChangedEntry:
     """One changed entry of a commit, as `diff-tree --raw --no-renames` gives it."""
 
     path: str
@@ -532,7 +532,7 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _commit_changes(git: Git, commits: Sequence[str]) -> dict[str, list[Change]]:
+def _commit_changes(git: Git, commits: Sequence[str]) -> dict[str, list[ChangedEntry]]:
     """Each commit's changed entries against its parent, in one git call."""
     out = git.run(
         "diff-tree",
@@ -544,15 +544,15 @@ def _commit_changes(git: Git, commits: Sequence[str]) -> dict[str, list[Change]]
         "--no-abbrev",
         input=("\n".join(commits) + "\n").encode(),
     ).stdout
-    changes: dict[str, list[Change]] = {}
-    current: list[Change] = []
+    changes: dict[str, list[ChangedEntry]] = {}
+    current: list[ChangedEntry] = []
     fields = out.split(b"\0")
     index = 0
     while index < len(fields):
         field = fields[index]
         if field.startswith(b":"):
             _, new_mode, _, new_oid, _ = field[1:].decode().split(" ")
-            current.append(Change(_decode(fields[index + 1]), new_mode, new_oid))
+            current.append(ChangedEntry(_decode(fields[index + 1]), new_mode, new_oid))
             index += 2
             continue
         if field:

@@ -52,6 +52,7 @@ from patchtool.core import children
 from patchtool.core.errors import IntegrityError, NetworkError, NotFoundError, UsageError, quoted
 from patchtool.core.fsutil import new_file_mode, open_regular, read_regular_file
 from patchtool.core.report import NullReporter, Reporter
+from patchtool.core.values import canonical_name
 from patchtool.store.model import DEFAULT_LIMITS, PatchLimits, limit_hint
 
 DEFAULT_TIMEOUT = 60.0  # seconds, when pip's settings name none
@@ -350,11 +351,6 @@ class _AnchorParser(html.parser.HTMLParser):
             self._href = None
 
 
-def normalize_project(project: str) -> str:
-    """A project's name as PEP 503 puts it in a URL."""
-    return re.sub(r"[-_.]+", "-", project).lower()
-
-
 def _listed_sha256(value: object) -> str | None:
     """A listed sha256, if it is one (anything else counts as no hash listed)."""
     if isinstance(value, str) and _SHA256.fullmatch(value):
@@ -552,7 +548,7 @@ class IndexClient:
                 return IndexFile(candidate.absolute().as_uri(), None, location)
         pages = [(location, location) for kind, location in links if kind == "page"]
         pages += [
-            (index.rstrip("/") + "/" + normalize_project(project) + "/", index)
+            (index.rstrip("/") + "/" + canonical_name(project) + "/", index)
             for index in self.indexes()
         ]
         for page, origin in pages:

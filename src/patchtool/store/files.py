@@ -243,7 +243,7 @@ def parse_base(path: Path, device: str, base_id: str) -> BaseRef:
         except UnsafeInputError as error:
             raise UnsafeInputError(f"{path}: source.url: {error.message}", error.hint) from None
     else:
-        suggestion = did_you_mean(kind, ["pypi", "git"], within_sentence=True)
+        suggestion = did_you_mean(kind, ["pypi", "git"])
         raise IntegrityError(f"{path}: unknown source.type {quoted(kind)}{suggestion}")
     return BaseRef(
         device=safe_name(path, "device", device),

@@ -33,7 +33,7 @@ class Store:
             known = self.device_names()
             suggestion = did_you_mean(name, known)
             raise NotFoundError(
-                f"unknown device {quoted(name)}: {path} does not exist.{suggestion}",
+                f"unknown device {quoted(name)}: {path} does not exist{suggestion}",
                 hint="Known devices: " + (", ".join(known) if known else "none") + ".",
             )
         return parse_device(path, name)

@@ -4,19 +4,20 @@
 assembles the new state in a staging folder beside it (unchanged files
 hard-linked) and swaps it in with one exchange, so a kill or a full disk leaves
 the old folder or the new one, never a mix; `recover_export` settles what a
-killed export left. The `export:*` kill points are here.
+killed export left. `write_plan` names each of its steps to the caller as it
+reaches it (`reached`): the export pipeline (series/pipeline.py) makes them its
+kill points, named for the command that exports.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from patchtool.core.errors import IntegrityError
-from patchtool.core.faults import kill_point
 from patchtool.core.fsutil import exchange_paths, fsync_directory, new_file_mode, remove_tree
 from patchtool.store.model import SERIES_FILE, BaseRef
 from patchtool.store.series import (
@@ -76,19 +77,22 @@ def plan_export(base: BaseRef, files: Iterable[tuple[str, bytes]]) -> ExportPlan
 
 
 STAGE_SUFFIX = ".patchtool-export"
+# The steps write_plan names to its caller, in order (`reached`).
+WRITE_STEPS = ("staged-unchanged", "wrote-patch", "before-exchange", "after-exchange")
 
 
-def staging_folder(base_folder: Path) -> Path:
+def export_stage(base_folder: Path) -> Path:
+    """The stage of a base folder's export: the folder its new state is assembled in."""
     return base_folder.with_name(f".{base_folder.name}{STAGE_SUFFIX}")
 
 
 def recover_export(base_folder: Path) -> None:
-    """Undo what a killed export left: a staging folder beside the base folder.
-    With the atomic exchange it holds either the unfinished new state or the
-    old one already swapped out; either way the base folder is whole. Only the
-    fallback (no renameat2) can leave the base folder missing: then the
-    staging folder's `.old` twin is the complete previous state."""
-    stage = staging_folder(base_folder)
+    """Undo what a killed export left: a stage beside the base folder. With the
+    atomic exchange it holds either the unfinished new state or the old one
+    already swapped out; either way the base folder is whole. Only the fallback
+    (no renameat2) can leave the base folder missing: then the stage's `.old`
+    twin is the complete previous state."""
+    stage = export_stage(base_folder)
     aside = stage.with_name(stage.name + ".old")
     if not base_folder.exists() and aside.is_dir():
         os.rename(aside, base_folder)
@@ -100,14 +104,15 @@ def recover_export(base_folder: Path) -> None:
             )
 
 
-def write_plan(plan: ExportPlan) -> None:
+def write_plan(plan: ExportPlan, reached: Callable[[str], None]) -> None:
     """Write the plan so that the base folder changes all at once: the new state
-    is assembled in a staging folder (unchanged files hard-linked) and swapped
-    with the base folder in one atomic exchange. A kill or a full disk at any
-    moment leaves the old folder or the new one, never a mix."""
+    is assembled in a stage (unchanged files hard-linked) and swapped with the
+    base folder in one atomic exchange. A kill or a full disk at any moment
+    leaves the old folder or the new one, never a mix. `reached` is called with
+    each of WRITE_STEPS as the write gets there."""
     folder = plan.base.path
     recover_export(folder)
-    stage = staging_folder(folder)
+    stage = export_stage(folder)
     try:
         stage.mkdir()
         for entry in sorted(folder.iterdir()):
@@ -119,17 +124,17 @@ def write_plan(plan: ExportPlan) -> None:
                 shutil.copytree(entry, stage / entry.name, symlinks=True)
             else:
                 shutil.copy2(entry, stage / entry.name, follow_symlinks=False)
-        kill_point("export:staged-unchanged")
+        reached("staged-unchanged")
         for name in (*plan.new, *plan.changed):
             _write_new(stage / name, plan.files[name], folder / name)
-            kill_point("export:wrote-patch")
+            reached("wrote-patch")
         if plan.series_changed:
             (stage / SERIES_FILE).unlink(missing_ok=True)
             _write_new(stage / SERIES_FILE, plan.series, folder / SERIES_FILE)
         fsync_directory(stage)
-        kill_point("export:before-exchange")
+        reached("before-exchange")
         exchange_paths(stage, folder)
-        kill_point("export:after-exchange")
+        reached("after-exchange")
         fsync_directory(folder.parent)
     except OSError as error:
         remove_tree(stage)

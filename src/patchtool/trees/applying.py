@@ -95,7 +95,7 @@ def apply_series(
         return []
     for patch in patches:
         verify_description(git, patch)
-    _judge_paths_first(git, patches)
+    judge_paths_first(git, patches)
     start = git.text("rev-parse", "HEAD")
     # Hooks are off through core.hooksPath (gitops); `am --no-verify` needs git 2.40.
     am = ("am", "--keep-cr", "--committer-date-is-author-date")
@@ -120,7 +120,7 @@ def apply_series(
     return needed
 
 
-def _judge_paths_first(git: Git, patches: Sequence[SeriesPatch]) -> None:
+def judge_paths_first(git: Git, patches: Sequence[SeriesPatch]) -> None:
     """Judge the paths git reads from the series before git writes any, so that a
     path deeper or longer than the limits, or into .git, never reaches the disk:
     one `git apply --numstat` over the whole series (a few milliseconds), and

@@ -62,7 +62,7 @@ from patchtool.trees.work import existing_work
 @dataclass(frozen=True, kw_only=True)
 class TreeBuild:
     """What building a device's tree needs: the store, the build folder and the
-    device, the base cache (and local sdists), the base (`commit_id`: as
+    device, the base cache (and local sdists), the base (`base`: as
     --commit-id gives it; None: the existing tree's base, else the default), and
     how to build."""
 
@@ -72,7 +72,7 @@ class TreeBuild:
     cache: BaseCache
     keyring: Keyring | None = None  # opens private patches
     archive_paths: tuple[Path, ...] = ()  # local sdists, before any index
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a commit id, unique prefix, folder name or version
     force: bool = False  # replace a tree that holds work (it goes to backups/)
     three_way: bool = False
     public_only: bool = False  # leave private patches out instead of needing a key
@@ -231,8 +231,8 @@ def _choose_base(
 ) -> BaseRef:
     """--commit-id when given; else the existing tree's base (rebuilding a tree never
     moves it to another base unasked); else the device's default base."""
-    if request.commit_id is not None:
-        return request.store.resolve_base(device.name, request.commit_id)
+    if request.base is not None:
+        return request.store.resolve_base(device.name, request.base)
     if current is not None:
         try:
             return request.store.resolve_base(device.name, current[1].base_id)

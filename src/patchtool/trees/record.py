@@ -7,7 +7,7 @@ what it knows of the series' private patches).
 
 Every command finds a tree here (`find_tree`, `enclosing_tree`) and reads and
 writes its record. Making a tree is applying.py's and building.py's; turning its
-commits into patches is patchtool.series.rendering's.
+commits into patches is the export pipeline's (patchtool.series.pipeline).
 """
 
 from __future__ import annotations

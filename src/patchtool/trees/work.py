@@ -6,14 +6,13 @@ command that would change or replace it (`refuse_git_locks`).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from patchtool.core.errors import IntegrityError, LockedError, NotFoundError, PatchtoolError
 from patchtool.core.gitops import Git
+from patchtool.series.pipeline import render_commits
 from patchtool.series.privacy import Keyring, stored_limit
-from patchtool.series.rendering import known_plaintexts, render_patches
 from patchtool.store.model import SERIES_FILE, BaseRef
 from patchtool.store.resolve import Store
 from patchtool.store.series import device_limits, folder_file_bytes
@@ -143,7 +142,7 @@ def unexported_commits(
 ) -> list[str]:
     """Commits after the base whose patch is not byte-identical to a file of the
     store (for a private patch: to the plaintext of one, as the tree's record
-    knows it)."""
+    knows it). The commits are rendered by the export pipeline's first steps."""
     # Any file of the base folder counts: a damaged series must not make
     # exported work look unexported (or the reverse).
     limit = stored_limit(device_limits(base))
@@ -152,17 +151,8 @@ def unexported_commits(
         recorded = read_record(git.cwd).private
     except (NotFoundError, IntegrityError):
         recorded = {}
-    known = known_plaintexts(base, recorded, keyring)
-    plaintexts = {known[d] for d in (hashlib.sha256(b).hexdigest() for b in stored) if d in known}
-    return [
-        f"{p.commit[:10]} {p.subject}"
-        for p in render_patches(git, base_commit)
-        if (
-            hashlib.sha256(p.data).hexdigest() not in plaintexts
-            if p.private
-            else p.data not in stored
-        )
-    ]
+    rendered = render_commits(git, base, base_commit, recorded, keyring)
+    return [f"{p.commit[:10]} {p.subject}" for p in rendered.unexported(stored)]
 
 
 def tree_work(

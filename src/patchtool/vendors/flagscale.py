@@ -254,9 +254,9 @@ def read_flagscale(
             available = sorted({b for name in devices for b in _backends_of(hardware, name)})
             raise NotFoundError(
                 f"no backend {quoted(backend)} under "
-                f"{', '.join(f'{HARDWARE}/{d}' for d in devices)}",
-                hint=f"Backends there: {', '.join(available) or 'none'}."
+                f"{', '.join(f'{HARDWARE}/{d}' for d in devices)}"
                 + did_you_mean(backend, available),
+                hint=f"Backends there: {', '.join(available) or 'none'}.",
             )
     return sets
 
@@ -431,8 +431,8 @@ def _select_devices(hardware: _Folder, wanted: str | None) -> list[str]:
         ]
     if len(exact) != 1:
         raise NotFoundError(
-            f"no device {quoted(wanted)} in {hardware.shown}/",
-            hint=f"Devices there: {', '.join(devices) or 'none'}." + did_you_mean(wanted, devices),
+            f"no device {quoted(wanted)} in {hardware.shown}/" + did_you_mean(wanted, devices),
+            hint=f"Devices there: {', '.join(devices) or 'none'}.",
         )
     return [check_name("FlagScale device folder", exact[0])]
 

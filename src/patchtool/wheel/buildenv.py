@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from patchtool.core import children
 from patchtool.core.errors import BuildError, quoted
 from patchtool.core.gitops import Git
+from patchtool.core.values import canonical_name
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
@@ -213,11 +214,6 @@ def query_interpreter(
             f"cannot read the versions of the build interpreter {python}: {detail}"
         ) from None
     return BuildInterpreter(python, markers, installed)
-
-
-def canonical_name(name: str) -> str:
-    """PEP 503: `Setuptools_SCM` and `setuptools-scm` are one project."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def requirement_names(requires: Sequence[str], skip: Collection[str] = ()) -> list[str]:

@@ -2,8 +2,10 @@
 
 Each change of the input becomes one commit on top of the device's series in its
 build tree, with the author, date and message the input carries (options fill
-in what it lacks), and then one patch of the store, written by `export` so the
-store only ever holds normalized format-patch files.
+in what it lacks), and then one patch of the store, written by the export
+pipeline that `patch` uses (series/pipeline.py, trees/export.py), so the store
+only ever holds normalized format-patch files, byte for byte what `patch`
+would write from the same tree.
 
 Inputs understood:
 - mbox files: one `git format-patch` file, many, or one `--stdout` stream of
@@ -24,7 +26,8 @@ then is the store written. A change that does not apply is tried again with
 `git apply --reject` in a throw-away copy of the tree's files, so that every
 failing hunk of every file is named, not only git's first; a tree this run made
 is removed again. Afterwards every new patch that `check`'s lint would refuse is
-warned about, with how to fix its commit in the tree.
+warned about, with how to fix its commit in the tree. The export's kill points
+are `import:export:*` (series/pipeline.py).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pathlib import Path
 from patchtool.commands.importing.inputs import AUTHOR, Change, read_changes
 from patchtool.commands.jobs import CachedDeviceJob
 from patchtool.core.errors import (
-    ConflictError,
+    ChangeConflict,
     DirtyTreeError,
     IntegrityError,
     NotFoundError,
@@ -49,11 +52,11 @@ from patchtool.core.errors import (
 from patchtool.core.faults import kill_point
 from patchtool.core.fsutil import check_name, remove_tree, temporary_folder
 from patchtool.core.gitops import TOOL_COMMITTER, Git, user_identity
+from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
-from patchtool.series.lint import lint_rendered, warn_lint
+from patchtool.series.pipeline import prepare_export
 from patchtool.series.privacy import stored_limit
-from patchtool.series.rendering import known_plaintexts, render_patches, seal_patches, stored_files
 from patchtool.store.files import render_device, write_device_file
 from patchtool.store.model import (
     DEFAULT_LIMITS,
@@ -63,17 +66,17 @@ from patchtool.store.model import (
     NamedRecipient,
     PatchLimits,
 )
-from patchtool.store.series import folder_file_bytes, parse_series, write_base_files
-from patchtool.store.transaction import plan_export, write_plan
-from patchtool.trees.applying import TrialApply, describe_failure, describe_trial, trial_apply
-from patchtool.trees.record import TreeLocation, read_record, remember_series
+from patchtool.store.series import folder_file_bytes, write_base_files
+from patchtool.trees.applying import describe_failure, describe_trial, trial_apply
+from patchtool.trees.export import export_tree
+from patchtool.trees.record import TreeLocation, read_record
 from patchtool.trees.staging import device_scratch, discard
 
 
 @dataclass(frozen=True, kw_only=True)
 class ImportOptions(CachedDeviceJob):
     inputs: tuple[Path, ...]
-    commit_id: str | None = None
+    base: str | None = None  # --commit-id: a commit id, unique prefix, folder name or version
     strip: int = 1
     series_file: Path | None = None
     author: str | None = None
@@ -114,27 +117,6 @@ class ImportResult:
     skipped: tuple[str, ...] = ()  # changes (origins) whose every section was excluded
 
 
-class ChangeConflict(ConflictError):
-    """A change does not apply (exit 4): every hunk and path that failed, not only
-    the first, and what a 3-way merge (when asked for) left in conflict."""
-
-    def __init__(
-        self,
-        message: str,
-        hint: str,
-        *,
-        origin: str,
-        number: int,
-        trial: TrialApply,
-        merge_conflicts: tuple[str, ...] = (),
-    ) -> None:
-        super().__init__(message, hint)
-        self.origin = origin
-        self.number = number  # 1-based, among the changes read
-        self.trial = trial
-        self.merge_conflicts = merge_conflicts
-
-
 # --------------------------------------------------------------------------- checks
 
 
@@ -161,9 +143,24 @@ def check_change_paths(git: Git, patch: Path, change: Change, limits: PatchLimit
 
 
 def import_changes(options: ImportOptions, reporter: Reporter) -> ImportResult:
-    """Import every change, or none (the caller holds the device lock). The
-    changes pass through a scratch folder in the build folder (trees.staging.device_scratch),
-    removed when the import ends, however it ends."""
+    """Import every change, or none, holding the device's locks (the store's
+    exclusive)."""
+    with device_locks(
+        options.build_dir,
+        options.store.root,
+        options.device,
+        reporter,
+        writes_store=True,
+        wait=options.wait,
+    ):
+        return import_changes_locked(options, reporter)
+
+
+def import_changes_locked(options: ImportOptions, reporter: Reporter) -> ImportResult:
+    """Import every change, or none, for a caller that holds the device's locks
+    (`import_changes`; `import --flagscale`, which holds them per device). The
+    changes pass through a scratch folder in the build folder
+    (trees.staging.device_scratch), removed when the import ends, however it ends."""
     # The device's limits bound what is read; a device this run creates has the defaults.
     device_file = options.store.root / check_name("device", options.device) / DEVICE_FILE
     limits = options.store.device(options.device).limits if device_file.is_file() else None
@@ -213,7 +210,7 @@ def _device_and_base(options: ImportOptions, created: list[Path], reporter: Repo
         reporter.step(f"created device {options.device}")
     limits = store.device(options.device).limits
     if options.onto is None:
-        return store.resolve_base(options.device, options.commit_id)
+        return store.resolve_base(options.device, options.base)
     from patchtool.sources.bases import parse_onto, resolve_new_base
 
     bases = store.bases(options.device)
@@ -252,11 +249,10 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
             git = Git(tree)
             if not git.lines("status", "--porcelain", "--untracked-files=all"):
                 device = options.store.device(options.device)
-                rendered = render_patches(git, base.commit)
-                known = known_plaintexts(base, record.private, options.keyring)
-                sealed = seal_patches(git, rendered, base, device, known)
-                plan = plan_export(base, stored_files(sealed))
-                if plan.is_noop:
+                export = prepare_export(
+                    git, base, base.commit, device, recorded=record.private, keyring=options.keyring
+                )
+                if export.plan.is_noop:
                     return tree, False
     try:
         result = build_tree(
@@ -265,7 +261,7 @@ def _ready_tree(options: ImportOptions, base: BaseRef, reporter: Reporter) -> tu
                 build_dir=options.build_dir,
                 device=options.device,
                 cache=options.cache,
-                commit_id=base.base_id,
+                base=base.base_id,
                 archive_paths=options.archive_paths,
                 keyring=options.keyring,
             ),
@@ -388,11 +384,13 @@ def _import_into(
             commits = git.lines("rev-list", "--reverse", f"{start}..HEAD")
             judge.judge_commits(git, commits, committed)
             device = options.store.device(options.device)
-            known = known_plaintexts(base, read_record(tree).private, options.keyring)
-            patches = seal_patches(git, render_patches(git, base.commit), base, device, known)
+            record = read_record(tree)
+            export = prepare_export(
+                git, base, base.commit, device, recorded=record.private, keyring=options.keyring
+            )
             stored = folder_file_bytes(base.path, stored_limit(device.limits))
-            fresh = [p for p in patches if p.file_data not in stored]
-            by_commit = {p.commit: p.name for p in patches}
+            fresh = [p.name for p in export.patches if p.file_data not in stored]
+            by_commit = {p.commit: p.name for p in export.patches}
             done.three_way = [
                 ThreeWayChange(origin, by_commit.get(commit, commit[:12]), paths)
                 for origin, commit, paths in merged
@@ -402,13 +400,10 @@ def _import_into(
         if not had_tree:
             discard(tree)
         raise
-    write_plan(plan_export(base, stored_files(patches)))
-    remember_series(tree, read_record(tree), parse_series(base), git, patches)
-    # What check would refuse in the new patches, said now, while their commits
-    # are the newest of the tree and easy to amend.
-    linted = [one for one in lint_rendered(patches) if one.patch in fresh]
-    warn_lint(reporter, tree, linted, len(patches))
-    done.imported = [p.name for p in fresh]
+    # What check would refuse in the new patches is said now, while their
+    # commits are the newest of the tree and easy to amend.
+    export_tree(export, tree, record, git, "import", reporter, new=fresh)
+    done.imported = fresh
     return done
 
 
@@ -526,7 +521,7 @@ def _apply(
         hint=f"{hint} Nothing was imported: {left}, and the store is unchanged.",
         origin=change.origin,
         number=number,
-        trial=trial,
+        failed_paths=trial.failed_paths,
         merge_conflicts=merge_conflicts,
     )
 

@@ -2,8 +2,10 @@
 
 flagscale.py reads the tree (every layout, decryption in memory) into typed
 `BackendSet`s; this module turns each into a device and a base of the store
-through the same `import_changes` that `import` uses, so every patch passes the
-same safety checks and is written by `export`, byte-stable:
+through the import that `import` runs (`changes.import_changes_locked`: this
+module holds the device's locks, per device), so every patch passes the same
+safety checks and is written by the export pipeline that `patch` uses,
+byte-stable:
 
 - the device is created when the store lacks it (display name: FlagScale's
   folder name; vendor: the part of that name before the first `_`);
@@ -24,7 +26,7 @@ same safety checks and is written by `export`, byte-stable:
   there, `<dir>/<device>/.patchtool-scratch/`, locked while the run lives and
   removed when it ends), never into the temporary folder or the store.
 
-Each device and base is imported whole or not at all (import_changes removes
+Each device and base is imported whole or not at all (the import removes
 what it created when a change fails); one that fails does not stop the others.
 The result is one row per device and backend for the summary table.
 This module never prints; it reports through a `Reporter`.
@@ -39,9 +41,10 @@ from datetime import datetime
 from email.header import Header
 from pathlib import Path
 
-from patchtool.commands.importing.changes import ChangeConflict, ImportOptions, import_changes
+from patchtool.commands.importing.changes import ImportOptions, import_changes_locked
 from patchtool.commands.jobs import CacheJob
 from patchtool.core.errors import (
+    ChangeConflict,
     ExitCode,
     NetworkError,
     NotFoundError,
@@ -252,7 +255,7 @@ def _import_locked(
 ) -> None:
     onto, label, note = _choose_base(found, options, reporter)
     row.onto = (onto, label)
-    result = import_changes(
+    result = import_changes_locked(
         ImportOptions(
             store=options.store,
             build_dir=options.build_dir,
@@ -300,7 +303,7 @@ def _report_conflicts(
     throw-away checkout of the base, in order (a group that fails is left out
     and the next one tried), and every failing file and hunk is listed."""
     total = len(found.groups)
-    row.failed = len(error.trial.failed_paths)
+    row.failed = len(error.failed_paths)
     row.clean = row.files - row.failed
     row.reason = f"patch {error.number}/{total} does not apply: {row.failed} file(s)"
     row.details = error.message.splitlines()[1 : 1 + REASON_LINES]
