@@ -49,6 +49,10 @@ from patchtool.store.files import parse_device
 from patchtool.store.model import PatchLimits, PypiSource
 from patchtool.store.resolve import Store
 
+# Slow for what it proves (inputs that say they are huge, servers that stream until
+# the client hangs up): the whole suite runs it, the quick tier does not.
+pytestmark = pytest.mark.slow
+
 MIB = 1 << 20
 GIB = 1 << 30
 

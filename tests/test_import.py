@@ -62,6 +62,7 @@ def test_format_patch_files_keep_author_date_and_message(
     assert check.code == 0, check.output
 
 
+@pytest.mark.slow
 def test_one_stdout_mbox_with_120_patches(upstream: SyntheticUpstream, outside: Path) -> None:
     for number in range(120):
         folder = outside / "vendor"
