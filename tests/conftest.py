@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import REPOSITORY, RealVllm, SyntheticUpstream, make_upstream
+from helpers import REPOSITORY, RealVllm, SyntheticUpstream, base_tree, make_upstream
 
 FIXED_DATE = "2025-02-01T12:00:00+00:00"
+
+
+# The fixtures made from the real vLLM sdists (here and in metax_c550/conftest.py):
+# a test that asks for one, directly or through a fixture of its own, is marked
+# `integration` when collected, so that the quick tier (`scripts/test --quick`)
+# leaves it out without each file having to say so.
+REAL_VLLM_FIXTURES = frozenset({
+    "real_vllm", "real_vllm_base_tree", "c550_wheel", "c550_wheel_tree",
+    "c550_base", "c550_tree", "vllm_base_tree", "carried_trees",
+})  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,6 +32,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "cli_in_process: the `upstream` world runs patchtool's CLI in the test's own process "
         "(helpers.run_cli_in_process), for modules where a real process is not the point",
     )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_VLLM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(autouse=True)
@@ -59,13 +77,46 @@ def upstream(request: pytest.FixtureRequest, tmp_path: Path,
 
 
 # --------------------------------------------------------------------------- the real vLLM
+# Built once per session, which is once per worker under pytest-xdist (`-n`): a
+# session fixture holds a tree its worker's tests may change. What no test
+# changes (the downloaded sdists, the wheel) is made once per run, shared by
+# the workers.
+
+
+def shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this run that all its xdist workers share (each worker's own
+    temporary folder lies in it); without xdist, the run's temporary folder."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str,
+                 make: Callable[[Path], Path]) -> Path:  # fmt: skip
+    """What `make(folder)` returns, made by the first worker of this run that asks
+    (into the shared folder `name`); the others wait for it and get the same. The
+    result must be something no test changes."""
+    from filelock import FileLock
+
+    folder = shared_folder(tmp_path_factory) / name
+    made = folder / ".made"
+    with FileLock(f"{folder}.lock"):
+        if made.is_file():
+            return Path(made.read_text())
+        folder.mkdir(exist_ok=True)  # a worker whose make() failed may have left it
+        result = make(folder)
+        made.write_text(str(result))
+        return result
+
 
 @pytest.fixture(scope="session")
 def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> RealVllm:
     """Session-wide: the first use downloads the vLLM 0.7.2 sdist through the user's
-    pip index (PATCHTOOL_TEST_CACHE_DIR keeps it between runs)."""
+    pip index into the cache, PATCHTOOL_TEST_CACHE_DIR (kept between runs) or a
+    folder of this run; the workers share it (patchtool's cache locks let one
+    fill it while the others wait)."""
     root = tmp_path_factory.mktemp("real-vllm")
-    cache = Path(os.environ.get("PATCHTOOL_TEST_CACHE_DIR") or root / "cache")
+    cache = Path(os.environ.get("PATCHTOOL_TEST_CACHE_DIR")
+                 or shared_folder(tmp_path_factory) / "vllm-cache")  # fmt: skip
     store = root / "patches"
     shutil.copytree(REPOSITORY / "patches", store)
     home = root / "home"
@@ -86,9 +137,28 @@ def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> RealVllm:
 @pytest.fixture(scope="session")
 def real_vllm_base_tree(real_vllm: RealVllm, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The unpatched upstream tree (the base commit), checked out from the build tree."""
-    target = tmp_path_factory.mktemp("vllm-base") / "vllm"
-    archive = subprocess.run(["git", "archive", "--format=tar", "patchtool/base"],
-                             cwd=real_vllm.tree, capture_output=True, check=True).stdout
-    target.mkdir()
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return base_tree(real_vllm.tree, tmp_path_factory.mktemp("vllm-base") / "vllm")
+
+
+@pytest.fixture(scope="session")
+def c550_wheel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel `patchtool build-wheel` makes from the C550 tree on vLLM 0.7.2:
+    built once per run, by the first worker that needs it."""
+
+    def build(out: Path) -> Path:
+        world: RealVllm = request.getfixturevalue("real_vllm")
+        result = world.cli("build-wheel", "--device-type", "metax_C550", "--dir",
+                           str(world.build), "--out", str(out))  # fmt: skip
+        assert result.code == 0, result.output
+        return Path(result.stdout.strip())
+
+    return once_per_run(tmp_path_factory, "c550-wheel", build)
+
+
+@pytest.fixture(scope="session")
+def c550_wheel_tree(c550_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel unpacked: the files exactly as an installed vLLM would load them."""
+    target = tmp_path_factory.mktemp("c550-wheel-tree")
+    with zipfile.ZipFile(c550_wheel) as archive:
+        archive.extractall(target)
     return target

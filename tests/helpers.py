@@ -11,10 +11,12 @@ import os
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from patchtool.core.gitops import Git
 from patchtool.sources.sdist import import_sdist
@@ -70,6 +72,15 @@ DEMO_FILES: dict[str, bytes | tuple[str, str]] = {
 }
 
 
+def kill_points(points: Sequence[str]) -> list[Any]:
+    """The parameters of a test that kills a command at each of `points`: the first
+    point runs in the quick tier (`scripts/test --quick`), the others are marked
+    `slow` and run in the whole suite, so that a quick run still kills each command
+    once."""
+    first, *others = points
+    return [first, *(pytest.param(point, marks=pytest.mark.slow) for point in others)]
+
+
 @dataclass
 class SyntheticUpstream:
     root: Path
@@ -90,20 +101,24 @@ class SyntheticUpstream:
     def tree(self) -> Path:
         return self.build / "devA" / "demo"
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
-        """`patchtool --store STORE ARGS...`, in this process or in a subprocess
-        (see `in_process`)."""
-        runner = run_cli_in_process if self.in_process else run_cli
+    def cli(self, *args: str, env: dict[str, str] | None = None,
+            in_process: bool | None = None) -> CliResult:  # fmt: skip
+        """`patchtool --store STORE ARGS...`, in this process or in a subprocess:
+        as `in_process` says, or else as the world's `in_process` says."""
+        here = self.in_process if in_process is None else in_process
+        runner = run_cli_in_process if here else run_cli
         return runner("--store", str(self.store), *args, env=env)
 
     def run(self, command: str, *extra: str, build: Path | None = None,
-            env: dict[str, str] | None = None) -> CliResult:  # fmt: skip
+            env: dict[str, str] | None = None, in_process: bool | None = None) -> CliResult:  # fmt: skip
         """`patchtool --store STORE COMMAND --device-type devA --dir BUILD EXTRA...`:
-        the build folder is `build` or the world's own; `check` takes no --dir."""
+        the build folder is `build` or the world's own; `check` takes no --dir. The
+        one way to run a command on devA (`world.run("unpatch")`, not a helper of
+        a test file's own)."""
         args = [command, "--device-type", "devA"]
         if command != "check":
             args += ["--dir", str(build or self.build)]
-        return self.cli(*args, *extra, env=env)
+        return self.cli(*args, *extra, env=env, in_process=in_process)
 
 
 def make_upstream(root: Path) -> SyntheticUpstream:
@@ -124,6 +139,18 @@ def make_upstream(root: Path) -> SyntheticUpstream:
     write_base(base, "demo", "1.0", commit, sha)
     (base / "series").write_text("# demo series\n")
     return SyntheticUpstream(root, store, root / "build", sdist, sha, commit)
+
+
+def series_names(world: SyntheticUpstream) -> list[str]:
+    """The patch files devA's demo-1.0 series lists, in order."""
+    lines = (world.base_folder / "series").read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def store_and_tree(world: SyntheticUpstream) -> tuple[object, ...]:
+    """What a refused command leaves as it was: the store's files, the tree's files
+    and the tree's HEAD."""
+    return (snapshot(world.store), snapshot(world.tree), git(world.tree, "rev-parse", "HEAD"))
 
 
 def add_second_base(world: SyntheticUpstream) -> Path:
@@ -309,17 +336,13 @@ def _fresh_process_caches() -> Iterator[None]:
     """What patchtool keeps for the life of a process (pip's settings, read from
     the environment, and the build tree around the working folder) is read
     afresh by each run, as a new process would, and not left to the next test."""
-    from patchtool.cli import context
-    from patchtool.sources.index import settings
+    from patchtool.cli.app import clear_process_caches
 
-    caches = (settings.load_settings, context.tree_here)
-    for cache in caches:
-        cache.cache_clear()
+    clear_process_caches()
     try:
         yield
     finally:
-        for cache in caches:
-            cache.cache_clear()
+        clear_process_caches()
 
 
 def error_lines(result: CliResult | str) -> list[str]:
@@ -331,6 +354,11 @@ def error_lines(result: CliResult | str) -> list[str]:
     starts = [number for number, line in enumerate(lines) if line.startswith("error: ")]
     assert starts, f"no error: line in stderr:\n{stderr}"
     return lines[starts[0]:]
+
+
+def warning_lines(result: CliResult) -> list[str]:
+    """The `warning:` lines a run printed on stderr, in order."""
+    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
 
 
 def check_records(stdout: str) -> list[dict[str, Any]]:
@@ -366,6 +394,16 @@ def commit_all(tree: Path, subject: str, body: str = "Because tests need it.\n\n
 
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def base_tree(tree: Path, target: Path) -> Path:
+    """The files of a build tree's base commit (`patchtool/base`: the unpatched
+    upstream) written into the new folder `target`."""
+    archive = subprocess.run(["git", "archive", "--format=tar", "patchtool/base"],
+                             cwd=tree, capture_output=True, check=True).stdout  # fmt: skip
+    target.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
 
 
 @dataclass

@@ -33,7 +33,6 @@ from helpers import (
     error_lines,
     git,
     make_sdist,
-    run_cli_in_process,
     write_base,
 )
 from test_flagscale import diff_yaml, modify, problem, refusal, write
@@ -49,6 +48,10 @@ from patchtool.sources.sdist import import_sdist
 from patchtool.store.files import parse_device
 from patchtool.store.model import PatchLimits, PypiSource
 from patchtool.store.resolve import Store
+
+# Slow for what it proves (inputs that say they are huge, servers that stream until
+# the client hangs up): the whole suite runs it, the quick tier does not.
+pytestmark = pytest.mark.slow
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -763,12 +766,6 @@ def endless(serve: Serve, upstream: SyntheticUpstream,  # noqa: F811 - the impor
     yield handler
 
 
-def unpatch_in_process(world: SyntheticUpstream) -> tuple[int, list[str]]:
-    result = run_cli_in_process("--store", str(world.store), "unpatch", "--device-type", "devA",
-                                "--dir", str(world.build))  # fmt: skip
-    return result.code, error_lines(result) if result.code else []
-
-
 DOWNLOAD_HINT = (
     "hint: Nothing was kept. Check the index or mirror you use, or raise download-bytes under "
     "[limits] in the device's device.toml (at most 4294967296) if an input this large is "
@@ -780,10 +777,10 @@ def test_an_endless_simple_page_is_refused_at_its_bound(
     upstream: SyntheticUpstream, endless: type[Endless], hermetic_seal: Path
 ) -> None:
     endless.endless = "page"  # the default bound: 32 MiB
-    code, lines = unpatch_in_process(upstream)
+    result = upstream.run("unpatch", in_process=True)
     port = endless.port  # type: ignore[attr-defined]
-    assert code == 6
-    assert lines == [
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
         f"error: http://127.0.0.1:{port}/simple/demo/: the index's page is more than the limit "
         f"of {32 * MIB} bytes; it was not read further",
         "hint: Check that the URL is a package index, or raise index-page-bytes under [limits] "
@@ -795,10 +792,10 @@ def test_an_endless_file_stops_at_the_download_limit_and_leaves_nothing(
     upstream: SyntheticUpstream, endless: type[Endless], hermetic_seal: Path
 ) -> None:
     set_limits(upstream, download_bytes=MIB)
-    code, lines = unpatch_in_process(upstream)
+    result = upstream.run("unpatch", in_process=True)
     port = endless.port  # type: ignore[attr-defined]
-    assert code == 6
-    assert lines == [
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
         f"error: http://127.0.0.1:{port}/files/demo-1.0.tar.gz: more than the limit of {MIB} "
         "bytes; the download was stopped",
         DOWNLOAD_HINT,
@@ -813,24 +810,24 @@ def test_a_file_announced_or_listed_past_the_limit_is_never_read(
     url = f"http://127.0.0.1:{port}/files/demo-1.0.tar.gz"
     set_limits(upstream, download_bytes=MIB)
     endless.length = 10 * GIB
-    code, lines = unpatch_in_process(upstream)
-    assert code == 6
-    assert lines == [f"error: {url}: {10 * GIB} bytes, more than the limit of {MIB}",
+    result = upstream.run("unpatch", in_process=True)
+    assert result.code == 6, result.output
+    assert error_lines(result) == [f"error: {url}: {10 * GIB} bytes, more than the limit of {MIB}",
                      DOWNLOAD_HINT]  # fmt: skip
 
     endless.length, endless.size, endless.requests[:] = None, 10 * GIB, []
-    code, lines = unpatch_in_process(upstream)
-    assert code == 6
-    assert lines == [
+    result = upstream.run("unpatch", in_process=True)
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
         f"error: {url}: the index lists it at {10 * GIB} bytes, more than the limit of {MIB}",
         DOWNLOAD_HINT,
     ]
     assert endless.requests == ["/simple/demo/"]  # the file was never asked for
 
     endless.size = 100
-    code, lines = unpatch_in_process(upstream)
-    assert code == 6
-    assert lines == [
+    result = upstream.run("unpatch", in_process=True)
+    assert result.code == 6, result.output
+    assert error_lines(result) == [
         f"error: {url}: more than the 100 bytes the index lists; the download was stopped",
         "hint: Nothing was kept. Check the index or mirror you use.",
     ]

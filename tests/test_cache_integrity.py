@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from helpers import CliResult, SyntheticUpstream, check_records, git, snapshot
+from helpers import SyntheticUpstream, check_records, git, snapshot
 
 from patchtool.core.errors import IntegrityError
 from patchtool.sources.cache import VERIFIED_RECORD, objects_fingerprint, verify_base_objects
@@ -27,10 +27,6 @@ from patchtool.trees.staging import STAGE_PREFIX
 CORE = "demo/core.py"
 ORIGINAL_LINE = b"    return 1\n"
 TAMPERED_LINE = b"    return 7\n"  # same length: the object keeps its size
-
-
-def unpatch(world: SyntheticUpstream) -> CliResult:
-    return world.cli("unpatch", "--device-type", "devA", "--dir", str(world.build))
 
 
 def cache_root() -> Path:
@@ -110,7 +106,7 @@ def record_state(repository: Path) -> tuple[bytes, int, int]:
 def test_a_rewritten_cache_blob_stops_unpatch_and_keeps_the_old_tree(
     upstream: SyntheticUpstream, restore_mtime: bool
 ) -> None:
-    first = unpatch(upstream)
+    first = upstream.run("unpatch")
     assert first.code == 0, first.output
     before = snapshot(upstream.tree)
     repository = cache_repository()
@@ -125,7 +121,7 @@ def test_a_rewritten_cache_blob_stops_unpatch_and_keeps_the_old_tree(
         os.utime(loose, ns=(status.st_atime_ns, status.st_mtime_ns))
     assert git(repository, "cat-file", "blob", oid).encode() == bad  # git itself does not notice
 
-    result = unpatch(upstream)
+    result = upstream.run("unpatch")
 
     assert result.code == 6, result.output
     assert result.stderr.splitlines()[-2:] == error_lines(oid, upstream.commit, bad)
@@ -135,14 +131,14 @@ def test_a_rewritten_cache_blob_stops_unpatch_and_keeps_the_old_tree(
 
 
 def test_a_missing_cache_object_stops_unpatch(upstream: SyntheticUpstream) -> None:
-    assert unpatch(upstream).code == 0
+    assert upstream.run("unpatch").code == 0
     before = snapshot(upstream.tree)
     repository = cache_repository()
     explode_packs(repository)
     oid, _ = core_blob(upstream)
     loose_path(repository, oid).unlink()
 
-    result = unpatch(upstream)
+    result = upstream.run("unpatch")
 
     assert result.code == 6, result.output
     assert result.stderr.splitlines()[-2] == (
@@ -158,13 +154,13 @@ def test_an_in_place_rewrite_that_keeps_size_and_mtime_passes_unpatch_but_fails_
     upstream: SyntheticUpstream,
 ) -> None:
     """The documented limit of the record: same inode, same size, mtime set back."""
-    assert unpatch(upstream).code == 0
+    assert upstream.run("unpatch").code == 0
     repository = cache_repository()
     explode_packs(repository)
     oid, content = core_blob(upstream)
     loose = loose_path(repository, oid)
     replace_file(loose, stored_loose_object(content))  # same content, stored uncompressed
-    verified = unpatch(upstream)  # a new state of the object files: verified and recorded
+    verified = upstream.run("unpatch")  # a new state of the object files: verified and recorded
     assert verified.code == 0, verified.output
     assert f"verifying demo 1.0 ({upstream.commit[:12]}) in the cache" in verified.stderr
     recorded = record_state(repository)
@@ -176,7 +172,7 @@ def test_an_in_place_rewrite_that_keeps_size_and_mtime_passes_unpatch_but_fails_
     os.utime(loose, ns=(status.st_atime_ns, status.st_mtime_ns))
     assert (loose.stat().st_size, loose.stat().st_ino) == (status.st_size, status.st_ino)
 
-    unnoticed = unpatch(upstream)
+    unnoticed = upstream.run("unpatch")
 
     assert unnoticed.code == 0, unnoticed.output
     assert "verifying" not in unnoticed.stderr
@@ -195,7 +191,7 @@ def test_an_in_place_rewrite_that_keeps_size_and_mtime_passes_unpatch_but_fails_
 
 
 def test_check_fails_source_with_exit_6_on_a_tampered_cache(upstream: SyntheticUpstream) -> None:
-    assert unpatch(upstream).code == 0
+    assert upstream.run("unpatch").code == 0
     repository = cache_repository()
     explode_packs(repository)
     oid, content = core_blob(upstream)
@@ -214,7 +210,7 @@ def test_check_fails_source_with_exit_6_on_a_tampered_cache(upstream: SyntheticU
 
 
 def test_unreadable_object_names_the_object_and_gits_reason(upstream: SyntheticUpstream) -> None:
-    assert unpatch(upstream).code == 0
+    assert upstream.run("unpatch").code == 0
     repository = cache_repository()
     explode_packs(repository)
     oid, _ = core_blob(upstream)
@@ -239,7 +235,7 @@ def test_a_clean_warm_cache_is_verified_once_and_the_record_reused(
     upstream: SyntheticUpstream,
 ) -> None:
     step = f"verifying demo 1.0 ({upstream.commit[:12]}) in the cache"
-    first = unpatch(upstream)
+    first = upstream.run("unpatch")
     assert first.code == 0, first.output
     assert step in first.stderr
     repository = cache_repository()
@@ -249,7 +245,7 @@ def test_a_clean_warm_cache_is_verified_once_and_the_record_reused(
     }
     recorded = record_state(repository)
 
-    second = unpatch(upstream)  # clones the cache again: new hard links, same record
+    second = upstream.run("unpatch")  # clones the cache again: new hard links, same record
 
     assert second.code == 0, second.output
     assert step not in second.stderr
@@ -266,13 +262,13 @@ def test_a_clean_warm_cache_is_verified_once_and_the_record_reused(
 def test_a_record_for_another_state_of_the_objects_is_started_anew(
     upstream: SyntheticUpstream,
 ) -> None:
-    assert unpatch(upstream).code == 0
+    assert upstream.run("unpatch").code == 0
     repository = cache_repository()
     (repository / VERIFIED_RECORD).write_text(
         json.dumps({"fingerprint": "0" * 64, "commits": [upstream.commit, "1" * 40]})
     )
 
-    result = unpatch(upstream)
+    result = upstream.run("unpatch")
 
     assert result.code == 0, result.output
     assert f"verifying demo 1.0 ({upstream.commit[:12]}) in the cache" in result.stderr

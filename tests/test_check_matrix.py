@@ -74,6 +74,7 @@ def without_durations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k != "duration_s"} for r in records]
 
 
+@pytest.mark.slow
 def test_parallel_check_reports_exactly_what_the_serial_check_does(
     many: SyntheticUpstream,
 ) -> None:

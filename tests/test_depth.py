@@ -20,6 +20,10 @@ from helpers import SyntheticUpstream, check_records, error_lines, snapshot
 
 from patchtool.series.safety import UNSAFE_HINT
 
+# Slow for what it proves (trees and stages a thousand folders deep): the whole
+# suite runs it, the quick tier does not.
+pytestmark = pytest.mark.slow
+
 DEEP = "d/" * 1000 + "f"  # a file 1000 folders down
 # How messages show it: the path's first 60 and last 40 characters.
 SHOWN_DEEP = "'" + "d/" * 30 + "…/" + "d/" * 19 + "f'"

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import REPOSITORY, RealVllm, SyntheticUpstream, commit_all, run_cli_in_process
+from helpers import REPOSITORY, CliResult, RealVllm, SyntheticUpstream, commit_all
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
@@ -281,25 +281,23 @@ def pyproject_tree(world: SyntheticUpstream, extra: str, setup_py: str | None = 
     return (world.root / "out").resolve()
 
 
-def build_wheel(world: SyntheticUpstream, out: Path) -> tuple[int, str, str]:
-    """`patchtool build-wheel` of devA in this process: exit code, stdout, stderr."""
-    result = run_cli_in_process("--store", str(world.store), "build-wheel", "-d", "devA",
-                                "--dir", str(world.build), "--out", str(out))  # fmt: skip
-    return result.code, result.stdout, result.stderr
+def build_wheel(world: SyntheticUpstream, out: Path) -> CliResult:
+    """`patchtool build-wheel` of devA into `out`, in this process."""
+    return world.run("build-wheel", "--out", str(out), in_process=True)
 
 
 def test_missing_requirement_stops_the_build_with_exit_8(
     upstream: SyntheticUpstream
 ) -> None:
     out = pyproject_tree(upstream, f"{HELPER}>=1.0")
-    code, stdout, stderr = build_wheel(upstream, out)
+    result = build_wheel(upstream, out)
     python = sys.executable
-    assert code == 8
-    assert stderr.splitlines()[-2:] == [
+    assert result.code == 8
+    assert result.stderr.splitlines()[-2:] == [
         f"error: the build needs packages that {python} lacks: {HELPER}>=1.0 (missing)",
         f"hint: install them into that interpreter, then retry: {python} -m pip install '{HELPER}>=1.0'",
     ]
-    assert "Traceback" not in stderr and stdout == ""
+    assert "Traceback" not in result.stderr and result.stdout == ""
     assert sorted(p.name for p in out.iterdir()) == []  # not even a build log
 
 
@@ -308,16 +306,16 @@ def test_skipped_requirement_is_not_asked_for_and_its_import_error_is_named(
 ) -> None:
     out = pyproject_tree(upstream, f"{HELPER}>=1.0", SETUP_NEEDS_HELPER,
                          skip=("Patchtool_First_Day_Helper",))  # fmt: skip
-    code, stdout, stderr = build_wheel(upstream, out)
+    result = build_wheel(upstream, out)
     python, log = sys.executable, out / "devA-build.log"
-    assert code == 8 and stdout == ""
-    assert f"not checked, device.toml's [build] skip-build-requires lists them: {HELPER}>=1.0" in stderr
-    assert stderr.splitlines()[-2:] == [
+    assert result.code == 8 and result.stdout == ""
+    assert f"not checked, device.toml's [build] skip-build-requires lists them: {HELPER}>=1.0" in result.stderr
+    assert result.stderr.splitlines()[-2:] == [
         f"error: the build could not import patchtool_first_day_helper with {python} (see {log})",
         f"hint: device.toml's [build] skip-build-requires lists {HELPER}, but the build needs it: "
         f"take it off that list, and install it: {python} -m pip install '{HELPER}>=1.0'",
     ]
-    assert "Traceback" not in stderr
+    assert "Traceback" not in result.stderr
     assert "No module named 'patchtool_first_day_helper'" in log.read_text()
     assert not list(out.glob("*.whl"))
 
@@ -329,12 +327,12 @@ def test_torch_pin_mismatch_is_reported_and_tools_are_recorded(
     torch = importlib.metadata.version("torch")
     assert not Requirement("torch==2.5.1").specifier.contains(torch)  # the test's premise
     out = pyproject_tree(upstream, "wheel")
-    code, stdout, stderr = build_wheel(upstream, out)
-    assert code == 0, stderr
+    result = build_wheel(upstream, out)
+    assert result.code == 0, result.stderr
     assert f"torch {torch} (the tree pins torch==2.5.1; the device's own torch is used)" in (
-        stderr.splitlines()
+        result.stderr.splitlines()
     )
-    with zipfile.ZipFile(stdout.strip()) as archive:
+    with zipfile.ZipFile(result.stdout.strip()) as archive:
         provenance = json.loads(archive.read("demo-1.0.dist-info/patchtool-provenance.json"))
     assert provenance["build_requires"] == {
         name: importlib.metadata.version(name) for name in ("build", "setuptools", "wheel")
@@ -412,8 +410,11 @@ def expose_torch(venv_python: Path, folder: Path) -> None:
 @pytest.mark.integration
 def test_plain_pip_install_then_unpatch_and_build_wheel(real_vllm: RealVllm, tmp_path: Path) -> None:
     checkout = tmp_path / "checkout"
+    # Not what runs write into the checkout: another worker of this run may be
+    # writing there now (.ci-cache is CI's PATCHTOOL_TEST_CACHE_DIR).
     shutil.copytree(REPOSITORY, checkout, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"))  # fmt: skip
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
+        ".ci-cache"))  # fmt: skip
     env = {key: value for key, value in os.environ.items()
            if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_CONFIG_FILE")}  # fmt: skip
     if USER_PIP_CONFIG:

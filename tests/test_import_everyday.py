@@ -10,36 +10,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import CliResult, SyntheticUpstream, check_records, commit_all, git, run_cli, snapshot
+from helpers import (
+    SyntheticUpstream,
+    check_records,
+    commit_all,
+    error_lines,
+    git,
+    run_cli,
+    series_names,
+    snapshot,
+    store_and_tree,
+    warning_lines,
+)
 
 from patchtool.series.lint import WHITESPACE_FIX
 
 AUTHOR = ("--author", "Ada <ada@example.invalid>")
 TABLE = "".join(f"row_{i} = {i}\n" for i in range(40))
-
-
-def run_import(world: SyntheticUpstream, *args: str) -> CliResult:
-    return world.cli("import", "--device-type", "devA", "--dir", str(world.build), *args)
-
-
-def errors(result: CliResult) -> list[str]:
-    """stderr from the error line on (the progress lines before it vary)."""
-    lines = result.stderr.splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("error: "))
-    return lines[first:]
-
-
-def warnings(result: CliResult) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
-
-
-def series_names(world: SyntheticUpstream) -> list[str]:
-    lines = (world.base_folder / "series").read_text().splitlines()
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def state(world: SyntheticUpstream) -> tuple[object, ...]:
-    return (snapshot(world.store), snapshot(world.tree), git(world.tree, "rev-parse", "HEAD"))
 
 
 def core_hunk(number: int, old: str, new: str) -> str:
@@ -84,10 +71,10 @@ def test_every_failing_hunk_of_every_file_is_named(
         + "--- a/demo/table.py\n+++ b/demo/table.py\n" + table_hunk(5, "50", "55")
         + table_hunk(20, "200", "22") + table_hunk(30, "30", "33")
     )  # fmt: skip
-    before = state(upstream)
-    result = run_import(upstream, *AUTHOR, "-m", "stale", str(stale))
+    before = store_and_tree(upstream)
+    result = upstream.run("import", *AUTHOR, "-m", "stale", str(stale))
     assert result.code == 4, result.output
-    assert errors(result) == [
+    assert error_lines(result) == [
         "error: stale.diff (change 1 of 1) does not apply to demo-1.0 and its series "
         "(4 hunk(s) in 2 file(s) do not match):",
         "  demo/core.py: hunk #1 @@ -4,3 +4,3 @@ does not match the base",
@@ -110,7 +97,7 @@ def test_every_failing_hunk_of_every_file_is_named(
         f"hint: Refresh the change against this base. Nothing was imported: the build tree "
         f"{tree} is as it was, and the store is unchanged.",
     ]
-    assert state(upstream) == before
+    assert store_and_tree(upstream) == before
 
 
 def test_many_failing_hunks_are_all_named(
@@ -121,14 +108,14 @@ def test_many_failing_hunks_are_all_named(
                      + "".join(core_hunk(n, f"{n}00", f"{n}1") for n in range(1, 16))
                      + "--- a/demo/table.py\n+++ b/demo/table.py\n"
                      + "".join(table_hunk(r, f"{r}00", f"{r}1") for r in (5, 15, 25)))  # fmt: skip
-    result = run_import(upstream, *AUTHOR, "-m", "stale", str(stale))
+    result = upstream.run("import", *AUTHOR, "-m", "stale", str(stale))
     assert result.code == 4, result.output
     # Issue 22, defect 10: every failing hunk is named, however many (a long list is the point).
-    shown = [line for line in errors(result) if line.startswith("  ") and "hunk #" in line]
+    shown = [line for line in error_lines(result) if line.startswith("  ") and "hunk #" in line]
     assert len(shown) == 18 and shown[14].startswith("  demo/core.py: hunk #15 @@ -46,3")
     assert shown[-1].startswith("  demo/table.py: hunk #3 ")
-    assert not [line for line in errors(result) if "more hunk" in line]
-    assert "(18 hunk(s) in 2 file(s) do not match)" in errors(result)[0]
+    assert not [line for line in error_lines(result) if "more hunk" in line]
+    assert "(18 hunk(s) in 2 file(s) do not match)" in error_lines(result)[0]
 
 
 def test_p2_labels_show_the_tree_path_and_the_input_path(
@@ -138,9 +125,9 @@ def test_p2_labels_show_the_tree_path_and_the_input_path(
     deep.write_text("diff --git a/vllm/demo/core.py b/vllm/demo/core.py\n"
                     "--- a/vllm/demo/core.py\n+++ b/vllm/demo/core.py\n"
                     + core_hunk(4, "4", "44") + core_hunk(9, "900", "99"))  # fmt: skip
-    result = run_import(upstream, "-p", "2", *AUTHOR, "-m", "deep", str(deep))
+    result = upstream.run("import", "-p", "2", *AUTHOR, "-m", "deep", str(deep))
     assert result.code == 4, result.output
-    assert errors(result)[:3] == [
+    assert error_lines(result)[:3] == [
         "error: deep.diff (change 1 of 1) does not apply to demo-1.0 and its series "
         "(1 hunk(s) in 1 file(s) do not match):",
         "  demo/core.py (a/vllm/demo/core.py): hunk #2 @@ -28,3 +28,3 @@ does not match the base",
@@ -157,11 +144,11 @@ def test_exclude_leaves_out_sections_and_says_how_many(
                    + "--- /dev/null\n+++ b/ci/vendor/run.yml\n@@ -0,0 +1 @@\n+ci: true\n")  # fmt: skip
     two = tmp_path / "two.diff"
     two.write_text("--- /dev/null\n+++ b/docs/more.md\n@@ -0,0 +1 @@\n+more notes\n")
-    result = run_import(upstream, *AUTHOR, "-m", "core: return 44", "--exclude", "docs/*",
+    result = upstream.run("import", *AUTHOR, "-m", "core: return 44", "--exclude", "docs/*",
                         "--exclude", "ci/*", str(one), str(two))  # fmt: skip
     assert result.code == 0, result.output
     assert "--exclude left out 3 file section(s)" in result.stderr.splitlines()
-    assert warnings(result) == [
+    assert warning_lines(result) == [
         "warning: two.diff: every file section is excluded; nothing imported from it"
     ]
     assert series_names(upstream) == ["add-a-table.patch", "core-return-44.patch"]
@@ -191,16 +178,16 @@ def test_3way_merges_a_change_whose_context_moved_and_says_where(
     core.write_text(core.read_text().replace("return 8\n", "return 88\n"))
     commit_all(tree, "core: return 88")
     assert upstream.cli("patch", "--device-type", "devA", "--dir", str(upstream.build)).code == 0
-    plain = run_import(upstream, str(patch))
+    plain = upstream.run("import", str(patch))
     assert plain.code == 4, plain.output
-    assert errors(plain)[1] == (
+    assert error_lines(plain)[1] == (
         "  demo/core.py: hunk #1 @@ -20,7 +20,7 @@ def function_6(): does not match the base"
     )
-    assert errors(plain)[-1].startswith("hint: Refresh the change against this base, or retry "
+    assert error_lines(plain)[-1].startswith("hint: Refresh the change against this base, or retry "
                                         "with --3way to let git merge it.")  # fmt: skip
-    merged = run_import(upstream, "--3way", str(patch))
+    merged = upstream.run("import", "--3way", str(patch))
     assert merged.code == 0, merged.output
-    assert warnings(merged) == [
+    assert warning_lines(merged) == [
         "warning: vendor.patch needed a 3-way merge (new patch core-return-77.patch): demo/core.py"
     ]
     text = (upstream.base_folder / "core-return-77.patch").read_text()
@@ -215,15 +202,15 @@ def test_3way_conflict_is_reported_and_changes_nothing(
     core.write_text(core.read_text().replace("return 7\n", "return 70\n"))
     commit_all(tree, "core: return 70")
     assert upstream.cli("patch", "--device-type", "devA", "--dir", str(upstream.build)).code == 0
-    before = state(upstream)
-    result = run_import(upstream, "--3way", str(patch))
+    before = store_and_tree(upstream)
+    result = upstream.run("import", "--3way", str(patch))
     assert result.code == 4, result.output
-    assert "  3-way merge left conflicts in: demo/core.py" in errors(result)
-    assert errors(result)[-1] == (
+    assert "  3-way merge left conflicts in: demo/core.py" in error_lines(result)
+    assert error_lines(result)[-1] == (
         "hint: Refresh the change against this base. Nothing was imported: the build tree "
         f"{tree} is as it was, and the store is unchanged."
     )
-    assert state(upstream) == before
+    assert store_and_tree(upstream) == before
     assert git(tree, "status", "--porcelain") == ""
 
 
@@ -241,10 +228,10 @@ def test_a_wrong_p_names_the_p_that_fits(
                           check=True).stdout  # fmt: skip
     deep = tmp_path / "deep.diff"
     deep.write_bytes(diff)
-    before = state(upstream)
-    result = run_import(upstream, *AUTHOR, "-m", "vendor", str(deep))
+    before = store_and_tree(upstream)
+    result = upstream.run("import", *AUTHOR, "-m", "vendor", str(deep))
     assert result.code == 4, result.output
-    assert errors(result) == [
+    assert error_lines(result) == [
         "error: deep.diff (change 1 of 1) does not apply to demo-1.0 and its series "
         "(6 of its 7 path(s) do not exist in the tree):",
         "  vllm/README.md: does not exist in the tree",
@@ -256,15 +243,15 @@ def test_a_wrong_p_names_the_p_that_fits(
         "hint: -p2 matches 6 of 7 files (-p1 matches 0): import again with -p 2. Nothing was "
         f"imported: the build tree {tree} is as it was, and the store is unchanged.",
     ]
-    assert state(upstream) == before
+    assert store_and_tree(upstream) == before
     # A -p that strips a whole path away: git cannot read the change at all.
-    too_deep = run_import(upstream, "-p", "3", *AUTHOR, "-m", "vendor", str(deep))
+    too_deep = upstream.run("import", "-p", "3", *AUTHOR, "-m", "vendor", str(deep))
     assert too_deep.code == 6, too_deep.output
-    assert errors(too_deep)[-1] == (
+    assert error_lines(too_deep)[-1] == (
         "hint: -p2 matches 6 of 7 files (-p3 matches 0): import again with -p 2. Nothing "
         "was imported."
     )
-    fits = run_import(upstream, "-p", "2", *AUTHOR, "-m", "vendor", str(deep))
+    fits = upstream.run("import", "-p", "2", *AUTHOR, "-m", "vendor", str(deep))
     assert fits.code == 0, fits.output
 
 
@@ -274,17 +261,17 @@ def test_the_dirty_tree_hint_names_commands_that_exist(
     (tree / "README.md").write_text("local edit\n")
     change = tmp_path / "change.diff"
     change.write_text("--- a/demo/core.py\n+++ b/demo/core.py\n" + core_hunk(4, "4", "44"))
-    before = state(upstream)
-    result = run_import(upstream, *AUTHOR, "-m", "core: return 44", str(change))
+    before = store_and_tree(upstream)
+    result = upstream.run("import", *AUTHOR, "-m", "core: return 44", str(change))
     assert result.code == 5, result.output
-    assert errors(result)[0] == f"error: the build tree {tree} holds work that exists nowhere else:"
-    assert errors(result)[-1] == (
+    assert error_lines(result)[0] == f"error: the build tree {tree} holds work that exists nowhere else:"
+    assert error_lines(result)[-1] == (
         "hint: Nothing was imported. Export that work first with `patchtool patch "
         "--device-type devA` (commit it, or use -m), or set the tree aside with `patchtool "
         "unpatch --device-type devA --force` (it moves to a backup folder); then import again."
     )
-    assert "--force" not in errors(result)[-1].replace("unpatch --device-type devA --force", "")
-    assert state(upstream) == before
+    assert "--force" not in error_lines(result)[-1].replace("unpatch --device-type devA --force", "")
+    assert store_and_tree(upstream) == before
 
 
 def test_a_failed_import_removes_the_tree_it_made(
@@ -294,9 +281,9 @@ def test_a_failed_import_removes_the_tree_it_made(
     store_before = snapshot(upstream.store)
     stale = tmp_path / "stale.diff"
     stale.write_text("--- a/demo/core.py\n+++ b/demo/core.py\n" + core_hunk(3, "300", "33"))
-    result = run_import(upstream, *AUTHOR, "-m", "stale", str(stale))
+    result = upstream.run("import", *AUTHOR, "-m", "stale", str(stale))
     assert result.code == 4, result.output
-    assert errors(result)[-1] == (
+    assert error_lines(result)[-1] == (
         f"hint: Refresh the change against this base. Nothing was imported: the build tree "
         f"{upstream.tree} that this import made was removed, and the store is unchanged."
     )
@@ -315,23 +302,23 @@ def test_whitespace_findings_are_capped_and_the_one_liner_fixes_them(
     first.write_text("--- /dev/null\n+++ b/demo/spaced.py\n@@ -0,0 +1,14 @@\n" + spaced)
     second = tmp_path / "second.diff"
     second.write_text("--- a/demo/core.py\n+++ b/demo/core.py\n" + core_hunk(4, "4", "44 \t"))
-    result = run_import(upstream, *AUTHOR, "-m", "Add spaced", str(first))
+    result = upstream.run("import", *AUTHOR, "-m", "Add spaced", str(first))
     assert result.code == 0, result.output
-    again = run_import(upstream, *AUTHOR, "-m", "core: return 44", str(second))
+    again = upstream.run("import", *AUTHOR, "-m", "core: return 44", str(second))
     assert again.code == 0, again.output
     advice = (f"warning: to strip the trailing whitespace from every commit at once: in {tree}, "
               f"run `{WHITESPACE_FIX}`, then `patchtool patch`")  # fmt: skip
     assert WHITESPACE_FIX == "git rebase --whitespace=fix patchtool/base"
-    shown = warnings(result)
+    shown = warning_lines(result)
     assert len([w for w in shown if "adds trailing whitespace" in w]) == 10
     assert "warning: add-spaced.patch: ... and 4 more" in shown
-    assert shown[-1] == advice and warnings(again)[-1] == advice
+    assert shown[-1] == advice and warning_lines(again)[-1] == advice
     # The one-liner, as printed, with git 2.39 (the earlier commit is fixed too).
     subprocess.run(WHITESPACE_FIX.split(), cwd=tree, check=True, capture_output=True,
                    env={**os.environ, "GIT_COMMITTER_DATE": "2025-02-02T00:00:00+00:00"})  # fmt: skip
     exported = upstream.cli("patch", "--device-type", "devA", "--dir", str(upstream.build))
     assert exported.code == 0, exported.output
-    assert warnings(exported) == []
+    assert warning_lines(exported) == []
     for name in ("add-spaced.patch", "core-return-44.patch"):
         added = [line for line in (upstream.base_folder / name).read_text().splitlines()
                  if line.startswith("+") and not line.startswith("+++")]  # fmt: skip
@@ -363,10 +350,10 @@ def test_a_change_without_a_body_gets_one_naming_its_source(
                      str(upstream.build), *AUTHOR, "-m", "core: return 44",
                      "vendor/change.diff", "vendor/quilt", cwd=tmp_path)  # fmt: skip
     assert result.code == 0, result.output
-    assert [w for w in warnings(result) if "core-return-66.patch: " in w] == [
+    assert [w for w in warning_lines(result) if "core-return-66.patch: " in w] == [
         "warning: core-return-66.patch: has no Upstream-Status: trailer"
     ]
-    assert not [w for w in warnings(result) if "core-return-44" in w or "core-return-55" in w]
+    assert not [w for w in warning_lines(result) if "core-return-44" in w or "core-return-55" in w]
 
     def message(name: str) -> str:
         text = (upstream.base_folder / name).read_text()

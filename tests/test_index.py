@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from helpers import SyntheticUpstream, git, make_sdist, run_cli_in_process
+from helpers import SyntheticUpstream, git, make_sdist
 
 from patchtool.core.errors import IntegrityError, NetworkError, NotFoundError, UsageError
 from patchtool.core.report import RecordingReporter
@@ -41,6 +41,9 @@ from patchtool.sources.index.transport import CREDENTIALS_HINT, TLS_HINT
 from patchtool.sources.sdist import obtain_sdist
 from patchtool.store.model import BaseRef, PypiSource
 from patchtool.store.resolve import Store
+
+# The CLI runs in this process: the servers are threads of it.
+pytestmark = pytest.mark.cli_in_process
 
 PASSWORD = "s3cret-Pa55"
 TINY = "demo-2.0.tar.gz"
@@ -199,13 +202,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def unpatch(world: SyntheticUpstream) -> tuple[int, str, str]:
-    """`patchtool unpatch` of devA in this process: exit code, stdout, stderr."""
-    result = run_cli_in_process("--store", str(world.store), "unpatch", "--device-type", "devA",
-                                "--dir", str(world.build))  # fmt: skip
-    return result.code, result.stdout, result.stderr
-
-
 # --------------------------------------------------------------------------- redaction
 
 
@@ -320,13 +316,13 @@ def test_an_index_behind_basic_auth_takes_the_password_from_the_index_url(
     port = serve(site.handler())
     monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
     monkeypatch.setenv("PIP_INDEX_URL", f"http://alice:{PASSWORD}@127.0.0.1:{port}/simple")
-    code, out, err = unpatch(upstream)
-    assert code == 0, err
-    assert f"downloading demo-1.0.tar.gz from http://alice:****@127.0.0.1:{port}/simple" in err
+    result = upstream.run("unpatch")
+    assert result.code == 0, result.stderr
+    assert f"downloading demo-1.0.tar.gz from http://alice:****@127.0.0.1:{port}/simple" in result.stderr
     assert site.requests == [("/simple/demo/", basic("alice", PASSWORD)),
                              ("/files/demo-1.0.tar.gz", basic("alice", PASSWORD))]  # fmt: skip
     assert git(upstream.tree, "rev-parse", "HEAD").strip() == upstream.commit
-    assert PASSWORD not in out + err
+    assert PASSWORD not in result.output
 
 
 def test_a_wrong_password_is_a_network_error_that_never_shows_it(
@@ -337,14 +333,14 @@ def test_a_wrong_password_is_a_network_error_that_never_shows_it(
     port = serve(site.handler())
     monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
     monkeypatch.setenv("PIP_INDEX_URL", f"http://alice:wrong-{PASSWORD}@127.0.0.1:{port}/simple")
-    code, out, err = unpatch(upstream)
-    assert code == 11
-    assert err.splitlines()[-2:] == [
+    result = upstream.run("unpatch")
+    assert result.code == 11
+    assert result.stderr.splitlines()[-2:] == [
         f"error: http://127.0.0.1:{port}/simple/demo/: the index refused the credentials of "
         "user 'alice' from pip's settings (HTTP 401 Unauthorized)",
         f"hint: {CREDENTIALS_HINT}",
     ]
-    assert PASSWORD not in out + err
+    assert PASSWORD not in result.output
     assert not upstream.tree.exists()
 
 
@@ -441,9 +437,9 @@ def test_https_index_with_an_unknown_ca_is_a_certificate_failure(
     port, _, _ = tls_index
     monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
     monkeypatch.setenv("PIP_INDEX_URL", f"https://127.0.0.1:{port}/simple")
-    code, _, err = unpatch(upstream)
-    assert code == 11
-    assert err.splitlines()[-2:] == [
+    result = upstream.run("unpatch")
+    assert result.code == 11
+    assert result.stderr.splitlines()[-2:] == [
         f"error: cannot reach https://127.0.0.1:{port}/simple/demo/: TLS certificate "
         "verification failed (unable to get local issuer certificate)",
         f"hint: {TLS_HINT}",
@@ -591,15 +587,15 @@ def test_a_file_on_no_index_lists_the_indexes_redacted(serve: Serve, tiny_sdist:
     port = serve(Site({TINY: tiny_sdist}, credentials=("alice", PASSWORD)).handler())
     monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
     monkeypatch.setenv("PIP_INDEX_URL", f"http://alice:{PASSWORD}@127.0.0.1:{port}/simple")
-    code, out, err = unpatch(upstream)
-    assert code == 3
-    assert err.splitlines()[-2:] == [
+    result = upstream.run("unpatch")
+    assert result.code == 3
+    assert result.stderr.splitlines()[-2:] == [
         "error: demo-1.0.tar.gz was not found on any configured package index (searched: "
         f"http://alice:****@127.0.0.1:{port}/simple)",
         "hint: Check `pip config list`, or pass the file with --sdist PATH (or set "
         "PATCHTOOL_SDIST_PATH) for an air-gapped site.",
     ]
-    assert PASSWORD not in out + err
+    assert PASSWORD not in result.output
 
 
 # --------------------------------------------------------------------------- downloads
@@ -703,13 +699,12 @@ def test_a_remote_index_page_never_names_a_local_file(serve: Serve, upstream: Sy
                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """issue 19 §7: `<a href="file:///etc/passwd">demo-9.9.9.tar.gz</a>` on an http index
     made `rebase --onto 9.9.9` print `using local sdist /etc/passwd` and import it."""
-    assert unpatch(upstream)[0] == 0
+    assert upstream.run("unpatch").code == 0
     site = Site({}, pages={"/simple/demo/": (PASSWD_PAGE, "text/html")})
     port = serve(site.handler())
     monkeypatch.delenv("PATCHTOOL_SDIST_PATH")
     monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{port}/simple")
-    result = run_cli_in_process("--store", str(upstream.store), "rebase", "--device-type", "devA",
-                                "--dir", str(upstream.build), "--onto", "9.9.9")  # fmt: skip
+    result = upstream.run("rebase", "--onto", "9.9.9")
     assert result.code == 3, result.output
     assert "using local sdist" not in result.stderr and "/etc/passwd" not in result.stderr
     assert result.stderr.splitlines()[-3:] == [

@@ -8,17 +8,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import CliResult, SyntheticUpstream, check_records, commit_all, git, snapshot
+from helpers import (
+    SyntheticUpstream,
+    check_records,
+    commit_all,
+    git,
+    snapshot,
+    warning_lines,
+)
 
 from patchtool.series.lint import MAX_FINDINGS_SHOWN, MESSAGE_ADVICE
 
 pytestmark = pytest.mark.cli_in_process
 
 ADVICE = f"warning: {MESSAGE_ADVICE}"
-
-
-def warnings(result: CliResult) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
 
 
 def head(world: SyntheticUpstream, rev: str = "HEAD") -> str:
@@ -44,7 +47,7 @@ def test_patch_m_with_one_line_writes_the_patch_and_says_how_to_fix_it(
     result = upstream.run("patch", "-m", "core: one line")
     assert result.code == 0, result.output
     assert (upstream.base_folder / "core-one-line.patch").is_file()
-    assert warnings(result) == [
+    assert warning_lines(result) == [
         "warning: core-one-line.patch: has no body that says why the change is needed",
         "warning: core-one-line.patch: has no Upstream-Status: trailer",
         f"warning: core-one-line.patch would fail `patchtool check`; it is the tree's last "
@@ -62,7 +65,7 @@ def test_patch_m_with_one_line_writes_the_patch_and_says_how_to_fix_it(
         "The device needs 33.", "-m", "Upstream-Status: Pending")  # fmt: skip
     fixed = upstream.run("patch")
     assert fixed.code == 0, fixed.output
-    assert warnings(fixed) == []
+    assert warning_lines(fixed) == []
     assert upstream.cli("check").code == 0
 
 
@@ -77,7 +80,7 @@ def test_an_earlier_commit_with_bad_lines_is_fixed_by_an_interactive_rebase(
     result = upstream.run("patch")
     assert result.code == 0, result.output
     first = head(upstream, "HEAD~1")
-    assert warnings(result) == [
+    assert warning_lines(result) == [
         "warning: core-return-33.patch: line 19: adds trailing whitespace to demo/core.py",
         f"warning: core-return-33.patch would fail `patchtool check`; it is commit 1 of 2 "
         f"({first}): in {upstream.tree}, run `git rebase -i patchtool/base` and mark {first} "
@@ -136,7 +139,7 @@ def test_import_of_a_patch_with_a_body_but_no_trailer_warns(
                  "core: return 55\n\nThe device needs 55.", str(tmp_path / "change.diff"))  # fmt: skip
     assert result.code == 0, result.output
     assert (upstream.base_folder / "core-return-55.patch").is_file()
-    assert warnings(result) == [
+    assert warning_lines(result) == [
         "warning: core-return-55.patch: has no Upstream-Status: trailer",
         f"warning: core-return-55.patch would fail `patchtool check`; it is the tree's last "
         f"commit ({head(upstream)}): in {upstream.tree}, run `git commit --amend`, then run "
@@ -160,9 +163,9 @@ def test_many_findings_are_capped_per_patch_at_export_and_in_check(
         f"add-spaced.patch: line {16 + i}: adds trailing whitespace to demo/spaced.py"
         for i in range(MAX_FINDINGS_SHOWN)
     ] + ["add-spaced.patch: ... and 4 more"]
-    assert warnings(result)[:-2] == [f"warning: {line}" for line in shown]
-    assert warnings(result)[-2].startswith("warning: add-spaced.patch would fail")
-    assert warnings(result)[-1] == (
+    assert warning_lines(result)[:-2] == [f"warning: {line}" for line in shown]
+    assert warning_lines(result)[-2].startswith("warning: add-spaced.patch would fail")
+    assert warning_lines(result)[-1] == (
         f"warning: to strip the trailing whitespace from every commit at once: in "
         f"{upstream.tree}, run `git rebase --whitespace=fix patchtool/base`, then "
         "`patchtool patch`"

@@ -12,23 +12,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import SyntheticUpstream, run_cli, snapshot
+from helpers import SyntheticUpstream, kill_points, snapshot
 from test_rebase import tree_state
 from test_rebase_carry import add_fifteen, carried, folder, rebase_12  # noqa: F401 (fixture)
-
-from patchtool.core.faults import VARIABLE
+from test_rebase_kill import killed
 
 START_POINTS = ["rebase:state-saved", "rebase:fetched", "rebase:applied-old-series",
                 "rebase:checked-out-new"]  # fmt: skip
 LATER_POINTS = ["rebase:picked", "rebase:staged", "rebase:before-store-write",
                 "rebase:store-written", "rebase:tree-moved"]  # fmt: skip
 CHAIN_POINTS = ["rebase:staged", "rebase:next-step", "rebase:store-written"]
-
-
-def killed(world: SyntheticUpstream, point: str, *args: str) -> None:
-    result = run_cli("--store", str(world.store), "rebase", "--device-type", "devA", "--dir",
-                     str(world.build), *args, env={VARIABLE: point})  # fmt: skip
-    assert result.code == -9, result.output
 
 
 def build_folder(world: SyntheticUpstream) -> list[str]:
@@ -72,7 +65,7 @@ def assert_aborted_exactly(world: SyntheticUpstream, tree: dict[str, object],
     assert not (world.tree / ".git" / "patchtool-rebase-id").exists()
 
 
-@pytest.mark.parametrize("point", START_POINTS)
+@pytest.mark.parametrize("point", kill_points(START_POINTS))
 def test_killed_while_starting(carried: SyntheticUpstream, point: str) -> None:  # noqa: F811
     world = carried
     add_fifteen(world)
@@ -83,7 +76,7 @@ def test_killed_while_starting(carried: SyntheticUpstream, point: str) -> None: 
     assert_aborted_exactly(world, tree, store, builds)
 
 
-@pytest.mark.parametrize("point", LATER_POINTS)
+@pytest.mark.parametrize("point", kill_points(LATER_POINTS))
 def test_killed_while_picking_or_finishing(carried: SyntheticUpstream, point: str,  # noqa: F811
                                            tmp_path: Path) -> None:  # fmt: skip
     world = carried
@@ -101,7 +94,7 @@ def test_killed_while_picking_or_finishing(carried: SyntheticUpstream, point: st
     assert '"base_id": "demo-1.1"' in (world.tree / ".git" / "patchtool.json").read_text()
 
 
-@pytest.mark.parametrize("point", CHAIN_POINTS)
+@pytest.mark.parametrize("point", kill_points(CHAIN_POINTS))
 def test_a_chain_killed_between_its_bases(carried: SyntheticUpstream, point: str,  # noqa: F811
                                           tmp_path: Path) -> None:  # fmt: skip
     world = carried

@@ -13,7 +13,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import DEMO_FILES, SyntheticUpstream, commit_all, git, make_sdist, run_cli, snapshot
+from helpers import (
+    DEMO_FILES,
+    SyntheticUpstream,
+    commit_all,
+    git,
+    kill_points,
+    make_sdist,
+    run_cli,
+    snapshot,
+)
 from test_rebase import demo_11_files, edit, resolve_ten, tree_state
 
 from patchtool.core.faults import VARIABLE
@@ -117,7 +126,7 @@ def assert_aborted_exactly(world: SyntheticUpstream, tree: dict[str, object],
 # --------------------------------------------------------------------------- starting
 
 
-@pytest.mark.parametrize("point", START_POINTS)
+@pytest.mark.parametrize("point", kill_points(START_POINTS))
 def test_killed_while_starting_abort_restores_and_continue_explains(
     world: SyntheticUpstream, point: str
 ) -> None:
@@ -138,7 +147,7 @@ def test_killed_while_starting_abort_restores_and_continue_explains(
     assert world.run("rebase", "--onto", "1.2").code == 0
 
 
-@pytest.mark.parametrize("point", NEW_TREE_POINTS)
+@pytest.mark.parametrize("point", kill_points(NEW_TREE_POINTS))
 def test_killed_while_starting_without_a_tree_abort_removes_the_tree(
     world: SyntheticUpstream, point: str
 ) -> None:
@@ -157,7 +166,7 @@ def test_killed_while_starting_without_a_tree_abort_removes_the_tree(
 # --------------------------------------------------------------------------- picking, finishing
 
 
-@pytest.mark.parametrize("point", PICK_POINTS)
+@pytest.mark.parametrize("point", kill_points(PICK_POINTS))
 def test_killed_while_picking_or_finishing_abort_and_continue(
     world: SyntheticUpstream, point: str, tmp_path: Path
 ) -> None:
@@ -177,6 +186,7 @@ def test_killed_while_picking_or_finishing_abort_and_continue(
         "demo-1.0", "demo-1.2", "device.toml"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_in_the_conflicting_pick(world: SyntheticUpstream, tmp_path: Path) -> None:
     reference = reference_folder(world, tmp_path, "1.1")
     tree, store, folder = tree_state(world.tree), snapshot(world.store), device_folder(world)
@@ -194,6 +204,7 @@ def test_killed_in_the_conflicting_pick(world: SyntheticUpstream, tmp_path: Path
     assert folder_bytes(world.store / "devA" / "demo-1.1") == reference
 
 
+@pytest.mark.slow
 def test_killed_while_continuing_after_a_conflict(world: SyntheticUpstream,
                                                   tmp_path: Path) -> None:  # fmt: skip
     reference = reference_folder(world, tmp_path, "1.1")

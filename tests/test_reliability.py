@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from helpers import SyntheticUpstream, commit_all, error_lines, git, snapshot
+from helpers import SyntheticUpstream, commit_all, error_lines, git, kill_points, snapshot
 
 from patchtool.core.faults import VARIABLE
 
@@ -50,7 +50,7 @@ def exported_world(world: SyntheticUpstream) -> None:
     assert world.run("patch").code == 0
 
 
-@pytest.mark.parametrize("point", UNPATCH_POINTS)
+@pytest.mark.parametrize("point", kill_points(UNPATCH_POINTS))
 def test_unpatch_killed_at_any_point_keeps_the_previous_tree(upstream: SyntheticUpstream,
                                                              point: str) -> None:
     exported_world(upstream)
@@ -78,7 +78,7 @@ def test_unpatch_killed_at_any_point_keeps_the_previous_tree(upstream: Synthetic
     assert leftovers(upstream) == []
 
 
-@pytest.mark.parametrize("point", EXPORT_POINTS)
+@pytest.mark.parametrize("point", kill_points(EXPORT_POINTS))
 def test_patch_killed_at_any_point_leaves_old_or_new_store(upstream: SyntheticUpstream,
                                                            point: str) -> None:
     exported_world(upstream)
@@ -107,7 +107,7 @@ def buildable(upstream: SyntheticUpstream) -> SyntheticUpstream:
     return upstream
 
 
-@pytest.mark.parametrize("point", WHEEL_POINTS)
+@pytest.mark.parametrize("point", kill_points(WHEEL_POINTS))
 def test_build_wheel_killed_leaves_no_partial_wheel(buildable: SyntheticUpstream,
                                                     point: str) -> None:
     out = buildable.root / "out"

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from helpers import git, make_upstream, snapshot
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -90,6 +91,7 @@ def commit(tree: Path) -> None:
 # derandomize: CI runs the same 30 sequences every time (a new random draw on
 # each run made a landing depend on luck); the @example pins a sequence a
 # random draw found that broke the generator (a link renamed onto its target).
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=st.lists(OPERATIONS, min_size=1, max_size=14))

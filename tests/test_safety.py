@@ -38,10 +38,6 @@ def _sdists() -> Any:
     return module
 
 
-def unpatch(world: SyntheticUpstream, *extra: str):  # type: ignore[no-untyped-def]
-    return world.cli("unpatch", "--device-type", "devA", "--dir", str(world.build), *extra)
-
-
 def use_good_base(world: SyntheticUpstream, name: str) -> None:
     """Point base.toml at a good corpus sdist (imported here to learn its commit)."""
     path, sha = _sdists().build(name, world.sdist.parent)
@@ -65,7 +61,7 @@ def test_corpus_case(upstream: SyntheticUpstream, hermetic_seal: Path,
                      case: dict[str, Any]) -> None:  # fmt: skip
     if "base" in case:
         use_good_base(upstream, case["base"])
-    first = unpatch(upstream)
+    first = upstream.run("unpatch")
     assert first.code == 0, first.output
     tree_before = snapshot(upstream.tree)
     head_before = git(upstream.tree, "rev-parse", "HEAD")
@@ -82,7 +78,7 @@ def test_corpus_case(upstream: SyntheticUpstream, hermetic_seal: Path,
         write_base(upstream.base_folder, "demo", "1.0", "1" * 40, sha, filename=path.name)
     outside_before = outside_state(upstream, hermetic_seal)
 
-    result = unpatch(upstream)
+    result = upstream.run("unpatch")
 
     assert result.code == case["exit"], result.output
     assert case["message"] in result.stderr

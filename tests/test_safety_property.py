@@ -163,6 +163,7 @@ def git_result(bare: Path, patch: Path, scratch: Path) -> tuple[str, str, bool]:
     return "ok", git(tree, "rev-parse", "HEAD^{tree}").strip(), safe
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(data=patches())

@@ -338,6 +338,7 @@ def _popen(world: SyntheticUpstream, build: Path, *extra: str,
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_exports_from_two_build_folders_never_lose_work(upstream: SyntheticUpstream) -> None:
     builds = [upstream.root / "b1", upstream.root / "b2"]
     for round_number in range(8):

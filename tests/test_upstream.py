@@ -80,25 +80,21 @@ def http_index(upstream: SyntheticUpstream, monkeypatch: pytest.MonkeyPatch) -> 
     server.shutdown()
 
 
-def unpatch(world: SyntheticUpstream):  # type: ignore[no-untyped-def]
-    return world.cli("unpatch", "--device-type", "devA", "--dir", str(world.build))
-
-
 def test_sdist_is_fetched_from_the_pip_index_and_verified(upstream: SyntheticUpstream,
                                                           http_index: str) -> None:
-    result = unpatch(upstream)
+    result = upstream.run("unpatch")
     assert result.code == 0, result.output
     assert "/simple/demo/" in _Index.requests and "/files/demo-1.0.tar.gz" in _Index.requests
     assert git(upstream.tree, "rev-parse", "HEAD").strip() == upstream.commit
     _Index.requests.clear()
-    assert unpatch(upstream).code == 0
+    assert upstream.run("unpatch").code == 0
     assert _Index.requests == []  # the second run uses the cache only
 
 
 def test_index_listing_a_different_hash_stops_before_download(upstream: SyntheticUpstream,
                                                               http_index: str) -> None:
     _Index.listed_sha = {"demo-1.0.tar.gz": "1" * 64}
-    result = unpatch(upstream)
+    result = upstream.run("unpatch")
     assert result.code == 6
     assert "the index lists demo-1.0.tar.gz with sha256 " + "1" * 64 in result.stderr
     assert "/files/demo-1.0.tar.gz" not in _Index.requests
@@ -110,7 +106,7 @@ def test_downloaded_bytes_that_do_not_match_are_not_kept(upstream: SyntheticUpst
                                                          hermetic_seal: Path) -> None:
     _Index.files = {"demo-1.0.tar.gz": b"tampered" + upstream.sdist.read_bytes()}
     _Index.listed_sha = {"demo-1.0.tar.gz": upstream.sha256}  # the index lies too
-    result = unpatch(upstream)
+    result = upstream.run("unpatch")
     assert result.code == 6
     assert "differs from " + upstream.sha256 in result.stderr
     cached = list((hermetic_seal / "patchtool-cache").rglob("*.tar.gz"))
@@ -120,7 +116,7 @@ def test_downloaded_bytes_that_do_not_match_are_not_kept(upstream: SyntheticUpst
 
 def test_unknown_file_on_the_index_is_not_found(upstream: SyntheticUpstream, http_index: str) -> None:
     _Index.files = {"demo-0.9.tar.gz": b"other"}
-    result = unpatch(upstream)
+    result = upstream.run("unpatch")
     assert result.code == 3
     assert "demo-1.0.tar.gz was not found on any configured package index" in result.stderr
     assert "--sdist" in result.stderr
@@ -197,7 +193,7 @@ def test_git_source_base(tmp_path: Path, upstream: SyntheticUpstream) -> None:
 
 def test_base_toml_commit_that_the_sdist_does_not_give_is_refused(upstream: SyntheticUpstream) -> None:
     write_base(upstream.base_folder, "demo", "1.0", "a" * 40, upstream.sha256)
-    result = unpatch(upstream)
+    result = upstream.run("unpatch")
     assert result.code == 6
     assert "imports as commit " + upstream.commit in result.stderr and "a" * 40 in result.stderr
 

@@ -77,20 +77,11 @@ def test_unpatch_patch_edit_round_trip_on_the_real_source(private_world: RealVll
     assert snapshot(world.tree) == edited
 
 
-@pytest.fixture(scope="module")
-def wheel(real_vllm: RealVllm, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    result = real_vllm.cli("build-wheel", "--device-type", "metax_C550", "--dir",
-                           str(real_vllm.build), "--out", str(out))  # fmt: skip
-    assert result.code == 0, result.output
-    return Path(result.stdout.strip())
-
-
-def test_wheel_carries_exactly_the_devices_added_files(real_vllm: RealVllm, wheel: Path) -> None:
+def test_wheel_carries_exactly_the_devices_added_files(real_vllm: RealVllm, c550_wheel: Path) -> None:
     added = git(real_vllm.tree, "diff", "--name-only", "--diff-filter=A", "patchtool/base..HEAD")
     in_package = {p for p in added.split() if p.startswith("vllm/")}
     assert in_package == DEVICE_FILES
-    names = set(zipfile.ZipFile(wheel).namelist())
+    names = set(zipfile.ZipFile(c550_wheel).namelist())
     assert names >= DEVICE_FILES
     upstream_configs = git(real_vllm.tree, "ls-tree", "--name-only", "patchtool/base",
                            "vllm/model_executor/layers/fused_moe/configs/").split()  # fmt: skip
@@ -101,9 +92,9 @@ def test_wheel_carries_exactly_the_devices_added_files(real_vllm: RealVllm, whee
     assert "env.sh" not in names  # a build-time file, not part of the package
 
 
-def test_wheel_version_and_provenance(real_vllm: RealVllm, wheel: Path) -> None:
-    assert wheel.name == "vllm-0.7.2+maca-py3-none-any.whl"
-    with zipfile.ZipFile(wheel) as archive:
+def test_wheel_version_and_provenance(real_vllm: RealVllm, c550_wheel: Path) -> None:
+    assert c550_wheel.name == "vllm-0.7.2+maca-py3-none-any.whl"
+    with zipfile.ZipFile(c550_wheel) as archive:
         provenance = json.loads(archive.read("vllm-0.7.2+maca.dist-info/patchtool-provenance.json"))
         record = archive.read("vllm-0.7.2+maca.dist-info/RECORD").decode()
         metadata = archive.read("vllm-0.7.2+maca.dist-info/METADATA").decode()
@@ -119,17 +110,17 @@ def test_wheel_version_and_provenance(real_vllm: RealVllm, wheel: Path) -> None:
     assert provenance["target_device"] == "empty"
     assert provenance["tree_state"] == "exported"
     assert len(provenance["env_script"]["sha256"]) == 64
-    beside = json.loads(Path(str(wheel) + ".provenance.json").read_text())
-    assert beside["wheel_sha256"] == __import__("hashlib").sha256(wheel.read_bytes()).hexdigest()
+    beside = json.loads(Path(str(c550_wheel) + ".provenance.json").read_text())
+    assert beside["wheel_sha256"] == __import__("hashlib").sha256(c550_wheel.read_bytes()).hexdigest()
 
 
 def test_two_builds_are_byte_identical_and_unchanged_rebuild_is_reused(
-    real_vllm: RealVllm, wheel: Path, tmp_path: Path
+    real_vllm: RealVllm, c550_wheel: Path, tmp_path: Path
 ) -> None:
     again = real_vllm.cli("build-wheel", "--device-type", "metax_C550", "--dir",
                           str(real_vllm.build), "--out", str(tmp_path))  # fmt: skip
     assert again.code == 0, again.output
-    assert Path(again.stdout.strip()).read_bytes() == wheel.read_bytes()
+    assert Path(again.stdout.strip()).read_bytes() == c550_wheel.read_bytes()
     reused = real_vllm.cli("build-wheel", "--device-type", "metax_C550", "--dir",
                            str(real_vllm.build), "--out", str(tmp_path))  # fmt: skip
     assert reused.code == 0

@@ -279,6 +279,7 @@ def device_with_env_sh(upstream: SyntheticUpstream):  # type: ignore[no-untyped-
     return make
 
 
+@pytest.mark.slow
 def test_env_sh_past_env_timeout_is_a_build_error_and_is_stopped(device_with_env_sh,
                                                                  tmp_path: Path) -> None:
     world = device_with_env_sh('sleep 60 &\necho "$!" > "$1"\nwait "$!"\n', env_timeout=1)
@@ -294,6 +295,7 @@ def test_env_sh_past_env_timeout_is_a_build_error_and_is_stopped(device_with_env
     assert not list((world.root / "out").glob("*.whl"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("child", [SLEEPING_CHILD, LOOPING_CHILD], ids=["sleep", "busy-loop"])
 def test_background_child_of_a_succeeding_env_sh_is_ended(device_with_env_sh, tmp_path: Path,
                                                           child: str) -> None:
@@ -308,6 +310,7 @@ def test_background_child_of_a_succeeding_env_sh_is_ended(device_with_env_sh, tm
     assert [p.name for p in (world.root / "out").glob("*.whl")] == ["demo-1.0-py3-none-any.whl"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("child", [SLEEPING_CHILD, LOOPING_CHILD], ids=["sleep", "busy-loop"])
 def test_background_child_of_a_failing_env_sh_is_ended(device_with_env_sh, tmp_path: Path,
                                                        child: str) -> None:

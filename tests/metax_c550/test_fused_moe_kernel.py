@@ -12,7 +12,10 @@ The Triton interpreter's bf16 dot is wrong, so only fp16 and fp32 are used.
 
 The trees come from conftest.py: c550_tree is the tree `patchtool unpatch`
 builds from the real sdist and the store, vllm_base_tree its base commit
-(PATCHTOOL_C550_TREE / PATCHTOOL_VLLM_BASE_TREE point them elsewhere).
+(PATCHTOOL_C550_TREE / PATCHTOOL_VLLM_BASE_TREE point them elsewhere). The
+tests marked `carried` (and the M12 shape) run on every base the series is
+carried to (c550_bases.py), in this process: vllm_loader loads one tree at a
+time and switches when a test asks for another.
 """
 import os
 
@@ -55,7 +58,10 @@ TOL = {
 SHAPES = [
     pytest.param(1, 64, 32, 8, 2, id="M1-H64-N32-E8-top2"),
     pytest.param(5, 64, 32, 16, 8, id="M5-H64-N32-E16-top8"),
-    pytest.param(12, 96, 48, 20, 4, id="M12-H96-N48-E20-top4"),
+    # The largest (three K tiles, so SPLIT_K=4 leaves one split without a
+    # tile) also runs on every base the series is carried to.
+    pytest.param(12, 96, 48, 20, 4, id="M12-H96-N48-E20-top4",
+                 marks=pytest.mark.carried),
 ]
 DTYPES = [pytest.param(torch.float16, id="fp16"),
           pytest.param(torch.float32, id="fp32")]
@@ -183,6 +189,7 @@ PREFILL_DEFAULT_RULES = [
 ]
 
 
+@pytest.mark.carried
 @pytest.mark.parametrize("M,shape,stage1,stage2", DEFAULT_RULES + [
     pytest.param(*rule, marks=pytest.mark.prefill_kernel)
     for rule in PREFILL_DEFAULT_RULES])
@@ -196,6 +203,7 @@ def test_default_rules(fm, M, shape, stage1, stage2):
                                       set())
 
 
+@pytest.mark.carried
 def test_default_rules_leave_fp32_to_upstream(fm):
     # The tiles are sized for 2-byte elements: fp32 keeps vLLM's default.
     assert fm.get_default_config(1, 256, 256, 7168, 8, "float32", False) == {
@@ -215,6 +223,7 @@ def test_default_prefill_configs_match_reference(fm):
           torch.float16)
 
 
+@pytest.mark.carried
 def test_default_stage2_matches_reference(fm):
     # H=640 > 512 and N=32: the w1 GEMM gets the long-reduction tile
     # (BLOCK_SIZE_N 32, BLOCK_SIZE_K 256) and the w2 GEMM its own
@@ -250,6 +259,7 @@ def test_stage_configs_match_reference(fm, M, H, N, E, topk, dtype):
     check(run_patched(fm, inputs, cfg), ref, dtype)
 
 
+@pytest.mark.carried
 def test_stage_config_resolution(fm):
     plain = dict(SMALL)
     s1, s2 = fm.get_stage_configs(plain)
@@ -260,6 +270,7 @@ def test_stage_config_resolution(fm):
         fm.get_stage_configs({"stage1": SMALL})
 
 
+@pytest.mark.carried
 def test_split_k_one_is_upstream_launch(fm):
     # SPLIT_K=1 must take the unsplit launch: bit-identical to no key.
     inputs = make_inputs(5, 64, 32, 16, 8, torch.float16, seed=3)
@@ -268,9 +279,10 @@ def test_split_k_one_is_upstream_launch(fm):
     assert torch.equal(a, b)
 
 
+@pytest.mark.carried
 def test_no_new_keys_bit_identical_to_base(fm, vllm_base_tree, tmp_path):
-    # The unpatched tree runs in a subprocess (one vllm per process) on
-    # the same saved inputs; with no new keys the outputs must be equal
+    # The unpatched tree runs in a subprocess (this process holds the
+    # patched one) on the same saved inputs; with no new keys the outputs must be equal
     # bit for bit (the int64 change only touches address arithmetic).
     cases = [((5, 64, 32, 16, 8), torch.float16, dict(SMALL)),
              ((12, 96, 48, 20, 4), torch.float32, dict(LARGE_M)),
@@ -306,6 +318,7 @@ def _poison_allocator():
     del blocks
 
 
+@pytest.mark.carried
 @pytest.mark.parametrize("cfg", [
     pytest.param(dict(SMALL), id="plain"),
     pytest.param(dict(SMALL, SPLIT_K=2), id="split2"),
@@ -342,6 +355,7 @@ def _block_quant_int8(w, block):
     return q.to(torch.int8).reshape(E, R, C), scale.float()
 
 
+@pytest.mark.carried
 @pytest.mark.vllm_08
 def test_split_k_block_quant_clamps_block_size_k(fm):
     # vLLM >= 0.8 clamps BLOCK_SIZE_K to the quantization block in the
@@ -450,6 +464,7 @@ def test_prefill_kernel_without_tail_runs_full_tiles(fm, monkeypatch):
                                       (192, 5, 32, 0)]
 
 
+@pytest.mark.carried
 @pytest.mark.prefill_kernel
 @pytest.mark.vllm_08
 @pytest.mark.parametrize("schedule", [

@@ -190,6 +190,7 @@ def _judged(fm, rules, recordings):
     return found
 
 
+@pytest.mark.carried
 @pytest.mark.prefill_kernel
 def test_default_rules_hold_on_the_recorded_h200_searches(c550_tree):
     # The tree's default rules against every recorded tuner run, where it
@@ -210,6 +211,7 @@ def test_default_rules_hold_on_the_recorded_h200_searches(c550_tree):
     assert worst["E=256,N=512"] <= 1.25 and worst["E=8,N=1792"] <= 1.25
 
 
+@pytest.mark.carried
 @pytest.mark.prefill_kernel
 def test_default_rules_hold_on_the_prefill_sweeps(c550_tree):
     # The sweeps of both kernels at M >= 512 on an H100 and an H200
@@ -225,6 +227,7 @@ def test_default_rules_hold_on_the_prefill_sweeps(c550_tree):
     assert max(worst for _, worst in found.values()) <= 1.05
 
 
+@pytest.mark.carried
 def test_launch_arguments_bind_to_the_trees_kernel(tuner, c550_tree):
     # invoke_fused_moe_kernel's parameters moved between releases (0.8
     # dropped topk_ids and added use_int8_w8a8 and per_channel_quant): the

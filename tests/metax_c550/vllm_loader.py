@@ -61,8 +61,12 @@ pyyaml, pyzmq (imported at the top of vllm/utils.py), and for vLLM >= 0.8
 cachetools (also vllm/utils.py) and typing_extensions (inputs/data.py; a
 dependency of torch).
 
-One tree per process: the modules are registered under the name ``vllm``.
-To run another tree (e.g. the unpatched base), use a subprocess;
+One tree at a time: the modules are registered under the name ``vllm``.
+Loading another tree unloads the first (``unload``: its modules leave
+sys.modules and the operators its code registered with torch.library are
+removed), so the tests can run on several bases in one process; a module
+object from an earlier load must not be used after that. To compare two
+trees side by side, run one in a subprocess:
 ``python vllm_loader.py --run-case TREE IN.pt OUT.pt`` runs one
 ``fused_experts_impl`` call saved by ``save_case``.
 """
@@ -303,12 +307,10 @@ def load_fused_moe(tree: os.PathLike | str,
     src = tree / "vllm"
     if not (src / "model_executor/layers/fused_moe/fused_moe.py").is_file():
         raise FileNotFoundError(f"{tree} does not look like a vLLM tree")
-    if _loaded_tree is not None:
-        if _loaded_tree != tree:
-            raise RuntimeError(
-                f"vllm is already loaded from {_loaded_tree}; load {tree} "
-                "in a subprocess (one tree per process)")
+    if _loaded_tree == tree:
         return sys.modules[FUSED_MOE_MODULE]
+    if _loaded_tree is not None:
+        unload()
     if "vllm" in sys.modules:
         raise RuntimeError("another vllm package is already imported")
 
@@ -344,6 +346,22 @@ def load_fused_moe(tree: os.PathLike | str,
                            "triton: is triton installed?")
     _loaded_tree = tree
     return mod
+
+
+def unload() -> None:
+    """Forget the loaded tree, so that another can be loaded: its ``vllm``
+    modules leave sys.modules, and the operators they registered with
+    torch.library (vllm/utils.py's ``vllm_lib``: inplace_fused_experts and
+    the like, which the next tree registers again under the same names) are
+    removed. The stand-ins for the compiled ops stay: they are the same for
+    every tree."""
+    global _loaded_tree
+    for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:
+        module = sys.modules.pop(name)
+        for value in list(vars(module).values()):
+            if isinstance(value, torch.library.Library):
+                value._destroy()  # what the library's finaliser does
+    _loaded_tree = None
 
 
 def override_config(config: dict[str, Any] | None):

@@ -151,11 +151,24 @@ def _signals_unwind() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous_int)
 
 
+def clear_process_caches() -> None:
+    """Forget what patchtool keeps for the life of a process: the build tree around
+    the working folder, and pip's settings (read from its files and the environment).
+    main() calls it first, so that each run in a process that runs several (tests,
+    embedding) reads both afresh, as a new process would; call it after a run to
+    leave nothing of that run behind."""
+    context.tree_here.cache_clear()
+    # Only a command that reaches an index imports it; start-up does not pay for it.
+    if "patchtool.sources.index.settings" in sys.modules:
+        from patchtool.sources.index.settings import load_settings
+
+        load_settings.cache_clear()
+
+
 def main(argv: list[str] | None = None) -> None:
     # typer's standalone mode handles usage errors (exit 2), --help and Exit;
     # everything the core raises comes through here.
-    # main() may run more than once in a process (tests, embedding)
-    context.tree_here.cache_clear()
+    clear_process_caches()
     cancel.reset()
     command = typer.main.get_command(app)
     hide_empty_defaults(command)
