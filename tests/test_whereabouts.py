@@ -174,6 +174,12 @@ def test_a_default_base_that_names_no_base_is_an_integrity_error(
 
 def test_a_default_base_that_is_not_a_name_is_refused(upstream: SyntheticUpstream) -> None:
     set_default_base(upstream, "../demo-1.0")
+    refused = [
+        f"error: {upstream.store / 'devA' / 'device.toml'}: default-base '../demo-1.0' is not "
+        "a valid name",
+        "hint: A default-base is 1-100 characters of letters, digits, '.', '_', '+' and '-', "
+        "starting with a letter or digit, and never contains '..'.",
+    ]
     # list shows the device as a matrix entry of its own: CI runs its check, which fails.
     result = upstream.cli("list", "--json")
     assert result.code == 0
