@@ -49,6 +49,22 @@ def globals_first(command: click.Command, args: list[str]) -> list[str]:
     return args[:index] + moved + args[index : index + 1] + rest
 
 
+def unknown_command(command: click.Command, args: list[str]) -> str | None:
+    """The command name given that is no command of `command` (after its global
+    options), or None: such a name gets the closest command, named in the one
+    wording of a close name (core/values.py) instead of click's own."""
+    if not isinstance(command, click.Group):
+        return None
+    global_options = _option_arity(command.params)
+    index = 0
+    while index < len(args) and args[index].startswith("-") and args[index] != "--":
+        name = args[index].split("=", 1)[0]
+        index += 1 + (global_options.get(name, 0) if "=" not in args[index] else 0)
+    if index >= len(args) or args[index] == "--" or args[index] in command.commands:
+        return None
+    return args[index]
+
+
 def _option_arity(params: list[click.Parameter]) -> dict[str, int]:
     """Each option name and how many values follow it (0 for flags)."""
     arity: dict[str, int] = {}

@@ -65,11 +65,15 @@ class TreeStatus:
 
 
 def tree_status(
-    store: Store, build_dir: Path, device: str, keyring: Keyring | None = None
+    store: Store,
+    build_dir: Path,
+    device: str,
+    keyring: Keyring | None = None,
+    given_dir: Path | None = None,
 ) -> TreeStatus:
     """The device's build tree: what it is in the middle of, its base, its commits,
     and the work the store lacks."""
-    tree = find_tree(build_dir, device)
+    tree = find_tree(build_dir, device, given_dir)
     in_progress = in_progress_lines(tree)
     record = read_record(tree)
     git = Git(tree)

@@ -135,6 +135,7 @@ def patch(
     options = ExportOptions(
         store=started.store,
         build_dir=started.build_dir,
+        given_dir=started.given_dir,
         device=device,
         base=base,
         check=check,
@@ -188,6 +189,7 @@ def build_wheel(
     options = WheelOptions(
         store=started.store,
         build_dir=started.build_dir,
+        given_dir=started.given_dir,
         device=device,
         out_dir=out,
         target_device=target_device,
@@ -210,7 +212,9 @@ def status(
     from patchtool.cli.overview import tree_status
 
     started = context.device_context(device, build_dir)
-    found = tree_status(started.store, started.build_dir, started.device)
+    found = tree_status(
+        started.store, started.build_dir, started.device, given_dir=started.given_dir
+    )
     if as_json:
         context.emit_json(found.to_json())
         return

@@ -68,7 +68,8 @@ def export_series(options: ExportOptions, reporter: Reporter) -> ExportResult:
         writes_store=not options.check,
         wait=options.wait,
     ):
-        return _export(options, find_tree(options.build_dir, options.device), reporter)
+        tree = find_tree(options.build_dir, options.device, options.given_dir)
+        return _export(options, tree, reporter)
 
 
 def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:

@@ -42,6 +42,7 @@ from patchtool.commands.importing.inputs import AUTHOR, Change, read_changes
 from patchtool.commands.jobs import CachedDeviceJob
 from patchtool.core.errors import (
     ChangeConflict,
+    ConflictError,
     DirtyTreeError,
     IntegrityError,
     NotFoundError,
@@ -164,8 +165,12 @@ def judge_reading(git: Git, patch: Path, change: Change, reading: PatchReading) 
     except PatchtoolError as error:
         message = error.message.replace(f"patch {patch}", change.origin)
         hint = "Nothing was imported."
-        if "leading pathname components" in message:  # -p strips more than a path has
+        if "leading pathname components" in message:
+            # -p strips more than a path has: the same mistake as a -p that strips
+            # too little (its paths are not in the tree), so the same class and
+            # exit code (4, a change that does not apply) and the same hint.
             hint = f"{strip_hint(git, patch, change.strip) or 'Check -p.'} {hint}"
+            raise ConflictError(message, hint=hint) from error
         raise type(error)(message, hint=hint) from error
 
 
@@ -590,10 +595,11 @@ def _apply(
     if trial.refused:
         summary.append(f"{len(trial.refused)} file(s) git refused whole")
     hint = "Refresh the change against this base."
-    if trial.missing and 2 * len(trial.missing) > len(paths):
-        hint = strip_hint(git, patch, change.strip, options.excludes) or (
-            "Most of its paths are not in the tree: check -p and the base."
-        )
+    other_strip = strip_hint(git, patch, change.strip, options.excludes) if trial.missing else None
+    if other_strip is not None:  # some path it names is in the tree with another -p
+        hint = other_strip
+    elif trial.missing and 2 * len(trial.missing) > len(paths):
+        hint = "Most of its paths are not in the tree: check -p and the base."
     elif trial.rejected and not options.three_way and _names_blobs(change.diff):
         hint = "Refresh the change against this base, or retry with --3way to let git merge it."
     raise ChangeConflict(
