@@ -271,3 +271,38 @@ def test_an_unknown_command_gets_the_one_did_you_mean(tmp_path: Path) -> None:
         ]
     unknown = run_cli("frobnicate", cwd=tmp_path)
     assert error_lines(unknown)[0] == "error: no command 'frobnicate'"
+
+
+# --------------------------------------------------------------------------- patch -m (#4)
+
+
+def test_patch_m_writes_a_patch_that_passes_lint(upstream: SyntheticUpstream) -> None:
+    assert upstream.run("unpatch").code == 0
+    (upstream.tree / "README.md").write_text("changed\n")
+    result = upstream.run("patch", "--strict", "-m", "docs: Rewrite the readme")
+    assert result.code == 0, result.output
+    assert "warning" not in result.stderr
+    message = git(upstream.tree, "log", "-1", "--format=%B")
+    assert message == (
+        "docs: Rewrite the readme\n\nCommitted with `patchtool patch -m` from the changes to "
+        "README.md left uncommitted in the build tree of devA.\n\nUpstream-Status: Pending\n\n"
+    )
+    checked = upstream.run("check")
+    assert checked.code == 0, checked.output
+    assert "ok    devA  demo-1.0  lint" in checked.stdout
+
+
+def test_patch_m_keeps_a_message_that_has_a_body(upstream: SyntheticUpstream) -> None:
+    assert upstream.run("unpatch").code == 0
+    (upstream.tree / "README.md").write_text("changed\n")
+    given = ("docs: Rewrite the readme\n\nThe old one named a removed command.\n\n"
+             "Upstream-Status: Pending")  # fmt: skip
+    assert upstream.run("patch", "--strict", "-m", given).code == 0
+    assert git(upstream.tree, "log", "-1", "--format=%B") == given + "\n\n"
+
+
+def test_patch_m_says_it_takes_a_subject() -> None:
+    shown = run_cli("patch", "--help", env={"COLUMNS": "200"})
+    line = next(line for line in shown.stdout.splitlines() if "--message" in line)
+    assert line.split()[1:5] == ["--message", "-m", "SUBJECT", "First"]
+    assert "new patch with this subject" in line

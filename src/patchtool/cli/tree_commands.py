@@ -86,7 +86,15 @@ def patch(
     ] = False,
     message: Annotated[
         str | None,
-        typer.Option("--message", "-m", help="First commit uncommitted changes as a new patch."),
+        typer.Option(
+            "--message",
+            "-m",
+            metavar="SUBJECT",
+            help="First commit the uncommitted changes as one new patch with this subject. "
+            "Unless the message has a body (SUBJECT, a blank line, the body), the commit gets "
+            "one naming where the change came from and an `Upstream-Status: Pending` trailer, "
+            "so that it passes lint; reword it to say why (`git commit --amend`).",
+        ),
     ] = None,
     force: Annotated[
         bool,

@@ -58,6 +58,7 @@ from patchtool.core.gitpatch import PatchReading, apply_to_index, read_patch
 from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
+from patchtool.series.lint import with_origin_body
 from patchtool.series.pipeline import prepare_export
 from patchtool.series.privacy import stored_limit
 from patchtool.store.files import render_device, write_device_file
@@ -409,7 +410,9 @@ def _import_into(
                     raise UsageError(
                         f"{change.origin} carries no message", hint="Pass --message SUBJECT."
                     )
-                text = with_source_body(message, change.source or change.origin).encode()
+                text = with_origin_body(
+                    message, f"Imported from {change.source or change.origin}."
+                ).encode()
                 identity = _identity(change, options, tree)
                 needed: tuple[str, ...] = ()
                 made = _commit_from_index(
@@ -690,21 +693,3 @@ def _strip(path: str, strip: int) -> str | None:
     """`path` less `strip` leading components, as git and patch count them."""
     parts = [part for part in path.split("/") if part]
     return "/".join(parts[strip:]) if len(parts) > strip else None
-
-
-_TRAILER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*:\s")
-
-
-def with_source_body(message: str, source: str) -> str:
-    """A message with a body kept as it is; one without gets a body that names its
-    source and, without one, an `Upstream-Status: Pending` trailer, so that lint
-    only asks for what needs a person."""
-    subject, _, rest = message.strip().partition("\n\n")
-    paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", rest) if p.strip()]
-    last = paragraphs[-1].splitlines() if paragraphs else []
-    trailers = last if last and all(_TRAILER.match(line) for line in last) else []
-    if paragraphs[: -1 if trailers else None]:
-        return message
-    if not any(t.lower().startswith("upstream-status:") for t in trailers):
-        trailers = [*trailers, "Upstream-Status: Pending"]
-    return f"{subject}\n\nImported from {source}.\n\n" + "\n".join(trailers) + "\n"
