@@ -7,6 +7,7 @@ another -p finds a path, and an unknown command gets the one "did you mean"."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -21,15 +22,17 @@ from helpers import (
     run_cli,
     snapshot,
 )
+from test_daily_state import STOPPED, stopped_rebase
 from test_private import PrivateWorld, new_identity, private, set_recipients  # noqa: F401
+from test_rebase import world  # noqa: F401 (fixture)
 
 from patchtool.core.errors import ExitCode
 
 # --------------------------------------------------------------------------- check's hints
 
 
-def ci_key(world: PrivateWorld) -> str:
-    secret = [line for line in world.identity.read_text().splitlines() if line.startswith("AGE-")]
+def ci_key(keys: PrivateWorld) -> str:
+    secret = [line for line in keys.identity.read_text().splitlines() if line.startswith("AGE-")]
     return str(pyrage.x25519.Identity.from_str(secret[0]).to_public())
 
 
@@ -203,8 +206,8 @@ def test_the_no_tree_hint_keeps_the_users_dir(upstream: SyntheticUpstream) -> No
 # --------------------------------------------------------------------------- -p
 
 
-def run_import(world: SyntheticUpstream, *args: str) -> CliResult:
-    return world.cli("import", "--device-type", "devA", "--dir", str(world.build),
+def run_import(upstream: SyntheticUpstream, *args: str) -> CliResult:
+    return upstream.cli("import", "--device-type", "devA", "--dir", str(upstream.build),
                      "--author", "Ada <ada@example.invalid>", "-m", "vendor", *args)  # fmt: skip
 
 
@@ -306,3 +309,33 @@ def test_patch_m_says_it_takes_a_subject() -> None:
     line = next(line for line in shown.stdout.splitlines() if "--message" in line)
     assert line.split()[1:5] == ["--message", "-m", "SUBJECT", "First"]
     assert "new patch with this subject" in line
+
+
+# --------------------------------------------------------------------------- status in a rebase
+
+
+def test_status_during_a_stopped_rebase_shows_the_new_base_and_no_unexported_work(
+    world: SyntheticUpstream,  # noqa: F811
+) -> None:
+    stopped_rebase(world)
+    shown = run_cli("status", cwd=world.tree)
+    assert shown.code == 0, shown.output
+    picked = git(world.tree, "log", "--reverse", "--format=%h %s", "-2").splitlines()
+    new_base = git(world.tree, "rev-parse", "HEAD~2").strip()
+    assert git(world.tree, "log", "-1", "--format=%s", new_base) == (
+        "Import demo 1.1 from demo-1.1.tar.gz\n"
+    )
+    assert shown.stdout.splitlines() == [
+        STOPPED,
+        f"tree:       {world.tree}",
+        f"base:       demo-1.1 (demo 1.1, {new_base})",
+        "commits:    2",
+        *(f"  {line}" for line in picked),
+        "unexported: 0",
+        "uncommitted files: 1",
+        "  demo/core.py",
+    ]
+    as_json = json.loads(world.run("status", "--json").stdout)
+    assert (as_json["base"], as_json["base_commit"], as_json["unexported"]) == (
+        "demo-1.1", new_base, []
+    )
