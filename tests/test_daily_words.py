@@ -339,3 +339,47 @@ def test_status_during_a_stopped_rebase_shows_the_new_base_and_no_unexported_wor
     assert (as_json["base"], as_json["base_commit"], as_json["unexported"]) == (
         "demo-1.1", new_base, []
     )
+
+
+# --------------------------------------------------------------------------- keygen (#10)
+
+
+def test_keygen_writes_a_0600_identity_that_opens_what_its_recipient_can(
+    private: PrivateWorld,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    identity = tmp_path / "keys" / "mine.txt"
+    made = run_cli("keygen", str(identity), cwd=tmp_path)
+    assert made.code == 0, made.output
+    recipient = made.stdout.strip()
+    assert recipient.startswith("age1") and made.stdout == recipient + "\n"
+    assert made.stderr == (
+        f"wrote a new identity to {identity} (mode 0600); its recipient, for device.toml's "
+        "[private.recipients]:\n"
+    )
+    assert identity.stat().st_mode & 0o777 == 0o600
+    assert identity.read_text().splitlines()[0] == f"# public key: {recipient}"
+    # The recipient in device.toml, the patches encrypted anew: the new file opens them.
+    set_recipients(private.world, {"ci": ci_key(private), "mine": recipient})
+    build = str(private.world.build)
+    exported = private.cli("patch", "-d", "devA", "--dir", build, identity=private.identity)
+    assert exported.code == 0, exported.output
+    opened = private.cli("check", "-d", "devA", identity=identity)
+    assert opened.code == 0, opened.output
+
+
+def test_keygen_never_replaces_a_file(tmp_path: Path) -> None:
+    existing = tmp_path / "key.txt"
+    existing.write_text("AGE-SECRET-KEY-1 the only copy\n")
+    refused = run_cli("keygen", str(existing), cwd=tmp_path)
+    assert refused.code == ExitCode.USAGE
+    assert error_lines(refused) == [
+        f"error: {existing} exists; keygen never replaces a file (it may hold the only copy "
+        "of a key)",
+        "hint: Name a new file, or move that one away yourself.",
+    ]
+    assert existing.read_text() == "AGE-SECRET-KEY-1 the only copy\n"
+    link = tmp_path / "link.txt"
+    link.symlink_to(tmp_path / "elsewhere.txt")
+    assert run_cli("keygen", str(link), cwd=tmp_path).code == ExitCode.USAGE
+    assert not (tmp_path / "elsewhere.txt").exists()

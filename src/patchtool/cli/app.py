@@ -22,7 +22,7 @@ from typing import Annotated
 import click
 
 from patchtool import __version__
-from patchtool.cli import context, rebase_command, store_commands, tree_commands
+from patchtool.cli import context, keygen_command, rebase_command, store_commands, tree_commands
 from patchtool.cli.arguments import globals_first, hide_empty_defaults, unknown_command
 from patchtool.cli.import_command import ImportCommand, import_changes
 from patchtool.cli.typer_lean import typer
@@ -90,6 +90,7 @@ app.command()(tree_commands.status)
 app.command()(store_commands.check)
 app.command()(rebase_command.rebase)
 app.command("import", cls=ImportCommand)(import_changes)
+app.command()(keygen_command.keygen)
 
 
 # --------------------------------------------------------------------------- error boundary
