@@ -383,3 +383,38 @@ def test_keygen_never_replaces_a_file(tmp_path: Path) -> None:
     link.symlink_to(tmp_path / "elsewhere.txt")
     assert run_cli("keygen", str(link), cwd=tmp_path).code == ExitCode.USAGE
     assert not (tmp_path / "elsewhere.txt").exists()
+
+
+# --------------------------------------------------------------------------- help
+
+
+def help_of(*command: str) -> str:
+    shown = run_cli(*command, "--help", env={"COLUMNS": "200"})
+    assert shown.code == 0, shown.output
+    return shown.stdout
+
+
+def test_check_public_only_help_mentions_no_tree_and_the_switches_have_no_forms() -> None:
+    check = next(line for line in help_of("check").splitlines() if "--public-only" in line)
+    assert "tree" not in check and "--no-public-only" in check
+    for command, option in (("unpatch", "--3way"), ("import", "--3way"),
+                            ("unpatch", "--public-only")):  # fmt: skip
+        line = next(line for line in help_of(command).splitlines() if f" {option} " in line)
+        assert f"--no-{option[2:]}" in line, (command, option)
+    assert run_cli("unpatch", "--no-3way", "--no-public-only", "-d", "none").code == 3
+
+
+def test_every_commands_help_names_the_global_options() -> None:
+    for command in ("unpatch", "patch", "build-wheel", "list", "status", "check", "rebase",
+                    "import", "keygen"):  # fmt: skip
+        text = " ".join(help_of(command).split())
+        assert ("Global options, before or after the command: --store, --cache-dir, --debug, "
+                "--quiet/-q (see `patchtool --help`).") in text, command  # fmt: skip
+
+
+def test_rebase_c_default_is_the_same_in_help_and_docs() -> None:
+    line = next(line for line in help_of("rebase").splitlines() if "--commit-id" in line)
+    assert "(default: device.toml's default-base, else the newest base)" in line
+    docs = " ".join((Path(__file__).parent.parent / "docs" / "rebase.md").read_text().split())
+    assert ("picks the old base (default: device.toml's default-base, else the device's "
+            "newest base)") in docs  # fmt: skip

@@ -23,7 +23,12 @@ import click
 
 from patchtool import __version__
 from patchtool.cli import context, keygen_command, rebase_command, store_commands, tree_commands
-from patchtool.cli.arguments import globals_first, hide_empty_defaults, unknown_command
+from patchtool.cli.arguments import (
+    globals_first,
+    hide_empty_defaults,
+    note_global_options,
+    unknown_command,
+)
 from patchtool.cli.import_command import ImportCommand, import_changes
 from patchtool.cli.typer_lean import typer
 from patchtool.core import cancel
@@ -162,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     cancel.reset()
     command = typer.main.get_command(app)
     hide_empty_defaults(command)
+    note_global_options(command)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         _refuse_unknown_command(command, args)

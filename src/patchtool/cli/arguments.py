@@ -18,6 +18,23 @@ def hide_empty_defaults(command: click.Command) -> None:
             param.show_default = False
 
 
+def note_global_options(command: click.Command) -> None:
+    """Each command's --help ends by naming the global options, which work after the
+    command too (globals_first), and where they are described."""
+    if not isinstance(command, click.Group):
+        return
+    names = [
+        "/".join(param.opts)
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden and param.name != "version"
+    ]
+    for sub in command.commands.values():
+        sub.epilog = (
+            f"Global options, before or after the command: {', '.join(names)} "
+            "(see `patchtool --help`)."
+        )
+
+
 def globals_first(command: click.Command, args: list[str]) -> list[str]:
     """Move the global options (--store, --cache-dir, --debug, -q) found after the
     command name to before it, reading the command's own options so that an

@@ -17,6 +17,7 @@ from patchtool.cli.options import (
     NoWaitOption,
     PublicOnlyOption,
     SdistOption,
+    ThreeWayOption,
     TreeCommitOption,
     UnpatchCommitOption,
 )
@@ -31,9 +32,7 @@ def unpatch(
         bool,
         typer.Option(help="Replace a tree holding unexported work (it is moved to a backup)."),
     ] = False,
-    three_way: Annotated[
-        bool, typer.Option("--3way", help="Let git fall back to a 3-way merge, and report where.")
-    ] = False,
+    three_way: ThreeWayOption = False,
     sdist: SdistOption = None,
     identity: IdentityOption = None,
     public_only: PublicOnlyOption = False,
