@@ -117,7 +117,10 @@ def test_check_of_a_patch_1000_folders_deep_is_exit_10_with_json_and_no_scratch_
         }
         assert error_lines(result) == [
             "error: 1 check(s) failed: devA/demo-1.0 safety",
-            "hint: Fix what the report above lists and run check again.",
+            # The safety error's own hint, as unpatch gives it.
+            "hint: Nothing was applied and no build tree was changed. patchtool refuses patches "
+            "that could write outside the tree, into .git or through a symlink: fix or remove "
+            "the patch (and its line in series).",
         ]
         assert os.listdir(temporary) == []
         assert os.listdir(scratch) == []

@@ -246,7 +246,8 @@ def test_a_wrong_p_names_the_p_that_fits(
     assert store_and_tree(upstream) == before
     # A -p that strips a whole path away: git cannot read the change at all.
     too_deep = upstream.run("import", "-p", "3", *AUTHOR, "-m", "vendor", str(deep))
-    assert too_deep.code == 6, too_deep.output
+    # The same mistake as -p1, the same exit code (issue 21 #8).
+    assert too_deep.code == 4 == result.code, too_deep.output
     assert error_lines(too_deep)[-1] == (
         "hint: -p2 matches 6 of 7 files (-p3 matches 0): import again with -p 2. Nothing "
         "was imported."

@@ -123,8 +123,8 @@ def test_a_rule_of_the_rule_set_is_checked_by_check_and_warned_by_patch(
     that finds every patch that mentions function_3."""
     rules = lint._lint_patch
 
-    def with_a_new_rule(data: bytes, name: str) -> list[LintFinding]:
-        found = rules(data, name)
+    def with_a_new_rule(data: bytes, name: str, rendered: bool = False) -> list[LintFinding]:
+        found = rules(data, name, rendered)
         if b"function_3" in data:
             found.append(LintFinding(name, "changes", "mentions function_3"))
         return found

@@ -19,13 +19,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
+import click
+
 from patchtool import __version__
-from patchtool.cli import context, rebase_command, store_commands, tree_commands
-from patchtool.cli.arguments import globals_first, hide_empty_defaults
+from patchtool.cli import context, keygen_command, rebase_command, store_commands, tree_commands
+from patchtool.cli.arguments import (
+    globals_first,
+    hide_empty_defaults,
+    note_global_options,
+    unknown_command,
+)
 from patchtool.cli.import_command import ImportCommand, import_changes
 from patchtool.cli.typer_lean import typer
 from patchtool.core import cancel
-from patchtool.core.errors import ExitCode, PatchtoolError
+from patchtool.core.errors import ExitCode, PatchtoolError, UsageError, quoted
 
 app = typer.Typer(
     name="patchtool",
@@ -88,6 +95,7 @@ app.command()(tree_commands.status)
 app.command()(store_commands.check)
 app.command()(rebase_command.rebase)
 app.command("import", cls=ImportCommand)(import_changes)
+app.command()(keygen_command.keygen)
 
 
 # --------------------------------------------------------------------------- error boundary
@@ -172,8 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     cancel.reset()
     command = typer.main.get_command(app)
     hide_empty_defaults(command)
+    note_global_options(command)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        _refuse_unknown_command(command, args)
         with _signals_unwind():
             command.main(args=globals_first(command, args), prog_name="patchtool")
     except Terminated:
@@ -194,6 +204,20 @@ def main(argv: list[str] | None = None) -> None:
             print(f"patchtool: internal error: {type(error).__name__}: {error}", file=sys.stderr)
             print("hint: run again with --debug and report the traceback.", file=sys.stderr)
         sys.exit(int(ExitCode.INTERNAL))
+
+
+def _refuse_unknown_command(command: click.Command, args: list[str]) -> None:
+    """`patchtool unpach`: the closest command named in the one wording of a close
+    name (core/values.py), exit 2 as for any usage error."""
+    name = unknown_command(command, args)
+    if name is None or not isinstance(command, click.Group):
+        return
+    from patchtool.core.values import did_you_mean
+
+    raise UsageError(
+        f"no command {quoted(name)}{did_you_mean(name, sorted(command.commands))}",
+        hint="`patchtool --help` lists the commands.",
+    )
 
 
 def _render_error(error: PatchtoolError) -> None:

@@ -65,6 +65,7 @@ class DeviceContext:
     store: Store
     build_dir: Path
     device: str
+    given_dir: Path | None = None  # --dir as typed, for hints that name a command
 
 
 def device_context(
@@ -79,7 +80,9 @@ def device_context(
     name = device_for(device, tree_here(), found_store if must_exist else None)
     if must_exist:
         found_store.device(name)
-    return DeviceContext(reporter(), found_store, build_dir(given_dir, found_store), name)
+    return DeviceContext(
+        reporter(), found_store, build_dir(given_dir, found_store), name, given_dir
+    )
 
 
 def cache() -> BaseCache:

@@ -74,9 +74,23 @@ IdentityOption = Annotated[
 PublicOnlyOption = Annotated[
     bool,
     typer.Option(
-        "--public-only",
+        "--public-only/--no-public-only",
         help="Leave out the private patches instead of needing an identity that opens them "
         "(a tree made so cannot be exported).",
+    ),
+]
+CheckPublicOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--public-only/--no-public-only",
+        help="Check the public patches only, leaving out the private ones instead of needing "
+        "an identity that opens them (the export check is not run then).",
+    ),
+]
+ThreeWayOption = Annotated[
+    bool,
+    typer.Option(
+        "--3way/--no-3way", help="Let git fall back to a 3-way merge, and report where."
     ),
 ]
 NoWaitOption = Annotated[
@@ -95,7 +109,7 @@ ImportOntoOption = Annotated[
 ImportThreeWayOption = Annotated[
     bool,
     typer.Option(
-        "--3way",
+        "--3way/--no-3way",
         help="Let git fall back to a 3-way merge where the change names its base blobs.",
     ),
 ]

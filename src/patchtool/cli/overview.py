@@ -12,9 +12,9 @@ from patchtool.core.gitops import Git
 from patchtool.series.privacy import Keyring
 from patchtool.store.resolve import Store
 from patchtool.store.series import parse_series
-from patchtool.trees.in_progress import in_progress_lines
+from patchtool.trees.in_progress import RebaseStop, in_progress_lines, rebase_stop
 from patchtool.trees.record import find_tree, read_record
-from patchtool.trees.work import tree_work
+from patchtool.trees.work import tree_work, uncommitted_files
 
 
 def store_listing(store: Store) -> list[dict[str, Any]]:
@@ -86,14 +86,21 @@ class TreeStatus:
 
 
 def tree_status(
-    store: Store, build_dir: Path, device: str, keyring: Keyring | None = None
+    store: Store,
+    build_dir: Path,
+    device: str,
+    keyring: Keyring | None = None,
+    given_dir: Path | None = None,
 ) -> TreeStatus:
     """The device's build tree: what it is in the middle of, its base, its commits,
     and the work the store lacks."""
-    tree = find_tree(build_dir, device)
+    tree = find_tree(build_dir, device, given_dir)
     in_progress = in_progress_lines(tree)
     record = read_record(tree)
     git = Git(tree)
+    stop = rebase_stop(tree.parent)
+    if stop is not None and _on_new_base(git, stop):
+        return _rebasing_status(git, tree, stop, in_progress)
     base = store.resolve_base(device, record.base_id)
     log = git.lines("log", "--reverse", "--format=%h %s", f"{record.base_commit}..HEAD")
     work = tree_work(git, base, record.base_commit, keyring)
@@ -115,6 +122,34 @@ def tree_status(
         other=other,
         in_progress=in_progress,
         left_out_private=list(record.skipped_private),
+    )
+
+
+def _on_new_base(git: Git, stop: RebaseStop) -> bool:
+    """The tree stands on the rebase's new base (its picks on top): the rebase
+    has checked it out, so the base the record names is no longer the tree's."""
+    if not stop.onto_commit:
+        return False
+    ancestor = git.run("merge-base", "--is-ancestor", stop.onto_commit, "HEAD", check=False)
+    return ancestor.returncode == 0
+
+
+def _rebasing_status(git: Git, tree: Path, stop: RebaseStop, in_progress: list[str]) -> TreeStatus:
+    """A tree a stopped rebase stands on: its base is the rebase's new base, its
+    commits the patches picked so far. None of them is unexported work: the
+    rebase's --continue writes them into the store (its --abort drops them)."""
+    return TreeStatus(
+        tree=str(tree),
+        device=stop.device,
+        base=stop.onto,
+        project=stop.onto_project,
+        version=stop.onto_version,
+        base_commit=stop.onto_commit,
+        commits=git.lines("log", "--reverse", "--format=%h %s", f"{stop.onto_commit}..HEAD"),
+        unexported=[],
+        uncommitted=uncommitted_files(git),
+        other=[],
+        in_progress=in_progress,
     )
 
 

@@ -8,7 +8,7 @@ version (`--forecast`). cli/app.py registers them."""
 from typing import Annotated
 
 from patchtool.cli import context
-from patchtool.cli.options import IdentityOption, PublicOnlyOption, SdistOption
+from patchtool.cli.options import CheckPublicOnlyOption, IdentityOption, SdistOption
 from patchtool.cli.typer_lean import typer
 from patchtool.core.errors import UsageError
 
@@ -95,7 +95,7 @@ def check(
         ),
     ] = False,
     identity: IdentityOption = None,
-    public_only: PublicOnlyOption = False,
+    public_only: CheckPublicOnlyOption = False,
     forecast: Annotated[
         str | None,
         typer.Option(

@@ -17,6 +17,7 @@ from patchtool.cli.options import (
     NoWaitOption,
     PublicOnlyOption,
     SdistOption,
+    ThreeWayOption,
     TreeCommitOption,
     UnpatchCommitOption,
 )
@@ -31,9 +32,7 @@ def unpatch(
         bool,
         typer.Option(help="Replace a tree holding unexported work (it is moved to a backup)."),
     ] = False,
-    three_way: Annotated[
-        bool, typer.Option("--3way", help="Let git fall back to a 3-way merge, and report where.")
-    ] = False,
+    three_way: ThreeWayOption = False,
     sdist: SdistOption = None,
     identity: IdentityOption = None,
     public_only: PublicOnlyOption = False,
@@ -84,7 +83,15 @@ def patch(
     ] = False,
     message: Annotated[
         str | None,
-        typer.Option("--message", "-m", help="First commit uncommitted changes as a new patch."),
+        typer.Option(
+            "--message",
+            "-m",
+            metavar="SUBJECT",
+            help="First commit the uncommitted changes as one new patch with this subject. "
+            "Unless the message has a body (SUBJECT, a blank line, the body), the commit gets "
+            "one naming where the change came from and an `Upstream-Status: Pending` trailer, "
+            "so that it passes lint; reword it to say why (`git commit --amend`).",
+        ),
     ] = None,
     force: Annotated[
         bool,
@@ -133,6 +140,7 @@ def patch(
     options = ExportOptions(
         store=started.store,
         build_dir=started.build_dir,
+        given_dir=started.given_dir,
         device=device,
         base=base,
         check=check,
@@ -186,6 +194,7 @@ def build_wheel(
     options = WheelOptions(
         store=started.store,
         build_dir=started.build_dir,
+        given_dir=started.given_dir,
         device=device,
         out_dir=out,
         target_device=target_device,
@@ -208,7 +217,9 @@ def status(
     from patchtool.cli.overview import tree_status
 
     started = context.device_context(device, build_dir)
-    found = tree_status(started.store, started.build_dir, started.device)
+    found = tree_status(
+        started.store, started.build_dir, started.device, given_dir=started.given_dir
+    )
     if as_json:
         context.emit_json(found.to_json())
         return

@@ -111,7 +111,8 @@ def build_wheel(options: WheelOptions, reporter: Reporter) -> WheelResult:
         writes_store=False,
         wait=options.wait,
     ):
-        return _build_wheel(options, find_tree(options.build_dir, options.device), reporter)
+        tree = find_tree(options.build_dir, options.device, options.given_dir)
+        return _build_wheel(options, tree, reporter)
 
 
 def _build_wheel(options: WheelOptions, tree: Path, reporter: Reporter) -> WheelResult:

@@ -70,7 +70,7 @@ import contextvars
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -94,8 +94,10 @@ from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder, scratch_root
 from patchtool.series.lint import (
     MESSAGE_ADVICE,
+    MESSAGE_RULES,
     WHITESPACE_FIX,
     LintSubject,
+    Rule,
     accepted,
     capped,
     series_findings,
@@ -155,6 +157,9 @@ class CheckRecord:
     # failed (its record carries the code), or the public part only.
     skipped: bool = False
     duration: float = 0.0  # seconds this check took (0 for one that did not run)
+    # What to do about this failure: the hint of the error it records, or the one
+    # its findings call for (lint); the run's hint is made of its records' own.
+    hint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -245,15 +250,13 @@ class CheckReport:
         failed = [r for r in self.failed if r.exit_code != ExitCode.OK]
         if failed:
             names = ", ".join(f"{r.device}/{r.base or DEVICE_FILE} {r.check}" for r in failed)
-            lint = [r for r in failed if r.check == "lint"]
-            hint = _lint_hint(lint[0].device, lint[0].base) if lint else None
+            counted = f"{len(failed)} check(s) failed: {names}"
+            hints = list(dict.fromkeys(r.hint for r in failed if r.hint))
+            hint = " ".join(hints) or "Fix what the report above lists and run check again."
             if self.exit_code == ExitCode.INTERNAL:
                 hint = "A check failed on a bug in patchtool: run again with --debug and report it."
             # The class of the most serious code: the exit code is the class's.
-            raise error_class(self.exit_code)(
-                f"{len(failed)} check(s) failed: {names}",
-                hint=hint or "Fix what the report above lists and run check again.",
-            )
+            raise error_class(self.exit_code)(counted, hint=hint)
 
 
 def _worst(records: list[CheckRecord]) -> ExitCode:
@@ -265,17 +268,33 @@ def _worst(records: list[CheckRecord]) -> ExitCode:
     return min(codes) if codes else ExitCode.OK
 
 
-def _lint_hint(device: str, base_id: str) -> str:
-    return (
-        "Fix what the report above lists and run check again. Lint problems are fixed in "
-        f"the build tree's commits (`patchtool unpatch --device-type {device} --commit-id "
-        f"{base_id}` makes the tree): `git commit --amend` for the last commit or "
-        "`git rebase -i patchtool/base` (mark a commit `reword` for its message, `edit` for "
-        f"its lines) for earlier ones, then `patchtool patch --device-type {device}`; "
-        f"trailing whitespace goes from every commit at once with `{WHITESPACE_FIX}`; "
-        + MESSAGE_ADVICE
-        + "."
-    )
+def lint_hint(device: str, base_id: str, rules: Collection[Rule]) -> str:
+    """What fixes these lint findings, by their rules: a commit's message or lines
+    are fixed in the build tree's commits; a private patch's recipients by an
+    export, which encrypts it anew to device.toml's recipients."""
+    tree = f"`patchtool unpatch --device-type {device} --commit-id {base_id}`"
+    parts = []
+    if set(rules) - {"recipients"}:
+        parts.append(
+            "Lint problems are fixed in the build tree's commits "
+            f"({tree} makes the tree): `git commit --amend` for the last commit or "
+            "`git rebase -i patchtool/base` (mark a commit `reword` for its message, `edit` "
+            f"for its lines) for earlier ones, then `patchtool patch --device-type {device}`"
+            + (
+                f"; trailing whitespace goes from every commit at once with `{WHITESPACE_FIX}`"
+                if "whitespace" in rules
+                else ""
+            )
+            + (f"; {MESSAGE_ADVICE}" if set(rules) & MESSAGE_RULES else "")
+            + "."
+        )
+    if "recipients" in rules:
+        parts.append(
+            "A private patch is encrypted anew to device.toml's recipients by an export: "
+            f"make the tree with a key that opens it ({tree} --identity FILE), then run "
+            f"`patchtool patch --device-type {device}` and commit the store."
+        )
+    return " ".join(parts)
 
 
 def run_checks(options: CheckOptions, reporter: Reporter) -> CheckReport:
@@ -555,6 +574,9 @@ def _lint(
     names = tuple(r.name for r in config.recipients)
     failing, own = accepted(series_findings(subjects, names, config.limits))
     record = _record(base, "lint", capped(failing), ExitCode.STALE, started)
+    if failing:
+        rules = {f.rule for f in failing}
+        record = replace(record, hint=lint_hint(base.device, base.base_id, rules))
     return replace(record, details=(*record.details, own)) if own else record
 
 
@@ -715,7 +737,9 @@ def _judge_paths_only(tree: Path, loaded: LoadedSeries) -> CheckRecord:
 
 def _failure(device: str, base_id: str, check: str, error: PatchtoolError) -> CheckRecord:
     details = [*error.message.splitlines()]
-    return CheckRecord(device, base_id, check, False, tuple(details), error.exit_code)
+    return CheckRecord(
+        device, base_id, check, False, tuple(details), error.exit_code, hint=error.hint
+    )
 
 
 def _skipped(device: str, base_id: str, checks: tuple[str, ...], why: str) -> list[CheckRecord]:

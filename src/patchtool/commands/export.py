@@ -27,7 +27,7 @@ from patchtool.core.errors import DirtyTreeError, StaleStoreError, UsageError, q
 from patchtool.core.gitops import Git, user_identity
 from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
-from patchtool.series.lint import PatchLint, lint_refusal
+from patchtool.series.lint import PatchLint, lint_refusal, with_origin_body
 from patchtool.series.pipeline import prepare_export
 from patchtool.store.model import BaseRef
 from patchtool.store.series import parse_series, series_digest
@@ -57,6 +57,16 @@ class ExportResult:
     lint: tuple[PatchLint, ...] = ()  # the patches check's lint would refuse
 
 
+def commit_origin(device: str, files: list[str]) -> str:
+    """The body `patch -m` gives a commit whose message has none: where its change
+    came from (lint's message rules want a body; the user may write a better one)."""
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    return (
+        f"Committed with `patchtool patch -m` from the changes to {shown} left "
+        f"uncommitted in the build tree of {device}."
+    )
+
+
 def export_series(options: ExportOptions, reporter: Reporter) -> ExportResult:
     """Export the device's build tree into its base's folder, holding the device's
     locks (the store's exclusive, unless `check`)."""
@@ -68,7 +78,8 @@ def export_series(options: ExportOptions, reporter: Reporter) -> ExportResult:
         writes_store=not options.check,
         wait=options.wait,
     ):
-        return _export(options, find_tree(options.build_dir, options.device), reporter)
+        tree = find_tree(options.build_dir, options.device, options.given_dir)
+        return _export(options, tree, reporter)
 
 
 def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
@@ -112,7 +123,8 @@ def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportRes
             )
         reporter.step(f"committing {len(dirty)} changed file(s) as {quoted(options.message)}")
         git.run("add", "--all")
-        git.run("commit", "--quiet", "--no-verify", "-m", options.message, env=identity)
+        message = with_origin_body(options.message, commit_origin(options.device, dirty))
+        git.run("commit", "--quiet", "--no-verify", "-m", message, env=identity)
         committed = git.text("rev-parse", "HEAD")
     if not options.check:
         # Also here, not only in write_plan: after a run killed just after its

@@ -35,6 +35,9 @@ class Job:
 class DeviceJob(Job):
     build_dir: Path
     device: str
+    # The --dir as the user typed it (None: not given): hints that name a command
+    # repeat it, so that the command they name finds the same build folder.
+    given_dir: Path | None = None
     wait: bool = True  # queue behind another run holding the device's locks (not --no-wait)
 
 

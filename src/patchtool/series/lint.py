@@ -385,6 +385,23 @@ def _lint_message(message: str) -> list[tuple[Rule, str]]:
     return problems
 
 
+def with_origin_body(message: str, origin: str) -> str:
+    """A message as the message rules want it, for the commits patchtool makes
+    from changes a person gave (`import`, `patch -m`): one with a body is kept as
+    it is; one without gets `origin` (a sentence naming where the change came
+    from) as its body and, without one, an `Upstream-Status: Pending` trailer, so
+    that lint only asks for what needs a person."""
+    subject, _, rest = message.strip().partition("\n\n")
+    paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", rest) if p.strip()]
+    last = paragraphs[-1].splitlines() if paragraphs else []
+    trailers = last if last and all(_TRAILER.match(line) for line in last) else []
+    if paragraphs[: -1 if trailers else None]:
+        return message
+    if not any(t.lower().startswith("upstream-status:") for t in trailers):
+        trailers = [*trailers, "Upstream-Status: Pending"]
+    return f"{subject}\n\n{origin}\n\n" + "\n".join(trailers) + "\n"
+
+
 def _lint_added_lines(change: _LintedFile) -> list[tuple[Rule, str]]:
     problems: list[tuple[Rule, str]] = []
     added = change.added

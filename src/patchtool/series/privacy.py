@@ -128,6 +128,37 @@ def load_keyring(path: Path) -> Keyring:
     return Keyring(path, tuple(identities), frozenset(publics))
 
 
+def write_new_identity(path: Path) -> str:
+    """A new age X25519 identity written to `path` (created, never replaced; mode
+    0600, as age-keygen makes it), in the file form `load_keyring` reads. Returns
+    its recipient (`age1...`), the public key device.toml's recipients take."""
+    import pyrage
+
+    identity = pyrage.x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    text = f"# public key: {recipient}\n{identity}\n".encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise UsageError(
+            f"{path} exists; keygen never replaces a file (it may hold the only copy of a key)",
+            hint="Name a new file, or move that one away yourself.",
+        ) from None
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"cannot create {path}: its folder does not exist",
+            hint="Create the folder first (e.g. `mkdir -p ~/.config/patchtool`).",
+        ) from None
+    try:
+        os.fchmod(descriptor, 0o600)  # whatever the umask left
+        os.write(descriptor, text)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    return recipient
+
+
 def find_keyring(option: Path | None, environ: Mapping[str, str] | None = None) -> Keyring | None:
     """The identity named by --identity, else by $PATCHTOOL_IDENTITY, else none."""
     environ = os.environ if environ is None else environ

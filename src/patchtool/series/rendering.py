@@ -281,7 +281,25 @@ def refuse_publishing(
             "these commits carry the change of a private patch but no "
             f"`{PRIVATE_TRAILER}: yes` trailer, so they would be exported in clear: "
             + ", ".join(f"{p.commit[:10]} {p.subject}" for p in leaking),
-            hint=f"Put the trailer back (`git commit --amend --trailer '{PRIVATE_TRAILER}: yes'`, "
-            "or `git rebase -i patchtool/base` and `reword`), or pass --publish to make "
-            "them public on purpose.",
+            hint=_trailer_back(leaking, patches[-1])
+            + ", or pass --publish to make them public on purpose.",
         )
+
+
+def _trailer_back(leaking: list[RenderedPatch], last: RenderedPatch) -> str:
+    """How the trailer goes back on these commits: `git commit --amend` reaches
+    only the last commit; an earlier one is reworded in `git rebase -i`."""
+    trailer = f"{PRIVATE_TRAILER}: yes"
+    earlier = [p.commit[:10] for p in leaking if p is not last]
+    ways = []
+    if earlier:
+        ways.append(
+            f"`git rebase -i patchtool/base`, mark {', '.join(earlier)} `reword` and add the "
+            f"line `{trailer}` as the message's last line"
+        )
+    if any(p is last for p in leaking):
+        ways.append(
+            f"{'for the last commit, ' if earlier else ''}"
+            f"`git commit --amend --trailer '{trailer}'`"
+        )
+    return "Put the trailer back: " + "; ".join(ways)

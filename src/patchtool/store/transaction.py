@@ -42,6 +42,10 @@ class ExportPlan:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     series_changed: bool = False
+    listed: tuple[str, ...] = ()  # the names `series` lists now, in its order
+    # `series` is not as patchtool writes its own lines (spacing, comments among
+    # the names), whatever else changes
+    reformatted: bool = False
 
     @property
     def is_noop(self) -> bool:
@@ -52,7 +56,23 @@ class ExportPlan:
         lines += [f"changed patch {n}" for n in self.changed]
         lines += [f"removed patch {n}" for n in self.removed]
         if self.series_changed:
-            lines.append(f"{SERIES_FILE} order or content differs")
+            lines += self._series_changes()
+        return lines
+
+    def _series_changes(self) -> list[str]:
+        """What changes in `series` beyond the patches added and removed (which the
+        lines before name): each kept patch that moves, and its comment lines."""
+        wanted = list(self.files)
+        kept_before = [n for n in self.listed if n in self.files]
+        kept_after = [n for n in wanted if n in self.listed]
+        lines = [
+            f"{SERIES_FILE}: {name} moves from position {self.listed.index(name) + 1} to "
+            f"{wanted.index(name) + 1}"
+            for before, name in zip(kept_before, kept_after, strict=True)
+            if before != name
+        ]
+        if self.reformatted or not (lines or self.new or self.removed):
+            lines.append(f"{SERIES_FILE}: rewritten as patchtool writes it")
         return lines
 
 
@@ -62,7 +82,7 @@ def plan_export(base: BaseRef, files: Iterable[tuple[str, bytes]]) -> ExportPlan
     wanted = dict(files)
     series_bytes = render_series(series.header, list(wanted))
     check_series_length(base.path / SERIES_FILE, len(wanted), device_limits(base))
-    plan = ExportPlan(base=base, files=wanted, series=series_bytes)
+    plan = ExportPlan(base=base, files=wanted, series=series_bytes, listed=tuple(series.names))
     for name, data in wanted.items():
         path = base.path / name
         if not (path.exists() or path.is_symlink()):
@@ -73,6 +93,9 @@ def plan_export(base: BaseRef, files: Iterable[tuple[str, bytes]]) -> ExportPlan
             plan.unchanged.append(name)
     plan.removed = [n for n in series.names if n not in wanted]
     plan.series_changed = not holds_bytes(base.path / SERIES_FILE, series_bytes)
+    plan.reformatted = plan.series_changed and not holds_bytes(
+        base.path / SERIES_FILE, render_series(series.header, series.names)
+    )
     return plan
 
 

@@ -57,6 +57,11 @@ class RebaseStop:
     patch: str | None  # the file name of the patch at `position`
     pick_running: bool  # patchtool was killed while it picked that patch
     chain: tuple[str, ...]  # a carry: the base ids still to carry onto
+    # The new base's project, version and commit (what `status` shows as the
+    # tree's base while the rebase is stopped on it).
+    onto_project: str = ""
+    onto_version: str = ""
+    onto_commit: str = ""
 
 
 def _stop_from(data: dict[str, Any]) -> RebaseStop:
@@ -72,6 +77,9 @@ def _stop_from(data: dict[str, Any]) -> RebaseStop:
         patch=str(patches[position]["name"]) if 0 <= position < len(patches) else None,
         pick_running=bool(data.get("pick_running", False)),
         chain=tuple(str(b) for b in data.get("chain", ())),
+        onto_project=str(data["new_base"].get("project", "")),
+        onto_version=str(data["new_base"].get("version", "")),
+        onto_commit=str(data["new_base"].get("commit", "")),
     )
 
 

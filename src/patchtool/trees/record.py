@@ -13,6 +13,7 @@ commits into patches is the export pipeline's (patchtool.series.pipeline).
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -125,8 +126,9 @@ def enclosing_tree(start: Path) -> Path | None:
     return None
 
 
-def find_tree(build_dir: Path, device: str) -> Path:
-    """The one build tree of a device (its project folder)."""
+def find_tree(build_dir: Path, device: str, given_dir: Path | None = None) -> Path:
+    """The one build tree of a device (its project folder). `given_dir`: the --dir
+    the user typed, repeated in the command the hint names."""
     device_dir = build_dir / check_name("device", device)
     trees = (
         [p for p in sorted(device_dir.iterdir()) if (p / ".git" / METADATA_FILE).is_file()]
@@ -136,7 +138,9 @@ def find_tree(build_dir: Path, device: str) -> Path:
     if not trees:
         raise NotFoundError(
             f"no build tree for device {quoted(device)} under {device_dir}",
-            hint=f"Create one with `patchtool unpatch --device-type {device}`.",
+            hint=f"Create one with `patchtool unpatch --device-type {device}"
+            + (f" --dir {shlex.quote(str(given_dir))}" if given_dir is not None else "")
+            + "`.",
         )
     if len(trees) > 1:
         raise UsageError(

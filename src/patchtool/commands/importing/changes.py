@@ -42,6 +42,7 @@ from patchtool.commands.importing.inputs import AUTHOR, Change, read_changes
 from patchtool.commands.jobs import CachedDeviceJob
 from patchtool.core.errors import (
     ChangeConflict,
+    ConflictError,
     DirtyTreeError,
     IntegrityError,
     NotFoundError,
@@ -57,6 +58,7 @@ from patchtool.core.gitpatch import PatchReading, apply_to_index, read_patch
 from patchtool.core.locks import device_locks
 from patchtool.core.report import Reporter
 from patchtool.core.scratch import scratch_folder
+from patchtool.series.lint import with_origin_body
 from patchtool.series.pipeline import prepare_export
 from patchtool.series.privacy import stored_limit
 from patchtool.store.files import render_device, write_device_file
@@ -164,8 +166,12 @@ def judge_reading(git: Git, patch: Path, change: Change, reading: PatchReading) 
     except PatchtoolError as error:
         message = error.message.replace(f"patch {patch}", change.origin)
         hint = "Nothing was imported."
-        if "leading pathname components" in message:  # -p strips more than a path has
+        if "leading pathname components" in message:
+            # -p strips more than a path has: the same mistake as a -p that strips
+            # too little (its paths are not in the tree), so the same class and
+            # exit code (4, a change that does not apply) and the same hint.
             hint = f"{strip_hint(git, patch, change.strip) or 'Check -p.'} {hint}"
+            raise ConflictError(message, hint=hint) from error
         raise type(error)(message, hint=hint) from error
 
 
@@ -404,7 +410,9 @@ def _import_into(
                     raise UsageError(
                         f"{change.origin} carries no message", hint="Pass --message SUBJECT."
                     )
-                text = with_source_body(message, change.source or change.origin).encode()
+                text = with_origin_body(
+                    message, f"Imported from {change.source or change.origin}."
+                ).encode()
                 identity = _identity(change, options, tree)
                 needed: tuple[str, ...] = ()
                 made = _commit_from_index(
@@ -590,10 +598,11 @@ def _apply(
     if trial.refused:
         summary.append(f"{len(trial.refused)} file(s) git refused whole")
     hint = "Refresh the change against this base."
-    if trial.missing and 2 * len(trial.missing) > len(paths):
-        hint = strip_hint(git, patch, change.strip, options.excludes) or (
-            "Most of its paths are not in the tree: check -p and the base."
-        )
+    other_strip = strip_hint(git, patch, change.strip, options.excludes) if trial.missing else None
+    if other_strip is not None:  # some path it names is in the tree with another -p
+        hint = other_strip
+    elif trial.missing and 2 * len(trial.missing) > len(paths):
+        hint = "Most of its paths are not in the tree: check -p and the base."
     elif trial.rejected and not options.three_way and _names_blobs(change.diff):
         hint = "Refresh the change against this base, or retry with --3way to let git merge it."
     raise ChangeConflict(
@@ -684,21 +693,3 @@ def _strip(path: str, strip: int) -> str | None:
     """`path` less `strip` leading components, as git and patch count them."""
     parts = [part for part in path.split("/") if part]
     return "/".join(parts[strip:]) if len(parts) > strip else None
-
-
-_TRAILER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*:\s")
-
-
-def with_source_body(message: str, source: str) -> str:
-    """A message with a body kept as it is; one without gets a body that names its
-    source and, without one, an `Upstream-Status: Pending` trailer, so that lint
-    only asks for what needs a person."""
-    subject, _, rest = message.strip().partition("\n\n")
-    paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", rest) if p.strip()]
-    last = paragraphs[-1].splitlines() if paragraphs else []
-    trailers = last if last and all(_TRAILER.match(line) for line in last) else []
-    if paragraphs[: -1 if trailers else None]:
-        return message
-    if not any(t.lower().startswith("upstream-status:") for t in trailers):
-        trailers = [*trailers, "Upstream-Status: Pending"]
-    return f"{subject}\n\nImported from {source}.\n\n" + "\n".join(trailers) + "\n"
