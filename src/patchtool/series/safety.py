@@ -13,7 +13,7 @@ past the check. So the verdict comes from git:
    (a transfer encoding, format=flowed, MIME parts) is refused, as what git
    reads would not be what was measured. This is a resource limit, not a
    reading: what the patch does is still for git to say. Before git applies a
-   series, `check_copies` bounds what its copy and rename sections make git
+   series, copies.check_copies bounds what its copy and rename sections make git
    read and write again (each counted at the largest size its source can have).
 2. git applies the series (applying.py) with `core.protectHFS`/`core.protectNTFS`
    on (gitops pins both on every call), so git itself refuses `.git` in every
@@ -40,9 +40,6 @@ Unsafe input is `UnsafeInputError` (exit 10), damaged input `IntegrityError`
 
 from __future__ import annotations
 
-import base64
-import re
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +47,9 @@ from pathlib import Path
 from patchtool.core.errors import IntegrityError, UnsafeInputError, quoted
 from patchtool.core.fsutil import MAX_PATH_BYTES, folds_to, path_problem, shown_path
 from patchtool.core.gitops import Git
-from patchtool.core.gitpatch import PatchReading, read_patch, unquote
+from patchtool.core.gitpatch import PatchReading, read_patch
+from patchtool.series.binary import binary_hunks
+from patchtool.series.mail import check_mail_encoding
 from patchtool.store.model import DEVICE_FILE, GitUrl, PatchLimits, limit_hint
 
 # The most files a TreeJudge listing holds: no base within any device's limits
@@ -118,7 +117,7 @@ def check_size(
                 hint=f"Nothing was applied. Split the patch, or raise {key} under [limits] "
                 f"in the device's {DEVICE_FILE} if a patch this large is intended.",
             )
-    _check_mail_encoding(subject, data, private)
+    check_mail_encoding(subject, data, private)
     binary = 0
     for hunk in binary_hunks(data):
         if hunk.kind == "delta" and hunk.result is None:
@@ -158,216 +157,6 @@ BINARY_WHAT = (
     "Nothing was applied. git inflates binary data in memory and writes it into the "
     "tree: leave the file out of the patch"
 )
-
-# --------------------------------------------------------------------------- binary hunks
-
-# How git reads `GIT binary patch` data (apply.c): after that line, a hunk is a
-# `literal <size>` or `delta <size>` line (the size as C's strtoul reads it),
-# base85 lines (the first character gives the line's byte count: A-Z 1-26,
-# a-z 27-52) and an empty line; a second hunk (the reverse) may follow. git
-# inflates every hunk to exactly its declared size; a delta then makes a result
-# of the size in its own header (two varints: the source's size, the result's).
-_BINARY_START = re.compile(rb"^GIT binary patch\r?$", re.M)
-_HUNK_HEAD = re.compile(rb"(literal|delta) ([^\n]*)")
-_STRTOUL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]*)")
-_ULONG = 1 << 64
-_DELTA_HEADER = 32  # inflated bytes that hold both varints of a delta's header
-# The data lines read for a delta's header: far more than git ever needs; a delta
-# whose header is not in them is refused as unreadable.
-_DELTA_LINES = 4096
-
-
-@dataclass(frozen=True)
-class BinaryHunk:
-    line: int  # of its literal/delta line, from 1
-    kind: str  # "literal" or "delta"
-    size: int  # the declared inflated size
-    result: int | None = None  # a delta's result size, from its header (None: unreadable)
-
-    def sizes(self) -> list[tuple[str, int]]:
-        """What git allocates for this hunk, each with what to call it."""
-        if self.kind == "literal":
-            return [("a binary literal", self.size)]
-        assert self.result is not None
-        return [("a binary delta", self.size), ("the result of a binary delta", self.result)]
-
-
-def binary_hunks(data: bytes) -> Iterator[BinaryHunk]:
-    """Every binary hunk git could read from `data`, with its declared sizes, read
-    without inflating more than a delta's header (`result` is None for a delta
-    whose header cannot be read). Each line is looked at once."""
-    counted, lines = 0, 1  # line numbers, counted once through the data
-    for start in _BINARY_START.finditer(data):
-        position = start.end() + 1
-        while position < len(data):
-            end = _line_end(data, position)
-            head = _HUNK_HEAD.match(data, position, end)
-            if head is None:
-                break
-            first = position
-            body: list[bytes] = []
-            position = end + 1
-            while position < len(data) and data[position : position + 1] != b"\n":
-                end = _line_end(data, position)
-                if len(body) < _DELTA_LINES:
-                    body.append(data[position:end])
-                position = end + 1
-            position += 1  # the empty line that ends the hunk
-            lines += data.count(b"\n", counted, first)
-            counted = first
-            size = _strtoul(head[2])
-            if head[1] == b"literal":
-                yield BinaryHunk(lines, "literal", size)
-            else:
-                yield BinaryHunk(lines, "delta", size, _delta_result_size(body))
-
-
-def _line_end(data: bytes, position: int) -> int:
-    end = data.find(b"\n", position)
-    return len(data) if end < 0 else end
-
-
-def _strtoul(text: bytes) -> int:
-    """`text` as C's strtoul(text, NULL, 10) reads it on a 64-bit machine."""
-    match = _STRTOUL.match(text)
-    assert match is not None  # every part of the pattern may be empty
-    sign, digits = match[1], match[2].lstrip(b"0")
-    value = _ULONG - 1 if len(digits) > 20 else min(int(digits or b"0"), _ULONG - 1)
-    return (_ULONG - value) % _ULONG if sign == b"-" and value != _ULONG - 1 else value
-
-
-def _delta_result_size(lines: list[bytes]) -> int | None:
-    """The result size in a binary delta's header, inflating its first bytes only
-    (None when its data ends, or cannot be decoded, before the header does)."""
-    inflater = zlib.decompressobj()
-    header = b""
-    for line in lines:
-        if not line:
-            break
-        count = line[0] - 64 if 65 <= line[0] <= 90 else line[0] - 70 if 97 <= line[0] <= 122 else 0
-        try:
-            chunk = base64.b85decode(line[1:].rstrip(b"\r"))[:count]
-            header += inflater.decompress(
-                inflater.unconsumed_tail + chunk, _DELTA_HEADER - len(header)
-            )
-        except (ValueError, zlib.error):
-            return None
-        while inflater.unconsumed_tail and len(header) < _DELTA_HEADER:
-            try:
-                header += inflater.decompress(inflater.unconsumed_tail, _DELTA_HEADER - len(header))
-            except zlib.error:
-                return None
-        decoded = _two_varints(header)
-        if decoded is not None:
-            return decoded
-        if len(header) >= _DELTA_HEADER or inflater.eof:
-            return None
-    return None
-
-
-def _two_varints(data: bytes) -> int | None:
-    """The second of two little-endian base-128 varints at the start of `data`
-    (a delta's result size); 2**64 for one longer than ten bytes, which no
-    64-bit size is; None while `data` ends before it does."""
-    position, value = 0, 0
-    for _ in range(2):
-        value, shift = 0, 0
-        while True:
-            if position >= len(data):
-                return None
-            byte = data[position]
-            position += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-            if shift >= 70:
-                return _ULONG
-    return value
-
-
-_MAIL_HEADER = re.compile(rb"(?:>?From |[\x21-\x39\x3b-\x7e]*:)")
-_MAIL_START = re.compile(rb"^From ", re.M)
-
-
-def _check_mail_encoding(subject: str, data: bytes, private: bool = False) -> None:
-    """Refuse a mail whose headers make git decode or reflow its body before it
-    reads the patch in it (a transfer encoding, format=flowed, MIME parts):
-    then git would read another text than the one these limits measured. git
-    reads headers at the start of every mail: the start of the data and, as
-    `git mailsplit` splits an mbox, every line that starts with "From ". Each
-    line is looked at once, whatever the data holds."""
-    starts = [len(data) - len(data.lstrip())]
-    starts += [match.start() for match in _MAIL_START.finditer(data) if match.start()]
-    examined = 0  # the headers before this offset were read already
-    for start in starts:
-        if start < examined:
-            continue
-        headers, examined = _content_headers(data, start)
-        for position, name, value in headers:
-            encoded = b"=?" in value  # git decodes RFC 2047 words before it looks
-            if (
-                name == b"content-transfer-encoding"
-                and (encoded or b"base64" in value or b"quoted-printable" in value)
-            ) or (
-                name == b"content-type"
-                and (encoded or b"format=flowed" in value or b"boundary=" in value)
-            ):
-                line = data.count(b"\n", 0, position) + 1
-                shown = data[position:].split(b"\n", 1)[0].rstrip().decode("utf-8", "replace")
-                # A private patch's plaintext is never quoted (CI logs are public):
-                # the header is named by its fixed name alone.
-                where = (
-                    f"{subject}: a mail header {_HEADER_NAMES[name]} in its plaintext (not shown: "
-                    "the patch is private)"
-                    if private
-                    else f"{subject}: line {line}: the mail header {quoted(shown, 80)}"
-                )
-                raise IntegrityError(
-                    f"{where} makes git decode or reflow the patch before it reads it",
-                    hint="Nothing was applied. Patches are bounded by the text git reads: "
-                    "export the patch again with `patchtool patch` (git format-patch writes "
-                    "it as it is).",
-                )
-
-
-_CONTENT_HEADERS = (b"content-type", b"content-transfer-encoding")
-_HEADER_NAMES = {
-    b"content-type": "Content-Type",
-    b"content-transfer-encoding": "Content-Transfer-Encoding",
-}
-
-
-def _content_headers(data: bytes, start: int) -> tuple[list[tuple[int, bytes, bytes]], int]:
-    """The Content-Type and Content-Transfer-Encoding headers of the mail at
-    `start` as `git mailinfo` reads its header block (up to the first line that
-    is empty or no header; folded lines joined): (offset, name in lower case,
-    value in lower case) each; and the offset where the block ends."""
-    found: list[tuple[int, bytes, bytes]] = []
-    parts: list[bytes] = []  # the header being read, when it is one of those
-    position = start
-    while position < len(data):
-        end = data.find(b"\n", position)
-        end = len(data) if end < 0 else end
-        text = data[position:end].rstrip()
-        if data[position : position + 1] in (b" ", b"\t") and position > start:
-            if parts:
-                parts.append(text.strip())  # a folded line
-        else:
-            if parts:
-                found[-1] = (found[-1][0], found[-1][1], b" ".join(parts).lower())
-                parts = []
-            if not text or not _MAIL_HEADER.match(text):
-                return found, position
-            name, _, value = text.partition(b":")
-            if name.strip().lower() in _CONTENT_HEADERS:
-                found.append((position, name.strip().lower(), b""))
-                parts = [value]
-        position = end + 1
-    if parts:
-        found[-1] = (found[-1][0], found[-1][1], b" ".join(parts).lower())
-    return found, position
-
 
 # --------------------------------------------------------------------------- git's refusals
 
@@ -660,137 +449,3 @@ def judge_paths(subject: str, paths: Iterable[str]) -> None:
         problem = path_problem(path)
         if problem is not None:
             raise unsafe(subject, f"path {shown_path(path)} {problem}")
-
-
-# --------------------------------------------------------------------------- copies and renames
-
-# A `copy from`/`copy to` section is a hundred bytes of patch that make git read
-# its source whole into memory and write it again; two thousand of them
-# amplify one large base file without bound. The extended header lines that
-# make a section a copy or a rename, as git reads them (apply.c: a line starts
-# with the keyword; a later line of a kind overrides an earlier one).
-_SECTION_START = re.compile(rb"^diff --git ", re.M)
-_COPY_LINE = re.compile(
-    rb"^(copy from|copy to|rename from|rename to|rename old|rename new) (.*)$", re.M
-)
-_SOURCE_KEYWORDS = (b"copy from", b"rename from", b"rename old")
-
-COPY_WHAT = (
-    "Nothing was applied. git reads each copied or renamed file whole into memory "
-    "and writes it again: copy fewer files"
-)
-
-
-@dataclass(frozen=True)
-class CopySection:
-    line: int  # its `diff --git` line, from 1
-    sources: tuple[str, ...]  # every name a source line gives (git takes the last)
-    target: str  # the name its last `copy to`/`rename to` line gives ("" if none)
-
-
-def copy_sections(data: bytes) -> list[CopySection]:
-    """Every section of `data` with a copy or rename line, with the names those
-    lines give. A bound, not git's reading: a section git reads as a copy starts
-    with `diff --git` and holds such a line; which of its names git takes does
-    not matter to the caller, which counts the largest."""
-    starts = [match.start() for match in _SECTION_START.finditer(data)]
-    sections: list[CopySection] = []
-    line = 1
-    counted = 0
-    for index, start in enumerate(starts):
-        end = starts[index + 1] if index + 1 < len(starts) else len(data)
-        found = list(_COPY_LINE.finditer(data, start, end))
-        if not found:
-            continue
-        line += data.count(b"\n", counted, start)
-        counted = start
-        sources = tuple(_c_name(m[2]) for m in found if m[1] in _SOURCE_KEYWORDS)
-        targets = [_c_name(m[2]) for m in found if m[1] not in _SOURCE_KEYWORDS]
-        sections.append(CopySection(line, sources, targets[-1] if targets else ""))
-    return sections
-
-
-def _c_name(raw: bytes) -> str:
-    """A name as git writes it in a header line (C-quoted when it starts with `"`),
-    read by git's one quoted-name reader (core/gitpatch.unquote)."""
-    return unquote(_decode(raw.rstrip(b"\r")))
-
-
-def check_copies(
-    git: Git,
-    base: dict[str, tuple[str, str]],
-    patches: Sequence[tuple[str, bytes]],
-    limits: PatchLimits,
-) -> None:
-    """Refuse a series whose copy and rename sections make git produce more than
-    `copy-patch-bytes` in one patch or `copy-series-bytes` in all (exit 6),
-    before git reads it. `base` is the tree the series applies to (path -> mode,
-    blob id: `TreeJudge.entries` of the base); `patches` are (label, bytes).
-
-    Each section counts the largest file it could copy: a source's size in the
-    base (from its blob's header), or the size an earlier copy gave it, plus
-    what every patch so far could have added to any file (its bytes and its
-    binary hunks' declared sizes); a source that is neither counts as the
-    largest file the tree can hold by then. An upper bound, never less than
-    what git writes."""
-    found = [(label, data, copy_sections(data)) for label, data in patches]
-    if not any(sections for _, _, sections in found):
-        return
-    sizes = _base_sizes(git, base)
-    largest_base = max(sizes.values(), default=0)
-    produced: dict[str, int] = {}
-    growth = series_total = 0
-    for label, data, sections in found:
-        growth += len(data) + _declared_binary(data)
-        patch_total = 0
-        for section in sections:
-            known = [produced.get(name, sizes.get(name)) for name in section.sources]
-            origin = [size for size in known if size is not None]
-            if not origin:
-                origin = [max(largest_base, max(produced.values(), default=0))]
-            size = max(origin) + growth
-            patch_total += size
-            series_total += size
-            if section.target:
-                produced[section.target] = max(origin)
-            where = (
-                f"{label}: line {section.line}: the copy or rename to "
-                f"{shown_path(section.target or '?')}"
-            )
-            if patch_total > limits.copy_patch_bytes:
-                raise IntegrityError(
-                    f"{where} makes its copies and renames {patch_total} bytes together, "
-                    f"more than the limit of {limits.copy_patch_bytes}",
-                    hint=limit_hint("copy-patch-bytes", COPY_WHAT),
-                )
-            if series_total > limits.copy_series_bytes:
-                raise IntegrityError(
-                    f"{where} makes the series' copies and renames {series_total} bytes "
-                    f"together, more than the limit of {limits.copy_series_bytes}",
-                    hint=limit_hint("copy-series-bytes", COPY_WHAT),
-                )
-
-
-def _declared_binary(data: bytes) -> int:
-    """What `data`'s binary hunks declare they inflate to, together (a delta
-    whose header cannot be read was refused by check_size)."""
-    return sum(
-        declared
-        for hunk in binary_hunks(data)
-        if hunk.kind == "literal" or hunk.result is not None
-        for _, declared in hunk.sizes()
-    )
-
-
-def _base_sizes(git: Git, base: dict[str, tuple[str, str]]) -> dict[str, int]:
-    """path -> size of every file and link of `base`, from one `cat-file --batch-check`."""
-    oids = sorted({oid for mode, oid in base.values() if mode != GITLINK_MODE})
-    if not oids:
-        return {}
-    out = git.run("cat-file", "--batch-check", input="".join(f"{o}\n" for o in oids).encode())
-    by_oid: dict[str, int] = {}
-    for line in out.stdout.decode("ascii", "replace").splitlines():
-        fields = line.split(" ")
-        if len(fields) == 3 and fields[2].isdigit():
-            by_oid[fields[0]] = int(fields[2])
-    return {path: by_oid.get(oid, 0) for path, (mode, oid) in base.items() if mode != GITLINK_MODE}

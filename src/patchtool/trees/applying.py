@@ -30,12 +30,12 @@ from patchtool.core.fsutil import path_problem, shown_path, temporary_folder
 from patchtool.core.gitops import Git, GitResult, tool_identity
 from patchtool.core.gitpatch import unquote
 from patchtool.core.report import Reporter
+from patchtool.series.copies import check_copies
 from patchtool.series.privacy import LoadedSeries, SeriesPatch, verify_description
 from patchtool.series.safety import (
     CORRUPT_HINT,
     UNSAFE_HINT,
     TreeJudge,
-    check_copies,
     git_refusal,
     judge_paths,
     paths_git_reads,

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from patchtool.core.fsutil import temporary_folder
 from patchtool.core.gitops import Git, tool_identity
+from patchtool.series.copies import check_copies
 from patchtool.series.privacy import LoadedSeries, verify_description
-from patchtool.series.safety import TreeJudge, check_copies
+from patchtool.series.safety import TreeJudge
 from patchtool.trees.applying import judge_paths_first
 
 _FIELDS = {"Author": "GIT_AUTHOR_NAME", "Email": "GIT_AUTHOR_EMAIL", "Date": "GIT_AUTHOR_DATE"}
