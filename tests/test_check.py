@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import CliResult, SyntheticUpstream, check_records, commit_all, error_lines, snapshot
 
-from patchtool.commands.check import CHECKS
+from patchtool.commands.check.records import CHECKS
 
 pytestmark = pytest.mark.cli_in_process
 

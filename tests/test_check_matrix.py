@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from helpers import SyntheticUpstream, add_second_base, check_records, run_cli
 
-from patchtool.commands.check import CHECKS
+from patchtool.commands.check.records import CHECKS
 
 DEVICES = ("devA", "devB", "devC")
 

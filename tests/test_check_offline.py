@@ -24,7 +24,8 @@ from helpers import (
     snapshot,
 )
 
-from patchtool.commands.check import CHECKS, forbid_network
+from patchtool.commands.check.offline import forbid_network
+from patchtool.commands.check.records import CHECKS
 from patchtool.core.errors import OfflineViolationError
 
 SKIPPED_SOURCE = (

@@ -14,7 +14,7 @@ import pytest
 from helpers import REPOSITORY, SyntheticUpstream, check_records
 
 import patchtool
-from patchtool.commands.check import CheckRecord, CheckReport
+from patchtool.commands.check.records import CheckRecord, CheckReport
 from patchtool.commands.rebase.state import RebaseState
 from patchtool.core.errors import (
     ExitCode,
@@ -150,7 +150,7 @@ def test_locks_are_taken_by_the_commands_only() -> None:
     )
     assert sorted(set(takers)) == [
         "commands/build_wheel.py",
-        "commands/check.py",
+        "commands/check/run.py",
         "commands/export.py",
         "commands/importing/changes.py",
         "commands/importing/flagscale.py",

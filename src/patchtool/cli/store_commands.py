@@ -112,7 +112,7 @@ def check(
 ) -> None:
     """Check the store, change nothing: configs, sources, series, safety, apply, export, lint."""
     from patchtool.cli.whereabouts import sole_device
-    from patchtool.commands.check import CheckOptions, run_checks, run_forecasts
+    from patchtool.commands.check.run import CheckOptions, run_checks, run_forecasts
     from patchtool.core.fsutil import check_name
     from patchtool.series.privacy import find_keyring
 
