@@ -155,7 +155,9 @@ def patch(
     result = export_series(options, reporter)
     plan = result.plan
     if plan.is_noop:
-        reporter.info(f"store unchanged: {len(plan.unchanged)} patch(es) in {plan.base.path}")
+        # The base folder is the result, on stdout below (once: in a terminal both
+        # streams show, as unpatch shows its tree and build-wheel its wheel).
+        reporter.info(f"store unchanged: {len(plan.unchanged)} patch(es)")
     else:
         for line in plan.describe():
             reporter.info(line)
