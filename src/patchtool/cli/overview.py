@@ -20,35 +20,45 @@ from patchtool.trees.work import tree_work, uncommitted_files
 def store_listing(store: Store) -> list[dict[str, Any]]:
     """One entry per device and base, with the command that checks it alone: the
     `include` list of a CI matrix (GitHub Actions strategy.matrix) as it is. A
-    device that cannot be read (a folder without a valid device.toml), or that
-    has no base, is one entry with base null, as in `check --json`: CI runs its
-    check, which fails by name."""
+    device that cannot be read (a folder without a valid device.toml, a base.toml
+    or a series that does not parse), or that has no base, is one entry with base
+    null and its problem, as in `check --json`: CI runs its check, which fails by
+    name. The other devices are listed as they are."""
     entries: list[dict[str, Any]] = []
     for name in store.device_names():
+        display_name: str | None = None
         try:
             device = store.device(name)
-            bases = store.bases(name)
+            display_name = device.display_name
+            device_entries = _base_entries(store, name, display_name)
         except PatchtoolError as error:
-            entries.append(_device_entry(name, None, error.message))
+            entries.append(_device_entry(name, display_name, error.message))
             continue
-        if not bases:
-            entries.append(_device_entry(name, device.display_name, "no base"))
-        for base in bases:
-            series = parse_series(base).entries
-            entries.append(
-                {
-                    "device": name,
-                    "display_name": device.display_name,
-                    "base": base.base_id,
-                    "project": base.project,
-                    "version": base.version,
-                    "commit": base.commit,
-                    "source": base.source.kind,
-                    "patches": len(series),
-                    "private": sum(1 for e in series if e.private),
-                    "command": f"patchtool check -d {name} --commit-id {base.base_id}",
-                }
-            )
+        entries.extend(device_entries or [_device_entry(name, display_name, "no base")])
+    return entries
+
+
+def _base_entries(store: Store, name: str, display_name: str | None) -> list[dict[str, Any]]:
+    """The device's entries, one per base; a base or series that cannot be read is
+    the device's PatchtoolError (the one decision `store_listing` turns into its
+    problem entry)."""
+    entries = []
+    for base in store.bases(name):
+        series = parse_series(base).entries
+        entries.append(
+            {
+                "device": name,
+                "display_name": display_name,
+                "base": base.base_id,
+                "project": base.project,
+                "version": base.version,
+                "commit": base.commit,
+                "source": base.source.kind,
+                "patches": len(series),
+                "private": sum(1 for e in series if e.private),
+                "command": f"patchtool check -d {name} --commit-id {base.base_id}",
+            }
+        )
     return entries
 
 
