@@ -7,7 +7,23 @@ import json
 import shutil
 
 import pytest
-from helpers import SyntheticUpstream
+from helpers import SyntheticUpstream, error_lines, run_cli
+from test_rebase import world  # noqa: F401 (fixture)
+
+from patchtool.core.faults import VARIABLE
+
+
+def killed_rebase(world: SyntheticUpstream, point: str) -> None:  # noqa: F811
+    """`rebase --onto 1.1` of the five-patch series of test_rebase.py, killed (-9) at `point`."""
+    result = run_cli("--store", str(world.store), "rebase", "--device-type", "devA", "--dir",
+                     str(world.build), "--onto", "1.1", env={VARIABLE: point})  # fmt: skip
+    assert result.code == -9, result.output
+
+
+INTERRUPTED = (
+    "rebase of devA onto demo-1.1 was interrupted before its first patch: "
+    "`patchtool rebase -d devA --abort` puts the tree back, then start it again"
+)
 
 # --------------------------------------------------------------------------- 1. list --json
 
@@ -41,3 +57,64 @@ def test_list_json_shows_a_device_whose_series_is_bad_as_its_problem(
     assert check.code == 10
     assert "error: 1 check(s) failed: devA/demo-1.0 series" in check.stderr
     assert problem in check.stdout
+
+
+# --------------------------------------------------------------------------- 2, 5. a killed rebase
+
+
+@pytest.mark.parametrize("point", ["rebase:applied-old-series", "rebase:checked-out-new"])
+def test_status_of_a_rebase_killed_before_its_first_patch_shows_no_work(
+    world: SyntheticUpstream,  # noqa: F811
+    point: str,
+) -> None:
+    killed_rebase(world, point)
+    status = world.run("status")
+    assert status.code == 0, status.output
+    assert status.stdout.splitlines() == [
+        INTERRUPTED,
+        f"tree:       {world.tree}",
+        "uncommitted files: 0",
+    ]
+    as_json = json.loads(world.run("status", "--json").stdout)
+    assert {k: as_json[k] for k in ("base", "base_commit", "commits", "unexported", "other")} == {
+        "base": None, "base_commit": None, "commits": [], "unexported": [], "other": []
+    }  # fmt: skip
+    # The hint it gives works, and then status shows the tree whole again.
+    assert world.run("rebase", "--abort").code == 0
+    lines = world.run("status").stdout.splitlines()
+    assert lines[:3] == [f"tree:       {world.tree}", lines[1], "commits:    5"]
+    assert lines[1].startswith("base:       demo-1.0 (demo 1.0, ")
+
+
+def test_status_of_a_rebase_killed_after_a_pick_shows_the_rebase_view(
+    world: SyntheticUpstream,  # noqa: F811
+) -> None:
+    killed_rebase(world, "rebase:picked")
+    lines = world.run("status").stdout.splitlines()
+    assert lines[0] == (
+        "rebase of devA onto demo-1.1 was interrupted at patch 1/5 (change-five.patch): "
+        "`patchtool rebase -d devA --continue` (or --skip, --abort)"
+    )
+    assert lines[2].startswith("base:       demo-1.1 (demo 1.1, ")
+    assert [lines[3], lines[4][10:], *lines[5:]] == [
+        "commits:    1", "Change five", "unexported: 0", "uncommitted files: 0"
+    ]  # fmt: skip
+
+
+def test_unpatch_during_a_rebase_killed_before_its_first_patch_says_abort(
+    world: SyntheticUpstream,  # noqa: F811
+) -> None:
+    killed_rebase(world, "rebase:checked-out-new")
+    refused = world.run("unpatch")
+    assert refused.code == 5
+    assert error_lines(refused) == [
+        f"error: {INTERRUPTED}",
+        "hint: unpatch refuses until the rebase ends: it was interrupted before its first "
+        "patch, so there is nothing to continue; `patchtool rebase -d devA --abort` puts the "
+        "tree and the store back as they were (then run unpatch again, or start the rebase "
+        "again).",
+    ]
+    # --continue indeed has nothing to continue; the --abort the hint names works.
+    assert world.run("rebase", "--continue").code == 2
+    assert world.run("rebase", "--abort").code == 0
+    assert world.run("unpatch").code == 0

@@ -76,10 +76,13 @@ def _device_entry(name: str, display_name: str | None, problem: str) -> dict[str
 class TreeStatus:
     tree: str
     device: str
-    base: str
-    project: str
-    version: str
-    base_commit: str
+    # None while a rebase is in progress and the tree stands on no state it can
+    # name (started but not yet on the new base): status then shows only its line
+    # and the uncommitted files, never the old base's commits as work.
+    base: str | None
+    project: str | None
+    version: str | None
+    base_commit: str | None
     commits: list[str]  # "<short id> <subject>", oldest first
     unexported: list[str]
     uncommitted: list[str]
@@ -109,8 +112,10 @@ def tree_status(
     record = read_record(tree)
     git = Git(tree)
     stop = rebase_stop(tree.parent)
-    if stop is not None and _on_new_base(git, stop):
-        return _rebasing_status(git, tree, stop, in_progress)
+    if stop is not None:
+        if stop.phase != "starting" and _on_new_base(git, stop):
+            return _rebasing_status(git, tree, stop, in_progress)
+        return _interrupted_status(git, tree, stop, in_progress)
     base = store.resolve_base(device, record.base_id)
     log = git.lines("log", "--reverse", "--format=%h %s", f"{record.base_commit}..HEAD")
     work = tree_work(git, base, record.base_commit, keyring)
@@ -156,6 +161,28 @@ def _rebasing_status(git: Git, tree: Path, stop: RebaseStop, in_progress: list[s
         version=stop.onto_version,
         base_commit=stop.onto_commit,
         commits=git.lines("log", "--reverse", "--format=%h %s", f"{stop.onto_commit}..HEAD"),
+        unexported=[],
+        uncommitted=uncommitted_files(git),
+        other=[],
+        in_progress=in_progress,
+    )
+
+
+def _interrupted_status(
+    git: Git, tree: Path, stop: RebaseStop, in_progress: list[str]
+) -> TreeStatus:
+    """A tree a rebase left before it stood on its new base (killed while it
+    started): its commits are neither the old base's series nor the new one's
+    picks, so nothing but its line and the uncommitted files is shown (--abort
+    puts the tree back, and then status shows it whole)."""
+    return TreeStatus(
+        tree=str(tree),
+        device=stop.device,
+        base=None,
+        project=None,
+        version=None,
+        base_commit=None,
+        commits=[],
         unexported=[],
         uncommitted=uncommitted_files(git),
         other=[],

@@ -226,12 +226,11 @@ def status(
     for line in found.in_progress:
         print(line)
     print(f"tree:       {found.tree}")
-    print(f"base:       {found.base} ({found.project} {found.version}, {found.base_commit})")
-    for title, lines in (
-        ("commits:   ", found.commits),
-        ("unexported:", found.unexported),
-        ("uncommitted files:", found.uncommitted),
-    ):
+    sections = [("uncommitted files:", found.uncommitted)]
+    if found.base is not None:  # None: a rebase left the tree on no state it can name
+        print(f"base:       {found.base} ({found.project} {found.version}, {found.base_commit})")
+        sections[:0] = [("commits:   ", found.commits), ("unexported:", found.unexported)]
+    for title, lines in sections:
         print(f"{title} {len(lines)}")
         for line in lines:
             print(f"  {line}")
