@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 from helpers import SyntheticUpstream, error_lines, run_cli
-from test_rebase import world  # noqa: F401 (fixture)
+from test_rebase import resolve_ten, world  # noqa: F401 (fixture)
 
 from patchtool.core.faults import VARIABLE
 
@@ -118,3 +119,40 @@ def test_unpatch_during_a_rebase_killed_before_its_first_patch_says_abort(
     assert world.run("rebase", "--continue").code == 2
     assert world.run("rebase", "--abort").code == 0
     assert world.run("unpatch").code == 0
+
+
+# --------------------------------------------------------------------------- 3. rebase --abort's diff
+
+
+def test_the_command_rebase_abort_gives_for_its_saved_diff_restores_the_resolution(
+    world: SyntheticUpstream,  # noqa: F811
+) -> None:
+    assert world.run("rebase", "--onto", "1.1").code == 4
+    resolve_ten(world.tree)  # the resolution, staged
+    (world.tree / "README.md").write_text("an edit not staged\n")
+    aborted = world.run("rebase", "--abort")
+    assert aborted.code == 0, aborted.output
+    [saved] = sorted((world.build / "devA" / "backups").iterdir())
+    warning = (
+        f"warning: the changes made in {world.tree} while the rebase was stopped (README.md, "
+        f"demo/core.py) were saved to {saved} before the tree was put back; the diff was taken "
+        "on demo 1.1 at patch 3/5 (change-ten.patch) and applies there, not to the tree now: "
+        "once a rebase onto it stops there again, `git checkout HEAD -- . && git apply --index "
+        f"{saved}` in the tree restores them (then `patchtool rebase -d devA --continue`)"
+    )
+    assert [line for line in aborted.stderr.splitlines() if line.startswith("warning:")] == [
+        warning
+    ]
+    # Not on the tree put back (the old base): that is what the hint no longer claims.
+    assert subprocess.run(["git", "apply", "--check", str(saved)], cwd=world.tree,
+                          capture_output=True).returncode != 0  # fmt: skip
+    # The command the hint gives, where it says, restores the resolution.
+    assert world.run("rebase", "--onto", "1.1").code == 4
+    command = warning.split("`")[1]
+    restored = subprocess.run(command, shell=True, cwd=world.tree, capture_output=True)
+    assert restored.returncode == 0, restored.stderr
+    assert (world.tree / "README.md").read_text() == "an edit not staged\n"
+    subprocess.run(["git", "checkout", "HEAD", "--", "README.md"], cwd=world.tree, check=True)
+    assert world.run("rebase", "--continue").code == 0
+    ten = (world.store / "devA" / "demo-1.1" / "change-ten.patch").read_text()
+    assert "+    return 100\n" in ten
