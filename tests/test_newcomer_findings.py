@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import SyntheticUpstream, error_lines, run_cli
+from helpers import SyntheticUpstream, error_lines, run_cli, warning_lines
 from test_rebase import resolve_ten, world  # noqa: F401 (fixture)
 
 from patchtool.core.faults import VARIABLE
@@ -156,3 +156,43 @@ def test_the_command_rebase_abort_gives_for_its_saved_diff_restores_the_resoluti
     assert world.run("rebase", "--continue").code == 0
     ten = (world.store / "devA" / "demo-1.1" / "change-ten.patch").read_text()
     assert "+    return 100\n" in ten
+
+
+# --------------------------------------------------------------------------- 4. check's skipped bases
+
+
+def invalid_bases(upstream: SyntheticUpstream) -> None:
+    """devA/x1 and devA/x2: base.toml with a URL git must not be given."""
+    for name in ("x1", "x2"):
+        folder = upstream.store / "devA" / name
+        folder.mkdir()
+        (folder / "base.toml").write_text(
+            f'project = "demo"\nversion = "2.0"\ncommit = "{"a" * 40}"\n\n'
+            '[source]\ntype = "git"\nurl = "ext::sh"\n'
+        )
+        (folder / "series").write_text("")
+
+
+INVALID_SKIPPED = (
+    "warning: the source, series, safety, apply, export and lint checks of 2 base(s) were not "
+    "run, base.toml is invalid: devA/x1, devA/x2"
+)
+
+
+def test_check_names_the_true_reason_bases_were_skipped(upstream: SyntheticUpstream) -> None:
+    invalid_bases(upstream)
+    # Offline, with demo-1.0 neither in the cache nor offered: each reason is its own line.
+    with pytest.MonkeyPatch.context() as patched:
+        patched.delenv("PATCHTOOL_SDIST_PATH")
+        offline = upstream.cli("check", "-d", "devA", "--offline")
+    assert offline.code == 10
+    assert warning_lines(offline) == [
+        "warning: offline: the source, safety, apply and export checks of 1 base(s) were "
+        "skipped, their source is not in the cache: devA/demo-1.0",
+        INVALID_SKIPPED,
+    ]
+    # Not offline, nothing says offline.
+    result = upstream.cli("check", "-d", "devA")
+    assert result.code == 10
+    assert warning_lines(result) == [INVALID_SKIPPED]
+    assert error_lines(result)[0] == "error: 2 check(s) failed: devA/x1 config, devA/x2 config"

@@ -22,6 +22,7 @@ from patchtool.store.model import (
     DEVICE_FILE,
 )
 
+OFFLINE_SKIP = "offline"  # skipped_summaries' reason for the records marked offline
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
 _SEVERITY = (
     ExitCode.INTERNAL,  # a bug in patchtool (an offline check that reached the network)
@@ -49,6 +50,8 @@ class CheckRecord:
     # What to do about this failure: the hint of the error it records, or the one
     # its findings call for (lint); the run's hint is made of its records' own.
     hint: str | None = None
+    # A skipped source record: offline, and the base's source is not in the cache.
+    offline: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -72,23 +75,35 @@ class CheckReport:
     def failed(self) -> list[CheckRecord]:
         return [r for r in self.records if not r.ok]
 
-    @property
-    def skipped_bases(self) -> list[str]:
-        """Every base ("device/base") an offline run could not check against its source."""
-        return sorted(
-            {f"{r.device}/{r.base}" for r in self.records if r.skipped and r.check == "source"}
-        )
-
-    def skipped_summary(self) -> str | None:
-        bases = self.skipped_bases
-        if not bases:
-            return None
+    def skipped_summaries(self) -> list[str]:
+        """One line per reason bases went unchecked against their source: offline
+        without it in the cache, or an earlier failure (base.toml invalid), each
+        with the bases ("device/base") it kept from their source."""
+        by_reason: dict[str, set[str]] = {}
+        for r in self.records:
+            if r.skipped and r.check == "source":
+                reason = OFFLINE_SKIP if r.offline else r.details[0].removeprefix("not run: ")
+                by_reason.setdefault(reason, set()).add(f"{r.device}/{r.base}")
         passed = not [r for r in self.failed if r.exit_code != ExitCode.OK]
-        return (
-            f"offline: the source, safety, apply and export checks of {len(bases)} base(s) "
-            f"were skipped, their source is not in the cache: {', '.join(bases)}"
-            + ("; every check that ran passed" if passed else "")
-        )
+        lines = []
+        for reason, found in sorted(by_reason.items(), key=lambda item: item[0] != OFFLINE_SKIP):
+            bases = sorted(found)
+            if reason == OFFLINE_SKIP:
+                lines.append(
+                    f"offline: the source, safety, apply and export checks of {len(bases)} "
+                    f"base(s) were skipped, their source is not in the cache: {', '.join(bases)}"
+                    + ("; every check that ran passed" if passed else "")
+                )
+            else:
+                checks = {
+                    r.check for r in self.records if r.skipped and f"{r.device}/{r.base}" in found
+                }
+                named = [c for c in CHECKS if c in checks]
+                lines.append(
+                    f"the {', '.join(named[:-1])} and {named[-1]} checks of {len(bases)} base(s) "
+                    f"were not run, {reason}: {', '.join(bases)}"
+                )
+        return lines
 
     @property
     def exit_code(self) -> ExitCode:
