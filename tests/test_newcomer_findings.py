@@ -8,7 +8,15 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import SyntheticUpstream, error_lines, run_cli, warning_lines
+from helpers import (
+    SyntheticUpstream,
+    commit_all,
+    error_lines,
+    git,
+    run_cli,
+    snapshot,
+    warning_lines,
+)
 from test_rebase import resolve_ten, world  # noqa: F401 (fixture)
 
 from patchtool.core.faults import VARIABLE
@@ -196,3 +204,25 @@ def test_check_names_the_true_reason_bases_were_skipped(upstream: SyntheticUpstr
     assert result.code == 10
     assert warning_lines(result) == [INVALID_SKIPPED]
     assert error_lines(result)[0] == "error: 2 check(s) failed: devA/x1 config, devA/x2 config"
+
+
+# --------------------------------------------------------------------------- 6. patch -m, nothing to commit
+
+
+def test_patch_m_on_a_clean_tree_warns_that_it_made_no_commit(upstream: SyntheticUpstream) -> None:
+    assert upstream.run("unpatch").code == 0
+    (upstream.tree / "one.txt").write_text("one\n")
+    commit_all(upstream.tree, "Add one")
+    head = git(upstream.tree, "rev-parse", "HEAD")
+    result = upstream.run("patch", "-m", "Add two")
+    assert result.code == 0, result.output
+    assert warning_lines(result) == [
+        f"warning: -m 'Add two' made no commit: the build tree {upstream.tree} has no "
+        "uncommitted changes; its commits are exported as they are"
+    ]
+    assert git(upstream.tree, "rev-parse", "HEAD") == head
+    assert (upstream.base_folder / "series").read_text().splitlines()[-1] == "add-one.patch"
+    store = snapshot(upstream.store)
+    again = upstream.run("patch", "-m", "Add two")
+    assert (again.code, len(warning_lines(again))) == (0, 1)
+    assert snapshot(upstream.store) == store

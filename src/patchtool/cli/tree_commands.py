@@ -90,7 +90,8 @@ def patch(
             help="First commit the uncommitted changes as one new patch with this subject. "
             "Unless the message has a body (SUBJECT, a blank line, the body), the commit gets "
             "one naming where the change came from and an `Upstream-Status: Pending` trailer, "
-            "so that it passes lint; reword it to say why (`git commit --amend`).",
+            "so that it passes lint; reword it to say why (`git commit --amend`). With "
+            "nothing uncommitted it makes no commit, and says so.",
         ),
     ] = None,
     force: Annotated[

@@ -126,6 +126,13 @@ def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportRes
         message = with_origin_body(options.message, commit_origin(options.device, dirty))
         git.run("commit", "--quiet", "--no-verify", "-m", message, env=identity)
         committed = git.text("rev-parse", "HEAD")
+    elif options.message is not None:
+        # A warning, not a refusal: `patch -m` run again after its commit (a rerun,
+        # a script) exports the same commits, as it would have the first time.
+        reporter.warn(
+            f"-m {quoted(options.message)} made no commit: the build tree {tree} has no "
+            "uncommitted changes; its commits are exported as they are"
+        )
     if not options.check:
         # Also here, not only in write_plan: after a run killed just after its
         # swap, the next export is a no-op and never reaches write_plan.
