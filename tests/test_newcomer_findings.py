@@ -17,6 +17,7 @@ from helpers import (
     snapshot,
     warning_lines,
 )
+from test_private import PrivateWorld, private  # noqa: F401 (fixture)
 from test_rebase import resolve_ten, world  # noqa: F401 (fixture)
 
 from patchtool.core.faults import VARIABLE
@@ -226,3 +227,51 @@ def test_patch_m_on_a_clean_tree_warns_that_it_made_no_commit(upstream: Syntheti
     again = upstream.run("patch", "-m", "Add two")
     assert (again.code, len(warning_lines(again))) == (0, 1)
     assert snapshot(upstream.store) == store
+
+
+# --------------------------------------------------------------------------- 7. patch in a --public-only tree
+
+
+def public_only_refusal(private: PrivateWorld) -> str:  # noqa: F811
+    return (
+        f"error: the build tree {private.tree} was made with --public-only: it lacks the "
+        "private patches add-the-decode-path.patch.age, and exporting it would remove them "
+        "from the store"
+    )
+
+
+def test_patch_in_a_public_only_tree_without_work_says_unpatch_with_the_identity(
+    private: PrivateWorld,  # noqa: F811
+) -> None:
+    build = str(private.world.build)
+    assert private.cli("unpatch", "-d", "devA", "--dir", build, "--public-only").code == 0
+    refused = private.cli("patch", "-d", "devA", "--dir", build)
+    assert refused.code == 5
+    assert error_lines(refused) == [
+        public_only_refusal(private),
+        "hint: This tree holds no work of its own: `patchtool unpatch -d devA --identity FILE` "
+        "makes it anew with the private patches.",
+    ]
+    # The hint's command works as it stands, and then patch does.
+    made = private.cli("unpatch", "-d", "devA", "--dir", build, "--identity",
+                       str(private.identity))  # fmt: skip
+    assert made.code == 0, made.output
+    assert private.cli("patch", "-d", "devA", "--dir", build, identity=private.identity).code == 0
+
+
+def test_patch_in_a_public_only_tree_with_a_new_commit_says_force_and_names_it(
+    private: PrivateWorld,  # noqa: F811
+) -> None:
+    build = str(private.world.build)
+    assert private.cli("unpatch", "-d", "devA", "--dir", build, "--public-only").code == 0
+    (private.tree / "mine.txt").write_text("mine\n")
+    commit_all(private.tree, "Add mine")
+    short = git(private.tree, "rev-parse", "HEAD")[:10]
+    refused = private.cli("patch", "-d", "devA", "--dir", build)
+    assert refused.code == 5
+    assert error_lines(refused) == [
+        public_only_refusal(private),
+        "hint: Make the tree with your identity (`patchtool unpatch -d devA --force "
+        "--identity FILE` moves this one to backups/ first), then bring your work over from "
+        f"the backup: commits not exported to the store: {short} Add mine.",
+    ]
