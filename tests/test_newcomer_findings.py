@@ -275,3 +275,21 @@ def test_patch_in_a_public_only_tree_with_a_new_commit_says_force_and_names_it(
         "--identity FILE` moves this one to backups/ first), then bring your work over from "
         f"the backup: commits not exported to the store: {short} Add mine.",
     ]
+
+
+# --------------------------------------------------------------------------- 8. check's final hint
+
+
+def test_check_names_the_device_and_base_of_each_distinct_hint(upstream: SyntheticUpstream) -> None:
+    shutil.copytree(upstream.store / "devA", upstream.store / "devB")
+    invalid_bases(upstream)  # devA/x1, devA/x2: one hint between them
+    (upstream.store / "devB" / "demo-1.0" / "series").write_text("../x.patch\n")
+    result = upstream.cli("check")
+    assert result.code == 10
+    assert error_lines(result) == [
+        "error: 3 check(s) failed: devA/x1 config, devA/x2 config, devB/demo-1.0 series",
+        "hint: devA/x1, devA/x2: Use an https://, ssh://, git:// or file:// URL, "
+        "user@host:path, or a local path.",
+        "      devB/demo-1.0: series lists file names in its own folder, one a line: letters, "
+        "digits and . _ + @ , = -, not starting with '.' or '-'.",
+    ]

@@ -155,12 +155,29 @@ class CheckReport:
         if failed:
             names = ", ".join(f"{r.device}/{r.base or DEVICE_FILE} {r.check}" for r in failed)
             counted = f"{len(failed)} check(s) failed: {names}"
-            hints = list(dict.fromkeys(r.hint for r in failed if r.hint))
-            hint = " ".join(hints) or "Fix what the report above lists and run check again."
+            hint = failure_hints(failed) or "Fix what the report above lists and run check again."
             if self.exit_code == ExitCode.INTERNAL:
                 hint = "A check failed on a bug in patchtool: run again with --debug and report it."
             # The class of the most serious code: the exit code is the class's.
             raise error_class(self.exit_code)(counted, hint=hint)
+
+
+def failure_hints(failed: list[CheckRecord]) -> str:
+    """One line per distinct hint of the failures, each led by the devices and
+    bases ("device/base", or the device for its own files) it came from, in
+    the order first met; the lines after the first indented under `hint: `. One
+    hint alone is not led: the error's line names every failure it came from."""
+    sources: dict[str, list[str]] = {}
+    for r in failed:
+        if r.hint:
+            where = f"{r.device}/{r.base}" if r.base else r.device
+            found = sources.setdefault(r.hint, [])
+            if where not in found:
+                found.append(where)
+    if len(sources) == 1:
+        return next(iter(sources))
+    lines = [f"{', '.join(where)}: {hint}" for hint, where in sources.items()]
+    return "\n      ".join(lines)
 
 
 def worst_code(records: list[CheckRecord]) -> ExitCode:
