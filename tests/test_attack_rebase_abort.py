@@ -26,7 +26,10 @@ def test_abort_saves_tracked_edits_made_while_stopped(world: SyntheticUpstream) 
     assert warnings[0].startswith(f"warning: the changes made in {world.tree} while the rebase "
                                   "was stopped (")  # fmt: skip
     assert warnings[0].endswith(
-        f") were saved to {saved} before the tree was put back; `git apply {saved}` restores them"
+        f") were saved to {saved} before the tree was put back; the diff was taken on demo "
+        "1.1 at patch 3/5 (change-ten.patch) and applies there, not to the tree now: once a "
+        "rebase onto it stops there again, `git checkout HEAD -- . && git apply --index "
+        f"{saved}` in the tree restores them (then `patchtool rebase -d devA --continue`)"
     )
     assert "demo/core.py" in warnings[0]
     assert b"+    return 7" in saved.read_bytes()

@@ -72,9 +72,9 @@ def test_every_command_that_reads_or_replaces_the_tree_refuses_with_that_line(
     assert result.code == ExitCode.DIRTY == OperationInProgressError.exit_code
     assert error_lines(result) == [
         f"error: {STOPPED}",
-        f"hint: {command} waits until the rebase ends: --continue writes the new base's "
-        "series into the store and leaves the tree on it; --abort puts the tree and the "
-        "store back as they were.",
+        f"hint: {command} refuses until the rebase ends: `patchtool rebase -d devA "
+        "--continue` writes the new base's series into the store and leaves the tree on it; "
+        "`patchtool rebase -d devA --abort` puts the tree and the store back as they were.",
     ]
     assert tree_and_store(world) == before
 

@@ -20,35 +20,45 @@ from patchtool.trees.work import tree_work, uncommitted_files
 def store_listing(store: Store) -> list[dict[str, Any]]:
     """One entry per device and base, with the command that checks it alone: the
     `include` list of a CI matrix (GitHub Actions strategy.matrix) as it is. A
-    device that cannot be read (a folder without a valid device.toml), or that
-    has no base, is one entry with base null, as in `check --json`: CI runs its
-    check, which fails by name."""
+    device that cannot be read (a folder without a valid device.toml, a base.toml
+    or a series that does not parse), or that has no base, is one entry with base
+    null and its problem, as in `check --json`: CI runs its check, which fails by
+    name. The other devices are listed as they are."""
     entries: list[dict[str, Any]] = []
     for name in store.device_names():
+        display_name: str | None = None
         try:
             device = store.device(name)
-            bases = store.bases(name)
+            display_name = device.display_name
+            device_entries = _base_entries(store, name, display_name)
         except PatchtoolError as error:
-            entries.append(_device_entry(name, None, error.message))
+            entries.append(_device_entry(name, display_name, error.message))
             continue
-        if not bases:
-            entries.append(_device_entry(name, device.display_name, "no base"))
-        for base in bases:
-            series = parse_series(base).entries
-            entries.append(
-                {
-                    "device": name,
-                    "display_name": device.display_name,
-                    "base": base.base_id,
-                    "project": base.project,
-                    "version": base.version,
-                    "commit": base.commit,
-                    "source": base.source.kind,
-                    "patches": len(series),
-                    "private": sum(1 for e in series if e.private),
-                    "command": f"patchtool check -d {name} --commit-id {base.base_id}",
-                }
-            )
+        entries.extend(device_entries or [_device_entry(name, display_name, "no base")])
+    return entries
+
+
+def _base_entries(store: Store, name: str, display_name: str | None) -> list[dict[str, Any]]:
+    """The device's entries, one per base; a base or series that cannot be read is
+    the device's PatchtoolError (the one decision `store_listing` turns into its
+    problem entry)."""
+    entries = []
+    for base in store.bases(name):
+        series = parse_series(base).entries
+        entries.append(
+            {
+                "device": name,
+                "display_name": display_name,
+                "base": base.base_id,
+                "project": base.project,
+                "version": base.version,
+                "commit": base.commit,
+                "source": base.source.kind,
+                "patches": len(series),
+                "private": sum(1 for e in series if e.private),
+                "command": f"patchtool check -d {name} --commit-id {base.base_id}",
+            }
+        )
     return entries
 
 
@@ -66,10 +76,13 @@ def _device_entry(name: str, display_name: str | None, problem: str) -> dict[str
 class TreeStatus:
     tree: str
     device: str
-    base: str
-    project: str
-    version: str
-    base_commit: str
+    # None while a rebase is in progress and the tree stands on no state it can
+    # name (started but not yet on the new base): status then shows only its line
+    # and the uncommitted files, never the old base's commits as work.
+    base: str | None
+    project: str | None
+    version: str | None
+    base_commit: str | None
     commits: list[str]  # "<short id> <subject>", oldest first
     unexported: list[str]
     uncommitted: list[str]
@@ -99,8 +112,10 @@ def tree_status(
     record = read_record(tree)
     git = Git(tree)
     stop = rebase_stop(tree.parent)
-    if stop is not None and _on_new_base(git, stop):
-        return _rebasing_status(git, tree, stop, in_progress)
+    if stop is not None:
+        if stop.phase != "starting" and _on_new_base(git, stop):
+            return _rebasing_status(git, tree, stop, in_progress)
+        return _interrupted_status(git, tree, stop, in_progress)
     base = store.resolve_base(device, record.base_id)
     log = git.lines("log", "--reverse", "--format=%h %s", f"{record.base_commit}..HEAD")
     work = tree_work(git, base, record.base_commit, keyring)
@@ -146,6 +161,28 @@ def _rebasing_status(git: Git, tree: Path, stop: RebaseStop, in_progress: list[s
         version=stop.onto_version,
         base_commit=stop.onto_commit,
         commits=git.lines("log", "--reverse", "--format=%h %s", f"{stop.onto_commit}..HEAD"),
+        unexported=[],
+        uncommitted=uncommitted_files(git),
+        other=[],
+        in_progress=in_progress,
+    )
+
+
+def _interrupted_status(
+    git: Git, tree: Path, stop: RebaseStop, in_progress: list[str]
+) -> TreeStatus:
+    """A tree a rebase left before it stood on its new base (killed while it
+    started): its commits are neither the old base's series nor the new one's
+    picks, so nothing but its line and the uncommitted files is shown (--abort
+    puts the tree back, and then status shows it whole)."""
+    return TreeStatus(
+        tree=str(tree),
+        device=stop.device,
+        base=None,
+        project=None,
+        version=None,
+        base_commit=None,
+        commits=[],
         unexported=[],
         uncommitted=uncommitted_files(git),
         other=[],

@@ -147,7 +147,6 @@ def check(
             print(f"{mark:4}  {record.device}  {record.base or '-'}  {record.check}")
             for detail in record.details:
                 print(f"        {detail}")
-    skipped = report.skipped_summary()
-    if skipped is not None:
+    for skipped in report.skipped_summaries():
         reporter.warn(skipped)
     report.raise_for_failures()

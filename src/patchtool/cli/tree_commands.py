@@ -90,7 +90,8 @@ def patch(
             help="First commit the uncommitted changes as one new patch with this subject. "
             "Unless the message has a body (SUBJECT, a blank line, the body), the commit gets "
             "one naming where the change came from and an `Upstream-Status: Pending` trailer, "
-            "so that it passes lint; reword it to say why (`git commit --amend`).",
+            "so that it passes lint; reword it to say why (`git commit --amend`). With "
+            "nothing uncommitted it makes no commit, and says so.",
         ),
     ] = None,
     force: Annotated[
@@ -228,12 +229,11 @@ def status(
     for line in found.in_progress:
         print(line)
     print(f"tree:       {found.tree}")
-    print(f"base:       {found.base} ({found.project} {found.version}, {found.base_commit})")
-    for title, lines in (
-        ("commits:   ", found.commits),
-        ("unexported:", found.unexported),
-        ("uncommitted files:", found.uncommitted),
-    ):
+    sections = [("uncommitted files:", found.uncommitted)]
+    if found.base is not None:  # None: a rebase left the tree on no state it can name
+        print(f"base:       {found.base} ({found.project} {found.version}, {found.base_commit})")
+        sections[:0] = [("commits:   ", found.commits), ("unexported:", found.unexported)]
+    for title, lines in sections:
         print(f"{title} {len(lines)}")
         for line in lines:
             print(f"  {line}")

@@ -35,7 +35,7 @@ from patchtool.store.transaction import ExportPlan, recover_export
 from patchtool.trees.export import export_tree
 from patchtool.trees.in_progress import refuse_in_progress
 from patchtool.trees.record import TreeRecord, find_tree, read_record
-from patchtool.trees.work import uncommitted_files
+from patchtool.trees.work import tree_work, uncommitted_files
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +82,35 @@ def export_series(options: ExportOptions, reporter: Reporter) -> ExportResult:
         return _export(options, tree, reporter)
 
 
+def _refuse_public_only(
+    tree: Path, record: TreeRecord, base: BaseRef, options: ExportOptions
+) -> None:
+    """A tree made with --public-only is refused (exit 5, a tree that cannot be
+    exported as it is): its export would remove the private patches. The way out
+    depends on the work it holds: none, and a tree made with the identity is all
+    it takes; some, and unpatch --force keeps it in a backup to bring over."""
+    work = tree_work(Git(tree), base, record.base_commit, options.keyring)
+    unpatch = f"patchtool unpatch -d {options.device}"
+    if work:
+        hint = (
+            f"Make the tree with your identity (`{unpatch} --force --identity FILE` moves this "
+            f"one to backups/ first), then bring your work over from the backup: "
+            + work.describe().replace("\n  ", "; ")
+            + "."
+        )
+    else:
+        hint = (
+            f"This tree holds no work of its own: `{unpatch} --identity FILE` makes it anew with "
+            "the private patches."
+        )
+    raise DirtyTreeError(
+        f"the build tree {tree} was made with --public-only: it lacks the private "
+        f"patches {', '.join(record.skipped_private)}, and exporting it would remove "
+        "them from the store",
+        hint=hint,
+    )
+
+
 def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportResult:
     refuse_in_progress(tree.parent, tree, "patch")
     record = read_record(tree)
@@ -93,13 +122,7 @@ def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportRes
             hint="Leave out --commit-id, or unpatch the base you want to export to.",
         )
     if record.skipped_private:
-        raise UsageError(
-            f"the build tree {tree} was made with --public-only: it lacks the private "
-            f"patches {', '.join(record.skipped_private)}, and exporting it would remove "
-            "them from the store",
-            hint=f"Make the tree with your identity (`patchtool unpatch -d {options.device} "
-            "--force --identity FILE`), then bring your commits over from the backup.",
-        )
+        _refuse_public_only(tree, record, base, options)
     device = options.store.device(options.device)
     git = Git(tree)
     committed = None
@@ -126,6 +149,13 @@ def _export(options: ExportOptions, tree: Path, reporter: Reporter) -> ExportRes
         message = with_origin_body(options.message, commit_origin(options.device, dirty))
         git.run("commit", "--quiet", "--no-verify", "-m", message, env=identity)
         committed = git.text("rev-parse", "HEAD")
+    elif options.message is not None:
+        # A warning, not a refusal: `patch -m` run again after its commit (a rerun,
+        # a script) exports the same commits, as it would have the first time.
+        reporter.warn(
+            f"-m {quoted(options.message)} made no commit: the build tree {tree} has no "
+            "uncommitted changes; its commits are exported as they are"
+        )
     if not options.check:
         # Also here, not only in write_plan: after a run killed just after its
         # swap, the next export is a no-op and never reaches write_plan.

@@ -122,6 +122,23 @@ def rebase_line(stop: RebaseStop) -> str:
     return f"{what} stopped at {at}: resolve, then {command} --continue` (or --skip, --abort)"
 
 
+def _until_it_ends(stop: RebaseStop, command: str) -> str:
+    """Why `command` refuses during the rebase, and the ways out its phase has: a
+    rebase interrupted before its first patch has nothing to continue."""
+    rebase = f"`patchtool rebase -d {stop.device}"
+    if stop.phase == "starting":
+        return (
+            f"{command} refuses until the rebase ends: it was interrupted before its first "
+            f"patch, so there is nothing to continue; {rebase} --abort` puts the tree and the "
+            f"store back as they were (then run {command} again, or start the rebase again)."
+        )
+    return (
+        f"{command} refuses until the rebase ends: {rebase} --continue` writes the new "
+        f"base's series into the store and leaves the tree on it; {rebase} --abort` puts "
+        "the tree and the store back as they were."
+    )
+
+
 @dataclass(frozen=True)
 class GitOperation:
     """One of git's own operations, stopped in a tree."""
@@ -214,9 +231,7 @@ def refuse_in_progress(
                 f"`patchtool rebase -d {stop.device} --abort` first (it puts the tree and "
                 f"the store back as they were), then {command} again."
                 if force
-                else f"{command} waits until the rebase ends: --continue writes the new "
-                "base's series into the store and leaves the tree on it; --abort puts the "
-                "tree and the store back as they were."
+                else _until_it_ends(stop, command)
             ),
         )
     if tree is None or not (tree / ".git").is_dir():

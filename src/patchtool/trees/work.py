@@ -20,6 +20,7 @@ from patchtool.core.errors import IntegrityError, LockedError, NotFoundError, Pa
 from patchtool.core.gitops import Git
 from patchtool.series.pipeline import render_commits
 from patchtool.series.privacy import Keyring, patch_ids, stored_limit
+from patchtool.series.rendering import RenderedPatch
 from patchtool.store.model import SERIES_FILE, BaseRef
 from patchtool.store.resolve import Store
 from patchtool.store.series import device_limits, folder_file_bytes
@@ -355,11 +356,41 @@ def unexported_commits(
     if stored is None:
         stored = _stored_files(base)
     try:
-        recorded = read_record(git.cwd).private
+        record = read_record(git.cwd)
+        recorded, left_out = record.private, record.skipped_private
     except (NotFoundError, IntegrityError):
-        recorded = {}
+        recorded, left_out = {}, ()
     rendered = render_commits(git, base, base_commit, recorded, keyring)
-    return [f"{p.commit[:10]} {p.subject}" for p in rendered.unexported(stored)]
+    unexported = rendered.unexported(stored)
+    if left_out and unexported:
+        unexported = _unchanged_by_public_only(git, unexported, stored)
+    return [f"{p.commit[:10]} {p.subject}" for p in unexported]
+
+
+def _unchanged_by_public_only(
+    git: Git, patches: list[RenderedPatch], stored: set[bytes]
+) -> list[RenderedPatch]:
+    """In a tree made with --public-only, a patch after a private one left out is
+    rendered with other blob ids and line numbers than its stored file: it is not
+    new work when a stored file has its message and change (git's stable
+    patch-id) both. The others are returned."""
+    files = sorted(stored)
+    known = {
+        (_message_part(data), found)
+        for data, found in zip(files, patch_ids(git, files), strict=True)
+        if found is not None
+    }
+    ids = patch_ids(git, [p.data for p in patches])
+    return [
+        p
+        for p, found in zip(patches, ids, strict=True)
+        if found is None or (_message_part(p.data), found) not in known
+    ]
+
+
+def _message_part(data: bytes) -> bytes:
+    """A patch mail's headers, message and diffstat: all before its first diff."""
+    return data.split(b"\ndiff --git ", 1)[0]
 
 
 def tree_work(

@@ -22,6 +22,7 @@ from patchtool.store.model import (
     DEVICE_FILE,
 )
 
+OFFLINE_SKIP = "offline"  # skipped_summaries' reason for the records marked offline
 CHECKS = ("config", "source", "series", "safety", "apply", "export", "lint")
 _SEVERITY = (
     ExitCode.INTERNAL,  # a bug in patchtool (an offline check that reached the network)
@@ -49,6 +50,8 @@ class CheckRecord:
     # What to do about this failure: the hint of the error it records, or the one
     # its findings call for (lint); the run's hint is made of its records' own.
     hint: str | None = None
+    # A skipped source record: offline, and the base's source is not in the cache.
+    offline: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -72,23 +75,35 @@ class CheckReport:
     def failed(self) -> list[CheckRecord]:
         return [r for r in self.records if not r.ok]
 
-    @property
-    def skipped_bases(self) -> list[str]:
-        """Every base ("device/base") an offline run could not check against its source."""
-        return sorted(
-            {f"{r.device}/{r.base}" for r in self.records if r.skipped and r.check == "source"}
-        )
-
-    def skipped_summary(self) -> str | None:
-        bases = self.skipped_bases
-        if not bases:
-            return None
+    def skipped_summaries(self) -> list[str]:
+        """One line per reason bases went unchecked against their source: offline
+        without it in the cache, or an earlier failure (base.toml invalid), each
+        with the bases ("device/base") it kept from their source."""
+        by_reason: dict[str, set[str]] = {}
+        for r in self.records:
+            if r.skipped and r.check == "source":
+                reason = OFFLINE_SKIP if r.offline else r.details[0].removeprefix("not run: ")
+                by_reason.setdefault(reason, set()).add(f"{r.device}/{r.base}")
         passed = not [r for r in self.failed if r.exit_code != ExitCode.OK]
-        return (
-            f"offline: the source, safety, apply and export checks of {len(bases)} base(s) "
-            f"were skipped, their source is not in the cache: {', '.join(bases)}"
-            + ("; every check that ran passed" if passed else "")
-        )
+        lines = []
+        for reason, found in sorted(by_reason.items(), key=lambda item: item[0] != OFFLINE_SKIP):
+            bases = sorted(found)
+            if reason == OFFLINE_SKIP:
+                lines.append(
+                    f"offline: the source, safety, apply and export checks of {len(bases)} "
+                    f"base(s) were skipped, their source is not in the cache: {', '.join(bases)}"
+                    + ("; every check that ran passed" if passed else "")
+                )
+            else:
+                checks = {
+                    r.check for r in self.records if r.skipped and f"{r.device}/{r.base}" in found
+                }
+                named = [c for c in CHECKS if c in checks]
+                lines.append(
+                    f"the {', '.join(named[:-1])} and {named[-1]} checks of {len(bases)} base(s) "
+                    f"were not run, {reason}: {', '.join(bases)}"
+                )
+        return lines
 
     @property
     def exit_code(self) -> ExitCode:
@@ -140,12 +155,29 @@ class CheckReport:
         if failed:
             names = ", ".join(f"{r.device}/{r.base or DEVICE_FILE} {r.check}" for r in failed)
             counted = f"{len(failed)} check(s) failed: {names}"
-            hints = list(dict.fromkeys(r.hint for r in failed if r.hint))
-            hint = " ".join(hints) or "Fix what the report above lists and run check again."
+            hint = failure_hints(failed) or "Fix what the report above lists and run check again."
             if self.exit_code == ExitCode.INTERNAL:
                 hint = "A check failed on a bug in patchtool: run again with --debug and report it."
             # The class of the most serious code: the exit code is the class's.
             raise error_class(self.exit_code)(counted, hint=hint)
+
+
+def failure_hints(failed: list[CheckRecord]) -> str:
+    """One line per distinct hint of the failures, each led by the devices and
+    bases ("device/base", or the device for its own files) it came from, in
+    the order first met; the lines after the first indented under `hint: `. One
+    hint alone is not led: the error's line names every failure it came from."""
+    sources: dict[str, list[str]] = {}
+    for r in failed:
+        if r.hint:
+            where = f"{r.device}/{r.base}" if r.base else r.device
+            found = sources.setdefault(r.hint, [])
+            if where not in found:
+                found.append(where)
+    if len(sources) == 1:
+        return next(iter(sources))
+    lines = [f"{', '.join(where)}: {hint}" for hint, where in sources.items()]
+    return "\n      ".join(lines)
 
 
 def worst_code(records: list[CheckRecord]) -> ExitCode:

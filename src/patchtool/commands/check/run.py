@@ -276,7 +276,7 @@ def _check_source(
         )
     except SourceNotLocal as why:
         skipped = CheckRecord(
-            base.device, base.base_id, "source", False, (why.reason,), skipped=True
+            base.device, base.base_id, "source", False, (why.reason,), skipped=True, offline=True
         )
         return skipped, None
     except PatchtoolError as error:

@@ -240,11 +240,7 @@ def restore_tree(tree: Path, state: RebaseState, reporter: Reporter) -> None:
         saved = saved.with_name(saved.name + ".diff")
         saved.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(saved, diff)
-        reporter.warn(
-            f"the changes made in {tree} while the rebase was stopped ({_some(tracked)}) "
-            f"were saved to {saved} before the tree was put back; `git apply {saved}` "
-            "restores them"
-        )
+        reporter.warn(_saved_edits_line(tree, state, tracked, saved))
     git.run("cherry-pick", "--quit", check=False)
     git.run("am", "--abort", check=False)
     head = state.saved_head
@@ -263,6 +259,24 @@ def restore_tree(tree: Path, state: RebaseState, reporter: Reporter) -> None:
         atomic_write(tree / ".git" / METADATA_FILE, state.saved_record.encode("utf-8"))
     state_path(tree).unlink(missing_ok=True)
     marker_path(tree).unlink(missing_ok=True)
+
+
+def _saved_edits_line(tree: Path, state: RebaseState, tracked: list[str], saved: Path) -> str:
+    """Where the saved diff applies: on the rebase's stop it was taken at (the new
+    base, the patches before the stopped one picked), not on the tree put back. A
+    rebase that stops there again has the same files under a new HEAD; the diff
+    restores the stop's resolution once the pick's half-merged files are reset."""
+    where = f"on {state.new_base.label}"
+    if state.position < len(state.patches):
+        patch = state.patches[state.position]
+        where += f" at patch {state.position + 1}/{len(state.patches)} ({patch.name})"
+    return (
+        f"the changes made in {tree} while the rebase was stopped ({_some(tracked)}) were "
+        f"saved to {saved} before the tree was put back; the diff was taken {where} and "
+        "applies there, not to the tree now: once a rebase onto it stops there again, "
+        f"`git checkout HEAD -- . && git apply --index {saved}` in the tree restores them "
+        f"(then `patchtool rebase -d {state.device} --continue`)"
+    )
 
 
 def _edits_made(tree: Path) -> dict[str, str]:
