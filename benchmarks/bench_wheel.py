@@ -38,10 +38,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = "metax_C550"
 # `python -m patchtool ARGS`, but it also writes to the file in argv[1] how long its
-# `python -m build` subprocess took: [wall s, CPU s] per build.
+# `python -m build` child took (timed where core/children.run starts it): [wall s, CPU s]
+# per build.
 TIMING_WRAPPER = """
-import json, resource, subprocess, sys, time
-real_run = subprocess.run
+import json, resource, sys, time
+from patchtool.core import children
+real_run = children.run  # every child of patchtool starts here (core/children.py)
 spent = []
 def cpu():
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -53,7 +55,7 @@ def run(args, *rest, **options):
     finally:
         if list(args[1:3]) == ["-m", "build"]:
             spent.append([time.perf_counter() - start, cpu() - start_cpu])
-subprocess.run = run
+children.run = run
 from patchtool.cli.app import main
 try:
     main(sys.argv[2:])

@@ -174,7 +174,8 @@ def test_a_default_base_that_names_no_base_fails_check(upstream: SyntheticUpstre
     assert text.code == 6
     assert error_lines(text) == [
         "error: 1 check(s) failed: devA/device.toml config",
-        "hint: Fix what the report above lists and run check again.",
+        "hint: Bases of devA: demo-1.0 (60984d13656d, 1.0). Give a full id, a unique prefix of "
+        "7+ hex digits, a folder name or a version.",
     ]
     device_toml.write_text(device_toml.read_text().replace('"nope"', '"demo-1.0"'))
     assert upstream.cli("check").code == 0
