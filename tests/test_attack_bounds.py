@@ -340,16 +340,24 @@ def test_a_member_path_past_the_depth_rule_never_reaches_fast_import(tmp_path: P
 # --------------------------------------------------------------------------- LOW 11
 
 
+def listed_problem(upstream: SyntheticUpstream) -> str:
+    """`list --json` shows a device check refuses as a matrix entry of its own (CI
+    runs its check, which fails): its problem."""
+    listed = upstream.cli("list", "--json")
+    assert listed.code == 0, listed.output
+    [entry] = json.loads(listed.stdout)["include"]
+    assert (entry["device"], entry["base"], entry["command"]) == (
+        "devA", None, "patchtool check -d devA")  # fmt: skip
+    return str(entry["problem"])
+
+
 def test_a_series_that_is_a_folder_is_refused_naming_it(upstream: SyntheticUpstream) -> None:
     """LOW 11: an internal error (IsADirectoryError, exit 1) before; check --json
     still prints its records."""
     series = upstream.base_folder / "series"
     series.unlink()
     series.mkdir()
-    listed = upstream.cli("list", "--json")
-    assert listed.code == 10, listed.output
-    assert listed.stdout == ""
-    assert error_lines(listed) == [f"error: {series} is a folder, not a regular file"]
+    assert listed_problem(upstream) == f"{series} is a folder, not a regular file"
     checked = upstream.cli("check", "--json")
     assert checked.code == 10, checked.output
     records = check_records(checked.stdout)
@@ -370,17 +378,6 @@ def test_a_base_toml_that_is_a_folder_is_refused_naming_it(upstream: SyntheticUp
     assert checked.code == 10, checked.output
     assert json.loads(checked.stdout)["exit_code"] == 10
     assert f"{base_file} is a folder, not a regular file" in checked.stdout
-
-
-def listed_problem(upstream: SyntheticUpstream) -> str:
-    """`list --json` shows a device check refuses as a matrix entry of its own (CI
-    runs its check, which fails): its problem."""
-    listed = upstream.cli("list", "--json")
-    assert listed.code == 0, listed.output
-    [entry] = json.loads(listed.stdout)["include"]
-    assert (entry["device"], entry["base"], entry["command"]) == (
-        "devA", None, "patchtool check -d devA")  # fmt: skip
-    return str(entry["problem"])
 
 
 def test_toml_nested_past_python_s_recursion_is_refused_naming_the_file(
