@@ -13,32 +13,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import SyntheticUpstream, commit_all, git, make_sdist, snapshot
-from test_rebase import demo_11_files, edit, resolve_ten, tree_state
-from test_rebase_kill import demo_12_files
+from helpers import SyntheticUpstream, commit_all, git, snapshot
+from test_rebase import edit, resolve_ten, tree_state
+from test_rebase_kill import exported_five
 
 HAND_WRITTEN = "## Tested on the lab's devA\n\nRan the demo suite on 2026-12-01: all green.\n\n"
 
 
 @pytest.fixture
 def carried(upstream: SyntheticUpstream) -> SyntheticUpstream:
-    for version, files in (("1.1", demo_11_files()), ("1.2", demo_12_files())):
-        make_sdist(upstream.sdist.parent / f"demo-{version}.tar.gz", f"demo-{version}", files,
-                   modes={"tools/run.sh": 0o755})  # fmt: skip
-    assert upstream.run("unpatch").code == 0
+    exported_five(upstream)
     tree = upstream.tree
-    for path, old, new, subject in (
-        ("demo/core.py", "return 5\n", "return 55\n", "Change five"),
-        ("demo/core.py", "return 30\n", "return 300\n", "Change thirty"),
-        ("demo/core.py", "return 10\n", "return 100\n", "Change ten"),
-        ("README.md", "for tests.\n", "for tests.\nVendor note: runs on devA.\n",
-         "Add a vendor note to the README"),
-    ):  # fmt: skip
-        edit(tree, path, old, new)
-        commit_all(tree, subject)
-    (tree / "vendor.txt").write_text("devA\n")
-    commit_all(tree, "Add the vendor file")
-    assert upstream.cli("patch", "--device-type", "devA", "--dir", str(upstream.build)).code == 0
     assert upstream.run("rebase", "--onto", "1.1").code == 4
     resolve_ten(tree)
     done = upstream.run("rebase", "--continue", "--note", "kept 100 over upstream's 1010")

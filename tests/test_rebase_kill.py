@@ -48,6 +48,10 @@ def demo_12_files() -> dict[str, bytes | tuple[str, str]]:
 
 @pytest.fixture
 def world(upstream: SyntheticUpstream) -> SyntheticUpstream:
+    return exported_five(upstream)
+
+
+def exported_five(upstream: SyntheticUpstream) -> SyntheticUpstream:
     """The five-patch series of test_rebase.py on demo 1.0, exported; demo 1.1 and
     demo 1.2 beside it as sdists."""
     for version, files in (("1.1", demo_11_files()), ("1.2", demo_12_files())):
