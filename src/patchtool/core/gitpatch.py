@@ -162,7 +162,7 @@ def parse_numstat(output: bytes) -> tuple[PatchEntry, ...]:
         if not name:  # `git diff --numstat -z` spelling of a rename: old and new follow
             name = fields[index + 1] if index + 1 < len(fields) else b""
             index += 2
-        path = _text(name)
+        path = git_text(name)
         entries.append(
             PatchEntry(path, None, added, deleted, created=path in created, removed=path in removed)
         )
@@ -176,7 +176,7 @@ def _summary(text: bytes) -> tuple[set[str], set[str]]:
         for prefix, found in ((b" create mode ", created), (b" delete mode ", removed)):
             if line.startswith(prefix):
                 # " create mode 100644 NAME": the mode is six digits and a space.
-                found.add(_text(line[len(prefix) + 7 :]))
+                found.add(git_text(line[len(prefix) + 7 :]))
     return created, removed
 
 
@@ -184,7 +184,9 @@ def _count(text: bytes) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _text(raw: bytes) -> str:
+def git_text(raw: bytes) -> str:
+    """Bytes git wrote (a name, a line) as text: UTF-8, any other byte kept as a
+    surrogate escape, so that it goes back to git unchanged."""
     return raw.decode("utf-8", "surrogateescape")
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from patchtool.core.errors import IntegrityError
 from patchtool.core.fsutil import shown_path
 from patchtool.core.gitops import Git
-from patchtool.core.gitpatch import unquote
+from patchtool.core.gitpatch import git_text, unquote
 from patchtool.series.binary import binary_hunks
 from patchtool.series.safety import GITLINK_MODE
 from patchtool.store.model import PatchLimits, limit_hint
@@ -66,7 +66,7 @@ def copy_sections(data: bytes) -> list[CopySection]:
 def _c_name(raw: bytes) -> str:
     """A name as git writes it in a header line (C-quoted when it starts with `"`),
     read by git's one quoted-name reader (core/gitpatch.unquote)."""
-    return unquote(_decode(raw.rstrip(b"\r")))
+    return unquote(git_text(raw.rstrip(b"\r")))
 
 
 def check_copies(
@@ -147,7 +147,3 @@ def _base_sizes(git: Git, base: dict[str, tuple[str, str]]) -> dict[str, int]:
         if len(fields) == 3 and fields[2].isdigit():
             by_oid[fields[0]] = int(fields[2])
     return {path: by_oid.get(oid, 0) for path, (mode, oid) in base.items() if mode != GITLINK_MODE}
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")

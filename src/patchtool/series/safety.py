@@ -47,7 +47,7 @@ from pathlib import Path
 from patchtool.core.errors import IntegrityError, UnsafeInputError, quoted
 from patchtool.core.fsutil import MAX_PATH_BYTES, folds_to, path_problem, shown_path
 from patchtool.core.gitops import Git
-from patchtool.core.gitpatch import PatchReading, read_patch
+from patchtool.core.gitpatch import PatchReading, git_text, read_patch
 from patchtool.series.binary import binary_hunks
 from patchtool.series.mail import check_mail_encoding
 from patchtool.store.model import DEVICE_FILE, GitUrl, PatchLimits, limit_hint
@@ -217,7 +217,7 @@ class TreeJudge:
         for record in _listing(git, commit, subject):
             meta, _, raw_path = record.partition(b"\t")
             mode, _, oid = meta.decode("ascii", "replace").split(" ")
-            path = _decode(raw_path)
+            path = git_text(raw_path)
             self._judge_entry(subject, path, mode)
             self.entries[path] = (mode, oid)
             if len(self.entries) > _MOST_PATHS:
@@ -328,7 +328,7 @@ class TreeJudge:
             raise unsafe(subject, f".gitmodules cannot be read by git: {listing.stderr.strip()}")
         for record in listing.stdout.split(b"\0"):
             key, _, raw = record.partition(b"\n")
-            name, value = _decode(key), _decode(raw)
+            name, value = git_text(key), git_text(raw)
             section, _, rest = name.partition(".")
             if section != "submodule" or "." not in rest:
                 continue
@@ -363,10 +363,6 @@ def _listing(git: Git, commit: str, subject: str) -> Iterator[bytes]:
             yield record
 
 
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
 def _commit_changes(git: Git, commits: Sequence[str]) -> dict[str, list[ChangedEntry]]:
     """Each commit's changed entries against its parent, in one git call."""
     out = git.run(
@@ -387,7 +383,7 @@ def _commit_changes(git: Git, commits: Sequence[str]) -> dict[str, list[ChangedE
         field = fields[index]
         if field.startswith(b":"):
             _, new_mode, _, new_oid, _ = field[1:].decode().split(" ")
-            current.append(ChangedEntry(_decode(fields[index + 1]), new_mode, new_oid))
+            current.append(ChangedEntry(git_text(fields[index + 1]), new_mode, new_oid))
             index += 2
             continue
         if field:
@@ -411,11 +407,11 @@ def _read_blobs(git: Git, wanted: dict[str, str]) -> dict[str, str]:
         header = out[position:header_end].split(b" ")
         if len(header) != 3:
             raise IntegrityError(
-                f"git cannot read object {wanted[key]} ({_decode(out[position:header_end])})"
+                f"git cannot read object {wanted[key]} ({git_text(out[position:header_end])})"
             )
         size = int(header[2])
         start = header_end + 1
-        texts[key] = _decode(out[start : start + size])
+        texts[key] = git_text(out[start : start + size])
         position = start + size + 1
     return texts
 
