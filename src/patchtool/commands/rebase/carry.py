@@ -411,19 +411,22 @@ def _sequence(
             continue
         patch = from_patches[origin]
         detail = details.get(origin)
-        if origin in updated:
-            plan.append(
-                PatchState(
-                    name,
-                    subject,
-                    commit,
-                    change=UPDATED,
-                    action=KEEP,
-                    from_name=patch.name,
-                    target_name=name,
-                    detail=detail,
-                )
+        # The target's version is kept; an updated one is followed by the fold
+        # step that carries the from-patch's change onto it.
+        change = UPDATED if origin in updated else KEPT
+        plan.append(
+            PatchState(
+                name,
+                subject,
+                commit,
+                change=change,
+                action=KEEP,
+                from_name=patch.name,
+                target_name=name,
+                detail=detail,
             )
+        )
+        if origin in updated:
             plan.append(
                 PatchState(
                     name,
@@ -431,19 +434,6 @@ def _sequence(
                     updated[origin],
                     change=UPDATED,
                     action=FOLD,
-                    from_name=patch.name,
-                    target_name=name,
-                    detail=detail,
-                )
-            )
-        else:
-            plan.append(
-                PatchState(
-                    name,
-                    subject,
-                    commit,
-                    change=KEPT,
-                    action=KEEP,
                     from_name=patch.name,
                     target_name=name,
                     detail=detail,

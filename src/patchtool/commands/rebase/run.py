@@ -304,31 +304,28 @@ def _fold(git: Git, state: RebaseState, patch: PatchState, note: str | None) -> 
     patch: one amend makes them one commit (or nothing, when the change is
     there already), with the message `message_from` names."""
     kept = state.patches[state.position - 1]
-    if git.run("diff", "--cached", "--quiet", "HEAD", check=False).returncode == 0:
-        if patch.message_from is None:
-            patch.outcome, patch.note = ALREADY_IN, note
-            return
+    unchanged = git.run("diff", "--cached", "--quiet", "HEAD", check=False).returncode == 0
+    if unchanged and patch.message_from is None:
+        patch.outcome, patch.note = ALREADY_IN, note
+        return
+    if unchanged:
         # Only the message changed on the from-base (a reworded body): the
         # target's version keeps its code and takes the new message.
-        git.run("commit", "--quiet", "--amend", "--no-verify", "--allow-empty",
-                "--allow-empty-message", "-C", patch.message_from)  # fmt: skip
-        patch.outcome, patch.note = "clean", note
+        patch.outcome = "clean"
         patch.detail = "only its message changed: the new message replaces this base's"
-        kept.new_commit, kept.outcome = git.text("rev-parse", "HEAD"), patch.outcome
-        return
-    by_hand = note is not None or patch.conflicts
-    if not by_hand:
+    elif note is not None or patch.conflicts:
+        patch.outcome = BY_HAND
+    else:
         staged = git.run("diff", "--cached", "--no-color", "HEAD").stdout
         picked = git.run("patch-id", "--stable", input=staged).text.split()[:1]
         wanted = commit_patch_ids(git, [patch.old_commit]).get(patch.old_commit)
         patch.outcome = "clean" if picked and picked[0] == wanted else "3-way"
-    else:
-        patch.outcome = BY_HAND
     git.run(
         "commit",
         "--quiet",
         "--amend",
         "--no-verify",
+        *(["--allow-empty"] if unchanged else []),
         "--allow-empty-message",
         "-C",
         patch.message_from or "HEAD",
