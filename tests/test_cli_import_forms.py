@@ -76,3 +76,10 @@ def test_the_options_both_forms_take_reach_the_flagscale_form(tmp_path: Path) ->
                                 "--3way", "--sdist", "x.tar.gz", cwd=tmp_path)  # fmt: skip
     assert result.code == 2
     assert error_lines(result) == ["error: --recipient 'ci': give NAME=KEY, e.g. ci=age1..."]
+
+
+def test_both_forms_refuse_onto_with_commit_id_alike(tmp_path: Path) -> None:
+    refused = ["error: --onto creates a new base; --commit-id names an existing one: pick one"]
+    for form in (["x.patch"], ["--flagscale", str(tmp_path)]):
+        result = run_cli_in_process("import", *form, "--onto", "1.0", "-c", "1.0", cwd=tmp_path)
+        assert (result.code, error_lines(result)) == (2, refused), form

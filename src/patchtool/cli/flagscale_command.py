@@ -23,6 +23,7 @@ from patchtool.cli.options import (
     RecipientOption,
     SdistOption,
     parse_recipients,
+    refuse_onto_with_base,
 )
 from patchtool.cli.typer_lean import typer
 from patchtool.core.errors import ExitCode, UsageError, error_class, quoted
@@ -99,8 +100,7 @@ def import_flagscale(
     assert flagscale is not None  # the join calls this form only with --flagscale
     recipients = parse_recipients(recipient)
     keyring = find_keyring(identity)
-    if onto is not None and base is not None:
-        raise UsageError("--onto creates a new base; --commit-id names an existing one: pick one")
+    refuse_onto_with_base(onto, base)
     urls: dict[str, str] = {}
     for item in git_url or ():
         name, separator, url = item.partition("=")

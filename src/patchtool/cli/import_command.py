@@ -33,6 +33,7 @@ from patchtool.cli.options import (
     RecipientOption,
     SdistOption,
     parse_recipients,
+    refuse_onto_with_base,
 )
 from patchtool.cli.typer_lean import typer
 from patchtool.core.errors import UsageError
@@ -101,8 +102,7 @@ def import_changes(
     keyring = find_keyring(identity)
     if strip < 0:
         raise UsageError("-p takes a number of path components, 0 or more")
-    if onto is not None and base is not None:
-        raise UsageError("--onto creates a new base; --commit-id names an existing one: pick one")
+    refuse_onto_with_base(onto, base)
     started = context.device_context(device, build_dir, must_exist=not create)
     device = started.device
     reporter = started.reporter

@@ -124,6 +124,12 @@ RecipientOption = Annotated[
 ]
 
 
+def refuse_onto_with_base(onto: str | None, base: str | None) -> None:
+    """`import`'s two forms alike: --onto makes a base, --commit-id names one."""
+    if onto is not None and base is not None:
+        raise UsageError("--onto creates a new base; --commit-id names an existing one: pick one")
+
+
 def parse_recipients(items: list[str] | None) -> tuple[NamedRecipient, ...]:
     """--recipient NAME=KEY, each checked as the store checks device.toml's."""
     from patchtool.store.files import named_recipient
